@@ -1,0 +1,139 @@
+//! Confluent wire format: `0x00`, the schema id as a big-endian `u32`, then the Avro
+//! binary datum written with that schema. Decoding resolves the writer's schema (found by
+//! id) against the latest schema of the event type, so old records stay readable.
+
+use apache_avro::from_value;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
+use thiserror::Error;
+
+use crate::events::{Contract, Event, EventType};
+use crate::registry::{REGISTRY, SchemaId};
+
+const MAGIC: u8 = 0;
+const HEADER_LEN: usize = 5;
+
+#[derive(Debug, Error)]
+pub enum CodecError {
+    #[error("record is {0} bytes, shorter than the 5-byte wire-format header")]
+    TooShort(usize),
+    #[error("wire-format magic byte is {0}, expected 0")]
+    BadMagic(u8),
+    #[error("schema id {0} is not in the schema table")]
+    UnknownSchemaId(SchemaId),
+    #[error("schema id {id} is for {found}, expected {expected}")]
+    WrongEventType {
+        id: SchemaId,
+        expected: EventType,
+        found: EventType,
+    },
+    #[error("{event_type} does not fit its Avro schema: {message}")]
+    Encode {
+        event_type: EventType,
+        message: String,
+    },
+    #[error("{event_type} datum (schema id {id}) is invalid: {message}")]
+    Decode {
+        id: SchemaId,
+        event_type: EventType,
+        message: String,
+    },
+}
+
+/// Encodes one event with the latest schema of its type.
+pub fn encode<T: Contract>(event: &T) -> Result<Vec<u8>, CodecError> {
+    let parsed = REGISTRY.latest(T::EVENT_TYPE);
+    let fail = |e: apache_avro::Error| CodecError::Encode {
+        event_type: T::EVENT_TYPE,
+        message: e.to_string(),
+    };
+    // Ids and timestamps use their human-readable serde forms (UUID strings).
+    let datum = GenericDatumWriter::builder(&parsed.schema)
+        .human_readable(true)
+        .build()
+        .and_then(|w| w.write_ser_to_vec(event))
+        .map_err(fail)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
+    out.push(MAGIC);
+    out.extend_from_slice(&parsed.row.id.0.to_be_bytes());
+    out.extend_from_slice(&datum);
+    Ok(out)
+}
+
+/// Reads the header and returns the schema id and the datum.
+pub fn split(bytes: &[u8]) -> Result<(SchemaId, &[u8]), CodecError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(CodecError::TooShort(bytes.len()));
+    }
+    if bytes[0] != MAGIC {
+        return Err(CodecError::BadMagic(bytes[0]));
+    }
+    let id = SchemaId(u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]));
+    Ok((id, &bytes[HEADER_LEN..]))
+}
+
+/// The event type a record holds, from its schema id alone.
+pub fn event_type_of(bytes: &[u8]) -> Result<EventType, CodecError> {
+    let (id, _) = split(bytes)?;
+    REGISTRY
+        .get(id)
+        .map(|p| p.row.event_type)
+        .ok_or(CodecError::UnknownSchemaId(id))
+}
+
+/// Decodes one event of a known type.
+pub fn decode<T: Contract>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (id, mut datum) = split(bytes)?;
+    let writer = REGISTRY.get(id).ok_or(CodecError::UnknownSchemaId(id))?;
+    if writer.row.event_type != T::EVENT_TYPE {
+        return Err(CodecError::WrongEventType {
+            id,
+            expected: T::EVENT_TYPE,
+            found: writer.row.event_type,
+        });
+    }
+    let reader = REGISTRY.latest(T::EVENT_TYPE);
+    let fail = |e: apache_avro::Error| CodecError::Decode {
+        id,
+        event_type: T::EVENT_TYPE,
+        message: e.to_string(),
+    };
+    let value = GenericDatumReader::builder(&writer.schema)
+        .reader_schema(&reader.schema)
+        .human_readable(true)
+        .build()
+        .and_then(|r| r.read_value(&mut datum))
+        .map_err(fail)?;
+    if !datum.is_empty() {
+        return Err(CodecError::Decode {
+            id,
+            event_type: T::EVENT_TYPE,
+            message: format!("{} trailing bytes after the datum", datum.len()),
+        });
+    }
+    from_value(&value).map_err(fail)
+}
+
+impl Event {
+    /// Encodes with the latest schema of the event's type.
+    pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        match self {
+            Event::ConversationStarted(e) => encode(e),
+            Event::MessageSent(e) => encode(e),
+            Event::ConversationRenamed(e) => encode(e),
+            Event::ConversationEnded(e) => encode(e),
+            Event::DocumentGenerated(e) => encode(e),
+        }
+    }
+
+    /// Decodes any event; the type comes from the schema id.
+    pub fn decode(bytes: &[u8]) -> Result<Event, CodecError> {
+        Ok(match event_type_of(bytes)? {
+            EventType::ConversationStarted => Event::ConversationStarted(decode(bytes)?),
+            EventType::MessageSent => Event::MessageSent(decode(bytes)?),
+            EventType::ConversationRenamed => Event::ConversationRenamed(decode(bytes)?),
+            EventType::ConversationEnded => Event::ConversationEnded(decode(bytes)?),
+            EventType::DocumentGenerated => Event::DocumentGenerated(decode(bytes)?),
+        })
+    }
+}

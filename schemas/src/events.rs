@@ -1,0 +1,231 @@
+//! Rust types of the published events. Field names, types and order match the Avro
+//! schema files in `schemas/avro/<event>/v<N>.avsc` (the latest version of each).
+//! Timestamps travel as Avro `timestamp-millis`, so they carry millisecond precision.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::topics::AggregateKind;
+
+/// The current time at the precision events carry (milliseconds).
+pub fn timestamp_now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+/// UUIDs travel as their canonical text (Avro `string`), whatever the serializer's
+/// human-readable setting.
+mod uuid_text {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use uuid::Uuid;
+
+    pub fn serialize<S: Serializer>(id: &Uuid, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&id.hyphenated())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
+        let text = String::deserialize(d)?;
+        Uuid::parse_str(&text).map_err(D::Error::custom)
+    }
+}
+
+/// Author of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Assistant,
+    System,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::System => "system",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    RequirementsSpec,
+    Summary,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentFormat {
+    Markdown,
+    PlainText,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationStarted {
+    #[serde(with = "uuid_text")]
+    pub conversation_id: Uuid,
+    pub title: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageSent {
+    #[serde(with = "uuid_text")]
+    pub conversation_id: Uuid,
+    #[serde(with = "uuid_text")]
+    pub message_id: Uuid,
+    pub role: Role,
+    pub content: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub prompt_tokens: Option<i32>,
+    #[serde(default)]
+    pub completion_tokens: Option<i32>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub sent_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationRenamed {
+    #[serde(with = "uuid_text")]
+    pub conversation_id: Uuid,
+    pub title: String,
+    pub previous_title: String,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub renamed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationEnded {
+    #[serde(with = "uuid_text")]
+    pub conversation_id: Uuid,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub ended_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generator {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentGenerated {
+    #[serde(with = "uuid_text")]
+    pub document_id: Uuid,
+    #[serde(with = "uuid_text")]
+    pub conversation_id: Uuid,
+    pub kind: DocumentKind,
+    pub title: String,
+    pub format: DocumentFormat,
+    pub content: String,
+    pub source_message_count: i32,
+    pub generator: Generator,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub generated_at: DateTime<Utc>,
+}
+
+/// Name of an event type, as stored in the event store and sent in the `event_type` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    ConversationStarted,
+    MessageSent,
+    ConversationRenamed,
+    ConversationEnded,
+    DocumentGenerated,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 5] = [
+        EventType::ConversationStarted,
+        EventType::MessageSent,
+        EventType::ConversationRenamed,
+        EventType::ConversationEnded,
+        EventType::DocumentGenerated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::ConversationStarted => "ConversationStarted",
+            EventType::MessageSent => "MessageSent",
+            EventType::ConversationRenamed => "ConversationRenamed",
+            EventType::ConversationEnded => "ConversationEnded",
+            EventType::DocumentGenerated => "DocumentGenerated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    pub fn aggregate(self) -> AggregateKind {
+        match self {
+            EventType::DocumentGenerated => AggregateKind::Document,
+            _ => AggregateKind::Conversation,
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A contract type: one published event with its own schema.
+pub trait Contract: Serialize + serde::de::DeserializeOwned {
+    const EVENT_TYPE: EventType;
+}
+
+macro_rules! contract {
+    ($($t:ident),*) => {
+        $(impl Contract for $t { const EVENT_TYPE: EventType = EventType::$t; })*
+
+        /// Any published event. Its serde form (externally tagged by event type) is
+        /// also the JSON payload kept in the event store.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum Event {
+            $($t($t),)*
+        }
+
+        impl Event {
+            pub fn event_type(&self) -> EventType {
+                match self { $(Event::$t(_) => EventType::$t,)* }
+            }
+        }
+
+        $(impl From<$t> for Event { fn from(e: $t) -> Self { Event::$t(e) } })*
+    };
+}
+
+contract!(
+    ConversationStarted,
+    MessageSent,
+    ConversationRenamed,
+    ConversationEnded,
+    DocumentGenerated
+);
+
+impl Event {
+    /// Id of the aggregate the event belongs to (the Kafka record key).
+    pub fn aggregate_id(&self) -> Uuid {
+        match self {
+            Event::ConversationStarted(e) => e.conversation_id,
+            Event::MessageSent(e) => e.conversation_id,
+            Event::ConversationRenamed(e) => e.conversation_id,
+            Event::ConversationEnded(e) => e.conversation_id,
+            Event::DocumentGenerated(e) => e.document_id,
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The contract holds: every event round-trips through the wire format, the schema table
+//! is consistent with the files, and every schema version ever committed stays readable.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use apache_avro::Schema;
+use apache_avro::schema_compatibility::SchemaCompatibility;
+use chrono::{TimeZone, Utc};
+use schemas::registry::{self, TABLE};
+use schemas::*;
+use uuid::Uuid;
+
+fn at(ms: i64) -> chrono::DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .expect("valid timestamp")
+}
+
+fn samples() -> Vec<Event> {
+    let conversation_id = Uuid::new_v4();
+    vec![
+        ConversationStarted {
+            conversation_id,
+            title: "Quarterly plan".into(),
+            metadata: BTreeMap::from([("channel".into(), "web".into())]),
+            started_at: at(1_700_000_000_123),
+        }
+        .into(),
+        ConversationStarted {
+            conversation_id,
+            title: "No metadata".into(),
+            metadata: BTreeMap::new(),
+            started_at: timestamp_now(),
+        }
+        .into(),
+        MessageSent {
+            conversation_id,
+            message_id: Uuid::new_v4(),
+            role: Role::Assistant,
+            content: "Here is the draft — with ünïcödé.".into(),
+            model: Some("gpt-x".into()),
+            prompt_tokens: Some(120),
+            completion_tokens: Some(0),
+            sent_at: at(1_700_000_000_456),
+        }
+        .into(),
+        MessageSent {
+            conversation_id,
+            message_id: Uuid::new_v4(),
+            role: Role::User,
+            content: "hello".into(),
+            model: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            sent_at: at(0),
+        }
+        .into(),
+        ConversationRenamed {
+            conversation_id,
+            title: "New".into(),
+            previous_title: "Old".into(),
+            renamed_at: at(1),
+        }
+        .into(),
+        ConversationEnded {
+            conversation_id,
+            reason: Some("resolved".into()),
+            ended_at: at(2),
+        }
+        .into(),
+        ConversationEnded {
+            conversation_id,
+            reason: None,
+            ended_at: at(3),
+        }
+        .into(),
+        DocumentGenerated {
+            document_id: Uuid::new_v4(),
+            conversation_id,
+            kind: DocumentKind::RequirementsSpec,
+            title: "Spec".into(),
+            format: DocumentFormat::Markdown,
+            content: "# Spec\n\n- one".into(),
+            source_message_count: 2,
+            generator: Generator {
+                name: "template".into(),
+                version: "1".into(),
+            },
+            generated_at: at(4),
+        }
+        .into(),
+    ]
+}
+
+#[test]
+fn every_event_round_trips_through_the_wire_format() {
+    let mut seen = HashSet::new();
+    for event in samples() {
+        seen.insert(event.event_type());
+        let bytes = event.encode().expect("encode");
+        assert_eq!(bytes[0], 0, "magic byte");
+        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        assert_eq!(id, registry::latest(event.event_type()).id.0);
+        let back = Event::decode(&bytes).expect("decode");
+        assert_eq!(back, event);
+    }
+    assert_eq!(
+        seen.len(),
+        EventType::ALL.len(),
+        "a sample for every event type"
+    );
+}
+
+#[test]
+fn the_event_store_json_payload_round_trips() {
+    for event in samples() {
+        let json = serde_json::to_value(&event).expect("to json");
+        assert!(json.get(event.event_type().as_str()).is_some(), "{json}");
+        let back: Event = serde_json::from_value(json).expect("from json");
+        assert_eq!(back, event);
+    }
+}
+
+#[test]
+fn malformed_records_are_errors_not_panics() {
+    let good = samples()[2].encode().expect("encode");
+    assert!(matches!(Event::decode(&[]), Err(CodecError::TooShort(0))));
+    let mut bad_magic = good.clone();
+    bad_magic[0] = 1;
+    assert!(matches!(
+        Event::decode(&bad_magic),
+        Err(CodecError::BadMagic(1))
+    ));
+    let mut unknown = good.clone();
+    unknown[1..5].copy_from_slice(&9999u32.to_be_bytes());
+    assert!(matches!(
+        Event::decode(&unknown),
+        Err(CodecError::UnknownSchemaId(SchemaId(9999)))
+    ));
+    for cut in 5..good.len() {
+        assert!(Event::decode(&good[..cut]).is_err(), "truncated at {cut}");
+    }
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert!(Event::decode(&trailing).is_err());
+    assert!(matches!(
+        decode::<ConversationEnded>(&good),
+        Err(CodecError::WrongEventType { .. })
+    ));
+}
+
+fn avro_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("avro")
+}
+
+#[test]
+fn the_schema_table_matches_the_files() {
+    let mut ids = HashSet::new();
+    let mut files = HashSet::new();
+    for row in TABLE {
+        assert!(ids.insert(row.id), "schema id {} used twice", row.id);
+        assert!(files.insert(row.file), "{} listed twice", row.file);
+        let schema = Schema::parse_str(row.source).expect("parses");
+        let name = match &schema {
+            Schema::Record(r) => r.name.clone(),
+            other => panic!("{} is not a record: {other:?}", row.file),
+        };
+        assert_eq!(name.name(), row.event_type.as_str(), "{}", row.file);
+        assert!(
+            name.namespace()
+                .is_some_and(|n| n.starts_with("io.threadline.events.")),
+            "{} needs a namespace under io.threadline.events",
+            row.file
+        );
+        assert!(
+            row.source.contains("\"doc\""),
+            "{} needs doc strings",
+            row.file
+        );
+    }
+    for event_type in EventType::ALL {
+        let versions: Vec<u16> = registry::versions(event_type)
+            .iter()
+            .map(|r| r.version)
+            .collect();
+        let expected: Vec<u16> = (1..=versions.len() as u16).collect();
+        assert_eq!(versions, expected, "{event_type}: versions must be 1..=N");
+    }
+    // Every file on disk is in the table: an unregistered schema could never be decoded.
+    for dir in std::fs::read_dir(avro_dir()).expect("schemas/avro") {
+        let dir = dir.expect("entry").path();
+        for file in std::fs::read_dir(&dir).expect("event dir") {
+            let file = file.expect("entry").path();
+            let rel = file
+                .strip_prefix(avro_dir())
+                .expect("under avro")
+                .to_string_lossy()
+                .into_owned();
+            assert!(
+                files.contains(rel.as_str()),
+                "{rel} is not in registry::TABLE"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_latest_schema_reads_every_earlier_version() {
+    for event_type in EventType::ALL {
+        let reader = Schema::parse_str(registry::latest(event_type).source).expect("parses");
+        for row in registry::versions(event_type) {
+            let writer = Schema::parse_str(row.source).expect("parses");
+            if let Err(e) = SchemaCompatibility::can_read(&writer, &reader) {
+                panic!(
+                    "{event_type}: latest schema cannot read {} (id {}): {e}",
+                    row.file, row.id
+                );
+            }
+        }
+    }
+}
+
+fn git(args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("git must be installed to check the schema history");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed (the schema history check needs a full git clone): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("git prints UTF-8")
+}
+
+/// Published schema files are immutable: every version ever committed is still in the
+/// tree, byte for byte, so it is in the table and checked by the test above. Editing or
+/// deleting a committed schema fails here.
+#[test]
+fn every_committed_schema_is_unchanged_and_still_present() {
+    let top = git(&["rev-parse", "--show-toplevel"]);
+    let top = Path::new(top.trim());
+    let commits = git(&["log", "--format=%H", "--", "schemas/avro"]);
+    let mut checked = 0;
+    for commit in commits.lines() {
+        let paths = git(&["ls-tree", "-r", "--name-only", commit, "--", "schemas/avro"]);
+        for path in paths.lines().filter(|p| p.ends_with(".avsc")) {
+            let committed = git(&["show", &format!("{commit}:{path}")]);
+            let current = std::fs::read_to_string(top.join(path)).unwrap_or_else(|_| {
+                panic!("{path}, committed in {commit}, was deleted: published schemas stay")
+            });
+            assert_eq!(
+                current, committed,
+                "{path} differs from its version in {commit}: add a new vN.avsc instead of editing"
+            );
+            checked += 1;
+        }
+    }
+    // On a fresh work tree before the first commit nothing is committed yet; once the
+    // repository has history, the files must have been seen.
+    let head_has_schemas = !git(&["ls-tree", "-r", "--name-only", "HEAD", "--", "schemas/avro"])
+        .trim()
+        .is_empty();
+    assert!(
+        !head_has_schemas || checked >= TABLE.len(),
+        "checked {checked} files"
+    );
+}
