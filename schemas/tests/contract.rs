@@ -222,15 +222,15 @@ fn the_latest_schema_reads_every_earlier_version() {
     }
 }
 
-fn git(args: &[&str]) -> String {
+fn git_in(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(dir)
         .output()
         .expect("git must be installed to check the schema history");
     assert!(
         out.status.success(),
-        "git {args:?} failed (the schema history check needs a full git clone): {}",
+        "git {args:?} failed (the schema history check needs a git clone): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("git prints UTF-8")
@@ -241,11 +241,23 @@ fn git(args: &[&str]) -> String {
 /// deleting a committed schema fails here.
 #[test]
 fn every_committed_schema_is_unchanged_and_still_present() {
-    let top = git(&["rev-parse", "--show-toplevel"]);
+    let top = git_in(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &["rev-parse", "--show-toplevel"],
+    );
     let top = Path::new(top.trim());
-    let commits = git(&["log", "--format=%H", "--", "schemas/avro"]);
-    let mut checked = 0;
-    for commit in commits.lines() {
+    let git = |args: &[&str]| git_in(top, args);
+    let has_history = Command::new("git")
+        .args(["rev-parse", "--verify", "--quiet", "HEAD"])
+        .current_dir(top)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_history {
+        // A repository before its first commit has published nothing yet.
+        return;
+    }
+    let mut checked = HashSet::new();
+    for commit in git(&["log", "--format=%H", "--", "schemas/avro"]).lines() {
         let paths = git(&["ls-tree", "-r", "--name-only", commit, "--", "schemas/avro"]);
         for path in paths.lines().filter(|p| p.ends_with(".avsc")) {
             let committed = git(&["show", &format!("{commit}:{path}")]);
@@ -256,16 +268,11 @@ fn every_committed_schema_is_unchanged_and_still_present() {
                 current, committed,
                 "{path} differs from its version in {commit}: add a new vN.avsc instead of editing"
             );
-            checked += 1;
+            checked.insert(path.to_owned());
         }
     }
-    // On a fresh work tree before the first commit nothing is committed yet; once the
-    // repository has history, the files must have been seen.
-    let head_has_schemas = !git(&["ls-tree", "-r", "--name-only", "HEAD", "--", "schemas/avro"])
-        .trim()
-        .is_empty();
     assert!(
-        !head_has_schemas || checked >= TABLE.len(),
-        "checked {checked} files"
+        !checked.is_empty(),
+        "no committed schema file was found under schemas/avro"
     );
 }
