@@ -69,6 +69,7 @@ pub enum DocumentFormat {
 pub struct ConversationStarted {
     #[serde(with = "uuid_text")]
     pub conversation_id: Uuid,
+    pub tenant_id: String,
     pub title: String,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
@@ -124,6 +125,7 @@ pub struct Generator {
 pub struct DocumentGenerated {
     #[serde(with = "uuid_text")]
     pub document_id: Uuid,
+    pub tenant_id: String,
     #[serde(with = "uuid_text")]
     pub conversation_id: Uuid,
     pub kind: DocumentKind,

@@ -23,6 +23,7 @@ fn samples() -> Vec<Event> {
     vec![
         ConversationStarted {
             conversation_id,
+            tenant_id: "acme".into(),
             title: "Quarterly plan".into(),
             metadata: BTreeMap::from([("channel".into(), "web".into())]),
             started_at: at(1_700_000_000_123),
@@ -30,6 +31,7 @@ fn samples() -> Vec<Event> {
         .into(),
         ConversationStarted {
             conversation_id,
+            tenant_id: "acme".into(),
             title: "No metadata".into(),
             metadata: BTreeMap::new(),
             started_at: timestamp_now(),
@@ -78,6 +80,7 @@ fn samples() -> Vec<Event> {
         .into(),
         DocumentGenerated {
             document_id: Uuid::new_v4(),
+            tenant_id: "acme".into(),
             conversation_id,
             kind: DocumentKind::RequirementsSpec,
             title: "Spec".into(),
