@@ -1,20 +1,54 @@
-//! command-api binary: reads its settings from the environment and serves HTTP.
+//! command-api: REST commands plus the outbox relay (one active relay across replicas).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use command_api::domain::TemplateGenerator;
+use command_api::http::{AppState, router};
+use command_api::relay::{Relay, RelayConfig};
+use command_api::service::CommandService;
+use command_api::store;
+use platform::auth::{AuthConfig, Authenticator};
+use platform::kafka::KafkaConfig;
 use platform::{config, db::DbConfig, http, telemetry};
+use tokio::sync::watch;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     telemetry::init("command-api");
-    let addr: std::net::SocketAddr =
-        config::parse_or("COMMAND_API_ADDR", ([127, 0, 0, 1], 8080).into())?;
-    let pool = DbConfig::from_env()?
-        .connect()
+    let addr: SocketAddr = config::parse_or("COMMAND_API_ADDR", ([127, 0, 0, 1], 8080).into())?;
+    let db = DbConfig::from_env()?;
+    let pool = db.connect().await.context("connecting to PostgreSQL")?;
+    store::migrate(&pool)
         .await
-        .context("connecting to PostgreSQL")?;
+        .context("migrating the event store")?;
+    let auth = Authenticator::new(AuthConfig::from_env()?);
+
+    let (stop, stopped) = watch::channel(false);
+    let relay = if config::parse_or("RELAY_ENABLED", true)? {
+        let (relay, _status) = Relay::new(RelayConfig {
+            name: config::var("RELAY_NAME").unwrap_or_else(|| "kafka".into()),
+            database_url: db.url.clone(),
+            kafka: KafkaConfig::from_env()?,
+            batch_size: config::parse_or("RELAY_BATCH_SIZE", 500)?,
+            idle_poll: Duration::from_millis(config::parse_or("RELAY_IDLE_POLL_MS", 20)?),
+        });
+        Some(tokio::spawn(relay.run(stopped)))
+    } else {
+        None
+    };
+
+    let service = Arc::new(CommandService::new(pool, Arc::new(TemplateGenerator)));
+    let app = router(AppState { service, auth });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    http::serve(listener, http::health_routes(pool), http::shutdown_signal()).await?;
+    http::serve(listener, app, http::shutdown_signal()).await?;
+    let _ = stop.send(true);
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
     Ok(())
 }

@@ -1,0 +1,337 @@
+//! Command handlers: authenticate, parse, authorise, execute, answer.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use platform::auth::{Principal, Role as CallerRole};
+use platform::problem::{Json, Problem};
+use schemas::{DocumentKind, Event, Role};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::errors::ApiError;
+use super::{AppState, RequestContext};
+use crate::domain::Version;
+use crate::service::{Accepted, Idempotency, NewMessage, RequestMeta};
+
+const WRITERS: &[CallerRole] = &[CallerRole::Member, CallerRole::Admin, CallerRole::Service];
+const ASSISTANT_WRITERS: &[CallerRole] = &[CallerRole::Admin, CallerRole::Service];
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartConversation {
+    /// 1-200 characters.
+    pub title: String,
+    /// Free-form labels, at most 32.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// `user`, `assistant` or `system`. Assistant and system messages need the `service` or `admin` role.
+    #[schema(value_type = String, example = "user")]
+    pub role: Role,
+    /// 1-32768 characters.
+    pub content: String,
+    pub model: Option<String>,
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameConversation {
+    pub title: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndConversation {
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateDocument {
+    /// `requirements_spec` or `summary`.
+    #[schema(value_type = String, example = "requirements_spec")]
+    pub kind: DocumentKind,
+    /// Overrides the generated title.
+    pub title: Option<String>,
+}
+
+/// The answer to an accepted command.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CommandAccepted {
+    /// `conversation` or `document`.
+    pub aggregate: String,
+    pub id: Uuid,
+    /// The aggregate's version after the command; send it back in `If-Match`.
+    pub version: u64,
+    /// Pass to the query API (`?position=`) to read your own write.
+    pub position: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<Uuid>,
+    /// True when this is the stored answer to an earlier request with the same Idempotency-Key.
+    pub replayed: bool,
+}
+
+fn respond(a: Accepted, status: StatusCode) -> Response {
+    let mut message_id = None;
+    let mut conversation_id = None;
+    for e in &a.events {
+        match e {
+            Event::MessageSent(m) => message_id = Some(m.message_id),
+            Event::DocumentGenerated(d) => conversation_id = Some(d.conversation_id),
+            _ => {}
+        }
+    }
+    let body = CommandAccepted {
+        aggregate: a.kind.to_string(),
+        id: a.aggregate_id,
+        version: a.version.0,
+        position: a.position().to_string(),
+        message_id,
+        conversation_id,
+        replayed: a.replayed,
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", a.version)) {
+        headers.insert(header::ETAG, v);
+    }
+    if a.replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// `If-Match: "3"` (or `3`); `*` or absent: no expectation.
+fn expected_version(headers: &HeaderMap) -> Result<Option<Version>, ApiError> {
+    let Some(raw) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = raw.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    text.trim_matches('"')
+        .parse::<u64>()
+        .map(|v| Some(Version(v)))
+        .map_err(|_| {
+            Problem::bad_request(
+                "invalid_if_match",
+                "If-Match must be a version number, e.g. \"3\"",
+            )
+            .into()
+        })
+}
+
+fn idempotency(
+    headers: &HeaderMap,
+    method_and_target: &str,
+    body: &impl Serialize,
+) -> Result<Option<Idempotency>, ApiError> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = raw
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.chars().all(|c| c.is_ascii_graphic()))
+        .ok_or_else(|| {
+            Problem::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1-255 visible ASCII characters",
+            )
+        })?;
+    // Canonical form: serde_json::Value objects keep keys sorted.
+    let canonical = serde_json::to_value(body)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    let mut hash = Sha256::new();
+    hash.update(method_and_target.as_bytes());
+    hash.update([0]);
+    hash.update(canonical.as_bytes());
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        request_hash: hex::encode(hash.finalize()),
+    }))
+}
+
+fn meta(
+    who: &Principal,
+    ctx: RequestContext,
+    headers: &HeaderMap,
+    target: &str,
+    body: &impl Serialize,
+) -> Result<RequestMeta, ApiError> {
+    Ok(RequestMeta {
+        tenant_id: who.tenant_id.clone(),
+        user_id: who.subject.clone(),
+        correlation_id: ctx.correlation_id,
+        causation_id: ctx.causation_id,
+        traceparent: Some(ctx.traceparent),
+        tracestate: ctx.tracestate,
+        idempotency: idempotency(headers, target, body)?,
+    })
+}
+
+/// An id that is not a UUID names nothing.
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse().map_err(|_| Problem::not_found().into())
+}
+
+#[utoipa::path(post, path = "/v1/conversations", request_body = StartConversation,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same request")),
+    responses((status = 201, body = CommandAccepted), (status = 401), (status = 403), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn start_conversation(
+    State(app): State<AppState>,
+    who: Principal,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    Json(body): Json<StartConversation>,
+) -> Result<Response, ApiError> {
+    who.require_any(WRITERS)?;
+    let meta = meta(&who, ctx, &headers, "POST /v1/conversations", &body)?;
+    let accepted = app
+        .service
+        .start_conversation(body.title, body.metadata, &meta)
+        .await?;
+    Ok(respond(accepted, StatusCode::CREATED))
+}
+
+#[utoipa::path(post, path = "/v1/conversations/{id}/messages", request_body = SendMessage,
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = CommandAccepted), (status = 404), (status = 409), (status = 412), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn send_message(
+    State(app): State<AppState>,
+    who: Principal,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<SendMessage>,
+) -> Result<Response, ApiError> {
+    who.require_any(WRITERS)?;
+    if body.role != Role::User {
+        who.require_any(ASSISTANT_WRITERS)?;
+    }
+    let id = parse_id(&id)?;
+    let expected = expected_version(&headers)?;
+    let meta = meta(
+        &who,
+        ctx,
+        &headers,
+        &format!("POST /v1/conversations/{id}/messages"),
+        &body,
+    )?;
+    let message = NewMessage {
+        role: body.role,
+        content: body.content,
+        model: body.model,
+        prompt_tokens: body.prompt_tokens,
+        completion_tokens: body.completion_tokens,
+    };
+    let accepted = app
+        .service
+        .send_message(id, message, expected, &meta)
+        .await?;
+    Ok(respond(accepted, StatusCode::CREATED))
+}
+
+#[utoipa::path(post, path = "/v1/conversations/{id}/rename", request_body = RenameConversation,
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandAccepted), (status = 404), (status = 409), (status = 412), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn rename_conversation(
+    State(app): State<AppState>,
+    who: Principal,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<RenameConversation>,
+) -> Result<Response, ApiError> {
+    who.require_any(WRITERS)?;
+    let id = parse_id(&id)?;
+    let expected = expected_version(&headers)?;
+    let meta = meta(
+        &who,
+        ctx,
+        &headers,
+        &format!("POST /v1/conversations/{id}/rename"),
+        &body,
+    )?;
+    let accepted = app
+        .service
+        .rename_conversation(id, body.title, expected, &meta)
+        .await?;
+    Ok(respond(accepted, StatusCode::OK))
+}
+
+#[utoipa::path(post, path = "/v1/conversations/{id}/end", request_body = EndConversation,
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandAccepted), (status = 404), (status = 409), (status = 412)),
+    security(("bearer" = [])))]
+pub async fn end_conversation(
+    State(app): State<AppState>,
+    who: Principal,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<EndConversation>,
+) -> Result<Response, ApiError> {
+    who.require_any(WRITERS)?;
+    let id = parse_id(&id)?;
+    let expected = expected_version(&headers)?;
+    let meta = meta(
+        &who,
+        ctx,
+        &headers,
+        &format!("POST /v1/conversations/{id}/end"),
+        &body,
+    )?;
+    let accepted = app
+        .service
+        .end_conversation(id, body.reason, expected, &meta)
+        .await?;
+    Ok(respond(accepted, StatusCode::OK))
+}
+
+#[utoipa::path(post, path = "/v1/conversations/{id}/documents", request_body = GenerateDocument,
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = CommandAccepted), (status = 404), (status = 409), (status = 502)),
+    security(("bearer" = [])))]
+pub async fn generate_document(
+    State(app): State<AppState>,
+    who: Principal,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<GenerateDocument>,
+) -> Result<Response, ApiError> {
+    who.require_any(WRITERS)?;
+    let id = parse_id(&id)?;
+    let meta = meta(
+        &who,
+        ctx,
+        &headers,
+        &format!("POST /v1/conversations/{id}/documents"),
+        &body,
+    )?;
+    let accepted = app
+        .service
+        .generate_document(id, body.kind, body.title, &meta)
+        .await?;
+    Ok(respond(accepted, StatusCode::CREATED))
+}

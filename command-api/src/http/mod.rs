@@ -1,0 +1,59 @@
+//! The REST surface: `/v1` commands, `/openapi.json`, Swagger UI at `/docs`, health.
+
+mod commands;
+mod context;
+mod errors;
+mod openapi;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::routing::post;
+use platform::auth::Authenticator;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::service::CommandService;
+
+pub use context::RequestContext;
+
+/// Largest request body accepted: a maximal message (32,768 characters of up to four
+/// bytes each) plus JSON overhead.
+pub const BODY_LIMIT: usize = 192 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<CommandService>,
+    pub auth: Arc<Authenticator>,
+}
+
+impl FromRef<AppState> for Arc<Authenticator> {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let pool = state.service.pool().clone();
+    let v1 = Router::new()
+        .route("/conversations", post(commands::start_conversation))
+        .route("/conversations/{id}/messages", post(commands::send_message))
+        .route(
+            "/conversations/{id}/rename",
+            post(commands::rename_conversation),
+        )
+        .route("/conversations/{id}/end", post(commands::end_conversation))
+        .route(
+            "/conversations/{id}/documents",
+            post(commands::generate_document),
+        )
+        .with_state(state);
+    Router::new()
+        .nest("/v1", v1)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
+        .merge(platform::http::health_routes(pool))
+        .fallback(|| async { platform::problem::Problem::not_found().detail("no such route") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(context::propagate))
+}

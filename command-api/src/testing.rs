@@ -1,0 +1,129 @@
+//! Test fixture: a real command-api (HTTP server, fresh database, relay) on loopback,
+//! against the stack `dev/stack test` provides. Used by this crate's tests and by other
+//! crates' end-to-end tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use platform::auth::{AuthConfig, Authenticator, KeySource, Role};
+use platform::kafka::KafkaConfig;
+use platform::testenv::{self, TestDatabase};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::domain::TemplateGenerator;
+use crate::http::{AppState, router};
+use crate::relay::{Relay, RelayConfig, RelayStatus};
+use crate::service::CommandService;
+
+pub const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
+
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    pub db: TestDatabase,
+    pub kafka: KafkaConfig,
+    pub service: Arc<CommandService>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A running relay; dropping it stops it.
+pub struct RunningRelay {
+    pub task: JoinHandle<()>,
+    pub status: watch::Receiver<RelayStatus>,
+    stop: watch::Sender<bool>,
+}
+
+impl RunningRelay {
+    /// Graceful stop.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the relay has published everything committed so far.
+    pub async fn caught_up(&mut self, total: u64, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let s = *self.status.borrow();
+            if s.active && s.published >= total && s.lag_events == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "relay did not catch up: {s:?}, want {total}"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.status.changed()).await;
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let db = testenv::database().await;
+        crate::store::migrate(&db.pool).await.expect("migrate");
+        let auth = Authenticator::new(AuthConfig {
+            keys: KeySource::Hs256 {
+                secret: SECRET.to_vec(),
+            },
+            issuer: None,
+            audience: None,
+            leeway: 0,
+        });
+        let service = Arc::new(CommandService::new(
+            db.pool.clone(),
+            Arc::new(TemplateGenerator),
+        ));
+        let app = router(AppState {
+            service: service.clone(),
+            auth,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let _ = platform::http::serve(listener, app, std::future::pending()).await;
+        });
+        TestApp {
+            base,
+            db,
+            kafka: testenv::kafka(),
+            service,
+            server,
+        }
+    }
+
+    pub fn token(&self, tenant: &str, roles: &[Role]) -> String {
+        platform::auth::dev::hs256_token(SECRET, tenant, "user-1", roles, 3600)
+    }
+
+    pub fn relay(&self) -> RunningRelay {
+        let (relay, status) = Relay::new(RelayConfig {
+            name: "test".into(),
+            database_url: self.db.config.url.clone(),
+            kafka: self.kafka.clone(),
+            batch_size: 200,
+            idle_poll: Duration::from_millis(10),
+        });
+        let (stop, stopped) = watch::channel(false);
+        RunningRelay {
+            task: tokio::spawn(relay.run(stopped)),
+            status,
+            stop,
+        }
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count events")
+    }
+}

@@ -1,0 +1,558 @@
+//! The REST command API against a real PostgreSQL, through a real HTTP server.
+
+use command_api::testing::{SECRET, TestApp};
+use platform::auth::Role;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(app: &TestApp, tenant: &str, roles: &[Role]) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: app.base.clone(),
+            token: app.token(tenant, roles),
+        }
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body, headers)
+    }
+
+    async fn start(&self, title: &str) -> String {
+        let (status, body, _) = self
+            .post("/v1/conversations", json!({"title": title}), &[])
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+}
+
+fn member(app: &TestApp) -> Client {
+    Client::new(app, "acme", &[Role::Member])
+}
+
+fn assert_problem(status: StatusCode, body: &Value, want_status: StatusCode, code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], want_status.as_u16(), "{body}");
+}
+
+#[tokio::test]
+async fn commands_answer_with_versions_and_position_tokens() {
+    let app = TestApp::spawn().await;
+    let c = member(&app);
+    let (status, started, headers) = c
+        .post(
+            "/v1/conversations",
+            json!({"title": "Plan", "metadata": {"channel": "web"}}),
+            &[("x-correlation-id", "corr-42")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    assert_eq!(started["version"], 1);
+    assert_eq!(headers["etag"], "\"1\"");
+    assert_eq!(headers["x-correlation-id"], "corr-42");
+    let id = started["id"].as_str().unwrap();
+    assert_eq!(started["position"], format!("conversation:{id}:1"));
+
+    let (status, sent, _) = c
+        .post(
+            &format!("/v1/conversations/{id}/messages"),
+            json!({"role": "user", "content": "We need a shop"}),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{sent}");
+    assert_eq!(sent["version"], 2);
+    assert!(sent["message_id"].as_str().is_some());
+
+    let (status, renamed, _) = c
+        .post(
+            &format!("/v1/conversations/{id}/rename"),
+            json!({"title": "Shop"}),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, renamed["version"].clone()),
+        (StatusCode::OK, json!(3))
+    );
+
+    let (status, doc, _) = c
+        .post(
+            &format!("/v1/conversations/{id}/documents"),
+            json!({"kind": "requirements_spec"}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{doc}");
+    assert_eq!(
+        (doc["aggregate"].clone(), doc["version"].clone()),
+        (json!("document"), json!(1))
+    );
+    assert_eq!(doc["conversation_id"], id);
+
+    let (status, ended, _) = c
+        .post(
+            &format!("/v1/conversations/{id}/end"),
+            json!({"reason": "done"}),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, ended["version"].clone()),
+        (StatusCode::OK, json!(4))
+    );
+    let (status, body, _) = c
+        .post(
+            &format!("/v1/conversations/{id}/messages"),
+            json!({"role": "user", "content": "late"}),
+            &[],
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::CONFLICT, "conversation_ended");
+
+    // Every event carries the request's metadata.
+    let meta: Value =
+        sqlx::query_scalar("SELECT metadata FROM events WHERE aggregate_id = $1 AND sequence = 1")
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(meta["tenant_id"], "acme");
+    assert_eq!(meta["correlation_id"], "corr-42");
+    assert!(
+        meta["traceparent"].as_str().is_some_and(|t| t.len() == 55),
+        "{meta}"
+    );
+    assert!(meta["causation_id"].as_str().is_some(), "{meta}");
+    assert_eq!(app.event_count().await, 5);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request() {
+    let app = TestApp::spawn().await;
+    let c = member(&app);
+    let id = c.start("Idem").await;
+    let path = format!("/v1/conversations/{id}/messages");
+    let body = json!({"role": "user", "content": "once"});
+    let key = [("idempotency-key", "key-1")];
+    let (s1, first, _) = c.post(&path, body.clone(), &key).await;
+    let (s2, second, h2) = c.post(&path, body.clone(), &key).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(first["message_id"], second["message_id"]);
+    assert_eq!(
+        (first["version"].clone(), second["version"].clone()),
+        (json!(2), json!(2))
+    );
+    assert_eq!(
+        (first["replayed"].clone(), second["replayed"].clone()),
+        (json!(false), json!(true))
+    );
+    assert_eq!(h2["idempotent-replayed"], "true");
+    assert_eq!(app.event_count().await, 2);
+
+    let (status, refused, _) = c
+        .post(&path, json!({"role": "user", "content": "other"}), &key)
+        .await;
+    assert_problem(
+        status,
+        &refused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    );
+    assert_eq!(app.event_count().await, 2);
+
+    // Concurrent duplicates of a create: one conversation, one answer.
+    let create_key = [("idempotency-key", "create-1")];
+    let answers = futures::future::join_all(
+        (0..8).map(|_| c.post("/v1/conversations", json!({"title": "Once"}), &create_key)),
+    )
+    .await;
+    let ids: std::collections::HashSet<_> = answers
+        .iter()
+        .map(|(s, b, _)| {
+            assert_eq!(*s, StatusCode::CREATED, "{b}");
+            b["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "all duplicates answer with the same conversation"
+    );
+    assert_eq!(app.event_count().await, 3);
+}
+
+#[tokio::test]
+async fn an_if_match_mismatch_answers_412_with_the_current_version_and_appends_nothing() {
+    let app = TestApp::spawn().await;
+    let c = member(&app);
+    let id = c.start("Versions").await;
+    let path = format!("/v1/conversations/{id}/rename");
+    let (status, body, headers) = c
+        .post(&path, json!({"title": "New"}), &[("if-match", "\"7\"")])
+        .await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::PRECONDITION_FAILED,
+        "version_mismatch",
+    );
+    assert_eq!(
+        (
+            body["current_version"].clone(),
+            body["expected_version"].clone()
+        ),
+        (json!(1), json!(7))
+    );
+    assert_eq!(headers["etag"], "\"1\"");
+    let (status, body, _) = c
+        .post(&path, json!({"title": "New"}), &[("if-match", "soon")])
+        .await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "invalid_if_match");
+    assert_eq!(app.event_count().await, 1);
+    let (status, _, _) = c
+        .post(&path, json!({"title": "New"}), &[("if-match", "1")])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn another_tenants_conversation_is_not_found_and_untouched() {
+    let app = TestApp::spawn().await;
+    let id = member(&app).start("Mine").await;
+    let other = Client::new(&app, "globex", &[Role::Admin]);
+    for (path, body) in [
+        (
+            format!("/v1/conversations/{id}/messages"),
+            json!({"role": "user", "content": "hi"}),
+        ),
+        (
+            format!("/v1/conversations/{id}/rename"),
+            json!({"title": "Theirs"}),
+        ),
+        (format!("/v1/conversations/{id}/end"), json!({})),
+        (
+            format!("/v1/conversations/{id}/documents"),
+            json!({"kind": "summary"}),
+        ),
+    ] {
+        let (status, problem, _) = other.post(&path, body, &[]).await;
+        assert_problem(status, &problem, StatusCode::NOT_FOUND, "not_found");
+    }
+    assert_eq!(app.event_count().await, 1);
+}
+
+fn unsigned_token(claims: &Value) -> String {
+    use base64_free::encode;
+    format!(
+        "{}.{}.",
+        encode(br#"{"alg":"none","typ":"JWT"}"#),
+        encode(claims.to_string().as_bytes())
+    )
+}
+
+/// Minimal base64url (no padding), to build an `alg: none` token by hand.
+mod base64_free {
+    pub fn encode(bytes: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn missing_expired_forged_and_unsigned_tokens_are_refused() {
+    let app = TestApp::spawn().await;
+    let now = chrono::Utc::now().timestamp();
+    let tokens = [
+        ("", "unauthenticated"),
+        (
+            &platform::auth::dev::hs256_token(SECRET, "acme", "u", &[Role::Member], -120)[..],
+            "token_expired",
+        ),
+        (
+            &platform::auth::dev::hs256_token(
+                b"another-secret-another-secret-00",
+                "acme",
+                "u",
+                &[Role::Member],
+                3600,
+            )[..],
+            "invalid_token",
+        ),
+        (
+            &unsigned_token(
+                &json!({"sub": "u", "tenant_id": "acme", "roles": ["admin"], "exp": now + 3600}),
+            )[..],
+            "invalid_token",
+        ),
+        ("not.a.jwt", "invalid_token"),
+    ];
+    let http = reqwest::Client::new();
+    for (token, code) in tokens {
+        let mut req = http
+            .post(format!("{}/v1/conversations", app.base))
+            .json(&json!({"title": "x"}));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        let body: Value = resp.json().await.unwrap();
+        assert_problem(status, &body, StatusCode::UNAUTHORIZED, code);
+    }
+    assert_eq!(app.event_count().await, 0);
+}
+
+#[tokio::test]
+async fn roles_limit_what_a_caller_may_do() {
+    let app = TestApp::spawn().await;
+    let id = member(&app).start("Roles").await;
+    let auditor = Client::new(&app, "acme", &[Role::Auditor]);
+    let (status, body, _) = auditor
+        .post("/v1/conversations", json!({"title": "x"}), &[])
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let path = format!("/v1/conversations/{id}/messages");
+    let (status, body, _) = member(&app)
+        .post(
+            &path,
+            json!({"role": "assistant", "content": "I am the bot"}),
+            &[],
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(app.event_count().await, 1);
+    let service = Client::new(&app, "acme", &[Role::Service]);
+    let (status, _, _) = service
+        .post(&path, json!({"role": "assistant", "content": "Hello", "model": "m", "prompt_tokens": 3, "completion_tokens": 1}), &[])
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn malformed_requests_answer_4xx_problems_and_append_nothing() {
+    let app = TestApp::spawn().await;
+    let c = member(&app);
+    let id = c.start("Input").await;
+    let msgs = format!("{}/v1/conversations/{id}/messages", app.base);
+    let http = reqwest::Client::new();
+    let raw = |body: String, content_type: &'static str| {
+        http.post(&msgs)
+            .bearer_auth(&c.token)
+            .header("content-type", content_type)
+            .body(body)
+    };
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            raw(
+                "{\"role\": \"user\", \"content\": ".into(),
+                "application/json",
+            ),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            raw(
+                r#"{"role": "user", "content": 5}"#.into(),
+                "application/json",
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            raw(
+                r#"{"role": "user", "content": "x", "extra": 1}"#.into(),
+                "application/json",
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            raw(
+                r#"{"role": "robot", "content": "x"}"#.into(),
+                "application/json",
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            raw(r#"{"role": "user"}"#.into(), "application/json"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            raw(
+                r#"{"role": "user", "content": "   "}"#.into(),
+                "application/json",
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            raw(
+                json!({"role": "user", "content": "x".repeat(32_769)}).to_string(),
+                "application/json",
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            raw(
+                json!({"role": "user", "content": "x".repeat(300_000)}).to_string(),
+                "application/json",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            raw(r#"{"role": "user", "content": "x"}"#.into(), "text/plain"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            raw(
+                r#"{"role": "user", "content": "x", "prompt_tokens": -1}"#.into(),
+                "application/json",
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            http.post(format!("{}/v1/conversations/not-a-uuid/messages", app.base))
+                .bearer_auth(&c.token)
+                .json(&json!({"role": "user", "content": "x"})),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            http.post(format!("{}/v1/conversations", app.base))
+                .bearer_auth(&c.token)
+                .json(&json!({"title": ""})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            http.post(format!("{}/v1/conversations", app.base))
+                .bearer_auth(&c.token)
+                .header("idempotency-key", "x".repeat(300))
+                .json(&json!({"title": "ok"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+        ),
+    ];
+    for (i, (req, status, code)) in cases.into_iter().enumerate() {
+        let resp = req.send().await.expect("request");
+        assert_eq!(resp.status(), status, "case {i}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "case {i}"
+        );
+        let body: Value = resp.json().await.expect("problem body");
+        assert_eq!(body["code"], code, "case {i}: {body}");
+    }
+    assert_eq!(app.event_count().await, 1, "only the start was appended");
+}
+
+#[tokio::test]
+async fn thirty_two_concurrent_clients_on_one_conversation_all_succeed() {
+    let app = TestApp::spawn().await;
+    let c = member(&app);
+    let id = c.start("Hot").await;
+    let path = format!("/v1/conversations/{id}/messages");
+    let results = futures::future::join_all((0..32).map(|i| {
+        let client = Client::new(&app, "acme", &[Role::Member]);
+        let path = path.clone();
+        async move {
+            client
+                .post(
+                    &path,
+                    json!({"role": "user", "content": format!("message {i}")}),
+                    &[],
+                )
+                .await
+        }
+    }))
+    .await;
+    let mut versions: Vec<u64> = results
+        .iter()
+        .map(|(s, b, _)| {
+            assert_eq!(*s, StatusCode::CREATED, "{b}");
+            b["version"].as_u64().unwrap()
+        })
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (2..=33).collect::<Vec<_>>(),
+        "each message got its own version"
+    );
+    let mut contents: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->'MessageSent'->>'content' FROM events WHERE aggregate_id = $1 AND event_type = 'MessageSent'",
+    )
+    .bind(&id)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    contents.sort();
+    let mut expected: Vec<String> = (0..32).map(|i| format!("message {i}")).collect();
+    expected.sort();
+    assert_eq!(contents, expected);
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_health_are_served() {
+    let app = TestApp::spawn().await;
+    let doc: Value = reqwest::get(format!("{}/openapi.json", app.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        doc["paths"]["/v1/conversations/{id}/messages"]["post"].is_object(),
+        "{doc}"
+    );
+    let ready = reqwest::get(format!("{}/readyz", app.base)).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let missing = reqwest::get(format!("{}/v2/nothing", app.base))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
