@@ -70,14 +70,14 @@ pub struct StoredEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
-pub(crate) const COLUMNS: &str = "tx_id::text AS tx_id, global_position, event_id, aggregate_type, aggregate_id, \
+pub(crate) const COLUMNS: &str = "tx_id::text AS tx_text, global_position, event_id, aggregate_type, aggregate_id, \
      sequence, event_type, event_version, payload, metadata, recorded_at";
 
 impl StoredEvent {
     pub fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
-        let tx: String = row.try_get("tx_id")?;
+        let tx: String = row.try_get("tx_text")?;
         let tx_id = tx.parse().map_err(|e| sqlx::Error::ColumnDecode {
-            index: "tx_id".into(),
+            index: "tx_text".into(),
             source: Box::new(e),
         })?;
         let metadata: serde_json::Value = row.try_get("metadata")?;
