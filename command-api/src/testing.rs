@@ -75,6 +75,7 @@ impl TestApp {
             issuer: None,
             audience: None,
             leeway: 0,
+            jwks_min_refresh: Duration::from_secs(10),
         });
         let service = Arc::new(CommandService::new(
             db.pool.clone(),

@@ -110,6 +110,9 @@ pub struct AuthConfig {
     pub audience: Option<String>,
     /// Clock skew tolerated on `exp`/`nbf`, in seconds (`JWT_LEEWAY_SECS`, default 30).
     pub leeway: u64,
+    /// A token naming an unknown `kid` refetches the JWKS at most this often
+    /// (`JWT_JWKS_MIN_REFRESH_SECS`, default 10), so bad tokens cannot flood the issuer.
+    pub jwks_min_refresh: Duration,
 }
 
 impl AuthConfig {
@@ -144,6 +147,10 @@ impl AuthConfig {
             issuer: config::var("JWT_ISSUER"),
             audience: config::var("JWT_AUDIENCE"),
             leeway: config::parse_or("JWT_LEEWAY_SECS", 30)?,
+            jwks_min_refresh: Duration::from_secs(config::parse_or(
+                "JWT_JWKS_MIN_REFRESH_SECS",
+                10,
+            )?),
         })
     }
 }
@@ -160,9 +167,6 @@ pub struct Authenticator {
     jwks: RwLock<Jwks>,
     http: reqwest::Client,
 }
-
-/// A JWKS is fetched again for an unknown `kid` at most this often.
-const JWKS_MIN_REFRESH: Duration = Duration::from_secs(10);
 
 impl Authenticator {
     pub fn new(config: AuthConfig) -> Arc<Self> {
@@ -252,7 +256,9 @@ impl Authenticator {
         }
         {
             let mut jwks = self.jwks.write().await;
-            let stale = jwks.fetched.is_none_or(|t| t.elapsed() >= JWKS_MIN_REFRESH);
+            let stale = jwks
+                .fetched
+                .is_none_or(|t| t.elapsed() >= self.config.jwks_min_refresh);
             if stale && jwks.set.find(&kid).is_none() {
                 let set = self
                     .http
