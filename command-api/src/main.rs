@@ -27,21 +27,25 @@ async fn main() -> anyhow::Result<()> {
     let auth = Authenticator::new(AuthConfig::from_env()?);
 
     let (stop, stopped) = watch::channel(false);
-    let relay = if config::parse_or("RELAY_ENABLED", true)? {
-        let (relay, _status) = Relay::new(RelayConfig {
+    let (relay, relay_status) = if config::parse_or("RELAY_ENABLED", true)? {
+        let (relay, status) = Relay::new(RelayConfig {
             name: config::var("RELAY_NAME").unwrap_or_else(|| "kafka".into()),
             database_url: db.url.clone(),
             kafka: KafkaConfig::from_env()?,
             batch_size: config::parse_or("RELAY_BATCH_SIZE", 500)?,
             idle_poll: Duration::from_millis(config::parse_or("RELAY_IDLE_POLL_MS", 20)?),
         });
-        Some(tokio::spawn(relay.run(stopped)))
+        (Some(tokio::spawn(relay.run(stopped))), Some(status))
     } else {
-        None
+        (None, None)
     };
 
     let service = Arc::new(CommandService::new(pool, Arc::new(TemplateGenerator)));
-    let app = router(AppState { service, auth });
+    let app = router(AppState {
+        service,
+        auth,
+        relay: relay_status,
+    });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;

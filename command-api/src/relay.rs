@@ -58,7 +58,7 @@ pub enum RelayError {
 }
 
 /// Progress and lag, as last measured.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct RelayStatus {
     pub active: bool,
     pub cursor: Position,

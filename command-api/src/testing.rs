@@ -84,6 +84,7 @@ impl TestApp {
         let app = router(AppState {
             service: service.clone(),
             auth,
+            relay: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

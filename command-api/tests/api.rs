@@ -556,3 +556,20 @@ async fn the_openapi_document_and_health_are_served() {
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn metrics_count_requests() {
+    let app = TestApp::spawn().await;
+    member(&app).start("Counted").await;
+    let text = reqwest::get(format!("{}/metrics", app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("http_requests_total") && l.contains("status=\"201\"")),
+        "{text}"
+    );
+}

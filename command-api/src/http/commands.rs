@@ -335,3 +335,20 @@ pub async fn generate_document(
         .await?;
     Ok(respond(accepted, StatusCode::CREATED))
 }
+
+/// The outbox relay of this process: active or standing by, cursor, lag.
+#[utoipa::path(get, path = "/v1/admin/relay",
+    responses((status = 200, description = "Relay status"), (status = 403), (status = 404, description = "No relay in this process")),
+    security(("bearer" = [])))]
+pub async fn relay_status(
+    State(app): State<AppState>,
+    who: Principal,
+) -> Result<Response, ApiError> {
+    who.require_any(&[CallerRole::Admin])?;
+    let status = app
+        .relay
+        .as_ref()
+        .map(|r| *r.borrow())
+        .ok_or_else(|| Problem::not_found().detail("this process runs no relay"))?;
+    Ok(axum::Json(status).into_response())
+}

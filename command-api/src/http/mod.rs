@@ -1,7 +1,6 @@
 //! The REST surface: `/v1` commands, `/openapi.json`, Swagger UI at `/docs`, health.
 
 mod commands;
-mod context;
 mod errors;
 mod openapi;
 
@@ -9,14 +8,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
-use axum::routing::post;
+use axum::routing::{get, post};
 use platform::auth::Authenticator;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::service::CommandService;
 
-pub use context::RequestContext;
+pub use platform::context::RequestContext;
 
 /// Largest request body accepted: a maximal message (32,768 characters of up to four
 /// bytes each) plus JSON overhead.
@@ -26,6 +25,8 @@ pub const BODY_LIMIT: usize = 192 * 1024;
 pub struct AppState {
     pub service: Arc<CommandService>,
     pub auth: Arc<Authenticator>,
+    /// The relay's progress, when this process runs one.
+    pub relay: Option<tokio::sync::watch::Receiver<crate::relay::RelayStatus>>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
             "/conversations/{id}/documents",
             post(commands::generate_document),
         )
+        .route("/admin/relay", get(commands::relay_status))
         .with_state(state);
     Router::new()
         .nest("/v1", v1)
@@ -55,5 +57,5 @@ pub fn router(state: AppState) -> Router {
         .merge(platform::http::health_routes(pool))
         .fallback(|| async { platform::problem::Problem::not_found().detail("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(context::propagate))
+        .layer(axum::middleware::from_fn(platform::context::propagate))
 }

@@ -13,7 +13,8 @@ use super::commands;
         commands::send_message,
         commands::rename_conversation,
         commands::end_conversation,
-        commands::generate_document
+        commands::generate_document,
+        commands::relay_status
     ),
     components(schemas(
         commands::StartConversation,

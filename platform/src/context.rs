@@ -81,9 +81,22 @@ pub async fn propagate(mut req: Request, next: Next) -> Response {
         correlation_id = %ctx.correlation_id,
         traceparent = %ctx.traceparent,
     );
+    let method = req.method().to_string();
     req.extensions_mut().insert(ctx.clone());
+    let started = std::time::Instant::now();
     let mut response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
-    span.in_scope(|| tracing::info!(status = response.status().as_u16(), "request handled"));
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "request handled"
+        )
+    });
+    let labels = [("method", method), ("status", status.to_string())];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
     let headers = response.headers_mut();
     for (name, value) in [
         ("x-request-id", &ctx.request_id),
