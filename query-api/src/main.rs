@@ -1,20 +1,31 @@
-//! query-api binary: reads its settings from the environment and serves HTTP.
+//! query-api: read models and audit replays over HTTP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use platform::auth::{AuthConfig, Authenticator};
 use platform::{config, db::DbConfig, http, telemetry};
+use query_api::http::{AppState, router};
+use query_api::reads::Reads;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     telemetry::init("query-api");
-    let addr: std::net::SocketAddr =
-        config::parse_or("QUERY_API_ADDR", ([127, 0, 0, 1], 8081).into())?;
+    let addr: SocketAddr = config::parse_or("QUERY_API_ADDR", ([127, 0, 0, 1], 8081).into())?;
     let pool = DbConfig::from_env()?
         .connect()
         .await
         .context("connecting to PostgreSQL")?;
+    let app = router(AppState {
+        reads: Arc::new(Reads::new(pool)),
+        auth: Authenticator::new(AuthConfig::from_env()?),
+        read_wait_max: Duration::from_millis(config::parse_or("READ_WAIT_MAX_MS", 3000)?),
+    });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    http::serve(listener, http::health_routes(pool), http::shutdown_signal()).await?;
+    http::serve(listener, app, http::shutdown_signal()).await?;
     Ok(())
 }

@@ -70,7 +70,8 @@ pub struct StoredEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
-pub(crate) const COLUMNS: &str = "tx_id::text AS tx_text, global_position, event_id, aggregate_type, aggregate_id, \
+/// The select list [`StoredEvent::from_row`] reads.
+pub const COLUMNS: &str = "tx_id::text AS tx_text, global_position, event_id, aggregate_type, aggregate_id, \
      sequence, event_type, event_version, payload, metadata, recorded_at";
 
 impl StoredEvent {

@@ -1,0 +1,295 @@
+//! Audit: event streams replayed from the event store as NDJSON, and the state of an
+//! aggregate as of a version or a time.
+//!
+//! Streams are read page by page in a stable order (an aggregate's by sequence; a
+//! tenant's in committed global order), so a long replay holds no transaction open. Each
+//! stream ends with a trailer line: `{"end":{...}}` when complete, `{"error":{...}}` when
+//! the database failed part-way. A client that sees neither lost the connection.
+
+use std::convert::Infallible;
+
+use axum::body::Bytes;
+use chrono::{DateTime, Utc};
+use command_api::domain::{Conversation, Document};
+use command_api::store::log::{self, COLUMNS, Position, StoredEvent};
+use cqrs_es::Aggregate;
+use futures::Stream;
+use schemas::AggregateKind;
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgPool;
+
+/// One line of an audit stream.
+#[derive(Debug, Serialize)]
+pub struct AuditEvent<'a> {
+    pub event_id: uuid::Uuid,
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub sequence: i64,
+    pub event_type: &'a str,
+    pub event_version: &'a str,
+    /// Committed global order, `<tx_id>.<global_position>`; pass as `after` to resume.
+    pub position: String,
+    pub recorded_at: DateTime<Utc>,
+    pub metadata: &'a std::collections::HashMap<String, String>,
+    pub payload: &'a serde_json::Value,
+}
+
+fn line(e: &StoredEvent) -> String {
+    let view = AuditEvent {
+        event_id: e.event_id,
+        aggregate_type: &e.aggregate_type,
+        aggregate_id: &e.aggregate_id,
+        sequence: e.sequence,
+        event_type: &e.event_type,
+        event_version: &e.event_version,
+        position: e.position.to_string(),
+        recorded_at: e.recorded_at,
+        metadata: &e.metadata,
+        payload: &e.payload,
+    };
+    let mut s = serde_json::to_string(&view).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+const PAGE: i64 = 500;
+
+/// Filters of a tenant-wide replay.
+#[derive(Debug, Clone, Default)]
+pub struct TenantFilter {
+    pub after: Position,
+    pub until: Option<Position>,
+    pub from_time: Option<DateTime<Utc>>,
+    pub to_time: Option<DateTime<Utc>>,
+    pub event_types: Option<Vec<String>>,
+}
+
+async fn tenant_page(
+    pool: &PgPool,
+    tenant: &str,
+    f: &TenantFilter,
+    after: Position,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events
+         WHERE tenant_id = $1
+           AND (tx_id, global_position) > ($2::text::xid8, $3)
+           AND ($4::text IS NULL OR (tx_id, global_position) <= ($4::text::xid8, $5))
+           AND ($6::timestamptz IS NULL OR recorded_at >= $6)
+           AND ($7::timestamptz IS NULL OR recorded_at < $7)
+           AND ($8::text[] IS NULL OR event_type = ANY($8))
+           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY tx_id, global_position LIMIT $9"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(after.tx_id.to_string())
+        .bind(after.global)
+        .bind(f.until.map(|u| u.tx_id.to_string()))
+        .bind(f.until.map(|u| u.global))
+        .bind(f.from_time)
+        .bind(f.to_time)
+        .bind(&f.event_types)
+        .bind(PAGE)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
+enum Cursor {
+    Tenant(Position),
+    Aggregate(i64),
+    Done,
+}
+
+struct StreamState {
+    pool: PgPool,
+    tenant: String,
+    filter: TenantFilter,
+    aggregate: Option<(String, String)>,
+    cursor: Cursor,
+    count: u64,
+    last: Option<String>,
+}
+
+fn trailer_end(s: &StreamState) -> String {
+    format!(
+        "{}\n",
+        json!({"end": {"count": s.count, "last_position": s.last}})
+    )
+}
+
+fn trailer_error(s: &StreamState, e: &sqlx::Error) -> String {
+    tracing::error!(error = %e, count = s.count, "audit stream interrupted");
+    format!(
+        "{}\n",
+        json!({"error": {"code": "stream_interrupted", "detail": "the event store failed part-way; resume after last_position", "count": s.count, "last_position": s.last}})
+    )
+}
+
+fn stream(state: StreamState) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    futures::stream::unfold(state, |mut s| async move {
+        let page = match s.cursor {
+            Cursor::Done => return None,
+            Cursor::Tenant(after) => tenant_page(&s.pool, &s.tenant, &s.filter, after).await,
+            Cursor::Aggregate(after) => {
+                let (t, id) = s.aggregate.clone().unwrap_or_default();
+                log::aggregate_events(&s.pool, &t, &id, after + 1..=after + PAGE).await
+            }
+        };
+        let chunk = match page {
+            Err(e) => {
+                s.cursor = Cursor::Done;
+                trailer_error(&s, &e)
+            }
+            Ok(events) if events.is_empty() => {
+                s.cursor = Cursor::Done;
+                trailer_end(&s)
+            }
+            Ok(events) => {
+                let mut chunk = String::new();
+                for e in &events {
+                    chunk.push_str(&line(e));
+                }
+                s.count += events.len() as u64;
+                if let Some(last) = events.last() {
+                    s.last = Some(last.position.to_string());
+                    s.cursor = match s.cursor {
+                        Cursor::Tenant(_) => Cursor::Tenant(last.position),
+                        _ => Cursor::Aggregate(last.sequence),
+                    };
+                }
+                chunk
+            }
+        };
+        Some((Ok(Bytes::from(chunk)), s))
+    })
+}
+
+/// The tenant's events in committed global order.
+pub fn tenant_events(
+    pool: PgPool,
+    tenant: String,
+    filter: TenantFilter,
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    let after = filter.after;
+    stream(StreamState {
+        pool,
+        tenant,
+        filter,
+        aggregate: None,
+        cursor: Cursor::Tenant(after),
+        count: 0,
+        last: None,
+    })
+}
+
+/// Whether the aggregate exists and belongs to `tenant` (else the caller answers 404).
+pub async fn owned_by(
+    pool: &PgPool,
+    kind: AggregateKind,
+    id: &str,
+    tenant: &str,
+) -> Result<bool, sqlx::Error> {
+    let first = log::aggregate_events(pool, kind.as_str(), id, 1..=1).await?;
+    Ok(first
+        .first()
+        .is_some_and(|e| e.meta("tenant_id") == Some(tenant)))
+}
+
+/// One aggregate's events by sequence. Check [`owned_by`] first.
+pub fn aggregate_events(
+    pool: PgPool,
+    tenant: String,
+    kind: AggregateKind,
+    id: String,
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    stream(StreamState {
+        pool,
+        tenant,
+        filter: TenantFilter::default(),
+        aggregate: Some((kind.as_str().to_owned(), id)),
+        cursor: Cursor::Aggregate(0),
+        count: 0,
+        last: None,
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum AsOf {
+    Latest,
+    Version(u64),
+    Time(DateTime<Utc>),
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StateView {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub version: u64,
+    /// When the last folded event was recorded.
+    pub as_of: DateTime<Utc>,
+    /// The aggregate as the command side folds it.
+    #[schema(value_type = Object)]
+    pub state: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored event does not fit the aggregate: {0}")]
+    Corrupt(String),
+}
+
+fn fold<A: Aggregate>(events: &[StoredEvent]) -> Result<serde_json::Value, StateError> {
+    let mut aggregate = A::default();
+    for e in events {
+        let event: A::Event = serde_json::from_value(e.payload.clone())
+            .map_err(|err| StateError::Corrupt(err.to_string()))?;
+        aggregate.apply(event);
+    }
+    serde_json::to_value(&aggregate).map_err(|err| StateError::Corrupt(err.to_string()))
+}
+
+/// The aggregate folded from its first event up to a version or a time. `None` when no
+/// event of the tenant's aggregate is at or before that point.
+pub async fn state_at(
+    pool: &PgPool,
+    tenant: &str,
+    kind: AggregateKind,
+    id: &str,
+    as_of: AsOf,
+) -> Result<Option<StateView>, StateError> {
+    let upto = match as_of {
+        AsOf::Version(v) => i64::try_from(v).unwrap_or(i64::MAX),
+        AsOf::Time(_) | AsOf::Latest => i64::MAX,
+    };
+    let mut events = log::aggregate_events(pool, kind.as_str(), id, 1..=upto).await?;
+    if let AsOf::Time(t) = as_of {
+        events.retain(|e| e.recorded_at <= t);
+    }
+    if let AsOf::Version(v) = as_of
+        && (events.len() as u64) < v
+    {
+        return Ok(None);
+    }
+    let Some(last) = events.last() else {
+        return Ok(None);
+    };
+    if events.first().and_then(|e| e.meta("tenant_id")) != Some(tenant) {
+        return Ok(None);
+    }
+    let state = match kind {
+        AggregateKind::Conversation => fold::<Conversation>(&events)?,
+        AggregateKind::Document => fold::<Document>(&events)?,
+    };
+    Ok(Some(StateView {
+        aggregate_type: kind.as_str().to_owned(),
+        aggregate_id: id.to_owned(),
+        version: events.len() as u64,
+        as_of: last.recorded_at,
+        state,
+    }))
+}

@@ -1,0 +1,176 @@
+//! Audit handlers (roles `auditor` and `admin`): NDJSON event streams and state-as-of.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use command_api::store::log::Position;
+use platform::auth::{Principal, Role};
+use platform::problem::{Problem, Query};
+use schemas::{AggregateKind, EventType};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{ApiError, AppState};
+use crate::audit::{self, AsOf, StateError, StateView, TenantFilter};
+
+const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
+
+fn ndjson(body: Body) -> Response {
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+fn aggregate(kind: &str, id: &str) -> Result<(AggregateKind, String), ApiError> {
+    let kind = AggregateKind::parse(kind)
+        .ok_or_else(|| Problem::not_found().detail("unknown aggregate type"))?;
+    let id: uuid::Uuid = id.parse().map_err(|_| Problem::not_found())?;
+    Ok((kind, id.to_string()))
+}
+
+fn db_error(e: sqlx::Error) -> ApiError {
+    tracing::error!(error = %e, "audit read failed");
+    ApiError(Problem::internal())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TenantEvents {
+    /// Start after this position (`<tx_id>.<global_position>`, from a previous line).
+    pub after: Option<String>,
+    /// Stop at this position, inclusive.
+    pub until: Option<String>,
+    /// Only events recorded at or after this time (RFC 3339).
+    pub from_time: Option<DateTime<Utc>>,
+    /// Only events recorded before this time (RFC 3339).
+    pub to_time: Option<DateTime<Utc>>,
+    /// Comma-separated event types, e.g. `MessageSent,ConversationEnded`.
+    pub types: Option<String>,
+}
+
+fn position(raw: Option<&str>, name: &str) -> Result<Option<Position>, ApiError> {
+    raw.map(|r| {
+        r.parse().map_err(|_| {
+            ApiError(Problem::bad_request(
+                "invalid_position",
+                format!("{name} must be <tx_id>.<global_position>"),
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// All events of the caller's tenant in committed global order, as NDJSON; ends with an
+/// `{"end":…}` or `{"error":…}` line.
+#[utoipa::path(get, path = "/v1/audit/events", params(TenantEvents),
+    responses((status = 200, content_type = "application/x-ndjson", description = "One event per line, then a trailer line"), (status = 400), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn tenant_events(
+    State(app): State<AppState>,
+    who: Principal,
+    Query(q): Query<TenantEvents>,
+) -> Result<Response, ApiError> {
+    who.require_any(AUDITORS)?;
+    let event_types = match q.types.as_deref() {
+        None | Some("") => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(|t| {
+                    EventType::parse(t.trim())
+                        .map(|t| t.as_str().to_owned())
+                        .ok_or_else(|| {
+                            ApiError(Problem::bad_request(
+                                "invalid_event_type",
+                                format!("unknown event type {t:?}"),
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let filter = TenantFilter {
+        after: position(q.after.as_deref(), "after")?.unwrap_or(Position::START),
+        until: position(q.until.as_deref(), "until")?,
+        from_time: q.from_time,
+        to_time: q.to_time,
+        event_types,
+    };
+    let stream = audit::tenant_events(app.reads.pool().clone(), who.tenant_id, filter);
+    Ok(ndjson(Body::from_stream(stream)))
+}
+
+/// The events of one aggregate by sequence, as NDJSON with a trailer line.
+#[utoipa::path(get, path = "/v1/audit/{aggregate_type}/{id}/events",
+    params(("aggregate_type" = String, Path, description = "conversation or document"), ("id" = uuid::Uuid, Path)),
+    responses((status = 200, content_type = "application/x-ndjson"), (status = 404), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn aggregate_events(
+    State(app): State<AppState>,
+    who: Principal,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    who.require_any(AUDITORS)?;
+    let (kind, id) = aggregate(&kind, &id)?;
+    let pool = app.reads.pool().clone();
+    if !audit::owned_by(&pool, kind, &id, &who.tenant_id)
+        .await
+        .map_err(db_error)?
+    {
+        return Err(Problem::not_found().into());
+    }
+    Ok(ndjson(Body::from_stream(audit::aggregate_events(
+        pool,
+        who.tenant_id,
+        kind,
+        id,
+    ))))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StateQuery {
+    /// Fold events 1..=version.
+    pub version: Option<u64>,
+    /// Fold events recorded at or before this time (RFC 3339).
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// The aggregate as of a version or a time, folded with the command side's own code.
+#[utoipa::path(get, path = "/v1/audit/{aggregate_type}/{id}/state",
+    params(("aggregate_type" = String, Path), ("id" = uuid::Uuid, Path), StateQuery),
+    responses((status = 200, body = StateView), (status = 400), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn state(
+    State(app): State<AppState>,
+    who: Principal,
+    Path((kind, id)): Path<(String, String)>,
+    Query(q): Query<StateQuery>,
+) -> Result<Json<StateView>, ApiError> {
+    who.require_any(AUDITORS)?;
+    let (kind, id) = aggregate(&kind, &id)?;
+    let as_of = match (q.version, q.at) {
+        (Some(0), None) => {
+            return Err(Problem::bad_request("invalid_version", "versions start at 1").into());
+        }
+        (Some(v), None) => AsOf::Version(v),
+        (None, Some(t)) => AsOf::Time(t),
+        (None, None) => AsOf::Latest,
+        (Some(_), Some(_)) => {
+            return Err(
+                Problem::bad_request("invalid_query", "give version or at, not both").into(),
+            );
+        }
+    };
+    match audit::state_at(app.reads.pool(), &who.tenant_id, kind, &id, as_of).await {
+        Ok(Some(view)) => Ok(Json(view)),
+        Ok(None) => Err(Problem::not_found()
+            .detail("no such aggregate at that version or time")
+            .into()),
+        Err(StateError::Database(e)) => Err(db_error(e)),
+        Err(StateError::Corrupt(reason)) => {
+            tracing::error!(%reason, "stored events do not fold");
+            Err(Problem::internal().into())
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The OpenAPI document served at `/openapi.json`.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{audit, reads};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Threadline query API", description = "Read models with read-your-writes (`position`), and audit replays of event streams. Errors are application/problem+json with a stable `code`."),
+    paths(
+        reads::list_conversations,
+        reads::get_conversation,
+        reads::list_messages,
+        reads::list_documents,
+        reads::get_document,
+        audit::tenant_events,
+        audit::aggregate_events,
+        audit::state
+    ),
+    components(schemas(crate::reads::ConversationView, crate::reads::MessageView, crate::reads::DocumentView, crate::audit::StateView)),
+    modifiers(&Bearer)
+)]
+pub struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .build(),
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Read-model handlers, with read-your-writes through `?position=`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, TimeZone, Utc};
+use command_api::service::PositionToken;
+use platform::auth::{Principal, Role};
+use platform::problem::{Problem, Query};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::reads::{ConversationFilter, ConversationView, DocumentView, MessageView};
+
+pub const READERS: &[Role] = &[Role::Member, Role::Admin, Role::Auditor, Role::Service];
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct Consistency {
+    /// A `position` a command returned: the answer waits until the read model has it.
+    pub position: Option<String>,
+    /// How long to wait for `position`, in ms (capped by the server's maximum).
+    pub wait_ms: Option<u64>,
+}
+
+/// Waits for the caller's position, if given; 503 `position_not_reached` when it times out.
+async fn consistent(app: &AppState, c: &Consistency) -> Result<(), ApiError> {
+    let Some(raw) = &c.position else {
+        return Ok(());
+    };
+    let token: PositionToken = raw.parse().map_err(|e: command_api::service::BadToken| {
+        Problem::bad_request("invalid_position", e.to_string())
+    })?;
+    let wait = c.wait_ms.map_or(app.read_wait_max, |ms| {
+        std::time::Duration::from_millis(ms).min(app.read_wait_max)
+    });
+    match app.reads.wait_for(&token, wait).await? {
+        Ok(()) => Ok(()),
+        Err(applied) => Err(Problem::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "position_not_reached",
+            "Not yet consistent",
+        )
+        .detail(format!(
+            "the read model has {} up to version {applied}, not yet {}",
+            token.kind, token.version
+        ))
+        .with("applied_version", applied)
+        .with("position", raw.as_str())
+        .into()),
+    }
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse().map_err(|_| Problem::not_found().into())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListConversations {
+    /// `open` or `ended`.
+    pub status: Option<String>,
+    /// Only conversations active at or after this time (RFC 3339).
+    pub active_after: Option<DateTime<Utc>>,
+    /// Only conversations last active before this time (RFC 3339).
+    pub active_before: Option<DateTime<Utc>>,
+    /// 1-100, default 20.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    pub position: Option<String>,
+    pub wait_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+fn limit(raw: Option<i64>) -> Result<i64, ApiError> {
+    match raw.unwrap_or(20) {
+        n @ 1..=100 => Ok(n),
+        _ => Err(Problem::bad_request("invalid_limit", "limit must be 1-100").into()),
+    }
+}
+
+fn conversation_cursor(c: &ConversationView) -> String {
+    format!(
+        "{}.{}",
+        c.last_activity_at.timestamp_micros(),
+        c.conversation_id
+    )
+}
+
+fn parse_conversation_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let bad = || {
+        ApiError(Problem::bad_request(
+            "invalid_cursor",
+            "cursor is not one this API returned",
+        ))
+    };
+    let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    let at = Utc.timestamp_micros(micros).single().ok_or_else(bad)?;
+    Ok((at, id.parse().map_err(|_| bad())?))
+}
+
+#[utoipa::path(get, path = "/v1/conversations", params(ListConversations),
+    responses((status = 200, body = Page<ConversationView>), (status = 400), (status = 503)), security(("bearer" = [])))]
+pub async fn list_conversations(
+    State(app): State<AppState>,
+    who: Principal,
+    Query(q): Query<ListConversations>,
+) -> Result<Json<Page<ConversationView>>, ApiError> {
+    who.require_any(READERS)?;
+    if let Some(s) = &q.status
+        && s != "open"
+        && s != "ended"
+    {
+        return Err(Problem::bad_request("invalid_status", "status must be open or ended").into());
+    }
+    consistent(
+        &app,
+        &Consistency {
+            position: q.position.clone(),
+            wait_ms: q.wait_ms,
+        },
+    )
+    .await?;
+    let limit = limit(q.limit)?;
+    let filter = ConversationFilter {
+        status: q.status,
+        active_after: q.active_after,
+        active_before: q.active_before,
+        after: q
+            .cursor
+            .as_deref()
+            .map(parse_conversation_cursor)
+            .transpose()?,
+        limit: limit + 1,
+    };
+    let mut items = app.reads.conversations(&who.tenant_id, &filter).await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(conversation_cursor)
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next_cursor }))
+}
+
+#[utoipa::path(get, path = "/v1/conversations/{id}", params(("id" = Uuid, Path), Consistency),
+    responses((status = 200, body = ConversationView), (status = 404), (status = 503)), security(("bearer" = [])))]
+pub async fn get_conversation(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Query(c): Query<Consistency>,
+) -> Result<Json<ConversationView>, ApiError> {
+    who.require_any(READERS)?;
+    let id = parse_id(&id)?;
+    consistent(&app, &c).await?;
+    let found = app.reads.conversation(&who.tenant_id, id).await?;
+    found.map(Json).ok_or_else(|| Problem::not_found().into())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListMessages {
+    /// Messages after this conversation version (`next_cursor` of the previous page).
+    pub cursor: Option<String>,
+    /// 1-100, default 20.
+    pub limit: Option<i64>,
+    pub position: Option<String>,
+    pub wait_ms: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/v1/conversations/{id}/messages", params(("id" = Uuid, Path), ListMessages),
+    responses((status = 200, body = Page<MessageView>), (status = 404), (status = 503)), security(("bearer" = [])))]
+pub async fn list_messages(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<ListMessages>,
+) -> Result<Json<Page<MessageView>>, ApiError> {
+    who.require_any(READERS)?;
+    let id = parse_id(&id)?;
+    consistent(
+        &app,
+        &Consistency {
+            position: q.position.clone(),
+            wait_ms: q.wait_ms,
+        },
+    )
+    .await?;
+    if app.reads.conversation(&who.tenant_id, id).await?.is_none() {
+        return Err(Problem::not_found().into());
+    }
+    let limit = limit(q.limit)?;
+    let after: i64 = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => c.parse().map_err(|_| {
+            Problem::bad_request("invalid_cursor", "cursor is not one this API returned")
+        })?,
+    };
+    let mut items = app
+        .reads
+        .messages(&who.tenant_id, id, after, limit + 1)
+        .await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|m| m.sequence.to_string())
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next_cursor }))
+}
+
+#[utoipa::path(get, path = "/v1/conversations/{id}/documents", params(("id" = Uuid, Path), Consistency),
+    responses((status = 200, body = Vec<DocumentView>), (status = 404)), security(("bearer" = [])))]
+pub async fn list_documents(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Query(c): Query<Consistency>,
+) -> Result<Json<Vec<DocumentView>>, ApiError> {
+    who.require_any(READERS)?;
+    let id = parse_id(&id)?;
+    consistent(&app, &c).await?;
+    if app.reads.conversation(&who.tenant_id, id).await?.is_none() {
+        return Err(Problem::not_found().into());
+    }
+    Ok(Json(app.reads.documents_of(&who.tenant_id, id).await?))
+}
+
+#[utoipa::path(get, path = "/v1/documents/{id}", params(("id" = Uuid, Path), Consistency),
+    responses((status = 200, body = DocumentView), (status = 404), (status = 503)), security(("bearer" = [])))]
+pub async fn get_document(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Query(c): Query<Consistency>,
+) -> Result<Json<DocumentView>, ApiError> {
+    who.require_any(READERS)?;
+    let id = parse_id(&id)?;
+    consistent(&app, &c).await?;
+    let found = app.reads.document(&who.tenant_id, id).await?;
+    found.map(Json).ok_or_else(|| Problem::not_found().into())
+}
