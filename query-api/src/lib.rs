@@ -4,3 +4,4 @@
 pub mod audit;
 pub mod http;
 pub mod reads;
+pub mod testing;

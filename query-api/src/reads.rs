@@ -114,7 +114,11 @@ impl Reads {
     ) -> Result<Result<(), u64>, ReadError> {
         let deadline = tokio::time::Instant::now() + max;
         loop {
-            let applied = self.applied_version(token).await?;
+            // A read model not built yet has applied nothing.
+            let applied = match self.applied_version(token).await {
+                Err(ReadError::NoReadModel) => 0,
+                other => other?,
+            };
             if applied >= token.version.0 {
                 return Ok(Ok(()));
             }

@@ -158,12 +158,14 @@ impl Runtime {
         let subscribed: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&subscribed)?;
         tracing::info!(projection = name, group = %self.settings.group, "projector consuming");
-        let lag = tokio::spawn(measure_lag(
-            consumer.clone(),
+        // Aborted when this future ends or is dropped, so the consumer (and its group
+        // membership) does not outlive the projector.
+        let _lag = AbortOnDrop(tokio::spawn(measure_lag(
+            Arc::downgrade(&consumer),
             self.status.clone(),
             self.settings.lag_interval,
             name,
-        ));
+        )));
 
         let result = loop {
             let msg = tokio::select! {
@@ -186,7 +188,6 @@ impl Runtime {
                 tracing::warn!(error = %e, "offset commit failed; the event may be redelivered and skipped");
             }
         };
-        lag.abort();
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final offset commit");
         }
@@ -372,16 +373,24 @@ impl Runtime {
     }
 }
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Lag from broker watermarks and the group's committed offsets, every `every`.
 async fn measure_lag(
-    consumer: Arc<StreamConsumer>,
+    consumer: std::sync::Weak<StreamConsumer>,
     status: watch::Sender<ProjectorStatus>,
     every: Duration,
     name: &'static str,
 ) {
     loop {
         tokio::time::sleep(every).await;
-        let c = consumer.clone();
+        let Some(c) = consumer.upgrade() else { return };
         let measured =
             tokio::task::spawn_blocking(move || -> Result<i64, rdkafka::error::KafkaError> {
                 let assignment = c.assignment()?;
