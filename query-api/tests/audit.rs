@@ -1,0 +1,291 @@
+//! Audit replays from the event store: NDJSON streams with trailers, and state as of a
+//! version or time, against a real PostgreSQL through the real HTTP server.
+
+use command_api::domain::Conversation;
+use command_api::service::{NewMessage, RequestMeta};
+use command_api::store;
+use cqrs_es::{AggregateContext, EventStore};
+use futures::StreamExt;
+use platform::auth::Role;
+use query_api::audit::{self, TenantFilter};
+use query_api::testing::ReadStack;
+use reqwest::StatusCode;
+use schemas::Role as Author;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn meta(tenant: &str) -> RequestMeta {
+    RequestMeta {
+        tenant_id: tenant.into(),
+        user_id: "writer".into(),
+        correlation_id: "corr".into(),
+        causation_id: "cause".into(),
+        traceparent: None,
+        tracestate: None,
+        idempotency: None,
+    }
+}
+
+fn message(content: &str) -> NewMessage {
+    NewMessage {
+        role: Author::User,
+        content: content.into(),
+        model: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+    }
+}
+
+async fn get_lines(stack: &ReadStack, tenant: &str, path: &str) -> (StatusCode, Vec<Value>) {
+    let resp = reqwest::Client::new()
+        .get(format!("{}{path}", stack.query_base))
+        .bearer_auth(stack.commands.token(tenant, &[Role::Auditor]))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    if status != StatusCode::OK {
+        return (
+            status,
+            vec![serde_json::from_str(&text).unwrap_or(Value::Null)],
+        );
+    }
+    assert!(text.ends_with('\n'), "every line ends with a newline");
+    (
+        status,
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect(),
+    )
+}
+
+/// The command side's own view of the aggregate right now.
+async fn command_side_state(stack: &ReadStack, id: Uuid) -> Value {
+    let s = store::store::<Conversation>(stack.commands.db.pool.clone());
+    let mut ctx = s.load_aggregate(&id.to_string()).await.unwrap();
+    serde_json::to_value(ctx.aggregate().clone()).unwrap()
+}
+
+#[tokio::test]
+async fn replaying_an_aggregate_gives_back_exactly_the_appended_events_and_states() {
+    let stack = ReadStack::without_relay().await;
+    let service = stack.commands.service.clone();
+    let id = service
+        .start_conversation("Audit me".into(), Default::default(), &meta("acme"))
+        .await
+        .unwrap()
+        .aggregate_id;
+    let mut states = vec![command_side_state(&stack, id).await];
+    for text in ["a", "b", "c"] {
+        service
+            .send_message(id, message(text), None, &meta("acme"))
+            .await
+            .unwrap();
+        states.push(command_side_state(&stack, id).await);
+    }
+    service
+        .rename_conversation(id, "Audited".into(), None, &meta("acme"))
+        .await
+        .unwrap();
+    states.push(command_side_state(&stack, id).await);
+    service
+        .end_conversation(id, Some("done".into()), None, &meta("acme"))
+        .await
+        .unwrap();
+    states.push(command_side_state(&stack, id).await);
+
+    let (status, lines) = get_lines(
+        &stack,
+        "acme",
+        &format!("/v1/audit/conversation/{id}/events"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (trailer, events) = lines.split_last().unwrap();
+    assert_eq!(trailer["end"]["count"], 6, "{trailer}");
+    let stored: Vec<(Uuid, i64, String, Value)> = sqlx::query_as(
+        "SELECT event_id, sequence, event_type, payload FROM events WHERE aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(id.to_string())
+    .fetch_all(&stack.commands.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(events.len(), stored.len());
+    for (line, (event_id, sequence, event_type, payload)) in events.iter().zip(&stored) {
+        assert_eq!(line["event_id"], event_id.to_string());
+        assert_eq!(line["sequence"], *sequence);
+        assert_eq!(line["event_type"], event_type.as_str());
+        assert_eq!(&line["payload"], payload);
+        assert_eq!(line["metadata"]["tenant_id"], "acme");
+    }
+
+    for (i, expected) in states.iter().enumerate() {
+        let version = i + 1;
+        let resp = reqwest::Client::new()
+            .get(format!(
+                "{}/v1/audit/conversation/{id}/state?version={version}",
+                stack.query_base
+            ))
+            .bearer_auth(stack.commands.token("acme", &[Role::Auditor]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let view: Value = resp.json().await.unwrap();
+        assert_eq!(view["version"], version);
+        assert_eq!(&view["state"], expected, "state at version {version}");
+    }
+    // As of a time: the time of the rename's event gives the state at version 5.
+    let renamed_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT recorded_at FROM events WHERE aggregate_id = $1 AND sequence = 5",
+    )
+    .bind(id.to_string())
+    .fetch_one(&stack.commands.db.pool)
+    .await
+    .unwrap();
+    let at = renamed_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        .replace('+', "%2B");
+    let view: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/audit/conversation/{id}/state?at={at}",
+            stack.query_base
+        ))
+        .bearer_auth(stack.commands.token("acme", &[Role::Auditor]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (view["version"].clone(), view["state"].clone()),
+        (json!(5), states[4].clone())
+    );
+
+    // Beyond the last version, another tenant, a member without the auditor role: refused.
+    let (status, _) = get_lines(
+        &stack,
+        "acme",
+        &format!("/v1/audit/conversation/{id}/state?version=7"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get_lines(
+        &stack,
+        "globex",
+        &format!("/v1/audit/conversation/{id}/events"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let member = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/audit/conversation/{id}/events",
+            stack.query_base
+        ))
+        .bearer_auth(stack.commands.token("acme", &[Role::Member]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(member.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_tenant_replay_is_in_global_order_filtered_and_resumable() {
+    let stack = ReadStack::without_relay().await;
+    let service = stack.commands.service.clone();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            service
+                .start_conversation(format!("c{i}"), Default::default(), &meta("acme"))
+                .await
+                .unwrap()
+                .aggregate_id,
+        );
+        service
+            .start_conversation(format!("other {i}"), Default::default(), &meta("globex"))
+            .await
+            .unwrap();
+    }
+    for (n, id) in ids.iter().cycle().take(9).enumerate() {
+        service
+            .send_message(*id, message(&format!("m{n}")), None, &meta("acme"))
+            .await
+            .unwrap();
+    }
+    let (_, lines) = get_lines(&stack, "acme", "/v1/audit/events").await;
+    let (trailer, events) = lines.split_last().unwrap();
+    assert_eq!(trailer["end"]["count"], 12);
+    assert!(
+        events.iter().all(|e| e["metadata"]["tenant_id"] == "acme"),
+        "only the caller's tenant"
+    );
+    let positions: Vec<(u64, i64)> = events
+        .iter()
+        .map(|e| {
+            let (tx, g) = e["position"].as_str().unwrap().split_once('.').unwrap();
+            (tx.parse().unwrap(), g.parse().unwrap())
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing positions"
+    );
+
+    let (_, only) = get_lines(&stack, "acme", "/v1/audit/events?types=ConversationStarted").await;
+    assert_eq!(only.last().unwrap()["end"]["count"], 3);
+    let resume_from = events[4]["position"].as_str().unwrap();
+    let (_, rest) = get_lines(
+        &stack,
+        "acme",
+        &format!("/v1/audit/events?after={resume_from}"),
+    )
+    .await;
+    assert_eq!(rest.len() - 1, 7);
+    assert_eq!(rest[0]["event_id"], events[5]["event_id"]);
+    let (status, body) = get_lines(&stack, "acme", "/v1/audit/events?types=Nope").await;
+    assert_eq!(
+        (status, body[0]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_event_type"))
+    );
+}
+
+#[tokio::test]
+async fn a_stream_whose_database_fails_part_way_ends_with_an_error_line() {
+    let stack = ReadStack::without_relay().await;
+    let service = stack.commands.service.clone();
+    let id = service
+        .start_conversation("long".into(), Default::default(), &meta("acme"))
+        .await
+        .unwrap()
+        .aggregate_id;
+    for n in 0..600 {
+        service
+            .send_message(id, message(&format!("m{n}")), None, &meta("acme"))
+            .await
+            .unwrap();
+    }
+    let pool = stack.commands.db.pool.clone();
+    let mut stream = Box::pin(audit::tenant_events(
+        pool.clone(),
+        "acme".into(),
+        TenantFilter::default(),
+    ));
+    let first = stream.next().await.expect("a first page").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&first).lines().count(),
+        500,
+        "one page of 500 events"
+    );
+    pool.close().await; // the database goes away mid-stream
+    let mut rest = String::new();
+    while let Some(chunk) = stream.next().await {
+        rest.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let last: Value = serde_json::from_str(rest.lines().last().expect("a trailer")).unwrap();
+    assert_eq!(last["error"]["code"], "stream_interrupted", "{last}");
+    assert_eq!(last["error"]["count"], 500);
+    assert!(last.get("end").is_none());
+}
