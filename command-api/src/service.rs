@@ -147,9 +147,11 @@ fn storage(e: impl fmt::Display) -> CommandError {
 
 /// One async mutex per aggregate, so commands to the same aggregate run one at a time in
 /// this process (other replicas are handled by the retry on conflict).
+type AggregateKey = (AggregateKind, Uuid);
+
 #[derive(Default)]
 struct AggregateLocks {
-    map: Mutex<HashMap<(AggregateKind, Uuid), Weak<tokio::sync::Mutex<()>>>>,
+    map: Mutex<HashMap<AggregateKey, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 impl AggregateLocks {

@@ -46,8 +46,10 @@ pub async fn serve(
     .await
 }
 
-/// `/healthz`: the process is up. `/readyz`: it can reach PostgreSQL.
+/// `/healthz`: the process is up. `/readyz`: it can reach PostgreSQL. `/metrics`:
+/// Prometheus text format.
 pub fn health_routes(pool: PgPool) -> Router {
+    let metrics = crate::telemetry::metrics();
     Router::new()
         .route(
             "/healthz",
@@ -55,6 +57,10 @@ pub fn health_routes(pool: PgPool) -> Router {
         )
         .route("/readyz", get(ready))
         .with_state(pool)
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
 }
 
 async fn ready(State(pool): State<PgPool>) -> impl IntoResponse {

@@ -589,3 +589,76 @@ async fn an_undecodable_record_is_parked_and_redrive_takes_the_event_from_the_st
     assert_eq!(contents(&stack, id).await, vec!["one", "two"]);
     projector.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_projectors_in_one_group_share_the_stream_and_survive_a_rebalance() {
+    let stack = ReadStack::spawn().await;
+    let service = stack.commands.service.clone();
+    let a = stack.projector(Arc::new(ReadModel)).await;
+    let b = stack.projector(Arc::new(ReadModel)).await;
+    wait_until("both members have partitions", || async {
+        a.status.borrow().assigned_partitions > 0 && b.status.borrow().assigned_partitions > 0
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            service
+                .start_conversation(format!("c{i}"), Default::default(), &meta("acme"))
+                .await
+                .unwrap()
+                .aggregate_id,
+        );
+    }
+    for n in 0..300 {
+        service
+            .send_message(
+                ids[n % ids.len()],
+                message(&format!("m{n}")),
+                None,
+                &meta("acme"),
+            )
+            .await
+            .unwrap();
+    }
+    let schema = live_schema(&stack).await;
+    wait_until("the first half projected", || async {
+        scalar(&stack, &format!("SELECT count(*) FROM {schema}.messages")).await == 300
+    })
+    .await;
+    let (applied_a, applied_b) = (a.status.borrow().applied, b.status.borrow().applied);
+    assert!(
+        applied_a > 0 && applied_b > 0,
+        "both members got partitions: {applied_a} / {applied_b}"
+    );
+    // One member leaves cleanly; the other takes over its partitions.
+    a.stop().await;
+    for n in 300..600 {
+        service
+            .send_message(
+                ids[n % ids.len()],
+                message(&format!("m{n}")),
+                None,
+                &meta("acme"),
+            )
+            .await
+            .unwrap();
+    }
+    wait_until(
+        "the second half projected by the remaining member",
+        || async {
+            scalar(&stack, &format!("SELECT count(*) FROM {schema}.messages")).await == 600
+        },
+    )
+    .await;
+    assert_eq!(
+        scalar(
+            &stack,
+            &format!("SELECT sum(message_count)::bigint FROM {schema}.conversations")
+        )
+        .await,
+        600,
+        "every message counted once"
+    );
+    b.stop().await;
+}

@@ -106,6 +106,8 @@ pub struct ProjectorStatus {
     pub lag_events: i64,
     pub lag_seconds: f64,
     pub last_recorded_at: Option<DateTime<Utc>>,
+    /// Partitions assigned to this member of the group, as last measured.
+    pub assigned_partitions: usize,
 }
 
 pub struct Runtime {
@@ -391,9 +393,10 @@ async fn measure_lag(
     loop {
         tokio::time::sleep(every).await;
         let Some(c) = consumer.upgrade() else { return };
-        let measured =
-            tokio::task::spawn_blocking(move || -> Result<i64, rdkafka::error::KafkaError> {
+        let measured = tokio::task::spawn_blocking(
+            move || -> Result<(i64, usize), rdkafka::error::KafkaError> {
                 let assignment = c.assignment()?;
+                let assigned = assignment.count();
                 let committed =
                     c.committed_offsets(assignment, Timeout::After(Duration::from_secs(5)))?;
                 let mut behind = 0;
@@ -406,11 +409,15 @@ async fn measure_lag(
                     let at = tp.offset().to_raw().filter(|o| *o >= 0).unwrap_or(low);
                     behind += (high - at).max(0);
                 }
-                Ok(behind)
-            })
-            .await;
-        let Ok(Ok(behind)) = measured else { continue };
+                Ok((behind, assigned))
+            },
+        )
+        .await;
+        let Ok(Ok((behind, assigned))) = measured else {
+            continue;
+        };
         status.send_modify(|s| {
+            s.assigned_partitions = assigned;
             s.lag_events = behind;
             s.lag_seconds = match (behind, s.last_recorded_at) {
                 (0, _) | (_, None) => 0.0,
