@@ -14,9 +14,63 @@ use tokio::task::JoinHandle;
 use crate::domain::TemplateGenerator;
 use crate::http::{AppState, router};
 use crate::relay::{Relay, RelayConfig, RelayStatus};
-use crate::service::CommandService;
+use crate::service::{CommandService, NewMessage, RequestMeta};
 
 pub const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
+
+/// The authenticator test servers use: HS256 with [`SECRET`], no issuer or audience.
+pub fn authenticator() -> Arc<Authenticator> {
+    Authenticator::new(AuthConfig {
+        keys: KeySource::Hs256 {
+            secret: SECRET.to_vec(),
+        },
+        issuer: None,
+        audience: None,
+        leeway: 0,
+        jwks_min_refresh: Duration::from_secs(10),
+    })
+}
+
+/// Request metadata for commands sent straight to the service in tests.
+pub fn meta(tenant: &str) -> RequestMeta {
+    RequestMeta {
+        tenant_id: tenant.into(),
+        user_id: "writer".into(),
+        correlation_id: format!("corr-{}", uuid::Uuid::new_v4()),
+        causation_id: format!("cause-{}", uuid::Uuid::new_v4()),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        tracestate: None,
+        idempotency: None,
+    }
+}
+
+/// Starts `n` conversations of `tenant` titled `c0`, `c1`, ...; returns their ids.
+pub async fn start_conversations(
+    service: &CommandService,
+    tenant: &str,
+    n: usize,
+) -> Vec<uuid::Uuid> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let started = service
+            .start_conversation(format!("c{i}"), Default::default(), &meta(tenant))
+            .await
+            .expect("start conversation");
+        ids.push(started.aggregate_id);
+    }
+    ids
+}
+
+/// A user message with `content`.
+pub fn user_message(content: &str) -> NewMessage {
+    NewMessage {
+        role: schemas::Role::User,
+        content: content.into(),
+        model: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+    }
+}
 
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`
@@ -68,15 +122,7 @@ impl TestApp {
     pub async fn spawn() -> TestApp {
         let db = testenv::database().await;
         crate::store::migrate(&db.pool).await.expect("migrate");
-        let auth = Authenticator::new(AuthConfig {
-            keys: KeySource::Hs256 {
-                secret: SECRET.to_vec(),
-            },
-            issuer: None,
-            audience: None,
-            leeway: 0,
-            jwks_min_refresh: Duration::from_secs(10),
-        });
+        let auth = authenticator();
         let service = Arc::new(CommandService::new(
             db.pool.clone(),
             Arc::new(TemplateGenerator),

@@ -5,26 +5,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use command_api::service::{CommandService, NewMessage, RequestMeta};
-use command_api::testing::TestApp;
+use command_api::service::CommandService;
+use command_api::testing::{TestApp, meta, start_conversations, user_message};
 use platform::kafka::KafkaConfig;
 use platform::testenv;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use schemas::{AggregateKind, Event, Role};
+use schemas::{AggregateKind, Event};
 use uuid::Uuid;
-
-fn meta(n: usize) -> RequestMeta {
-    RequestMeta {
-        tenant_id: "acme".into(),
-        user_id: format!("writer-{n}"),
-        correlation_id: format!("corr-{n}"),
-        causation_id: format!("cause-{n}"),
-        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
-        tracestate: None,
-        idempotency: None,
-    }
-}
 
 /// Starts `aggregates` conversations, then `tasks` writers send `messages` messages in
 /// total, spread round-robin over the conversations. Returns the number of events.
@@ -34,14 +22,7 @@ async fn write(
     tasks: usize,
     messages: usize,
 ) -> u64 {
-    let mut ids = Vec::new();
-    for i in 0..aggregates {
-        let a = service
-            .start_conversation(format!("conversation {i}"), Default::default(), &meta(0))
-            .await
-            .expect("start");
-        ids.push(a.aggregate_id);
-    }
+    let ids = start_conversations(&service, "acme", aggregates).await;
     let ids = Arc::new(ids);
     let writers: Vec<_> = (0..tasks)
         .map(|t| {
@@ -50,15 +31,9 @@ async fn write(
             tokio::spawn(async move {
                 for n in (t..messages).step_by(tasks) {
                     let id = ids[n % ids.len()];
-                    let message = NewMessage {
-                        role: Role::User,
-                        content: format!("message {n}"),
-                        model: None,
-                        prompt_tokens: None,
-                        completion_tokens: None,
-                    };
+                    let message = user_message(&format!("message {n}"));
                     service
-                        .send_message(id, message, None, &meta(t))
+                        .send_message(id, message, None, &meta("acme"))
                         .await
                         .expect("send");
                 }
@@ -216,7 +191,7 @@ async fn only_one_relay_is_active_at_a_time() {
         .expect("status");
     let id = app
         .service
-        .start_conversation("after failover".into(), Default::default(), &meta(0))
+        .start_conversation("after failover".into(), Default::default(), &meta("acme"))
         .await
         .expect("start")
         .aggregate_id;

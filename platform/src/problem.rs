@@ -17,6 +17,8 @@ pub struct Problem {
     pub detail: Option<String>,
     /// Extension members, e.g. `current_version`.
     pub extra: Map<String, Value>,
+    /// Response headers that go with it, e.g. `Retry-After`, `ETag`.
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl Problem {
@@ -27,7 +29,21 @@ impl Problem {
             title: title.into(),
             detail: None,
             extra: Map::new(),
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header; a value that is not a valid header value is dropped.
+    pub fn header(mut self, name: header::HeaderName, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.push((name, v));
+        }
+        self
+    }
+
+    /// `Retry-After` in seconds: the condition is expected to pass.
+    pub fn retry_after(self, seconds: u32) -> Self {
+        self.header(header::RETRY_AFTER, &seconds.to_string())
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -82,10 +98,14 @@ impl IntoResponse for Problem {
             obj.extend(self.extra);
         }
         let mut response = (self.status, axum::Json(body)).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
         response
     }
 }

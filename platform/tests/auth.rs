@@ -166,13 +166,20 @@ async fn a_rotated_key_is_fetched_when_a_token_names_it() {
         .unwrap();
     assert_eq!(who.tenant_id, "acme");
     assert_eq!(*jwks.fetches.lock().unwrap(), 2);
-    // Unknown kids do not refetch more often than the minimum interval.
+}
+
+#[tokio::test]
+async fn unknown_kids_do_not_refetch_the_key_set_more_often_than_the_minimum_interval() {
+    let jwks = serve_jwks(&[JWK1]).await;
+    let auth = authenticator(&jwks.url, Duration::from_secs(600));
+    let unknown = bearer(&rs256(RSA2, "key-7", &claims(600)));
     for _ in 0..5 {
-        let _ = auth
-            .authenticate(Some(&bearer(&rs256(RSA2, "key-7", &claims(600)))))
-            .await;
+        assert!(matches!(
+            auth.authenticate(Some(&unknown)).await,
+            Err(AuthError::UnknownKey)
+        ));
     }
-    assert_eq!(*jwks.fetches.lock().unwrap(), 2);
+    assert_eq!(*jwks.fetches.lock().unwrap(), 1);
 }
 
 #[tokio::test]

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use command_api::testing::{RunningRelay, SECRET, TestApp};
-use platform::auth::{AuthConfig, Authenticator, KeySource};
+use command_api::testing::{RunningRelay, TestApp};
 use projectors::runtime::{Projection, ProjectorStatus, Runtime, RuntimeError, Settings};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -58,15 +57,7 @@ impl ReadStack {
             .expect("projector migrations");
         let app = router(AppState {
             reads: Arc::new(Reads::new(commands.db.pool.clone())),
-            auth: Authenticator::new(AuthConfig {
-                keys: KeySource::Hs256 {
-                    secret: SECRET.to_vec(),
-                },
-                issuer: None,
-                audience: None,
-                leeway: 0,
-                jwks_min_refresh: Duration::from_secs(10),
-            }),
+            auth: command_api::testing::authenticator(),
             read_wait_max: Duration::from_secs(5),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

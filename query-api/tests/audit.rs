@@ -2,39 +2,16 @@
 //! version or time, against a real PostgreSQL through the real HTTP server.
 
 use command_api::domain::Conversation;
-use command_api::service::{NewMessage, RequestMeta};
 use command_api::store;
+use command_api::testing::{meta, user_message};
 use cqrs_es::{AggregateContext, EventStore};
 use futures::StreamExt;
 use platform::auth::Role;
 use query_api::audit::{self, TenantFilter};
 use query_api::testing::ReadStack;
 use reqwest::StatusCode;
-use schemas::Role as Author;
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-fn meta(tenant: &str) -> RequestMeta {
-    RequestMeta {
-        tenant_id: tenant.into(),
-        user_id: "writer".into(),
-        correlation_id: "corr".into(),
-        causation_id: "cause".into(),
-        traceparent: None,
-        tracestate: None,
-        idempotency: None,
-    }
-}
-
-fn message(content: &str) -> NewMessage {
-    NewMessage {
-        role: Author::User,
-        content: content.into(),
-        model: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-    }
-}
 
 async fn get_lines(stack: &ReadStack, tenant: &str, path: &str) -> (StatusCode, Vec<Value>) {
     let resp = reqwest::Client::new()
@@ -79,7 +56,7 @@ async fn replaying_an_aggregate_gives_back_exactly_the_appended_events_and_state
     let mut states = vec![command_side_state(&stack, id).await];
     for text in ["a", "b", "c"] {
         service
-            .send_message(id, message(text), None, &meta("acme"))
+            .send_message(id, user_message(text), None, &meta("acme"))
             .await
             .unwrap();
         states.push(command_side_state(&stack, id).await);
@@ -211,7 +188,7 @@ async fn a_tenant_replay_is_in_global_order_filtered_and_resumable() {
     }
     for (n, id) in ids.iter().cycle().take(9).enumerate() {
         service
-            .send_message(*id, message(&format!("m{n}")), None, &meta("acme"))
+            .send_message(*id, user_message(&format!("m{n}")), None, &meta("acme"))
             .await
             .unwrap();
     }
@@ -263,7 +240,7 @@ async fn a_stream_whose_database_fails_part_way_ends_with_an_error_line() {
         .aggregate_id;
     for n in 0..600 {
         service
-            .send_message(id, message(&format!("m{n}")), None, &meta("acme"))
+            .send_message(id, user_message(&format!("m{n}")), None, &meta("acme"))
             .await
             .unwrap();
     }

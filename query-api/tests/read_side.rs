@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use command_api::service::{NewMessage, RequestMeta};
+use command_api::testing::{meta, start_conversations, user_message};
 use platform::auth::Role;
 use projectors::read_model::ReadModel;
 use projectors::runtime::envelope::Envelope;
 use projectors::runtime::{self, ApplyError, Projection, generation};
 use query_api::testing::ReadStack;
 use reqwest::StatusCode;
-use schemas::{Event, Role as Author};
+use schemas::Event;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -53,28 +53,6 @@ impl Http {
             .expect("get");
         let status = resp.status();
         (status, resp.json().await.unwrap_or(Value::Null))
-    }
-}
-
-fn meta(tenant: &str) -> RequestMeta {
-    RequestMeta {
-        tenant_id: tenant.into(),
-        user_id: "writer".into(),
-        correlation_id: Uuid::new_v4().to_string(),
-        causation_id: Uuid::new_v4().to_string(),
-        traceparent: None,
-        tracestate: None,
-        idempotency: None,
-    }
-}
-
-fn message(content: &str) -> NewMessage {
-    NewMessage {
-        role: Author::User,
-        content: content.into(),
-        model: None,
-        prompt_tokens: None,
-        completion_tokens: None,
     }
 }
 
@@ -214,16 +192,7 @@ async fn conversation_pages_follow_their_cursor_without_gaps() {
     let stack = ReadStack::spawn().await;
     let service = stack.commands.service.clone();
     let projector = stack.projector(Arc::new(ReadModel)).await;
-    let mut ids = Vec::new();
-    for i in 0..25 {
-        ids.push(
-            service
-                .start_conversation(format!("c{i}"), Default::default(), &meta("acme"))
-                .await
-                .unwrap()
-                .aggregate_id,
-        );
-    }
+    let ids = start_conversations(&service, "acme", 25).await;
     service
         .end_conversation(ids[3], None, None, &meta("acme"))
         .await
@@ -280,16 +249,7 @@ async fn a_projector_killed_and_restarted_ends_equal_to_a_rebuild_from_the_store
     let stack = ReadStack::spawn().await;
     let service = stack.commands.service.clone();
     let first = stack.projector(Arc::new(ReadModel)).await;
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        ids.push(
-            service
-                .start_conversation(format!("c{i}"), Default::default(), &meta("acme"))
-                .await
-                .unwrap()
-                .aggregate_id,
-        );
-    }
+    let ids = start_conversations(&service, "acme", 20).await;
     let ids = Arc::new(ids);
     let writers: Vec<_> = (0..8)
         .map(|t| {
@@ -299,7 +259,7 @@ async fn a_projector_killed_and_restarted_ends_equal_to_a_rebuild_from_the_store
                     service
                         .send_message(
                             ids[n % ids.len()],
-                            message(&format!("m{n}")),
+                            user_message(&format!("m{n}")),
                             None,
                             &meta("acme"),
                         )
@@ -363,7 +323,7 @@ async fn a_projector_killed_and_restarted_ends_equal_to_a_rebuild_from_the_store
 
     // The live projector follows the switch.
     service
-        .send_message(ids[0], message("after rebuild"), None, &meta("acme"))
+        .send_message(ids[0], user_message("after rebuild"), None, &meta("acme"))
         .await
         .unwrap();
     wait_until("the new generation receives new events", || async {
@@ -477,7 +437,7 @@ async fn a_poison_event_parks_its_aggregate_only_and_redrive_completes_it_in_ord
         (a, "four"),
     ] {
         service
-            .send_message(id, message(text), None, &meta("acme"))
+            .send_message(id, user_message(text), None, &meta("acme"))
             .await
             .unwrap();
     }
@@ -523,7 +483,7 @@ async fn a_poison_event_parks_its_aggregate_only_and_redrive_completes_it_in_ord
         vec!["one", "poison", "three", "four"]
     );
     service
-        .send_message(a, message("five"), None, &meta("acme"))
+        .send_message(a, user_message("five"), None, &meta("acme"))
         .await
         .unwrap();
     wait_until("A flows again", || async {
@@ -545,7 +505,7 @@ async fn an_undecodable_record_is_parked_and_redrive_takes_the_event_from_the_st
         .aggregate_id;
     for text in ["one", "two"] {
         service
-            .send_message(id, message(text), None, &meta("acme"))
+            .send_message(id, user_message(text), None, &meta("acme"))
             .await
             .unwrap();
     }
@@ -600,21 +560,12 @@ async fn two_projectors_in_one_group_share_the_stream_and_survive_a_rebalance() 
         a.status.borrow().assigned_partitions > 0 && b.status.borrow().assigned_partitions > 0
     })
     .await;
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        ids.push(
-            service
-                .start_conversation(format!("c{i}"), Default::default(), &meta("acme"))
-                .await
-                .unwrap()
-                .aggregate_id,
-        );
-    }
+    let ids = start_conversations(&service, "acme", 20).await;
     for n in 0..300 {
         service
             .send_message(
                 ids[n % ids.len()],
-                message(&format!("m{n}")),
+                user_message(&format!("m{n}")),
                 None,
                 &meta("acme"),
             )
@@ -637,7 +588,7 @@ async fn two_projectors_in_one_group_share_the_stream_and_survive_a_rebalance() 
         service
             .send_message(
                 ids[n % ids.len()],
-                message(&format!("m{n}")),
+                user_message(&format!("m{n}")),
                 None,
                 &meta("acme"),
             )

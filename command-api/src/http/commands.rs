@@ -13,7 +13,6 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::errors::ApiError;
 use super::{AppState, RequestContext};
 use crate::domain::Version;
 use crate::service::{Accepted, Idempotency, NewMessage, RequestMeta};
@@ -115,7 +114,7 @@ fn respond(a: Accepted, status: StatusCode) -> Response {
 }
 
 /// `If-Match: "3"` (or `3`); `*` or absent: no expectation.
-fn expected_version(headers: &HeaderMap) -> Result<Option<Version>, ApiError> {
+fn expected_version(headers: &HeaderMap) -> Result<Option<Version>, Problem> {
     let Some(raw) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -131,7 +130,6 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<Version>, ApiError> {
                 "invalid_if_match",
                 "If-Match must be a version number, e.g. \"3\"",
             )
-            .into()
         })
 }
 
@@ -139,7 +137,7 @@ fn idempotency(
     headers: &HeaderMap,
     method_and_target: &str,
     body: &impl Serialize,
-) -> Result<Option<Idempotency>, ApiError> {
+) -> Result<Option<Idempotency>, Problem> {
     let Some(raw) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -174,7 +172,7 @@ fn meta(
     headers: &HeaderMap,
     target: &str,
     body: &impl Serialize,
-) -> Result<RequestMeta, ApiError> {
+) -> Result<RequestMeta, Problem> {
     Ok(RequestMeta {
         tenant_id: who.tenant_id.clone(),
         user_id: who.subject.clone(),
@@ -187,8 +185,8 @@ fn meta(
 }
 
 /// An id that is not a UUID names nothing.
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    raw.parse().map_err(|_| Problem::not_found().into())
+fn parse_id(raw: &str) -> Result<Uuid, Problem> {
+    raw.parse().map_err(|_| Problem::not_found())
 }
 
 #[utoipa::path(post, path = "/v1/conversations", request_body = StartConversation,
@@ -201,7 +199,7 @@ pub async fn start_conversation(
     ctx: RequestContext,
     headers: HeaderMap,
     Json(body): Json<StartConversation>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     who.require_any(WRITERS)?;
     let meta = meta(&who, ctx, &headers, "POST /v1/conversations", &body)?;
     let accepted = app
@@ -222,7 +220,7 @@ pub async fn send_message(
     Path(id): Path<String>,
     headers: HeaderMap,
     Json(body): Json<SendMessage>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     who.require_any(WRITERS)?;
     if body.role != Role::User {
         who.require_any(ASSISTANT_WRITERS)?;
@@ -261,7 +259,7 @@ pub async fn rename_conversation(
     Path(id): Path<String>,
     headers: HeaderMap,
     Json(body): Json<RenameConversation>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     who.require_any(WRITERS)?;
     let id = parse_id(&id)?;
     let expected = expected_version(&headers)?;
@@ -290,7 +288,7 @@ pub async fn end_conversation(
     Path(id): Path<String>,
     headers: HeaderMap,
     Json(body): Json<EndConversation>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     who.require_any(WRITERS)?;
     let id = parse_id(&id)?;
     let expected = expected_version(&headers)?;
@@ -319,7 +317,7 @@ pub async fn generate_document(
     Path(id): Path<String>,
     headers: HeaderMap,
     Json(body): Json<GenerateDocument>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     who.require_any(WRITERS)?;
     let id = parse_id(&id)?;
     let meta = meta(
@@ -343,7 +341,7 @@ pub async fn generate_document(
 pub async fn relay_status(
     State(app): State<AppState>,
     who: Principal,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     who.require_any(&[CallerRole::Admin])?;
     let status = app
         .relay

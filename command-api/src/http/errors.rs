@@ -1,24 +1,15 @@
 //! How command failures look to clients.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{StatusCode, header};
 use platform::problem::Problem;
 
 use crate::domain::DomainError;
 use crate::service::CommandError;
 
-pub struct ApiError(pub Problem);
-
-impl From<Problem> for ApiError {
-    fn from(p: Problem) -> Self {
-        ApiError(p)
-    }
-}
-
-impl From<CommandError> for ApiError {
+impl From<CommandError> for Problem {
     fn from(e: CommandError) -> Self {
         use StatusCode as S;
-        let p = match e {
+        match e {
             CommandError::Domain(d) => match d {
                 DomainError::NotFound => Problem::not_found(),
                 DomainError::AlreadyExists => {
@@ -33,7 +24,8 @@ impl From<CommandError> for ApiError {
                     "If-Match expected version {expected}, the current version is {current}"
                 ))
                 .with("expected_version", expected.0)
-                .with("current_version", current.0),
+                .with("current_version", current.0)
+                .header(header::ETAG, &format!("\"{current}\"")),
                 DomainError::Invalid { field, reason } => Problem::new(
                     S::UNPROCESSABLE_ENTITY,
                     "validation_failed",
@@ -75,29 +67,12 @@ impl From<CommandError> for ApiError {
                     "Too many concurrent writers",
                 )
                 .detail("retry the request")
+                .retry_after(1)
             }
             CommandError::Storage(reason) => {
                 tracing::error!(%reason, "event store failure");
                 Problem::internal()
             }
-        };
-        ApiError(p)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let current = self.0.extra.get("current_version").and_then(|v| v.as_u64());
-        let retry = self.0.code == "contended";
-        let mut response = self.0.into_response();
-        if let Some(v) = current.and_then(|v| HeaderValue::from_str(&format!("\"{v}\"")).ok()) {
-            response.headers_mut().insert(header::ETAG, v);
         }
-        if retry {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
     }
 }

@@ -1,7 +1,7 @@
 //! The OpenAPI document served at `/openapi.json`.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use platform::http::BearerAuth;
+use utoipa::OpenApi;
 
 use super::commands;
 
@@ -24,24 +24,6 @@ use super::commands;
         commands::GenerateDocument,
         commands::CommandAccepted
     )),
-    modifiers(&Bearer)
+    modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
-
-struct Bearer;
-
-impl Modify for Bearer {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        if let Some(components) = openapi.components.as_mut() {
-            components.add_security_scheme(
-                "bearer",
-                SecurityScheme::Http(
-                    HttpBuilder::new()
-                        .scheme(HttpAuthScheme::Bearer)
-                        .bearer_format("JWT")
-                        .build(),
-                ),
-            );
-        }
-    }
-}

@@ -13,7 +13,7 @@ use schemas::{AggregateKind, EventType};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{ApiError, AppState};
+use super::AppState;
 use crate::audit::{self, AsOf, StateError, StateView, TenantFilter};
 
 const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
@@ -22,16 +22,16 @@ fn ndjson(body: Body) -> Response {
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
-fn aggregate(kind: &str, id: &str) -> Result<(AggregateKind, String), ApiError> {
+fn aggregate(kind: &str, id: &str) -> Result<(AggregateKind, String), Problem> {
     let kind = AggregateKind::parse(kind)
         .ok_or_else(|| Problem::not_found().detail("unknown aggregate type"))?;
     let id: uuid::Uuid = id.parse().map_err(|_| Problem::not_found())?;
     Ok((kind, id.to_string()))
 }
 
-fn db_error(e: sqlx::Error) -> ApiError {
+fn db_error(e: sqlx::Error) -> Problem {
     tracing::error!(error = %e, "audit read failed");
-    ApiError(Problem::internal())
+    Problem::internal()
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -49,13 +49,13 @@ pub struct TenantEvents {
     pub types: Option<String>,
 }
 
-fn position(raw: Option<&str>, name: &str) -> Result<Option<Position>, ApiError> {
+fn position(raw: Option<&str>, name: &str) -> Result<Option<Position>, Problem> {
     raw.map(|r| {
         r.parse().map_err(|_| {
-            ApiError(Problem::bad_request(
+            Problem::bad_request(
                 "invalid_position",
                 format!("{name} must be <tx_id>.<global_position>"),
-            ))
+            )
         })
     })
     .transpose()
@@ -70,7 +70,7 @@ pub async fn tenant_events(
     State(app): State<AppState>,
     who: Principal,
     Query(q): Query<TenantEvents>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     who.require_any(AUDITORS)?;
     let event_types = match q.types.as_deref() {
         None | Some("") => None,
@@ -80,10 +80,10 @@ pub async fn tenant_events(
                     EventType::parse(t.trim())
                         .map(|t| t.as_str().to_owned())
                         .ok_or_else(|| {
-                            ApiError(Problem::bad_request(
+                            Problem::bad_request(
                                 "invalid_event_type",
                                 format!("unknown event type {t:?}"),
-                            ))
+                            )
                         })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
@@ -109,7 +109,7 @@ pub async fn aggregate_events(
     State(app): State<AppState>,
     who: Principal,
     Path((kind, id)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     who.require_any(AUDITORS)?;
     let (kind, id) = aggregate(&kind, &id)?;
     let pool = app.reads.pool().clone();
@@ -117,7 +117,7 @@ pub async fn aggregate_events(
         .await
         .map_err(db_error)?
     {
-        return Err(Problem::not_found().into());
+        return Err(Problem::not_found());
     }
     Ok(ndjson(Body::from_stream(audit::aggregate_events(
         pool,
@@ -146,31 +146,33 @@ pub async fn state(
     who: Principal,
     Path((kind, id)): Path<(String, String)>,
     Query(q): Query<StateQuery>,
-) -> Result<Json<StateView>, ApiError> {
+) -> Result<Json<StateView>, Problem> {
     who.require_any(AUDITORS)?;
     let (kind, id) = aggregate(&kind, &id)?;
     let as_of = match (q.version, q.at) {
         (Some(0), None) => {
-            return Err(Problem::bad_request("invalid_version", "versions start at 1").into());
+            return Err(Problem::bad_request(
+                "invalid_version",
+                "versions start at 1",
+            ));
         }
         (Some(v), None) => AsOf::Version(v),
         (None, Some(t)) => AsOf::Time(t),
         (None, None) => AsOf::Latest,
         (Some(_), Some(_)) => {
-            return Err(
-                Problem::bad_request("invalid_query", "give version or at, not both").into(),
-            );
+            return Err(Problem::bad_request(
+                "invalid_query",
+                "give version or at, not both",
+            ));
         }
     };
     match audit::state_at(app.reads.pool(), &who.tenant_id, kind, &id, as_of).await {
         Ok(Some(view)) => Ok(Json(view)),
-        Ok(None) => Err(Problem::not_found()
-            .detail("no such aggregate at that version or time")
-            .into()),
+        Ok(None) => Err(Problem::not_found().detail("no such aggregate at that version or time")),
         Err(StateError::Database(e)) => Err(db_error(e)),
         Err(StateError::Corrupt(reason)) => {
             tracing::error!(%reason, "stored events do not fold");
-            Err(Problem::internal().into())
+            Err(Problem::internal())
         }
     }
 }

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::FromRef;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::routing::get;
 use platform::auth::Authenticator;
 use platform::problem::Problem;
@@ -57,41 +56,20 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(platform::context::propagate))
 }
 
-/// A problem answer for the read side, with `Retry-After` where waiting helps.
-pub struct ApiError(pub Problem);
-
-impl From<Problem> for ApiError {
-    fn from(p: Problem) -> Self {
-        ApiError(p)
-    }
-}
-
-impl From<ReadError> for ApiError {
+impl From<ReadError> for Problem {
     fn from(e: ReadError) -> Self {
-        ApiError(match e {
+        match e {
             ReadError::NoReadModel => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "read_model_unavailable",
                 "Read model unavailable",
             )
-            .detail("the read-model projector has not built its tables yet"),
+            .detail("the read-model projector has not built its tables yet")
+            .retry_after(1),
             ReadError::Database(e) => {
                 tracing::error!(error = %e, "read failed");
                 Problem::internal()
             }
-        })
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let retry = self.0.status == StatusCode::SERVICE_UNAVAILABLE;
-        let mut response = self.0.into_response();
-        if retry {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        response
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{ApiError, AppState};
+use super::AppState;
 use crate::reads::{ConversationFilter, ConversationView, DocumentView, MessageView};
 
 pub const READERS: &[Role] = &[Role::Member, Role::Admin, Role::Auditor, Role::Service];
@@ -25,7 +25,7 @@ pub struct Consistency {
 }
 
 /// Waits for the caller's position, if given; 503 `position_not_reached` when it times out.
-async fn consistent(app: &AppState, c: &Consistency) -> Result<(), ApiError> {
+async fn consistent(app: &AppState, c: &Consistency) -> Result<(), Problem> {
     let Some(raw) = &c.position else {
         return Ok(());
     };
@@ -47,13 +47,12 @@ async fn consistent(app: &AppState, c: &Consistency) -> Result<(), ApiError> {
             token.kind, token.version
         ))
         .with("applied_version", applied)
-        .with("position", raw.as_str())
-        .into()),
+        .with("position", raw.as_str())),
     }
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    raw.parse().map_err(|_| Problem::not_found().into())
+fn parse_id(raw: &str) -> Result<Uuid, Problem> {
+    raw.parse().map_err(|_| Problem::not_found())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -81,10 +80,10 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-fn limit(raw: Option<i64>) -> Result<i64, ApiError> {
+fn limit(raw: Option<i64>) -> Result<i64, Problem> {
     match raw.unwrap_or(20) {
         n @ 1..=100 => Ok(n),
-        _ => Err(Problem::bad_request("invalid_limit", "limit must be 1-100").into()),
+        _ => Err(Problem::bad_request("invalid_limit", "limit must be 1-100")),
     }
 }
 
@@ -96,13 +95,8 @@ fn conversation_cursor(c: &ConversationView) -> String {
     )
 }
 
-fn parse_conversation_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let bad = || {
-        ApiError(Problem::bad_request(
-            "invalid_cursor",
-            "cursor is not one this API returned",
-        ))
-    };
+fn parse_conversation_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), Problem> {
+    let bad = || Problem::bad_request("invalid_cursor", "cursor is not one this API returned");
     let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
     let at = Utc.timestamp_micros(micros).single().ok_or_else(bad)?;
@@ -115,13 +109,16 @@ pub async fn list_conversations(
     State(app): State<AppState>,
     who: Principal,
     Query(q): Query<ListConversations>,
-) -> Result<Json<Page<ConversationView>>, ApiError> {
+) -> Result<Json<Page<ConversationView>>, Problem> {
     who.require_any(READERS)?;
     if let Some(s) = &q.status
         && s != "open"
         && s != "ended"
     {
-        return Err(Problem::bad_request("invalid_status", "status must be open or ended").into());
+        return Err(Problem::bad_request(
+            "invalid_status",
+            "status must be open or ended",
+        ));
     }
     consistent(
         &app,
@@ -160,12 +157,12 @@ pub async fn get_conversation(
     who: Principal,
     Path(id): Path<String>,
     Query(c): Query<Consistency>,
-) -> Result<Json<ConversationView>, ApiError> {
+) -> Result<Json<ConversationView>, Problem> {
     who.require_any(READERS)?;
     let id = parse_id(&id)?;
     consistent(&app, &c).await?;
     let found = app.reads.conversation(&who.tenant_id, id).await?;
-    found.map(Json).ok_or_else(|| Problem::not_found().into())
+    found.map(Json).ok_or_else(Problem::not_found)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -186,7 +183,7 @@ pub async fn list_messages(
     who: Principal,
     Path(id): Path<String>,
     Query(q): Query<ListMessages>,
-) -> Result<Json<Page<MessageView>>, ApiError> {
+) -> Result<Json<Page<MessageView>>, Problem> {
     who.require_any(READERS)?;
     let id = parse_id(&id)?;
     consistent(
@@ -198,7 +195,7 @@ pub async fn list_messages(
     )
     .await?;
     if app.reads.conversation(&who.tenant_id, id).await?.is_none() {
-        return Err(Problem::not_found().into());
+        return Err(Problem::not_found());
     }
     let limit = limit(q.limit)?;
     let after: i64 = match q.cursor.as_deref() {
@@ -227,12 +224,12 @@ pub async fn list_documents(
     who: Principal,
     Path(id): Path<String>,
     Query(c): Query<Consistency>,
-) -> Result<Json<Vec<DocumentView>>, ApiError> {
+) -> Result<Json<Vec<DocumentView>>, Problem> {
     who.require_any(READERS)?;
     let id = parse_id(&id)?;
     consistent(&app, &c).await?;
     if app.reads.conversation(&who.tenant_id, id).await?.is_none() {
-        return Err(Problem::not_found().into());
+        return Err(Problem::not_found());
     }
     Ok(Json(app.reads.documents_of(&who.tenant_id, id).await?))
 }
@@ -244,10 +241,10 @@ pub async fn get_document(
     who: Principal,
     Path(id): Path<String>,
     Query(c): Query<Consistency>,
-) -> Result<Json<DocumentView>, ApiError> {
+) -> Result<Json<DocumentView>, Problem> {
     who.require_any(READERS)?;
     let id = parse_id(&id)?;
     consistent(&app, &c).await?;
     let found = app.reads.document(&who.tenant_id, id).await?;
-    found.map(Json).ok_or_else(|| Problem::not_found().into())
+    found.map(Json).ok_or_else(Problem::not_found)
 }
