@@ -60,6 +60,30 @@ pub enum ApplyError {
     Rejected(String),
 }
 
+impl ApplyError {
+    /// Failures of the connection rather than of the event: the database is down,
+    /// restarting, overloaded, or a transaction lost a deadlock or serialisation race.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApplyError::Rejected(_) => false,
+            ApplyError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Tls(_) => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    // 08: connection, 40: deadlock/serialisation, 53: resources, 57P: shutdown.
+                    ["08", "40", "53", "57P"]
+                        .iter()
+                        .any(|class| code.starts_with(class))
+                }),
+                _ => false,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     #[error("database: {0}")]
@@ -218,13 +242,26 @@ impl Runtime {
         let envelope = Envelope::from_kafka(msg);
         let mut error = String::new();
         if let Ok(event) = &envelope {
-            for attempt in 1..=self.settings.max_attempts {
+            let mut attempt = 0;
+            let mut outage = self.settings.backoff;
+            while attempt < self.settings.max_attempts {
                 match self.try_apply(event).await {
                     Ok(outcome) => {
                         self.record(outcome, event);
                         return Some(());
                     }
+                    // The database is unreachable: not the event's fault. Wait it out
+                    // without counting attempts, so an outage parks nothing.
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(error = %e, "database unavailable; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(outage) => {}
+                            _ = shutdown.wait_for(|stop| *stop) => return None,
+                        }
+                        outage = (outage * 2).min(Duration::from_secs(10));
+                    }
                     Err(e) => {
+                        attempt += 1;
                         error = e.to_string();
                         tracing::warn!(attempt, error = %e, aggregate = %pos.aggregate_id, sequence = pos.sequence, "apply failed");
                         if attempt < self.settings.max_attempts {
