@@ -16,6 +16,9 @@ pub struct Envelope {
     pub sequence: i64,
     pub tenant_id: String,
     pub recorded_at: DateTime<Utc>,
+    /// Correlation id and W3C trace context of the request that caused the event.
+    pub correlation_id: Option<String>,
+    pub traceparent: Option<String>,
 }
 
 /// Where an event sits in its aggregate's stream: enough to park it even when its value
@@ -84,6 +87,8 @@ impl Envelope {
                 .ok_or(EnvelopeError::Header("tenant_id"))?
                 .to_owned(),
             recorded_at,
+            correlation_id: header(msg, "correlation_id").map(str::to_owned),
+            traceparent: header(msg, "traceparent").map(str::to_owned),
         })
     }
 
@@ -92,6 +97,8 @@ impl Envelope {
             .map_err(|err| EnvelopeError::Decode(err.to_string()))?;
         Ok(Envelope {
             event,
+            correlation_id: e.meta("correlation_id").map(str::to_owned),
+            traceparent: e.meta("traceparent").map(str::to_owned),
             event_id: e.event_id,
             tenant_id: e
                 .meta("tenant_id")

@@ -206,8 +206,14 @@ impl Runtime {
                     continue;
                 }
             };
+            // Logs of this event carry the request's correlation id and trace context.
+            let span = event_span(name, &msg);
+            let handled = tracing::Instrument::instrument(
+                self.handle(&msg, &producer, &dlq, &mut shutdown),
+                span,
+            );
             // Ends only when shut down while the database is unreachable.
-            let Some(()) = self.handle(&msg, &producer, &dlq, &mut shutdown).await else {
+            let Some(()) = handled.await else {
                 break Ok(());
             };
             if let Err(e) = consumer.commit_message(&msg, CommitMode::Async) {
@@ -410,6 +416,28 @@ impl Runtime {
             }
         }
     }
+}
+
+fn event_span(projector: &'static str, msg: &BorrowedMessage<'_>) -> tracing::Span {
+    let header = |name: &str| {
+        msg.headers()
+            .and_then(|h| h.iter().find(|h| h.key == name))
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    tracing::info_span!(
+        "event",
+        projector,
+        topic = msg.topic(),
+        partition = msg.partition(),
+        offset = msg.offset(),
+        event_id = %header("event_id"),
+        event_type = %header("event_type"),
+        correlation_id = %header("correlation_id"),
+        traceparent = %header("traceparent"),
+    )
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
