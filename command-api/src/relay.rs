@@ -138,7 +138,10 @@ impl Relay {
             .await?;
         let tx: String = row.try_get("tx_id")?;
         let mut cursor = Position {
-            tx_id: tx.parse().unwrap_or(0),
+            tx_id: tx.parse().map_err(|e| sqlx::Error::ColumnDecode {
+                index: "tx_id".into(),
+                source: Box::new(e),
+            })?,
             global: row.try_get("global_position")?,
         };
         let mut published = row.try_get::<i64, _>("published")? as u64;
