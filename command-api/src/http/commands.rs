@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use platform::auth::{Principal, Role as CallerRole};
 use platform::problem::{Json, Problem};
 use schemas::{DocumentKind, Event, Role};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -166,22 +167,49 @@ fn idempotency(
     }))
 }
 
-fn meta(
-    who: &Principal,
-    ctx: RequestContext,
-    headers: &HeaderMap,
-    target: &str,
-    body: &impl Serialize,
-) -> Result<RequestMeta, Problem> {
-    Ok(RequestMeta {
-        tenant_id: who.tenant_id.clone(),
-        user_id: who.subject.clone(),
-        correlation_id: ctx.correlation_id,
-        causation_id: ctx.causation_id,
-        traceparent: Some(ctx.traceparent),
-        tracestate: ctx.tracestate,
-        idempotency: idempotency(headers, target, body)?,
-    })
+/// Everything a command handler needs besides its path: the caller (authenticated, with
+/// a writing role), the request metadata stored on the events, the `If-Match` version,
+/// and the JSON body. Rejections are problems, in this order: 401, 403, 400, 4xx body.
+pub struct CommandRequest<T> {
+    pub who: Principal,
+    pub meta: RequestMeta,
+    pub expected: Option<Version>,
+    pub body: T,
+}
+
+impl<T: DeserializeOwned + Serialize + Send> FromRequest<AppState> for CommandRequest<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let who = Principal::from_request_parts(&mut parts, state).await?;
+        who.require_any(WRITERS)?;
+        let Ok(ctx) = RequestContext::from_request_parts(&mut parts, state).await;
+        let expected = expected_version(&parts.headers)?;
+        // The full path (inside `nest`, `uri` lacks the prefix).
+        let path = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or_else(|| parts.uri.path().to_owned(), |u| u.path().to_owned());
+        let target = format!("{} {path}", parts.method);
+        let headers = parts.headers.clone();
+        let Json(body) = Json::<T>::from_request(Request::from_parts(parts, body), state).await?;
+        let meta = RequestMeta {
+            tenant_id: who.tenant_id.clone(),
+            user_id: who.subject.clone(),
+            correlation_id: ctx.correlation_id,
+            causation_id: ctx.causation_id,
+            traceparent: Some(ctx.traceparent),
+            tracestate: ctx.tracestate,
+            idempotency: idempotency(&headers, &target, &body)?,
+        };
+        Ok(CommandRequest {
+            who,
+            meta,
+            expected,
+            body,
+        })
+    }
 }
 
 /// An id that is not a UUID names nothing.
@@ -195,16 +223,11 @@ fn parse_id(raw: &str) -> Result<Uuid, Problem> {
     security(("bearer" = [])))]
 pub async fn start_conversation(
     State(app): State<AppState>,
-    who: Principal,
-    ctx: RequestContext,
-    headers: HeaderMap,
-    Json(body): Json<StartConversation>,
+    req: CommandRequest<StartConversation>,
 ) -> Result<Response, Problem> {
-    who.require_any(WRITERS)?;
-    let meta = meta(&who, ctx, &headers, "POST /v1/conversations", &body)?;
     let accepted = app
         .service
-        .start_conversation(body.title, body.metadata, &meta)
+        .start_conversation(req.body.title, req.body.metadata, &req.meta)
         .await?;
     Ok(respond(accepted, StatusCode::CREATED))
 }
@@ -215,25 +238,19 @@ pub async fn start_conversation(
     security(("bearer" = [])))]
 pub async fn send_message(
     State(app): State<AppState>,
-    who: Principal,
-    ctx: RequestContext,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Json(body): Json<SendMessage>,
+    req: CommandRequest<SendMessage>,
 ) -> Result<Response, Problem> {
-    who.require_any(WRITERS)?;
+    let CommandRequest {
+        who,
+        meta,
+        expected,
+        body,
+    } = req;
     if body.role != Role::User {
         who.require_any(ASSISTANT_WRITERS)?;
     }
     let id = parse_id(&id)?;
-    let expected = expected_version(&headers)?;
-    let meta = meta(
-        &who,
-        ctx,
-        &headers,
-        &format!("POST /v1/conversations/{id}/messages"),
-        &body,
-    )?;
     let message = NewMessage {
         role: body.role,
         content: body.content,
@@ -254,25 +271,13 @@ pub async fn send_message(
     security(("bearer" = [])))]
 pub async fn rename_conversation(
     State(app): State<AppState>,
-    who: Principal,
-    ctx: RequestContext,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Json(body): Json<RenameConversation>,
+    req: CommandRequest<RenameConversation>,
 ) -> Result<Response, Problem> {
-    who.require_any(WRITERS)?;
     let id = parse_id(&id)?;
-    let expected = expected_version(&headers)?;
-    let meta = meta(
-        &who,
-        ctx,
-        &headers,
-        &format!("POST /v1/conversations/{id}/rename"),
-        &body,
-    )?;
     let accepted = app
         .service
-        .rename_conversation(id, body.title, expected, &meta)
+        .rename_conversation(id, req.body.title, req.expected, &req.meta)
         .await?;
     Ok(respond(accepted, StatusCode::OK))
 }
@@ -283,25 +288,13 @@ pub async fn rename_conversation(
     security(("bearer" = [])))]
 pub async fn end_conversation(
     State(app): State<AppState>,
-    who: Principal,
-    ctx: RequestContext,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Json(body): Json<EndConversation>,
+    req: CommandRequest<EndConversation>,
 ) -> Result<Response, Problem> {
-    who.require_any(WRITERS)?;
     let id = parse_id(&id)?;
-    let expected = expected_version(&headers)?;
-    let meta = meta(
-        &who,
-        ctx,
-        &headers,
-        &format!("POST /v1/conversations/{id}/end"),
-        &body,
-    )?;
     let accepted = app
         .service
-        .end_conversation(id, body.reason, expected, &meta)
+        .end_conversation(id, req.body.reason, req.expected, &req.meta)
         .await?;
     Ok(respond(accepted, StatusCode::OK))
 }
@@ -312,24 +305,13 @@ pub async fn end_conversation(
     security(("bearer" = [])))]
 pub async fn generate_document(
     State(app): State<AppState>,
-    who: Principal,
-    ctx: RequestContext,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Json(body): Json<GenerateDocument>,
+    req: CommandRequest<GenerateDocument>,
 ) -> Result<Response, Problem> {
-    who.require_any(WRITERS)?;
     let id = parse_id(&id)?;
-    let meta = meta(
-        &who,
-        ctx,
-        &headers,
-        &format!("POST /v1/conversations/{id}/documents"),
-        &body,
-    )?;
     let accepted = app
         .service
-        .generate_document(id, body.kind, body.title, &meta)
+        .generate_document(id, req.body.kind, req.body.title, &req.meta)
         .await?;
     Ok(respond(accepted, StatusCode::CREATED))
 }
