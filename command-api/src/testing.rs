@@ -61,6 +61,35 @@ pub async fn start_conversations(
     ids
 }
 
+/// Sends the user messages `m<n>` for each `n` in `range`, message `n` to
+/// `ids[n % ids.len()]`, from `tasks` concurrent writers. Returns once all are accepted.
+pub async fn send_messages(
+    service: Arc<CommandService>,
+    tenant: &str,
+    ids: Arc<Vec<uuid::Uuid>>,
+    range: std::ops::Range<usize>,
+    tasks: usize,
+) {
+    let writers: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (service, ids, tenant) = (service.clone(), ids.clone(), tenant.to_owned());
+            let range = range.clone();
+            tokio::spawn(async move {
+                for n in range.skip(t).step_by(tasks) {
+                    let message = user_message(&format!("m{n}"));
+                    service
+                        .send_message(ids[n % ids.len()], message, None, &meta(&tenant))
+                        .await
+                        .expect("send message");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+}
+
 /// A user message with `content`.
 pub fn user_message(content: &str) -> NewMessage {
     NewMessage {

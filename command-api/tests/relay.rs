@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use command_api::service::CommandService;
-use command_api::testing::{TestApp, meta, start_conversations, user_message};
+use command_api::testing::{TestApp, meta, send_messages, start_conversations};
 use platform::kafka::KafkaConfig;
 use platform::testenv;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -22,27 +22,8 @@ async fn write(
     tasks: usize,
     messages: usize,
 ) -> u64 {
-    let ids = start_conversations(&service, "acme", aggregates).await;
-    let ids = Arc::new(ids);
-    let writers: Vec<_> = (0..tasks)
-        .map(|t| {
-            let service = service.clone();
-            let ids = ids.clone();
-            tokio::spawn(async move {
-                for n in (t..messages).step_by(tasks) {
-                    let id = ids[n % ids.len()];
-                    let message = user_message(&format!("message {n}"));
-                    service
-                        .send_message(id, message, None, &meta("acme"))
-                        .await
-                        .expect("send");
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.await.expect("writer");
-    }
+    let ids = Arc::new(start_conversations(&service, "acme", aggregates).await);
+    send_messages(service, "acme", ids, 0..messages, tasks).await;
     (aggregates + messages) as u64
 }
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use command_api::testing::{meta, start_conversations, user_message};
+use command_api::testing::{send_messages, start_conversations};
 use platform::auth::Role;
 use projectors::read_model::ReadModel;
 use projectors::runtime;
@@ -19,23 +19,7 @@ async fn main() {
     let stack = ReadStack::spawn().await;
     let service = stack.commands.service.clone();
     let ids = Arc::new(start_conversations(&service, "bench", 50).await);
-    let writers: Vec<_> = (0..16)
-        .map(|t| {
-            let (service, ids) = (service.clone(), ids.clone());
-            tokio::spawn(async move {
-                for n in (t..10_000).step_by(16) {
-                    let m = user_message(&format!("benchmark message {n}"));
-                    service
-                        .send_message(ids[n % ids.len()], m, None, &meta("bench"))
-                        .await
-                        .expect("send");
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.await.expect("writer");
-    }
+    send_messages(service.clone(), "bench", ids.clone(), 0..10_000, 16).await;
     let total = stack.commands.event_count().await as u64;
 
     // Catch-up: a new consumer group reads the whole backlog from Kafka.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use command_api::testing::{meta, start_conversations, user_message};
+use command_api::testing::{meta, send_messages, start_conversations, user_message};
 use platform::auth::Role;
 use projectors::read_model::ReadModel;
 use projectors::runtime::envelope::Envelope;
@@ -249,26 +249,14 @@ async fn a_projector_killed_and_restarted_ends_equal_to_a_rebuild_from_the_store
     let stack = ReadStack::spawn().await;
     let service = stack.commands.service.clone();
     let first = stack.projector(Arc::new(ReadModel)).await;
-    let ids = start_conversations(&service, "acme", 20).await;
-    let ids = Arc::new(ids);
-    let writers: Vec<_> = (0..8)
-        .map(|t| {
-            let (service, ids) = (service.clone(), ids.clone());
-            tokio::spawn(async move {
-                for n in (t..800).step_by(8) {
-                    service
-                        .send_message(
-                            ids[n % ids.len()],
-                            user_message(&format!("m{n}")),
-                            None,
-                            &meta("acme"),
-                        )
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
+    let ids = Arc::new(start_conversations(&service, "acme", 20).await);
+    let writers = tokio::spawn(send_messages(
+        service.clone(),
+        "acme",
+        ids.clone(),
+        0..800,
+        8,
+    ));
     let mut status = first.status.clone();
     tokio::time::timeout(
         Duration::from_secs(60),
@@ -280,9 +268,7 @@ async fn a_projector_killed_and_restarted_ends_equal_to_a_rebuild_from_the_store
     first.task.abort();
     let _ = first.task.await;
     let second = stack.projector(Arc::new(ReadModel)).await;
-    for w in writers {
-        w.await.unwrap();
-    }
+    writers.await.unwrap();
     let schema = live_schema(&stack).await;
     wait_until("every message projected", || async {
         scalar(&stack, &format!("SELECT count(*) FROM {schema}.messages")).await == 800
@@ -560,18 +546,8 @@ async fn two_projectors_in_one_group_share_the_stream_and_survive_a_rebalance() 
         a.status.borrow().assigned_partitions > 0 && b.status.borrow().assigned_partitions > 0
     })
     .await;
-    let ids = start_conversations(&service, "acme", 20).await;
-    for n in 0..300 {
-        service
-            .send_message(
-                ids[n % ids.len()],
-                user_message(&format!("m{n}")),
-                None,
-                &meta("acme"),
-            )
-            .await
-            .unwrap();
-    }
+    let ids = Arc::new(start_conversations(&service, "acme", 20).await);
+    send_messages(service.clone(), "acme", ids.clone(), 0..300, 1).await;
     let schema = live_schema(&stack).await;
     wait_until("the first half projected", || async {
         scalar(&stack, &format!("SELECT count(*) FROM {schema}.messages")).await == 300
@@ -584,17 +560,7 @@ async fn two_projectors_in_one_group_share_the_stream_and_survive_a_rebalance() 
     );
     // One member leaves cleanly; the other takes over its partitions.
     a.stop().await;
-    for n in 300..600 {
-        service
-            .send_message(
-                ids[n % ids.len()],
-                user_message(&format!("m{n}")),
-                None,
-                &meta("acme"),
-            )
-            .await
-            .unwrap();
-    }
+    send_messages(service.clone(), "acme", ids.clone(), 300..600, 1).await;
     wait_until(
         "the second half projected by the remaining member",
         || async {
