@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init("command-api");
+    let telemetry = telemetry::init("command-api");
     let addr: SocketAddr = config::parse_or("COMMAND_API_ADDR", ([127, 0, 0, 1], 8080).into())?;
     let db = DbConfig::from_env()?;
     let pool = db.connect().await.context("connecting to PostgreSQL")?;
@@ -54,5 +54,6 @@ async fn main() -> anyhow::Result<()> {
     if let Some(relay) = relay {
         let _ = relay.await;
     }
+    telemetry.shutdown().await;
     Ok(())
 }

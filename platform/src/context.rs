@@ -72,15 +72,25 @@ impl RequestContext {
 /// Middleware: builds the context, runs the request inside a span that carries it, and
 /// echoes the ids in the response.
 pub async fn propagate(mut req: Request, next: Next) -> Response {
-    let ctx = RequestContext::from_headers(req.headers());
+    let mut ctx = RequestContext::from_headers(req.headers());
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
         path = %req.uri().path(),
         request_id = %ctx.request_id,
         correlation_id = %ctx.correlation_id,
-        traceparent = %ctx.traceparent,
+        traceparent = tracing::field::Empty,
     );
+    // With traces exported, this request's span continues the caller's trace and its
+    // own ids become the traceparent passed on (to events, and from them to Kafka).
+    if let Some(parent) = header(req.headers(), "traceparent", 55).filter(|t| valid_traceparent(t))
+    {
+        crate::telemetry::continue_trace(&span, &parent, ctx.tracestate.as_deref());
+    }
+    if let Some(own) = crate::telemetry::traceparent_of(&span) {
+        ctx.traceparent = own;
+    }
+    span.record("traceparent", ctx.traceparent.as_str());
     let method = req.method().to_string();
     req.extensions_mut().insert(ctx.clone());
     let started = std::time::Instant::now();

@@ -12,7 +12,7 @@ use query_api::reads::Reads;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init("query-api");
+    let telemetry = telemetry::init("query-api");
     let addr: SocketAddr = config::parse_or("QUERY_API_ADDR", ([127, 0, 0, 1], 8081).into())?;
     let pool = DbConfig::from_env()?
         .connect()
@@ -27,5 +27,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     http::serve(listener, app, http::shutdown_signal()).await?;
+    telemetry.shutdown().await;
     Ok(())
 }

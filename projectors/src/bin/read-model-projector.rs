@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init("read-model-projector");
+    let telemetry = telemetry::init("read-model-projector");
     let pool = DbConfig::from_env()?
         .connect()
         .await
@@ -60,5 +60,6 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(other) => anyhow::bail!("unknown command {other:?}: use run, redrive or rebuild"),
     }
+    telemetry.shutdown().await;
     Ok(())
 }

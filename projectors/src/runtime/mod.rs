@@ -427,7 +427,7 @@ fn event_span(projector: &'static str, msg: &BorrowedMessage<'_>) -> tracing::Sp
             .unwrap_or("")
             .to_owned()
     };
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "event",
         projector,
         topic = msg.topic(),
@@ -437,7 +437,18 @@ fn event_span(projector: &'static str, msg: &BorrowedMessage<'_>) -> tracing::Sp
         event_type = %header("event_type"),
         correlation_id = %header("correlation_id"),
         traceparent = %header("traceparent"),
-    )
+    );
+    // With traces exported, applying the event joins the trace of the request that caused it.
+    let traceparent = header("traceparent");
+    if !traceparent.is_empty() {
+        let state = header("tracestate");
+        platform::telemetry::continue_trace(
+            &span,
+            &traceparent,
+            Some(&state).filter(|s| !s.is_empty()).map(String::as_str),
+        );
+    }
+    span
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
