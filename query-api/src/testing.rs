@@ -87,15 +87,26 @@ impl ReadStack {
 
     /// Starts a projector once its live generation exists, so tests can read its tables.
     pub async fn projector(&self, projection: Arc<dyn Projection>) -> RunningProjector {
+        let name = projection.name();
+        self.projector_on(self.commands.db.pool.clone(), projection, name)
+            .await
+    }
+
+    /// The same on a pool of the test's own, in consumer group `group` of this test.
+    pub async fn projector_on(
+        &self,
+        pool: sqlx::PgPool,
+        projection: Arc<dyn Projection>,
+        group: &str,
+    ) -> RunningProjector {
         projectors::runtime::generation::ensure_live(&self.commands.db.pool, projection.as_ref())
             .await
             .expect("live generation");
-        let settings = self.settings(projection.name());
         let (runtime, status) = Runtime::new(
-            self.commands.db.pool.clone(),
+            pool,
             projection,
             self.commands.kafka.clone(),
-            settings,
+            self.settings(group),
         );
         let (stop, stopped) = watch::channel(false);
         RunningProjector {

@@ -580,29 +580,28 @@ async fn two_projectors_in_one_group_share_the_stream_and_survive_a_rebalance() 
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_database_outage_delays_events_but_parks_none() {
-    use projectors::runtime::Runtime;
+/// A projector on a one-connection pool whose connection the test takes away (the
+/// outage), with a conversation of five messages written during the outage.
+struct Outage {
+    stack: ReadStack,
+    pool: sqlx::PgPool,
+    held: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    projector: query_api::testing::RunningProjector,
+    conversation: Uuid,
+}
+
+async fn outage() -> Outage {
     let stack = ReadStack::spawn().await;
-    let service = stack.commands.service.clone();
-    projectors::runtime::generation::ensure_live(&stack.commands.db.pool, &ReadModel)
-        .await
-        .unwrap();
-    // The projector's own pool, with one connection and a short acquire timeout.
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_millis(100))
         .connect(&stack.commands.db.config.url)
         .await
         .unwrap();
-    let (runtime, mut status) = Runtime::new(
-        pool.clone(),
-        Arc::new(ReadModel),
-        stack.commands.kafka.clone(),
-        stack.settings("outage"),
-    );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(runtime.run(stopped));
+    let projector = stack
+        .projector_on(pool.clone(), Arc::new(ReadModel), "outage")
+        .await;
+    let mut status = projector.status.clone();
     tokio::time::timeout(
         Duration::from_secs(30),
         status.wait_for(|s| s.assigned_partitions > 0),
@@ -610,40 +609,79 @@ async fn a_database_outage_delays_events_but_parks_none() {
     .await
     .expect("projector consuming")
     .unwrap();
-    // The outage: the projector's only connection is taken.
     let held = loop {
         if let Ok(conn) = pool.acquire().await {
             break conn;
         }
     };
-    let id = service
+    let service = stack.commands.service.clone();
+    let conversation = service
         .start_conversation("Outage".into(), Default::default(), &meta("acme"))
         .await
         .unwrap()
         .aggregate_id;
     for n in 0..5 {
         service
-            .send_message(id, user_message(&format!("m{n}")), None, &meta("acme"))
+            .send_message(
+                conversation,
+                user_message(&format!("m{n}")),
+                None,
+                &meta("acme"),
+            )
             .await
             .unwrap();
     }
     // Well past max_attempts x backoff: without the outage rule these would be parked.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        status.borrow().applied,
+        projector.status.borrow().applied,
         0,
         "nothing applied during the outage"
     );
-    drop(held);
+    Outage {
+        stack,
+        pool,
+        held,
+        projector,
+        conversation,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_delays_events_but_parks_none() {
+    let o = outage().await;
+    drop(o.held);
+    let mut status = o.projector.status.clone();
     tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| s.applied == 6))
         .await
         .expect("applied after the outage")
         .unwrap();
     assert_eq!(status.borrow().parked, 0);
     assert_eq!(
-        contents(&stack, id).await,
+        contents(&o.stack, o.conversation).await,
         vec!["m0", "m1", "m2", "m3", "m4"]
     );
-    let _ = stop.send(true);
-    let _ = task.await;
+    o.projector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projector_stopped_during_an_outage_resumes_with_every_event() {
+    let o = outage().await;
+    // Shut down while records are fetched but not applied: their offsets must not be committed.
+    o.projector.stop().await;
+    drop(o.held);
+    let restarted = o
+        .stack
+        .projector_on(o.pool.clone(), Arc::new(ReadModel), "outage")
+        .await;
+    let mut status = restarted.status.clone();
+    tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| s.applied == 6))
+        .await
+        .expect("every event applied after the restart")
+        .unwrap();
+    assert_eq!(
+        contents(&o.stack, o.conversation).await,
+        vec!["m0", "m1", "m2", "m3", "m4"]
+    );
+    restarted.stop().await;
 }

@@ -24,6 +24,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
 use schemas::AggregateKind;
 use sqlx::{PgConnection, PgPool};
 use thiserror::Error;
@@ -193,6 +194,9 @@ impl Runtime {
             name,
         )));
 
+        // Offsets of the records handled so far, committed synchronously on the way out.
+        // (Not the consumer's position: a record fetched but not handled must come back.)
+        let mut handled_offsets = TopicPartitionList::new();
         let result = loop {
             let msg = tokio::select! {
                 msg = consumer.recv() => msg,
@@ -219,9 +223,19 @@ impl Runtime {
             if let Err(e) = consumer.commit_message(&msg, CommitMode::Async) {
                 tracing::warn!(error = %e, "offset commit failed; the event may be redelivered and skipped");
             }
+            let next = Offset::Offset(msg.offset() + 1);
+            let recorded = match handled_offsets.find_partition(msg.topic(), msg.partition()) {
+                Some(_) => handled_offsets.set_partition_offset(msg.topic(), msg.partition(), next),
+                None => handled_offsets.add_partition_offset(msg.topic(), msg.partition(), next),
+            };
+            if let Err(e) = recorded {
+                tracing::debug!(error = %e, "tracking offset");
+            }
         };
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %e, "final offset commit");
+        if handled_offsets.count() > 0
+            && let Err(e) = consumer.commit(&handled_offsets, CommitMode::Sync)
+        {
+            tracing::warn!(error = %e, "final offset commit failed; handled events may be redelivered and skipped");
         }
         consumer.unsubscribe();
         tracing::info!(projection = name, "projector stopped");
