@@ -41,6 +41,21 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let service = Arc::new(CommandService::new(pool, Arc::new(TemplateGenerator)));
+    let ttl = Duration::from_secs(3600 * config::parse_or("IDEMPOTENCY_KEY_TTL_HOURS", 24u64)?);
+    let expiry = tokio::spawn({
+        let service = service.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                every.tick().await;
+                match service.expire_idempotency_keys(ttl).await {
+                    Ok(n) if n > 0 => tracing::info!(removed = n, "idempotency keys expired"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "expiring idempotency keys failed"),
+                }
+            }
+        }
+    });
     let app = router(AppState {
         service,
         auth,
@@ -50,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     http::serve(listener, app, http::shutdown_signal()).await?;
+    expiry.abort();
     let _ = stop.send(true);
     if let Some(relay) = relay {
         let _ = relay.await;

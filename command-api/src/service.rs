@@ -477,6 +477,18 @@ impl CommandService {
         }))
     }
 
+    /// Forgets idempotency keys older than `ttl`; a request with a forgotten key is a new
+    /// request. Returns how many were removed.
+    pub async fn expire_idempotency_keys(&self, ttl: Duration) -> Result<u64, CommandError> {
+        let removed =
+            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval")
+                .bind(format!("{} milliseconds", ttl.as_millis()))
+                .execute(&self.pool)
+                .await
+                .map_err(storage)?;
+        Ok(removed.rows_affected())
+    }
+
     async fn find_key(&self, tenant_id: &str, key: &str) -> Result<Option<KeyHit>, CommandError> {
         let row = sqlx::query(
             "SELECT request_hash, aggregate_type, aggregate_id, first_sequence, last_sequence \

@@ -573,3 +573,38 @@ async fn metrics_count_requests() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn an_expired_idempotency_key_makes_a_new_request() {
+    let app = TestApp::spawn().await;
+    let c = member(&app);
+    let key = [("idempotency-key", "short-lived")];
+    let (_, first, _) = c
+        .post("/v1/conversations", json!({"title": "Once"}), &key)
+        .await;
+    let (_, replay, _) = c
+        .post("/v1/conversations", json!({"title": "Once"}), &key)
+        .await;
+    assert_eq!(first["id"], replay["id"]);
+    let kept = app
+        .service
+        .expire_idempotency_keys(std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(kept, 0, "a fresh key is kept");
+    let removed = app
+        .service
+        .expire_idempotency_keys(std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    let (status, again, _) = c
+        .post("/v1/conversations", json!({"title": "Once"}), &key)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_ne!(
+        again["id"], first["id"],
+        "after expiry the key no longer replays"
+    );
+    assert_eq!(app.event_count().await, 2);
+}
