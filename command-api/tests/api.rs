@@ -321,6 +321,10 @@ async fn missing_expired_forged_and_unsigned_tokens_are_refused() {
             "invalid_token",
         ),
         ("not.a.jwt", "invalid_token"),
+        (
+            &platform::auth::dev::hs256_token(SECRET, "ac\u{0}me", "u", &[Role::Member], 3600)[..],
+            "invalid_token",
+        ),
     ];
     let http = reqwest::Client::new();
     for (token, code) in tokens {
@@ -464,6 +468,28 @@ async fn malformed_requests_answer_4xx_problems_and_append_nothing() {
             http.post(format!("{}/v1/conversations", app.base))
                 .bearer_auth(&c.token)
                 .json(&json!({"title": ""})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            http.post(format!("{}/v1/conversations", app.base))
+                .bearer_auth(&c.token)
+                .json(&json!({"title": "ok", "metadata": {"k": "nul \u{0} here"}})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            http.post(format!("{}/v1/conversations", app.base))
+                .bearer_auth(&c.token)
+                .json(&json!({"title": "nul \u{0} title"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            raw(
+                r#"{"role": "user", "content": "nul \u0000 in content"}"#.into(),
+                "application/json",
+            ),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),

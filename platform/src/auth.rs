@@ -224,8 +224,13 @@ impl Authenticator {
             other => AuthError::Invalid(format!("{other:?}")),
         })?;
         let claims = data.claims;
-        if claims.tenant_id.trim().is_empty() || claims.sub.trim().is_empty() {
-            return Err(AuthError::Invalid("empty sub or tenant_id".into()));
+        // Both end up in every event's metadata: refuse what could not be stored.
+        let usable =
+            |s: &str| !s.trim().is_empty() && s.len() <= 256 && !s.chars().any(char::is_control);
+        if !usable(&claims.tenant_id) || !usable(&claims.sub) {
+            return Err(AuthError::Invalid(
+                "sub and tenant_id must be 1-256 printable characters".into(),
+            ));
         }
         let roles = claims
             .roles

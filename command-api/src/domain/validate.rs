@@ -76,6 +76,12 @@ pub fn metadata(
                     format!("value of {key} exceeds {METADATA_VALUE_MAX} characters"),
                 ));
             }
+            if v.chars().any(char::is_control) {
+                return Err(invalid(
+                    "metadata",
+                    format!("value of {key} contains control characters"),
+                ));
+            }
             Ok((key, v.clone()))
         })
         .collect()
