@@ -575,6 +575,15 @@ async fn the_openapi_document_and_health_are_served() {
         doc["paths"]["/v1/conversations/{id}/messages"]["post"].is_object(),
         "{doc}"
     );
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["MessageRole"]["enum"],
+        json!(["user", "assistant", "system"])
+    );
+    assert_eq!(
+        schemas["SendMessage"]["properties"]["content"]["maxLength"],
+        32768
+    );
     let ready = reqwest::get(format!("{}/readyz", app.base)).await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
     let missing = reqwest::get(format!("{}/v2/nothing", app.base))

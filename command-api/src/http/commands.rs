@@ -21,12 +21,32 @@ use crate::service::{Accepted, Idempotency, NewMessage, RequestMeta};
 const WRITERS: &[CallerRole] = &[CallerRole::Member, CallerRole::Admin, CallerRole::Service];
 const ASSISTANT_WRITERS: &[CallerRole] = &[CallerRole::Admin, CallerRole::Service];
 
+/// Author of a message (documents `schemas::Role`).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum MessageRole {
+    User,
+    Assistant,
+    System,
+}
+
+/// Kind of document (documents `schemas::DocumentKind`).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum Kind {
+    RequirementsSpec,
+    Summary,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartConversation {
-    /// 1-200 characters.
+    /// Printable text, no control characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub title: String,
-    /// Free-form labels, at most 32.
+    /// Free-form labels: at most 32, keys 1-64 characters, values up to 1,024.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
 }
@@ -34,35 +54,42 @@ pub struct StartConversation {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
-    /// `user`, `assistant` or `system`. Assistant and system messages need the `service` or `admin` role.
-    #[schema(value_type = String, example = "user")]
+    /// Assistant and system messages need the `service` or `admin` role.
+    #[schema(value_type = MessageRole)]
     pub role: Role,
-    /// 1-32768 characters.
+    /// Not blank; line breaks and tabs are the only control characters allowed.
+    #[schema(min_length = 1, max_length = 32768)]
     pub content: String,
+    #[schema(max_length = 200)]
     pub model: Option<String>,
+    #[schema(minimum = 0)]
     pub prompt_tokens: Option<i32>,
+    #[schema(minimum = 0)]
     pub completion_tokens: Option<i32>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameConversation {
+    /// A title other than the current one.
+    #[schema(min_length = 1, max_length = 200)]
     pub title: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndConversation {
+    #[schema(max_length = 1000)]
     pub reason: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateDocument {
-    /// `requirements_spec` or `summary`.
-    #[schema(value_type = String, example = "requirements_spec")]
+    #[schema(value_type = Kind)]
     pub kind: DocumentKind,
     /// Overrides the generated title.
+    #[schema(max_length = 200)]
     pub title: Option<String>,
 }
 
