@@ -444,25 +444,18 @@ async fn a_poison_event_parks_its_aggregate_only_and_redrive_completes_it_in_ord
     assert!(letters[0].1.contains("poisoned message"), "{letters:?}");
 
     // Still broken: re-driving changes nothing.
-    let report = runtime::redrive(
-        &stack.commands.db.pool,
-        &Flaky {
-            poisoned: poisoned.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    let flaky = Flaky {
+        poisoned: poisoned.clone(),
+    };
+    let report = runtime::redrive(&stack.commands.db.pool, &flaky)
+        .await
+        .unwrap();
     assert_eq!((report.applied, report.still_parked), (0, 3));
     // Fixed: re-driving applies the parked events in order.
     poisoned.store(false, Ordering::SeqCst);
-    let report = runtime::redrive(
-        &stack.commands.db.pool,
-        &Flaky {
-            poisoned: poisoned.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    let report = runtime::redrive(&stack.commands.db.pool, &flaky)
+        .await
+        .unwrap();
     assert_eq!((report.applied, report.still_parked), (3, 0));
     assert_eq!(
         contents(&stack, a).await,
