@@ -39,7 +39,8 @@ pub enum EnvelopeError {
     Decode(String),
 }
 
-fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
+/// A header's value as text, if present and UTF-8.
+pub fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
     msg.headers()?
         .iter()
         .find(|h| h.key == name)
@@ -67,8 +68,11 @@ pub fn position_of(msg: &BorrowedMessage<'_>) -> Result<StreamPosition, Envelope
 }
 
 impl Envelope {
-    pub fn from_kafka(msg: &BorrowedMessage<'_>) -> Result<Envelope, EnvelopeError> {
-        let pos = position_of(msg)?;
+    /// Decodes a record whose stream position [`position_of`] already read.
+    pub fn from_kafka(
+        msg: &BorrowedMessage<'_>,
+        pos: StreamPosition,
+    ) -> Result<Envelope, EnvelopeError> {
         let value = msg
             .payload()
             .ok_or(EnvelopeError::Decode("empty value".into()))?;

@@ -259,13 +259,13 @@ impl Runtime {
                 return Some(());
             }
         };
-        let envelope = Envelope::from_kafka(msg);
+        let envelope = Envelope::from_kafka(msg, pos.clone());
         let mut error = String::new();
         if let Ok(event) = &envelope {
             let mut attempt = 0;
             let mut outage = self.settings.backoff;
             while attempt < self.settings.max_attempts {
-                match self.try_apply(event).await {
+                match self.try_apply(event, msg.payload()).await {
                     Ok(outcome) => {
                         self.record(outcome, event);
                         return Some(());
@@ -337,8 +337,9 @@ impl Runtime {
     }
 
     /// One transaction: live generation (shared lock, so a rebuild's switch waits),
-    /// progress, apply; an event behind a parked one is parked in the same transaction.
-    async fn try_apply(&self, event: &Envelope) -> Result<Outcome, ApplyError> {
+    /// progress, apply; an event behind a parked one is parked in the same transaction,
+    /// with the record's `raw` value.
+    async fn try_apply(&self, event: &Envelope, raw: Option<&[u8]>) -> Result<Outcome, ApplyError> {
         let name = self.projection.name();
         let mut tx = self.pool.begin().await?;
         let schema: String =
@@ -358,12 +359,11 @@ impl Runtime {
         )
         .await?;
         if outcome == Outcome::Queued {
-            let raw = event.event.encode().ok();
             apply::park(
                 &mut tx,
                 &schema,
                 &apply::position(event),
-                raw.as_deref(),
+                raw,
                 "waiting behind a parked event",
             )
             .await?;
@@ -433,14 +433,7 @@ impl Runtime {
 }
 
 fn event_span(projector: &'static str, msg: &BorrowedMessage<'_>) -> tracing::Span {
-    let header = |name: &str| {
-        msg.headers()
-            .and_then(|h| h.iter().find(|h| h.key == name))
-            .and_then(|h| h.value)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .unwrap_or("")
-            .to_owned()
-    };
+    let header = |name: &str| envelope::header(msg, name).unwrap_or("");
     let span = tracing::info_span!(
         "event",
         projector,
@@ -453,13 +446,11 @@ fn event_span(projector: &'static str, msg: &BorrowedMessage<'_>) -> tracing::Sp
         traceparent = %header("traceparent"),
     );
     // With traces exported, applying the event joins the trace of the request that caused it.
-    let traceparent = header("traceparent");
-    if !traceparent.is_empty() {
-        let state = header("tracestate");
+    if let Some(traceparent) = envelope::header(msg, "traceparent") {
         platform::telemetry::continue_trace(
             &span,
-            &traceparent,
-            Some(&state).filter(|s| !s.is_empty()).map(String::as_str),
+            traceparent,
+            envelope::header(msg, "tracestate"),
         );
     }
     span

@@ -80,6 +80,20 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// A page from `limit + 1` fetched items: the extra one only says there is more, and
+    /// the cursor is taken from the last item kept.
+    fn from_overfetch(mut items: Vec<T>, limit: i64, cursor: impl Fn(&T) -> String) -> Self {
+        let next_cursor = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(cursor)
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+}
+
 fn limit(raw: Option<i64>) -> Result<i64, Problem> {
     match raw.unwrap_or(20) {
         n @ 1..=100 => Ok(n),
@@ -140,14 +154,12 @@ pub async fn list_conversations(
             .transpose()?,
         limit: limit + 1,
     };
-    let mut items = app.reads.conversations(&who.tenant_id, &filter).await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(conversation_cursor)
-    } else {
-        None
-    };
-    Ok(Json(Page { items, next_cursor }))
+    let items = app.reads.conversations(&who.tenant_id, &filter).await?;
+    Ok(Json(Page::from_overfetch(
+        items,
+        limit,
+        conversation_cursor,
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/conversations/{id}", params(("id" = Uuid, Path), Consistency),
@@ -204,17 +216,13 @@ pub async fn list_messages(
             Problem::bad_request("invalid_cursor", "cursor is not one this API returned")
         })?,
     };
-    let mut items = app
+    let items = app
         .reads
         .messages(&who.tenant_id, id, after, limit + 1)
         .await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|m| m.sequence.to_string())
-    } else {
-        None
-    };
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(Page::from_overfetch(items, limit, |m| {
+        m.sequence.to_string()
+    })))
 }
 
 #[utoipa::path(get, path = "/v1/conversations/{id}/documents", params(("id" = Uuid, Path), Consistency),
