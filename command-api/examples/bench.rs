@@ -9,7 +9,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use command_api::testing::TestApp;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::TestApp;
 use platform::auth::Role;
 use serde_json::json;
 

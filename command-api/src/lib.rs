@@ -1,9 +1,5 @@
-//! The command side: aggregates, the PostgreSQL event store, REST commands and the
-//! outbox relay to Kafka. See docs/ARCHITECTURE.md.
+//! The command side's REST API: one small handler per command over the command service
+//! (`commands` crate), the relay's status, OpenAPI. `main.rs` also runs the outbox relay
+//! (`relay` crate) in this process. See docs/ARCHITECTURE.md.
 
-pub mod domain;
 pub mod http;
-pub mod relay;
-pub mod service;
-pub mod store;
-pub mod testing;

@@ -5,23 +5,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use command_api::domain::TemplateGenerator;
 use command_api::http::{AppState, router};
-use command_api::relay::{Relay, RelayConfig};
-use command_api::service::CommandService;
-use command_api::store;
+use commands::{CommandService, TemplateGenerator};
+use kafka::KafkaConfig;
 use platform::auth::{AuthConfig, Authenticator};
-use platform::kafka::KafkaConfig;
+use platform::shutdown::Shutdown;
 use platform::{config, db::DbConfig, http, telemetry};
+use relay::{Relay, RelayConfig};
 use tokio::sync::watch;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let telemetry = telemetry::init("command-api");
+    let shutdown = Shutdown::from_env()?;
     let addr: SocketAddr = config::parse_or("COMMAND_API_ADDR", ([127, 0, 0, 1], 8080).into())?;
     let db = DbConfig::from_env()?;
     let pool = db.connect().await.context("connecting to PostgreSQL")?;
-    store::migrate(&pool)
+    event_store::migrate(&pool)
         .await
         .context("migrating the event store")?;
     let auth = Authenticator::new(AuthConfig::from_env()?);
@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    http::serve(listener, app, http::shutdown_signal()).await?;
+    http::serve(listener, app, shutdown.requested()).await?;
     expiry.abort();
     let _ = stop.send(true);
     if let Some(relay) = relay {

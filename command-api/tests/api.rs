@@ -1,9 +1,12 @@
 //! The REST command API against a real PostgreSQL, through a real HTTP server.
 
-use command_api::testing::{SECRET, TestApp};
+mod common;
+
+use common::TestApp;
 use platform::auth::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use testkit::tokens::{SECRET, hs256_token};
 
 struct Client {
     http: reqwest::Client,
@@ -301,11 +304,11 @@ async fn missing_expired_forged_and_unsigned_tokens_are_refused() {
     let tokens = [
         ("", "unauthenticated"),
         (
-            &platform::auth::dev::hs256_token(SECRET, "acme", "u", &[Role::Member], -120)[..],
+            &hs256_token(SECRET, "acme", "u", &[Role::Member], -120)[..],
             "token_expired",
         ),
         (
-            &platform::auth::dev::hs256_token(
+            &hs256_token(
                 b"another-secret-another-secret-00",
                 "acme",
                 "u",
@@ -322,7 +325,7 @@ async fn missing_expired_forged_and_unsigned_tokens_are_refused() {
         ),
         ("not.a.jwt", "invalid_token"),
         (
-            &platform::auth::dev::hs256_token(SECRET, "ac\u{0}me", "u", &[Role::Member], 3600)[..],
+            &hs256_token(SECRET, "ac\u{0}me", "u", &[Role::Member], 3600)[..],
             "invalid_token",
         ),
     ];
@@ -590,23 +593,6 @@ async fn the_openapi_document_and_health_are_served() {
         .await
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-}
-
-#[tokio::test]
-async fn metrics_count_requests() {
-    let app = TestApp::spawn().await;
-    member(&app).start("Counted").await;
-    let text = reqwest::get(format!("{}/metrics", app.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("http_requests_total") && l.contains("status=\"201\"")),
-        "{text}"
-    );
 }
 
 #[tokio::test]

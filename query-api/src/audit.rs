@@ -10,11 +10,13 @@ use std::convert::Infallible;
 
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
-use command_api::domain::{Conversation, Document};
-use command_api::store::log::{self, COLUMNS, Position, StoredEvent};
 use cqrs_es::Aggregate;
+use domain::state::{ConversationState, DocumentState};
+use domain::{Conversation, Document};
+use event_store::StoredEvent;
+use event_store::log;
 use futures::Stream;
-use schemas::AggregateKind;
+use schemas::{AggregateKind, CommitPosition};
 use serde::Serialize;
 use serde_json::json;
 use sqlx::PgPool;
@@ -58,47 +60,12 @@ const PAGE: i64 = 500;
 /// Filters of a tenant-wide replay.
 #[derive(Debug, Clone, Default)]
 pub struct TenantFilter {
-    pub after: Position,
-    pub until: Option<Position>,
-    pub from_time: Option<DateTime<Utc>>,
-    pub to_time: Option<DateTime<Utc>>,
-    pub event_types: Option<Vec<String>>,
-}
-
-async fn tenant_page(
-    pool: &PgPool,
-    tenant: &str,
-    f: &TenantFilter,
-    after: Position,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events
-         WHERE tenant_id = $1
-           AND (tx_id, global_position) > ($2::text::xid8, $3)
-           AND ($4::text IS NULL OR (tx_id, global_position) <= ($4::text::xid8, $5))
-           AND ($6::timestamptz IS NULL OR recorded_at >= $6)
-           AND ($7::timestamptz IS NULL OR recorded_at < $7)
-           AND ($8::text[] IS NULL OR event_type = ANY($8))
-           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY tx_id, global_position LIMIT $9"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(tenant)
-        .bind(after.tx_id.to_string())
-        .bind(after.global)
-        .bind(f.until.map(|u| u.tx_id.to_string()))
-        .bind(f.until.map(|u| u.global))
-        .bind(f.from_time)
-        .bind(f.to_time)
-        .bind(&f.event_types)
-        .bind(PAGE)
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(StoredEvent::from_row).collect()
+    pub after: CommitPosition,
+    pub store: log::TenantFilter,
 }
 
 enum Cursor {
-    Tenant(Position),
+    Tenant(CommitPosition),
     Aggregate(i64),
     Done,
 }
@@ -132,7 +99,9 @@ fn stream(state: StreamState) -> impl Stream<Item = Result<Bytes, Infallible>> {
     futures::stream::unfold(state, |mut s| async move {
         let page = match s.cursor {
             Cursor::Done => return None,
-            Cursor::Tenant(after) => tenant_page(&s.pool, &s.tenant, &s.filter, after).await,
+            Cursor::Tenant(after) => {
+                log::tenant_events(&s.pool, &s.tenant, &s.filter.store, after, PAGE).await
+            }
             Cursor::Aggregate(after) => {
                 let (t, id) = s.aggregate.clone().unwrap_or_default();
                 log::aggregate_events(&s.pool, &t, &id, after + 1..=after + PAGE).await
@@ -192,10 +161,7 @@ pub async fn owned_by(
     id: &str,
     tenant: &str,
 ) -> Result<bool, sqlx::Error> {
-    let first = log::aggregate_events(pool, kind.as_str(), id, 1..=1).await?;
-    Ok(first
-        .first()
-        .is_some_and(|e| e.meta("tenant_id") == Some(tenant)))
+    Ok(log::owner(pool, kind.as_str(), id).await?.as_deref() == Some(tenant))
 }
 
 /// One aggregate's events by sequence. Check [`owned_by`] first.
@@ -230,7 +196,7 @@ pub struct StateView {
     pub version: u64,
     /// When the last folded event was recorded.
     pub as_of: DateTime<Utc>,
-    /// The aggregate as the command side folds it.
+    /// The aggregate as the command side folds it, in its public form.
     #[schema(value_type = Object)]
     pub state: serde_json::Value,
 }
@@ -243,14 +209,19 @@ pub enum StateError {
     Corrupt(String),
 }
 
-fn fold<A: Aggregate>(events: &[StoredEvent]) -> Result<serde_json::Value, StateError> {
+/// Folds `events` with the command side's own aggregate, then shows its public state.
+fn fold<A, V>(events: &[StoredEvent]) -> Result<serde_json::Value, StateError>
+where
+    A: Aggregate,
+    V: for<'a> From<&'a A> + Serialize,
+{
     let mut aggregate = A::default();
     for e in events {
         let event: A::Event = serde_json::from_value(e.payload.clone())
             .map_err(|err| StateError::Corrupt(err.to_string()))?;
         aggregate.apply(event);
     }
-    serde_json::to_value(&aggregate).map_err(|err| StateError::Corrupt(err.to_string()))
+    serde_json::to_value(V::from(&aggregate)).map_err(|err| StateError::Corrupt(err.to_string()))
 }
 
 /// The aggregate folded from its first event up to a version or a time. `None` when no
@@ -282,8 +253,8 @@ pub async fn state_at(
         return Ok(None);
     }
     let state = match kind {
-        AggregateKind::Conversation => fold::<Conversation>(&events)?,
-        AggregateKind::Document => fold::<Document>(&events)?,
+        AggregateKind::Conversation => fold::<Conversation, ConversationState>(&events)?,
+        AggregateKind::Document => fold::<Document, DocumentState>(&events)?,
     };
     Ok(Some(StateView {
         aggregate_type: kind.as_str().to_owned(),

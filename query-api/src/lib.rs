@@ -1,7 +1,6 @@
-//! The read side's REST API: read models (with read-your-writes), and audit endpoints
-//! that replay event streams from the event store. See docs/ARCHITECTURE.md.
+//! The read side's REST API: read models (with read-your-writes) through the queries of
+//! each projection's crate, and audit endpoints that replay event streams from the event
+//! store. Links no Kafka client. See docs/ARCHITECTURE.md.
 
 pub mod audit;
 pub mod http;
-pub mod reads;
-pub mod testing;

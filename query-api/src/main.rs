@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use platform::auth::{AuthConfig, Authenticator};
+use platform::shutdown::Shutdown;
 use platform::{config, db::DbConfig, http, telemetry};
 use query_api::http::{AppState, router};
-use query_api::reads::Reads;
+use read_model::Reads;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let telemetry = telemetry::init("query-api");
+    let shutdown = Shutdown::from_env()?;
     let addr: SocketAddr = config::parse_or("QUERY_API_ADDR", ([127, 0, 0, 1], 8081).into())?;
     let pool = DbConfig::from_env()?
         .connect()
@@ -26,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    http::serve(listener, app, http::shutdown_signal()).await?;
+    http::serve(listener, app, shutdown.requested()).await?;
     telemetry.shutdown().await;
     Ok(())
 }

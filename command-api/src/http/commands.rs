@@ -14,9 +14,11 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use ::commands::{Accepted, Idempotency, NewMessage, RequestMeta};
+use schemas::Version;
+
+use super::errors::command_failed;
 use super::{AppState, RequestContext};
-use crate::domain::Version;
-use crate::service::{Accepted, Idempotency, NewMessage, RequestMeta};
 
 const WRITERS: &[CallerRole] = &[CallerRole::Member, CallerRole::Admin, CallerRole::Service];
 const ASSISTANT_WRITERS: &[CallerRole] = &[CallerRole::Admin, CallerRole::Service];
@@ -125,7 +127,7 @@ fn respond(a: Accepted, status: StatusCode) -> Response {
         aggregate: a.kind.to_string(),
         id: a.aggregate_id,
         version: a.version.0,
-        position: a.position().to_string(),
+        position: a.token().to_string(),
         message_id,
         conversation_id,
         replayed: a.replayed,
@@ -255,7 +257,8 @@ pub async fn start_conversation(
     let accepted = app
         .service
         .start_conversation(req.body.title, req.body.metadata, &req.meta)
-        .await?;
+        .await
+        .map_err(command_failed)?;
     Ok(respond(accepted, StatusCode::CREATED))
 }
 
@@ -288,7 +291,8 @@ pub async fn send_message(
     let accepted = app
         .service
         .send_message(id, message, expected, &meta)
-        .await?;
+        .await
+        .map_err(command_failed)?;
     Ok(respond(accepted, StatusCode::CREATED))
 }
 
@@ -305,7 +309,8 @@ pub async fn rename_conversation(
     let accepted = app
         .service
         .rename_conversation(id, req.body.title, req.expected, &req.meta)
-        .await?;
+        .await
+        .map_err(command_failed)?;
     Ok(respond(accepted, StatusCode::OK))
 }
 
@@ -322,7 +327,8 @@ pub async fn end_conversation(
     let accepted = app
         .service
         .end_conversation(id, req.body.reason, req.expected, &req.meta)
-        .await?;
+        .await
+        .map_err(command_failed)?;
     Ok(respond(accepted, StatusCode::OK))
 }
 
@@ -339,7 +345,8 @@ pub async fn generate_document(
     let accepted = app
         .service
         .generate_document(id, req.body.kind, req.body.title, &req.meta)
-        .await?;
+        .await
+        .map_err(command_failed)?;
     Ok(respond(accepted, StatusCode::CREATED))
 }
 

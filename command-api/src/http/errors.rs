@@ -3,11 +3,12 @@
 use axum::http::{StatusCode, header};
 use platform::problem::Problem;
 
-use crate::domain::DomainError;
-use crate::service::CommandError;
+use commands::CommandError;
+use domain::DomainError;
 
-impl From<CommandError> for Problem {
-    fn from(e: CommandError) -> Self {
+/// How a failed command looks to clients.
+pub(crate) fn command_failed(e: CommandError) -> Problem {
+    {
         use StatusCode as S;
         match e {
             CommandError::Domain(d) => match d {
@@ -43,16 +44,16 @@ impl From<CommandError> for Problem {
                     "conversation_empty",
                     "The conversation has no messages to generate from",
                 ),
-                DomainError::Generator(reason) => {
-                    tracing::warn!(%reason, "document generator failed");
-                    Problem::new(
-                        S::BAD_GATEWAY,
-                        "generator_failed",
-                        "Document generation failed",
-                    )
-                    .detail(reason)
-                }
             },
+            CommandError::Generator(reason) => {
+                tracing::warn!(%reason, "document generator failed");
+                Problem::new(
+                    S::BAD_GATEWAY,
+                    "generator_failed",
+                    "Document generation failed",
+                )
+                .detail(reason)
+            }
             CommandError::IdempotencyKeyReused => Problem::new(
                 S::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",

@@ -13,7 +13,7 @@ use platform::auth::Authenticator;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::service::CommandService;
+use ::commands::CommandService;
 
 pub use platform::context::RequestContext;
 
@@ -26,7 +26,7 @@ pub struct AppState {
     pub service: Arc<CommandService>,
     pub auth: Arc<Authenticator>,
     /// The relay's progress, when this process runs one.
-    pub relay: Option<tokio::sync::watch::Receiver<crate::relay::RelayStatus>>,
+    pub relay: Option<tokio::sync::watch::Receiver<relay::RelayStatus>>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -54,7 +54,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/v1", v1)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
-        .merge(platform::http::health_routes(pool))
+        .merge(platform::http::health_routes(
+            pool,
+            platform::http::Liveness::default(),
+        ))
         .fallback(|| async { platform::problem::Problem::not_found().detail("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(platform::context::propagate))

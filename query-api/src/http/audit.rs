@@ -6,10 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use command_api::store::log::Position;
 use platform::auth::{Principal, Role};
 use platform::problem::{Problem, Query};
-use schemas::{AggregateKind, EventType};
+use schemas::{AggregateKind, CommitPosition, EventType};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -49,7 +48,7 @@ pub struct TenantEvents {
     pub types: Option<String>,
 }
 
-fn position(raw: Option<&str>, name: &str) -> Result<Option<Position>, Problem> {
+fn position(raw: Option<&str>, name: &str) -> Result<Option<CommitPosition>, Problem> {
     raw.map(|r| {
         r.parse().map_err(|_| {
             Problem::bad_request(
@@ -90,11 +89,13 @@ pub async fn tenant_events(
         ),
     };
     let filter = TenantFilter {
-        after: position(q.after.as_deref(), "after")?.unwrap_or(Position::START),
-        until: position(q.until.as_deref(), "until")?,
-        from_time: q.from_time,
-        to_time: q.to_time,
-        event_types,
+        after: position(q.after.as_deref(), "after")?.unwrap_or(CommitPosition::START),
+        store: event_store::log::TenantFilter {
+            until: position(q.until.as_deref(), "until")?,
+            from_time: q.from_time,
+            to_time: q.to_time,
+            event_types,
+        },
     };
     let stream = audit::tenant_events(app.reads.pool().clone(), who.tenant_id, filter);
     Ok(ndjson(Body::from_stream(stream)))

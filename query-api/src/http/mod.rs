@@ -17,7 +17,7 @@ use platform::problem::Problem;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::reads::{ReadError, Reads};
+use read_model::queries::{ReadError, Reads};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -51,13 +51,17 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/v1", v1)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
-        .merge(platform::http::health_routes(pool))
+        .merge(platform::http::health_routes(
+            pool,
+            platform::http::Liveness::default(),
+        ))
         .fallback(|| async { Problem::not_found().detail("no such route") })
         .layer(axum::middleware::from_fn(platform::context::propagate))
 }
 
-impl From<ReadError> for Problem {
-    fn from(e: ReadError) -> Self {
+/// How a failed read looks to clients.
+pub(crate) fn read_failed(e: ReadError) -> Problem {
+    {
         match e {
             ReadError::NoReadModel => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -18,7 +18,7 @@ use super::{audit, reads};
         audit::aggregate_events,
         audit::state
     ),
-    components(schemas(crate::reads::ConversationView, crate::reads::MessageView, crate::reads::DocumentView, crate::audit::StateView)),
+    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, crate::audit::StateView)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

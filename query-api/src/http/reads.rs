@@ -3,15 +3,16 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, TimeZone, Utc};
-use command_api::service::PositionToken;
 use platform::auth::{Principal, Role};
 use platform::problem::{Problem, Query};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::AppState;
-use crate::reads::{ConversationFilter, ConversationView, DocumentView, MessageView};
+use super::{AppState, read_failed};
+use read_model::queries::{ConversationFilter, ConversationView, DocumentView, MessageView};
+use schemas::VersionToken;
+use schemas::positions::BadVersionToken;
 
 pub const READERS: &[Role] = &[Role::Member, Role::Admin, Role::Auditor, Role::Service];
 
@@ -29,13 +30,18 @@ async fn consistent(app: &AppState, c: &Consistency) -> Result<(), Problem> {
     let Some(raw) = &c.position else {
         return Ok(());
     };
-    let token: PositionToken = raw.parse().map_err(|e: command_api::service::BadToken| {
-        Problem::bad_request("invalid_position", e.to_string())
-    })?;
+    let token: VersionToken = raw
+        .parse()
+        .map_err(|e: BadVersionToken| Problem::bad_request("invalid_position", e.to_string()))?;
     let wait = c.wait_ms.map_or(app.read_wait_max, |ms| {
         std::time::Duration::from_millis(ms).min(app.read_wait_max)
     });
-    match app.reads.wait_for(&token, wait).await? {
+    match app
+        .reads
+        .wait_for(&token, wait)
+        .await
+        .map_err(read_failed)?
+    {
         Ok(()) => Ok(()),
         Err(applied) => Err(Problem::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -154,7 +160,11 @@ pub async fn list_conversations(
             .transpose()?,
         limit: limit + 1,
     };
-    let items = app.reads.conversations(&who.tenant_id, &filter).await?;
+    let items = app
+        .reads
+        .conversations(&who.tenant_id, &filter)
+        .await
+        .map_err(read_failed)?;
     Ok(Json(Page::from_overfetch(
         items,
         limit,
@@ -173,7 +183,11 @@ pub async fn get_conversation(
     who.require_any(READERS)?;
     let id = parse_id(&id)?;
     consistent(&app, &c).await?;
-    let found = app.reads.conversation(&who.tenant_id, id).await?;
+    let found = app
+        .reads
+        .conversation(&who.tenant_id, id)
+        .await
+        .map_err(read_failed)?;
     found.map(Json).ok_or_else(Problem::not_found)
 }
 
@@ -206,7 +220,13 @@ pub async fn list_messages(
         },
     )
     .await?;
-    if app.reads.conversation(&who.tenant_id, id).await?.is_none() {
+    if app
+        .reads
+        .conversation(&who.tenant_id, id)
+        .await
+        .map_err(read_failed)?
+        .is_none()
+    {
         return Err(Problem::not_found());
     }
     let limit = limit(q.limit)?;
@@ -219,7 +239,8 @@ pub async fn list_messages(
     let items = app
         .reads
         .messages(&who.tenant_id, id, after, limit + 1)
-        .await?;
+        .await
+        .map_err(read_failed)?;
     Ok(Json(Page::from_overfetch(items, limit, |m| {
         m.sequence.to_string()
     })))
@@ -236,10 +257,21 @@ pub async fn list_documents(
     who.require_any(READERS)?;
     let id = parse_id(&id)?;
     consistent(&app, &c).await?;
-    if app.reads.conversation(&who.tenant_id, id).await?.is_none() {
+    if app
+        .reads
+        .conversation(&who.tenant_id, id)
+        .await
+        .map_err(read_failed)?
+        .is_none()
+    {
         return Err(Problem::not_found());
     }
-    Ok(Json(app.reads.documents_of(&who.tenant_id, id).await?))
+    Ok(Json(
+        app.reads
+            .documents_of(&who.tenant_id, id)
+            .await
+            .map_err(read_failed)?,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/documents/{id}", params(("id" = Uuid, Path), Consistency),
@@ -253,6 +285,10 @@ pub async fn get_document(
     who.require_any(READERS)?;
     let id = parse_id(&id)?;
     consistent(&app, &c).await?;
-    let found = app.reads.document(&who.tenant_id, id).await?;
+    let found = app
+        .reads
+        .document(&who.tenant_id, id)
+        .await
+        .map_err(read_failed)?;
     found.map(Json).ok_or_else(Problem::not_found)
 }

@@ -1,0 +1,51 @@
+//! The command API over HTTP on loopback, in front of a fresh [`Stack`] (database, topic
+//! prefix, command service) of the stack `dev/stack test` provides.
+
+use std::ops::Deref;
+
+use command_api::http::{AppState, router};
+use testkit::Stack;
+use tokio::task::JoinHandle;
+
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    pub stack: Stack,
+    server: JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Deref for TestApp {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.stack
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let stack = Stack::new().await;
+        let app = router(AppState {
+            service: stack.service.clone(),
+            auth: testkit::tokens::authenticator(),
+            relay: None,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let _ = platform::http::serve(listener, app, std::future::pending()).await;
+        });
+        TestApp {
+            base,
+            stack,
+            server,
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! Executing commands: the write side's application service. Loads an aggregate from the
+//! event store, has it decide, appends its events; serialises commands per aggregate in
+//! this process, retries on storage conflicts (another replica wrote first), replays the
+//! first answer for a repeated idempotency key, and puts the request's metadata on every
+//! event. Side effects a command needs (a document generator that may call an LLM) run
+//! here, before the aggregate decides, never inside it.
+//!
+//! Used by command-api's HTTP handlers, by benchmarks and tests that write events, and by
+//! any process manager that answers events with commands.
+
+mod generator;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
+use domain::{
+    Command, CommandContext, Conversation, ConversationCommand, ConversationEvent, Document,
+    DocumentCommand, DomainError, Transcript, Version,
+};
+use event_store::{Store, idempotency, log};
+use schemas::{AggregateKind, DocumentKind, Event, Role, VersionToken};
+use sqlx::PgPool;
+use thiserror::Error;
+use tokio::sync::OwnedMutexGuard;
+use uuid::Uuid;
+
+pub use generator::{DocumentGenerator, TemplateGenerator};
+
+/// Who sent a command and how it relates to other work. Stored on every event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestMeta {
+    pub tenant_id: String,
+    pub user_id: String,
+    pub correlation_id: String,
+    pub causation_id: String,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    pub idempotency: Option<Idempotency>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Idempotency {
+    pub key: String,
+    /// Hash of the request (method, target, body): the same key with another request is refused.
+    pub request_hash: String,
+}
+
+impl RequestMeta {
+    fn to_metadata(&self, command: &str) -> HashMap<String, String> {
+        let mut m = HashMap::from([
+            ("tenant_id".to_owned(), self.tenant_id.clone()),
+            ("user_id".to_owned(), self.user_id.clone()),
+            ("correlation_id".to_owned(), self.correlation_id.clone()),
+            ("causation_id".to_owned(), self.causation_id.clone()),
+            ("command".to_owned(), command.to_owned()),
+        ]);
+        let optional = [
+            ("traceparent", self.traceparent.as_ref()),
+            ("tracestate", self.tracestate.as_ref()),
+            ("idempotency_key", self.idempotency.as_ref().map(|i| &i.key)),
+            (
+                "request_hash",
+                self.idempotency.as_ref().map(|i| &i.request_hash),
+            ),
+        ];
+        for (k, v) in optional {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), v.clone());
+            }
+        }
+        m
+    }
+}
+
+/// An accepted command: the aggregate, its new version, and the events appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub kind: AggregateKind,
+    pub aggregate_id: Uuid,
+    pub version: Version,
+    pub events: Vec<Event>,
+    /// True when this is the stored outcome of an earlier request with the same
+    /// idempotency key; nothing was appended.
+    pub replayed: bool,
+}
+
+impl Accepted {
+    /// What a client passes to the query side to read its own write.
+    pub fn token(&self) -> VersionToken {
+        VersionToken {
+            kind: self.kind,
+            id: self.aggregate_id,
+            version: self.version,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("the idempotency key was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error("the aggregate stayed contended after {0} attempts")]
+    Contended(u32),
+    #[error("document generation failed: {0}")]
+    Generator(String),
+    #[error("event store: {0}")]
+    Storage(String),
+}
+
+fn storage(e: impl fmt::Display) -> CommandError {
+    CommandError::Storage(e.to_string())
+}
+
+/// One async mutex per aggregate, so commands to the same aggregate run one at a time in
+/// this process (other replicas are handled by the retry on conflict).
+type AggregateKey = (AggregateKind, Uuid);
+
+#[derive(Default)]
+struct AggregateLocks {
+    map: Mutex<HashMap<AggregateKey, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl AggregateLocks {
+    async fn lock(&self, kind: AggregateKind, id: Uuid) -> OwnedMutexGuard<()> {
+        let mutex = {
+            let mut map = self
+                .map
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if map.len() > 4096 {
+                map.retain(|_, m| m.strong_count() > 0);
+            }
+            match map.get(&(kind, id)).and_then(Weak::upgrade) {
+                Some(m) => m,
+                None => {
+                    let m = Arc::new(tokio::sync::Mutex::new(()));
+                    map.insert((kind, id), Arc::downgrade(&m));
+                    m
+                }
+            }
+        };
+        mutex.lock_owned().await
+    }
+}
+
+pub struct CommandService {
+    pool: PgPool,
+    conversations: Store<Conversation>,
+    documents: Store<Document>,
+    generator: Arc<dyn DocumentGenerator>,
+    locks: AggregateLocks,
+    max_attempts: u32,
+}
+
+/// Input of a new message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    pub role: Role,
+    pub content: String,
+    pub model: Option<String>,
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+}
+
+impl CommandService {
+    pub fn new(pool: PgPool, generator: Arc<dyn DocumentGenerator>) -> Self {
+        Self {
+            conversations: event_store::store(pool.clone()),
+            documents: event_store::store(pool.clone()),
+            pool,
+            generator,
+            locks: AggregateLocks::default(),
+            max_attempts: 10,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn ctx(meta: &RequestMeta, expected_version: Option<Version>) -> CommandContext {
+        CommandContext {
+            tenant_id: meta.tenant_id.clone(),
+            expected_version,
+            at: schemas::timestamp_now(),
+        }
+    }
+
+    pub async fn start_conversation(
+        &self,
+        title: String,
+        metadata: std::collections::BTreeMap<String, String>,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        let id = Uuid::now_v7();
+        let body = ConversationCommand::Start {
+            conversation_id: id,
+            title,
+            metadata,
+        };
+        self.conversation(id, body, None, meta).await
+    }
+
+    pub async fn send_message(
+        &self,
+        id: Uuid,
+        message: NewMessage,
+        expected: Option<Version>,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        let body = ConversationCommand::SendMessage {
+            message_id: Uuid::now_v7(),
+            role: message.role,
+            content: message.content,
+            model: message.model,
+            prompt_tokens: message.prompt_tokens,
+            completion_tokens: message.completion_tokens,
+        };
+        self.conversation(id, body, expected, meta).await
+    }
+
+    pub async fn rename_conversation(
+        &self,
+        id: Uuid,
+        title: String,
+        expected: Option<Version>,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        self.conversation(id, ConversationCommand::Rename { title }, expected, meta)
+            .await
+    }
+
+    pub async fn end_conversation(
+        &self,
+        id: Uuid,
+        reason: Option<String>,
+        expected: Option<Version>,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        self.conversation(id, ConversationCommand::End { reason }, expected, meta)
+            .await
+    }
+
+    async fn conversation(
+        &self,
+        id: Uuid,
+        body: ConversationCommand,
+        expected: Option<Version>,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        let name = match &body {
+            ConversationCommand::Start { .. } => "StartConversation",
+            ConversationCommand::SendMessage { .. } => "SendMessage",
+            ConversationCommand::Rename { .. } => "RenameConversation",
+            ConversationCommand::End { .. } => "EndConversation",
+        };
+        let command = Command {
+            ctx: Self::ctx(meta, expected),
+            body,
+        };
+        self.execute(
+            &self.conversations,
+            AggregateKind::Conversation,
+            id,
+            name,
+            command,
+            meta,
+        )
+        .await
+    }
+
+    /// Generates a document from a conversation of the caller's tenant: reads the
+    /// transcript, has the generator write the document (outside the aggregate, which
+    /// stays pure), then lets the Document aggregate decide.
+    pub async fn generate_document(
+        &self,
+        conversation_id: Uuid,
+        kind: DocumentKind,
+        title: Option<String>,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        let transcript = self.transcript(conversation_id, &meta.tenant_id).await?;
+        transcript.check_generatable()?;
+        let generated = self
+            .generator
+            .generate(kind, &transcript)
+            .await
+            .map_err(CommandError::Generator)?;
+        let document_id = Uuid::now_v7();
+        let command = Command {
+            ctx: Self::ctx(meta, None),
+            body: DocumentCommand::Generate {
+                document_id,
+                conversation_id,
+                kind,
+                title,
+                source_message_count: transcript.messages.len(),
+                generated,
+            },
+        };
+        self.execute(
+            &self.documents,
+            AggregateKind::Document,
+            document_id,
+            "GenerateDocument",
+            command,
+            meta,
+        )
+        .await
+    }
+
+    async fn transcript(&self, id: Uuid, tenant_id: &str) -> Result<Transcript, CommandError> {
+        let events = self
+            .conversations
+            .load_events(&id.to_string())
+            .await
+            .map_err(storage)?;
+        let mut transcript: Option<Transcript> = None;
+        for envelope in events {
+            match envelope.payload {
+                ConversationEvent::ConversationStarted(e) if e.tenant_id == tenant_id => {
+                    transcript = Some(Transcript {
+                        conversation_id: id,
+                        title: e.title,
+                        messages: Vec::new(),
+                    })
+                }
+                ConversationEvent::MessageSent(m) => {
+                    if let Some(t) = transcript.as_mut() {
+                        t.messages.push((m.role, m.content));
+                    }
+                }
+                ConversationEvent::ConversationRenamed(r) => {
+                    if let Some(t) = transcript.as_mut() {
+                        t.title = r.title;
+                    }
+                }
+                _ => {}
+            }
+        }
+        transcript.ok_or(CommandError::Domain(DomainError::NotFound))
+    }
+
+    /// Load, decide, append; retried on a storage conflict (another replica wrote the
+    /// same aggregate, or a concurrent request with the same idempotency key won).
+    async fn execute<A>(
+        &self,
+        store: &Store<A>,
+        kind: AggregateKind,
+        id: Uuid,
+        name: &str,
+        command: A::Command,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError>
+    where
+        A: Aggregate<Error = DomainError, Services = ()>,
+        A::Command: Clone,
+        A::Event: Into<Event>,
+    {
+        let _serialised = self.locks.lock(kind, id).await;
+        if let Some(idem) = &meta.idempotency
+            && let Some(done) = self.replay(&meta.tenant_id, idem).await?
+        {
+            return Ok(done);
+        }
+        let metadata = meta.to_metadata(name);
+        for attempt in 1..=self.max_attempts {
+            let mut context = store
+                .load_aggregate(&id.to_string())
+                .await
+                .map_err(storage)?;
+            let sink = EventSink::default();
+            context
+                .aggregate()
+                .handle(command.clone(), &(), &sink)
+                .await?;
+            let events = sink.collect().await;
+            match store.commit(events, context, metadata.clone()).await {
+                Ok(committed) => {
+                    let version = committed.last().map_or(0, |e| e.sequence as u64);
+                    return Ok(Accepted {
+                        kind,
+                        aggregate_id: id,
+                        version: Version(version),
+                        events: committed.into_iter().map(|e| e.payload.into()).collect(),
+                        replayed: false,
+                    });
+                }
+                Err(AggregateError::AggregateConflict) => {
+                    if let Some(idem) = &meta.idempotency
+                        && let Some(done) = self.replay(&meta.tenant_id, idem).await?
+                    {
+                        return Ok(done);
+                    }
+                    tracing::debug!(%kind, %id, attempt, "storage conflict, retrying");
+                    let jitter = u64::from(id.as_u128() as u8 % 8);
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 3 + jitter))
+                        .await;
+                }
+                Err(AggregateError::UserError(e)) => return Err(e.into()),
+                Err(e) => return Err(storage(e)),
+            }
+        }
+        Err(CommandError::Contended(self.max_attempts))
+    }
+
+    /// The outcome of an earlier request with this idempotency key, if there was one.
+    async fn replay(
+        &self,
+        tenant_id: &str,
+        idem: &Idempotency,
+    ) -> Result<Option<Accepted>, CommandError> {
+        let Some(hit) = idempotency::find(&self.pool, tenant_id, &idem.key)
+            .await
+            .map_err(storage)?
+        else {
+            return Ok(None);
+        };
+        if hit.request_hash != idem.request_hash {
+            return Err(CommandError::IdempotencyKeyReused);
+        }
+        let kind = AggregateKind::parse(&hit.aggregate_type)
+            .ok_or_else(|| storage("unknown aggregate type"))?;
+        let aggregate_id: Uuid = hit.aggregate_id.parse().map_err(storage)?;
+        let stored = log::aggregate_events(
+            &self.pool,
+            &hit.aggregate_type,
+            &hit.aggregate_id,
+            hit.first_sequence..=hit.last_sequence,
+        )
+        .await
+        .map_err(storage)?;
+        let events = stored
+            .iter()
+            .map(event_store::StoredEvent::event)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(storage)?;
+        Ok(Some(Accepted {
+            kind,
+            aggregate_id,
+            version: Version(hit.last_sequence as u64),
+            events,
+            replayed: true,
+        }))
+    }
+
+    /// Forgets idempotency keys older than `ttl`; a request with a forgotten key is a new
+    /// request. Returns how many were removed.
+    pub async fn expire_idempotency_keys(&self, ttl: Duration) -> Result<u64, CommandError> {
+        idempotency::expire(&self.pool, ttl).await.map_err(storage)
+    }
+}

@@ -1,0 +1,250 @@
+//! The Document aggregate: a business document generated from a conversation.
+//!
+//! The aggregate does not generate: the command service reads the conversation's
+//! [`Transcript`], has a generator (an LLM, or the deterministic [`template`]) write the
+//! [`GeneratedDocument`], and hands it to the aggregate in the command, which decides.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use schemas::{DocumentFormat, DocumentGenerated, DocumentKind, Generator, Role};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::validate::{self, TITLE_MAX};
+use super::{Command, DomainError, Version, check_access};
+
+/// What a generator reads: the conversation as the command side knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    pub conversation_id: Uuid,
+    pub title: String,
+    pub messages: Vec<(Role, String)>,
+}
+
+impl Transcript {
+    /// A document needs something to be generated from.
+    pub fn check_generatable(&self) -> Result<(), DomainError> {
+        if self.messages.is_empty() {
+            Err(DomainError::NothingToGenerateFrom)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A generator's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratedDocument {
+    pub title: String,
+    pub format: DocumentFormat,
+    pub content: String,
+    pub generator: Generator,
+}
+
+const EXCERPT: usize = 280;
+
+fn excerpt(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= EXCERPT {
+        line
+    } else {
+        format!("{}…", line.chars().take(EXCERPT).collect::<String>())
+    }
+}
+
+/// The deterministic generator: a document built from the conversation's messages (same
+/// transcript, same document). The default until an LLM provider is configured.
+pub fn template(kind: DocumentKind, t: &Transcript) -> GeneratedDocument {
+    let by = |role: Role| {
+        t.messages
+            .iter()
+            .filter(move |(r, _)| *r == role)
+            .map(|(_, m)| excerpt(m))
+    };
+    let (title, content) = match kind {
+        DocumentKind::RequirementsSpec => {
+            let mut doc = format!("# Requirements: {}\n\n## Stated needs\n\n", t.title);
+            for need in by(Role::User) {
+                doc.push_str(&format!("- {need}\n"));
+            }
+            doc.push_str("\n## Proposed solution\n\n");
+            for proposal in by(Role::Assistant) {
+                doc.push_str(&format!("- {proposal}\n"));
+            }
+            (format!("Requirements: {}", t.title), doc)
+        }
+        DocumentKind::Summary => {
+            let users = by(Role::User).count();
+            let assistant = by(Role::Assistant).count();
+            let mut doc = format!(
+                "# Summary: {}\n\n{} messages ({users} from the user, {assistant} from the assistant).\n\n",
+                t.title,
+                t.messages.len()
+            );
+            for (role, text) in &t.messages {
+                doc.push_str(&format!("- **{}**: {}\n", role.as_str(), excerpt(text)));
+            }
+            (format!("Summary: {}", t.title), doc)
+        }
+    };
+    GeneratedDocument {
+        title: title.chars().take(TITLE_MAX).collect(),
+        format: DocumentFormat::Markdown,
+        content,
+        generator: Generator {
+            name: "template".into(),
+            version: "1".into(),
+        },
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DocumentCommand {
+    Generate {
+        document_id: Uuid,
+        conversation_id: Uuid,
+        kind: DocumentKind,
+        /// Overrides the generator's title.
+        title: Option<String>,
+        /// How many messages the generator read.
+        source_message_count: usize,
+        generated: GeneratedDocument,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DocumentEvent {
+    DocumentGenerated(DocumentGenerated),
+}
+
+impl DomainEvent for DocumentEvent {
+    fn event_type(&self) -> String {
+        schemas::EventType::DocumentGenerated.as_str().to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}
+
+impl From<DocumentEvent> for schemas::Event {
+    fn from(e: DocumentEvent) -> Self {
+        match e {
+            DocumentEvent::DocumentGenerated(e) => e.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    pub id: Option<Uuid>,
+    pub tenant_id: String,
+    pub conversation_id: Option<Uuid>,
+    pub version: Version,
+}
+
+impl Aggregate for Document {
+    const TYPE: &'static str = "document";
+    type Command = Command<DocumentCommand>;
+    type Event = DocumentEvent;
+    type Error = DomainError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let event = self.decide(command)?;
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        self.version.0 += 1;
+        match event {
+            DocumentEvent::DocumentGenerated(e) => {
+                self.id = Some(e.document_id);
+                self.tenant_id = e.tenant_id;
+                self.conversation_id = Some(e.conversation_id);
+            }
+        }
+    }
+}
+
+impl Document {
+    /// The event a command produces, or why it is refused. Pure: no I/O.
+    pub fn decide(&self, command: Command<DocumentCommand>) -> Result<DocumentEvent, DomainError> {
+        let Command { ctx, body } = command;
+        match body {
+            DocumentCommand::Generate {
+                document_id,
+                conversation_id,
+                kind,
+                title,
+                source_message_count,
+                generated,
+            } => {
+                if self.id.is_some() {
+                    // Only a retry of the same command can reach an existing document.
+                    check_access(true, &self.tenant_id, self.version, &ctx)?;
+                    return Err(DomainError::AlreadyExists);
+                }
+                let title = validate::optional_text("title", title.as_deref(), TITLE_MAX)?;
+                if source_message_count == 0 {
+                    return Err(DomainError::NothingToGenerateFrom);
+                }
+                Ok(DocumentEvent::DocumentGenerated(DocumentGenerated {
+                    document_id,
+                    tenant_id: ctx.tenant_id,
+                    conversation_id,
+                    kind,
+                    title: title.unwrap_or(generated.title),
+                    format: generated.format,
+                    content: generated.content,
+                    source_message_count: i32::try_from(source_message_count).unwrap_or(i32::MAX),
+                    generator: generated.generator,
+                    generated_at: ctx.at,
+                }))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_generator_is_deterministic_and_uses_the_messages() {
+        let t = Transcript {
+            conversation_id: Uuid::new_v4(),
+            title: "Shop".into(),
+            messages: vec![
+                (Role::User, "We need   online payments".into()),
+                (Role::Assistant, "Use a PSP with 3-D Secure".into()),
+            ],
+        };
+        let a = template(DocumentKind::RequirementsSpec, &t);
+        let b = template(DocumentKind::RequirementsSpec, &t);
+        assert_eq!(a, b);
+        assert!(
+            a.content.contains("- We need online payments"),
+            "{}",
+            a.content
+        );
+        assert!(
+            a.content.contains("- Use a PSP with 3-D Secure"),
+            "{}",
+            a.content
+        );
+        let s = template(DocumentKind::Summary, &t);
+        assert!(
+            s.content
+                .contains("2 messages (1 from the user, 1 from the assistant)"),
+            "{}",
+            s.content
+        );
+    }
+}

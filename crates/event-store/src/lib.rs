@@ -1,0 +1,39 @@
+//! The PostgreSQL event store. It owns the tables of `migrations/` (versions 1xxx) and is
+//! the only code that writes or queries them:
+//!
+//! * `events`: the log, and the outbox the relay publishes from. Appended through cqrs-es
+//!   ([`store`]: postgres-es in event-store mode); read in committed order by [`log`].
+//! * `idempotency_keys`: written by a trigger in the append's own transaction; looked up
+//!   and expired by [`idempotency`].
+//! * `relay_cursor`: how far each relay has published ([`outbox`]).
+//!
+//! Knows nothing of particular aggregates (cqrs-es' `Aggregate` is generic) nor of Kafka.
+
+pub mod idempotency;
+pub mod log;
+pub mod outbox;
+
+use cqrs_es::Aggregate;
+use cqrs_es::persist::PersistedEventStore;
+use postgres_es::PostgresEventRepository;
+use sqlx::PgPool;
+use sqlx::migrate::{MigrateError, Migrator};
+
+pub use log::StoredEvent;
+pub use schemas::CommitPosition;
+
+/// The event store's migrations. Other crates keep their own (with other version
+/// numbers) in the same database, so missing versions are ignored.
+pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
+    let mut migrator: Migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await
+}
+
+/// An event-sourced store for one aggregate type (no snapshots: postgres-es 0.5.0
+/// snapshots apply new events twice).
+pub type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
+
+pub fn store<A: Aggregate>(pool: PgPool) -> Store<A> {
+    PersistedEventStore::new_event_store(PostgresEventRepository::new(pool))
+}

@@ -1,0 +1,209 @@
+//! Reading the event log in a stable global order without skipping late commits.
+//!
+//! `global_position` is taken from a sequence before commit, so positions commit out of
+//! order. Readers order by `(tx_id, global_position)` and only read rows whose writing
+//! transaction is older than every transaction still in progress
+//! (`tx_id < pg_snapshot_xmin(pg_current_snapshot())`): no row can later appear before
+//! a position already read.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use schemas::{CommitPosition, Event, EventHeaders};
+use serde::Deserialize;
+use sqlx::{PgExecutor, Row, postgres::PgRow};
+use uuid::Uuid;
+
+/// One row of the events table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub position: CommitPosition,
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub metadata: HashMap<String, String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The select list [`StoredEvent::from_row`] reads.
+const COLUMNS: &str = "tx_id::text AS tx_text, global_position, event_id, aggregate_type, aggregate_id, \
+     sequence, event_type, event_version, payload, metadata, recorded_at";
+
+impl StoredEvent {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        let tx: String = row.try_get("tx_text")?;
+        let tx_id = tx.parse().map_err(|e| sqlx::Error::ColumnDecode {
+            index: "tx_text".into(),
+            source: Box::new(e),
+        })?;
+        let metadata: serde_json::Value = row.try_get("metadata")?;
+        Ok(StoredEvent {
+            position: CommitPosition {
+                tx_id,
+                global: row.try_get("global_position")?,
+            },
+            event_id: row.try_get("event_id")?,
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: row.try_get("payload")?,
+            metadata: serde_json::from_value(metadata).unwrap_or_default(),
+            recorded_at: row.try_get("recorded_at")?,
+        })
+    }
+
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+
+    /// The payload as the contract's event type.
+    pub fn event(&self) -> Result<Event, serde_json::Error> {
+        Event::deserialize(&self.payload)
+    }
+
+    /// The Kafka headers the relay publishes this event with.
+    pub fn headers(&self) -> EventHeaders {
+        let meta = |key: &str| self.meta(key).map(str::to_owned);
+        EventHeaders {
+            event_type: self.event_type.clone(),
+            event_id: self.event_id,
+            aggregate_type: self.aggregate_type.clone(),
+            sequence: self.sequence,
+            commit_position: self.position,
+            recorded_at: self.recorded_at,
+            tenant_id: meta("tenant_id").unwrap_or_default(),
+            user_id: meta("user_id"),
+            correlation_id: meta("correlation_id"),
+            causation_id: meta("causation_id"),
+            traceparent: meta("traceparent"),
+            tracestate: meta("tracestate"),
+        }
+    }
+}
+
+/// Up to `limit` committed events after `after`, in global order.
+pub async fn read_after(
+    db: impl PgExecutor<'_>,
+    after: CommitPosition,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events \
+         WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+           AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY tx_id, global_position LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.tx_id.to_string())
+        .bind(after.global)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
+/// How far a reader at `at` is behind: committed events after it, and the age of the
+/// oldest of them.
+pub async fn lag(db: impl PgExecutor<'_>, at: CommitPosition) -> Result<(i64, f64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT count(*) AS behind, \
+                COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(recorded_at)), 0)::float8 AS seconds \
+         FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2)",
+    )
+    .bind(at.tx_id.to_string())
+    .bind(at.global)
+    .fetch_one(db)
+    .await?;
+    Ok((row.try_get("behind")?, row.try_get("seconds")?))
+}
+
+/// The events of one aggregate whose sequence is in `sequences`, in sequence order.
+/// Callers bound the range: an aggregate may have many events.
+pub async fn aggregate_events(
+    db: impl PgExecutor<'_>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequences: std::ops::RangeInclusive<i64>,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+         AND sequence BETWEEN $3 AND $4 ORDER BY sequence"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(sequences.start())
+        .bind(sequences.end())
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
+/// Which of a tenant's events a replay wants.
+#[derive(Debug, Clone, Default)]
+pub struct TenantFilter {
+    /// Up to and including this position.
+    pub until: Option<CommitPosition>,
+    /// Recorded at or after.
+    pub from_time: Option<DateTime<Utc>>,
+    /// Recorded before.
+    pub to_time: Option<DateTime<Utc>>,
+    /// Only these event types.
+    pub event_types: Option<Vec<String>>,
+}
+
+/// Up to `limit` committed events of `tenant` after `after`, in global order, filtered.
+pub async fn tenant_events(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    filter: &TenantFilter,
+    after: CommitPosition,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events
+         WHERE tenant_id = $1
+           AND (tx_id, global_position) > ($2::text::xid8, $3)
+           AND ($4::text IS NULL OR (tx_id, global_position) <= ($4::text::xid8, $5))
+           AND ($6::timestamptz IS NULL OR recorded_at >= $6)
+           AND ($7::timestamptz IS NULL OR recorded_at < $7)
+           AND ($8::text[] IS NULL OR event_type = ANY($8))
+           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY tx_id, global_position LIMIT $9"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(after.tx_id.to_string())
+        .bind(after.global)
+        .bind(filter.until.map(|u| u.tx_id.to_string()))
+        .bind(filter.until.map(|u| u.global))
+        .bind(filter.from_time)
+        .bind(filter.to_time)
+        .bind(&filter.event_types)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
+/// The tenant that owns an aggregate (the tenant of its first event), if it exists.
+pub async fn owner(
+    db: impl PgExecutor<'_>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT tenant_id FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = 1",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_optional(db)
+    .await
+    .map(Option::flatten)
+}

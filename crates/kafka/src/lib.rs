@@ -1,0 +1,171 @@
+//! Kafka client setup, in one place for every producer and consumer, and the contract's
+//! headers on rdkafka records ([`headers`]).
+//!
+//! The code speaks plain Kafka through rdkafka, so it runs unchanged on Apache Kafka,
+//! Redpanda, a managed cluster, or the nisshi broker `dev/stack` starts locally. Only the
+//! crates that produce or consume depend on this one, so nothing else links librdkafka.
+
+pub mod headers;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
+use thiserror::Error;
+
+use platform::config::{self, ConfigError};
+
+#[derive(Debug, Error)]
+pub enum KafkaSetupError {
+    #[error("creating a Kafka client failed: {0}")]
+    Client(#[from] KafkaError),
+    #[error("creating topic {topic} failed: {code}")]
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("KAFKA_PROPERTIES entry {0:?} is not key=value")]
+    Property(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `KAFKA_BROKERS`: bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// `KAFKA_TOPIC_PREFIX` (default `threadline.`): topics are `<prefix><aggregate>.events`.
+    pub topic_prefix: String,
+    /// `KAFKA_TOPIC_PARTITIONS` (default 6) for topics this deployment creates.
+    pub partitions: i32,
+    /// `KAFKA_REPLICATION_FACTOR` (default 1; use 3 on a real cluster).
+    pub replication: i32,
+    /// `KAFKA_FETCH_WAIT_MAX_MS` (default 100): how long a fetch waits for data.
+    pub fetch_wait_max_ms: u32,
+    /// `KAFKA_PROPERTIES`: extra librdkafka properties, `key=value;key=value`
+    /// (security.protocol, sasl.* for a managed cluster).
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let extra = match config::var("KAFKA_PROPERTIES") {
+            None => Vec::new(),
+            Some(raw) => parse_properties(&raw).map_err(|e| ConfigError::Invalid {
+                name: "KAFKA_PROPERTIES",
+                value: raw.clone(),
+                reason: e.to_string(),
+            })?,
+        };
+        Ok(Self {
+            brokers: config::required("KAFKA_BROKERS")?,
+            topic_prefix: config::var("KAFKA_TOPIC_PREFIX").unwrap_or_else(|| "threadline.".into()),
+            partitions: config::parse_or("KAFKA_TOPIC_PARTITIONS", 6)?,
+            replication: config::parse_or("KAFKA_REPLICATION_FACTOR", 1)?,
+            fetch_wait_max_ms: config::parse_or("KAFKA_FETCH_WAIT_MAX_MS", 100)?,
+            extra,
+        })
+    }
+
+    /// Settings shared by every client.
+    pub fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", client_id);
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// A producer that neither loses nor reorders records: idempotent, `acks=all`.
+    pub fn producer(&self, client_id: &str) -> Result<FutureProducer, KafkaSetupError> {
+        Ok(self
+            .client_config(client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("linger.ms", "5")
+            .set("compression.type", "none")
+            .set("message.timeout.ms", "30000")
+            .create()?)
+    }
+
+    /// A consumer in `group` that commits offsets only when told to.
+    pub fn consumer(
+        &self,
+        client_id: &str,
+        group: &str,
+    ) -> Result<StreamConsumer, KafkaSetupError> {
+        Ok(self
+            .client_config(client_id)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_uncommitted")
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .create()?)
+    }
+
+    /// Creates the topics that do not exist yet; existing ones are left as they are.
+    pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), KafkaSetupError> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config("admin").create()?;
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.partitions,
+                    TopicReplication::Fixed(self.replication),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for result in admin.create_topics(&new, &opts).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(KafkaSetupError::CreateTopic { topic, code }),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_properties(raw: &str) -> Result<Vec<(String, String)>, KafkaSetupError> {
+    raw.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| KafkaSetupError::Property(p.to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_parse_and_reject_garbage() {
+        let parsed =
+            parse_properties("security.protocol=SASL_SSL; sasl.mechanism = PLAIN;").unwrap();
+        assert_eq!(
+            parsed,
+            vec![
+                ("security.protocol".into(), "SASL_SSL".into()),
+                ("sasl.mechanism".into(), "PLAIN".into())
+            ]
+        );
+        assert!(matches!(
+            parse_properties("a=b;oops"),
+            Err(KafkaSetupError::Property(p)) if p == "oops"
+        ));
+    }
+}

@@ -1,0 +1,22 @@
+//! Platform code every Threadline binary shares, so each concern lives in one place:
+//!
+//! * [`auth`]: JWT authentication (HS256 or RS256/JWKS), roles, the `Principal` extractor.
+//! * [`problem`]: problem+json errors and a JSON extractor that rejects with them.
+//! * [`context`]: correlation, causation and W3C trace context of each request (middleware).
+//! * [`config`]: reading settings from the environment, with clear errors.
+//! * [`telemetry`]: structured logging (tracing), OTLP traces, the Prometheus recorder.
+//! * [`db`]: the PostgreSQL pool.
+//! * [`http`]: serving an axum app with graceful shutdown, health endpoints.
+//! * [`shutdown`]: stop signals, and a stop that always ends within a grace period.
+//!
+//! Kafka client setup is in the `kafka` crate, so services without Kafka do not link
+//! librdkafka; test fixtures are in `testkit`, a dev-dependency only.
+
+pub mod auth;
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod http;
+pub mod problem;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,416 @@
+//! Applying a batch of events to a projection: [`Sink`], the one interface the runtime,
+//! rebuilds and re-drives drive, and its two implementations.
+//!
+//! Both keep the same rules per aggregate: an event at or below the aggregate's progress
+//! is a duplicate and skipped; an event behind a parked one is parked too (queued), so an
+//! aggregate's events take effect in sequence order; a gap (events the stream skipped,
+//! e.g. around a rebuild's switch) is filled from the event store first.
+//!
+//! * [`TableSink`]: one transaction holds the progress rows (locked `FOR UPDATE`), the
+//!   projection's writes, and any parking.
+//! * [`EffectSink`]: no transaction is held while effects run (an HTTP call or an LLM
+//!   may take longer than a transaction should stay open, and an open writing
+//!   transaction holds back every reader of the log). Appliers of one aggregate are
+//!   serialised by session advisory locks on a connection of the sink's own instead;
+//!   the connection is closed whenever the locks' state is in doubt (an error, a
+//!   cancelled task), which releases them.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use event_store::log;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::Mutex;
+
+use crate::bookkeeping;
+use crate::envelope::Envelope;
+use crate::generation;
+use crate::sink::{ApplyError, EffectId, EffectProjection, Pass, Planned, TableProjection};
+
+/// What happened to one event of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// Already applied (sequence at or below the aggregate's progress).
+    Duplicate,
+    /// An earlier event of the aggregate is parked; this one is now parked behind it.
+    Queued,
+    /// The event itself was parked before (a redelivery): left as it was.
+    AlreadyParked,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Queued => "queued",
+            Outcome::AlreadyParked => "already_parked",
+        }
+    }
+}
+
+/// Which generation a batch goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// The live one, looked up (and held against a switch) by each transaction.
+    Live,
+    /// A given one: a rebuild fills a new generation before it is live.
+    Generation(&'a str),
+}
+
+/// A projection the runtime can drive, whatever kind it is.
+#[async_trait::async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// Consumer-group suffix and generation schema prefix: a lowercase identifier.
+    fn name(&self) -> &'static str;
+
+    /// Creates the projection's own tables in a fresh generation schema.
+    async fn create_tables(&self, db: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error>;
+
+    /// Applies `events` (each aggregate's in sequence order) to `target`, returning one
+    /// outcome per event. All or nothing: on error no progress of the batch is recorded.
+    /// On [`Pass::Redrive`] the events are parked ones: they are applied regardless of
+    /// the parked queue and leave it.
+    async fn apply(
+        &self,
+        pool: &PgPool,
+        target: Target<'_>,
+        events: &[Envelope],
+        pass: Pass,
+    ) -> Result<Vec<Outcome>, ApplyError>;
+}
+
+/// What a batch knows of one aggregate while it plans.
+struct StreamState {
+    /// Progress as read when the batch started.
+    loaded: i64,
+    last: i64,
+    first_parked: Option<i64>,
+    applied_to: Option<i64>,
+}
+
+type StreamKey = (String, String);
+
+fn key_of(e: &Envelope) -> StreamKey {
+    (e.aggregate_type.clone(), e.aggregate_id.clone())
+}
+
+const WAITING: &str = "waiting behind a parked event";
+
+/// The events `last + 1 .. event.sequence - 1` of the event's aggregate, from the store.
+async fn fill_gap(
+    db: &mut PgConnection,
+    event: &Envelope,
+    last: i64,
+) -> Result<Vec<Envelope>, ApplyError> {
+    let missing = log::aggregate_events(
+        &mut *db,
+        &event.aggregate_type,
+        &event.aggregate_id,
+        last + 1..=event.sequence - 1,
+    )
+    .await?;
+    if missing.len() as i64 != event.sequence - 1 - last {
+        return Err(ApplyError::Rejected(format!(
+            "events {}..{} of {} {} are not in the event store",
+            last + 1,
+            event.sequence - 1,
+            event.aggregate_type,
+            event.aggregate_id
+        )));
+    }
+    missing
+        .into_iter()
+        .map(|stored| Envelope::from_store(stored).map_err(|e| ApplyError::Rejected(e.to_string())))
+        .collect()
+}
+
+/// Decides, event by event, what to apply. `load` reads an aggregate's progress and
+/// first parked sequence; queued events are parked through `db` right away.
+async fn plan(
+    db: &mut PgConnection,
+    schema: &str,
+    events: &[Envelope],
+    pass: Pass,
+    lock_rows: bool,
+) -> Result<(Vec<Outcome>, Vec<Envelope>, HashMap<StreamKey, StreamState>), ApplyError> {
+    let mut streams: HashMap<StreamKey, StreamState> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(events.len());
+    let mut to_apply = Vec::with_capacity(events.len());
+    for e in events {
+        let key = key_of(e);
+        if !streams.contains_key(&key) {
+            let stream = (e.aggregate_type.as_str(), e.aggregate_id.as_str());
+            let last = if lock_rows {
+                bookkeeping::lock_progress(db, schema, stream).await?
+            } else {
+                bookkeeping::applied(db, schema, stream).await?
+            };
+            let first_parked = bookkeeping::first_parked(db, schema, stream).await?;
+            streams.insert(
+                key.clone(),
+                StreamState {
+                    loaded: last,
+                    last,
+                    first_parked,
+                    applied_to: None,
+                },
+            );
+        }
+        let Some(state) = streams.get_mut(&key) else {
+            continue;
+        };
+        if e.sequence <= state.last {
+            outcomes.push(Outcome::Duplicate);
+            continue;
+        }
+        if pass != Pass::Redrive && state.first_parked.is_some() {
+            let newly = bookkeeping::park(db, schema, &e.event_ref(), None, WAITING).await?;
+            outcomes.push(if newly {
+                Outcome::Queued
+            } else {
+                Outcome::AlreadyParked
+            });
+            continue;
+        }
+        if e.sequence > state.last + 1 {
+            to_apply.extend(fill_gap(db, e, state.last).await?);
+        }
+        to_apply.push(e.clone());
+        state.last = e.sequence;
+        state.applied_to = Some(e.sequence);
+        outcomes.push(Outcome::Applied);
+    }
+    Ok((outcomes, to_apply, streams))
+}
+
+async fn resolve(
+    tx: &mut PgConnection,
+    name: &'static str,
+    target: Target<'_>,
+) -> Result<String, ApplyError> {
+    match target {
+        Target::Generation(schema) => Ok(schema.to_owned()),
+        Target::Live => generation::live_schema_for_share(tx, name)
+            .await?
+            .ok_or_else(|| {
+                ApplyError::Rejected(format!("projection {name} has no live generation"))
+            }),
+    }
+}
+
+/// A [`TableProjection`] driven in one transaction per batch.
+pub struct TableSink<P>(pub P);
+
+#[async_trait::async_trait]
+impl<P: TableProjection> Sink for TableSink<P> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    async fn create_tables(&self, db: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error> {
+        self.0.create_tables(db, schema).await
+    }
+
+    async fn apply(
+        &self,
+        pool: &PgPool,
+        target: Target<'_>,
+        events: &[Envelope],
+        pass: Pass,
+    ) -> Result<Vec<Outcome>, ApplyError> {
+        let mut tx = pool.begin().await?;
+        let schema = resolve(&mut tx, self.name(), target).await?;
+        let (outcomes, to_apply, streams) = plan(&mut tx, &schema, events, pass, true).await?;
+        if !to_apply.is_empty() {
+            self.0.apply(&mut tx, &schema, &to_apply, pass).await?;
+        }
+        for ((aggregate_type, aggregate_id), state) in &streams {
+            if let Some(to) = state.applied_to {
+                bookkeeping::set_progress(&mut tx, &schema, (aggregate_type, aggregate_id), to)
+                    .await?;
+            }
+        }
+        if pass == Pass::Redrive {
+            for (e, outcome) in events.iter().zip(&outcomes) {
+                if matches!(outcome, Outcome::Applied | Outcome::Duplicate) {
+                    bookkeeping::unpark(&mut tx, &schema, &e.event_ref()).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+/// An [`EffectProjection`] driven around its effects: plan, perform, then record.
+pub struct EffectSink<P> {
+    projection: P,
+    /// The connection holding this sink's aggregate locks; taken out while in use, so a
+    /// cancelled apply drops (closes) it rather than returning it with locks held.
+    locks: Mutex<Option<PgConnection>>,
+}
+
+impl<P: EffectProjection> EffectSink<P> {
+    pub fn new(projection: P) -> Self {
+        EffectSink {
+            projection,
+            locks: Mutex::new(None),
+        }
+    }
+
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
+    async fn lock_connection(&self, pool: &PgPool) -> Result<PgConnection, sqlx::Error> {
+        let kept = self.locks.lock().await.take();
+        match kept {
+            Some(conn) => Ok(conn),
+            None => PgConnection::connect_with(&pool.connect_options()).await,
+        }
+    }
+
+    /// Plans, performs and records one batch while its aggregates are locked.
+    async fn apply_locked(
+        &self,
+        pool: &PgPool,
+        target: Target<'_>,
+        events: &[Envelope],
+        pass: Pass,
+    ) -> Result<Vec<Outcome>, ApplyError> {
+        let name = self.projection.name();
+        let mut conn = pool.acquire().await?;
+        let schema = match target {
+            Target::Generation(s) => s.to_owned(),
+            Target::Live => generation::live_schema(&mut conn, name)
+                .await?
+                .ok_or_else(|| {
+                    ApplyError::Rejected(format!("projection {name} has no live generation"))
+                })?,
+        };
+        let (outcomes, to_apply, streams) = plan(&mut conn, &schema, events, pass, false).await?;
+        drop(conn);
+        let mut applied = Vec::with_capacity(to_apply.len());
+        for e in to_apply {
+            let planned = self
+                .projection
+                .plan(&e)
+                .into_iter()
+                .enumerate()
+                .map(|(i, effect)| Planned {
+                    id: EffectId::of(name, e.event_id, i),
+                    event_id: e.event_id,
+                    tenant_id: e.tenant_id.clone(),
+                    effect,
+                })
+                .collect::<Vec<_>>();
+            applied.push((e, planned));
+        }
+        let mut all: Vec<&Planned<P::Effect>> = applied.iter().flat_map(|(_, p)| p).collect();
+        // A rebuild tells the sink and leaves the ledger alone; live and re-drive passes
+        // skip what the ledger says was done already.
+        if pass != Pass::Rebuild && !all.is_empty() {
+            let ids: Vec<EffectId> = all.iter().map(|p| p.id).collect();
+            let mut conn = pool.acquire().await?;
+            let done = bookkeeping::performed(&mut conn, name, &ids).await?;
+            all.retain(|p| !done.contains(&p.id));
+        }
+        if !all.is_empty() {
+            let batch: Vec<Planned<P::Effect>> = all.iter().map(|p| (*p).clone()).collect();
+            self.projection.perform(&batch, pass).await?;
+        }
+        let performed: HashSet<EffectId> = all.iter().map(|p| p.id).collect();
+
+        let mut tx = pool.begin().await?;
+        let now = resolve(&mut tx, name, target).await?;
+        if now != schema {
+            // A rebuild switched generations while the effects ran: plan again against
+            // the new one (the effects keep their ids, so performing them again is harmless).
+            return Err(ApplyError::Unavailable(format!(
+                "{name} switched from {schema} to {now} during the batch"
+            )));
+        }
+        for ((aggregate_type, aggregate_id), state) in &streams {
+            let Some(to) = state.applied_to else { continue };
+            let stream = (aggregate_type.as_str(), aggregate_id.as_str());
+            let last = bookkeeping::lock_progress(&mut tx, &schema, stream).await?;
+            if last != state.loaded {
+                // Another applier moved this aggregate while the effects ran (possible only
+                // if the locks were lost): plan again from where it is now.
+                return Err(ApplyError::Unavailable(format!(
+                    "{aggregate_type} {aggregate_id} moved from {} to {last} during the batch",
+                    state.loaded
+                )));
+            }
+            bookkeeping::set_progress(&mut tx, &schema, stream, to).await?;
+        }
+        self.projection
+            .record(&mut tx, &schema, &applied, pass)
+            .await?;
+        if pass != Pass::Rebuild {
+            for (e, planned) in &applied {
+                let ids: Vec<EffectId> = planned
+                    .iter()
+                    .map(|p| p.id)
+                    .filter(|id| performed.contains(id))
+                    .collect();
+                bookkeeping::record_performed(&mut tx, name, &e.event_ref(), &ids, pass).await?;
+            }
+        }
+        if pass == Pass::Redrive {
+            for (e, outcome) in events.iter().zip(&outcomes) {
+                if matches!(outcome, Outcome::Applied | Outcome::Duplicate) {
+                    bookkeeping::unpark(&mut tx, &schema, &e.event_ref()).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+#[async_trait::async_trait]
+impl<P: EffectProjection> Sink for EffectSink<P> {
+    fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    async fn create_tables(&self, db: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error> {
+        self.projection.create_tables(db, schema).await
+    }
+
+    async fn apply(
+        &self,
+        pool: &PgPool,
+        target: Target<'_>,
+        events: &[Envelope],
+        pass: Pass,
+    ) -> Result<Vec<Outcome>, ApplyError> {
+        let name = self.projection.name();
+        let keys: BTreeSet<String> = events
+            .iter()
+            .map(|e| format!("{name}/{}/{}", e.aggregate_type, e.aggregate_id))
+            .collect();
+        let mut locks = self.lock_connection(pool).await?;
+        // Sorted, so two appliers of overlapping batches cannot deadlock.
+        for key in &keys {
+            sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+                .bind(key)
+                .execute(&mut locks)
+                .await?;
+        }
+        let result = self.apply_locked(pool, target, events, pass).await;
+        match sqlx::query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut locks)
+            .await
+        {
+            // Keep the connection for the next batch only when it is known to hold nothing.
+            Ok(_) => *self.locks.lock().await = Some(locks),
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing aggregate locks failed; closing their connection")
+            }
+        }
+        result
+    }
+}

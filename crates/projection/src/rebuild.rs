@@ -1,0 +1,206 @@
+//! Rebuild: replay the event store into a fresh generation, switch the live pointer to
+//! it, then catch up. Readers keep reading the old generation until the switch commits;
+//! the live projector keeps consuming and follows the switch (an event it applies to the
+//! new generation before the catch-up reaches it fills its gap from the event store).
+//! Every event is applied with [`Pass::Rebuild`]: a side-effect sink knows it is history.
+
+use std::time::Instant;
+
+use event_store::log;
+use schemas::CommitPosition;
+use sqlx::PgPool;
+
+use crate::apply::{Outcome, Sink, Target};
+use crate::envelope::Envelope;
+use crate::sink::{ApplyError, Pass};
+use crate::{ProjectionError, bookkeeping, generation};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RebuildReport {
+    pub generation: i32,
+    pub schema: String,
+    pub replayed: u64,
+    pub parked: u64,
+    pub seconds: f64,
+}
+
+/// Events per read of the store, and per batch handed to the sink.
+const BATCH: i64 = 1000;
+
+/// Applies a batch; if the sink refuses it, applies its events one by one so that only
+/// the failing ones (and those queued behind them) are parked.
+async fn apply_or_park(
+    pool: &PgPool,
+    sink: &dyn Sink,
+    schema: &str,
+    batch: &[Envelope],
+    report: &mut RebuildReport,
+) -> Result<(), ProjectionError> {
+    let outcomes = match sink
+        .apply(pool, Target::Generation(schema), batch, Pass::Rebuild)
+        .await
+    {
+        Ok(outcomes) => outcomes,
+        Err(e) if e.is_transient() => return Err(e.into()),
+        Err(_) if batch.len() > 1 => {
+            for one in batch {
+                Box::pin(apply_or_park(
+                    pool,
+                    sink,
+                    schema,
+                    std::slice::from_ref(one),
+                    report,
+                ))
+                .await?;
+            }
+            return Ok(());
+        }
+        Err(e) => {
+            park(pool, schema, batch, &e.to_string(), report).await?;
+            return Ok(());
+        }
+    };
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Applied => report.replayed += 1,
+            Outcome::Queued => report.parked += 1,
+            Outcome::Duplicate | Outcome::AlreadyParked => {}
+        }
+    }
+    Ok(())
+}
+
+async fn park(
+    pool: &PgPool,
+    schema: &str,
+    events: &[Envelope],
+    error: &str,
+    report: &mut RebuildReport,
+) -> Result<(), ProjectionError> {
+    let mut tx = pool.begin().await?;
+    for e in events {
+        if bookkeeping::park(&mut tx, schema, &e.event_ref(), None, error).await? {
+            report.parked += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Replays every committed event after `from` into `schema`; returns where it ended.
+async fn replay(
+    pool: &PgPool,
+    sink: &dyn Sink,
+    schema: &str,
+    mut from: CommitPosition,
+    report: &mut RebuildReport,
+) -> Result<CommitPosition, ProjectionError> {
+    loop {
+        let page = log::read_after(pool, from, BATCH).await?;
+        let Some(last) = page.last() else {
+            return Ok(from);
+        };
+        from = last.position;
+        let mut batch = Vec::with_capacity(page.len());
+        for stored in page {
+            let at = crate::envelope::EventRef {
+                aggregate_type: stored.aggregate_type.clone(),
+                aggregate_id: stored.aggregate_id.clone(),
+                sequence: stored.sequence,
+                event_id: Some(stored.event_id),
+            };
+            match Envelope::from_store(stored) {
+                Ok(e) => batch.push(e),
+                Err(e) => {
+                    // Apply what came before it first, so its aggregate's order holds.
+                    apply_or_park(pool, sink, schema, &batch, report).await?;
+                    batch.clear();
+                    let mut tx = pool.begin().await?;
+                    if bookkeeping::park(&mut tx, schema, &at, None, &e.to_string()).await? {
+                        report.parked += 1;
+                    }
+                    tx.commit().await?;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            apply_or_park(pool, sink, schema, &batch, report).await?;
+        }
+    }
+}
+
+/// Rebuilds the projection into generation N+1 and makes it live. One rebuild at a time.
+pub async fn rebuild(pool: &PgPool, sink: &dyn Sink) -> Result<RebuildReport, ProjectionError> {
+    let started = Instant::now();
+    let name = sink.name();
+    generation::ensure_live(pool, sink).await?;
+    // The rebuild lock is a session lock on a connection of its own, never returned to
+    // the pool: however this function ends, dropping the connection releases the lock.
+    let mut lock = pool.acquire().await?.detach();
+    sqlx::query("SELECT pg_advisory_lock(hashtext('rebuild:' || $1))")
+        .bind(name)
+        .execute(&mut lock)
+        .await?;
+    let current = generation::live_generation(&mut lock, name)
+        .await?
+        .ok_or(ProjectionError::NoGeneration(name))?;
+    let next = current + 1;
+    let schema = generation::schema_name(name, next);
+    // A rebuild that died half-way left a partial generation behind: start it afresh.
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(&mut lock)
+        .await?;
+    {
+        let mut tx = pool.begin().await?;
+        generation::create(&mut tx, sink, next).await?;
+        tx.commit().await?;
+    }
+    let mut report = RebuildReport {
+        generation: next,
+        schema: schema.clone(),
+        replayed: 0,
+        parked: 0,
+        seconds: 0.0,
+    };
+    tracing::info!(
+        projection = name,
+        generation = next,
+        "rebuild: replaying the event store"
+    );
+    let reached = replay(pool, sink, &schema, CommitPosition::START, &mut report).await?;
+    // The switch waits for live transactions holding the row FOR SHARE.
+    sqlx::query("UPDATE projections SET generation = $2, schema_name = $3, switched_at = now() WHERE name = $1")
+        .bind(name)
+        .bind(next)
+        .bind(&schema)
+        .execute(&mut lock)
+        .await?;
+    tracing::info!(
+        projection = name,
+        generation = next,
+        "rebuild: switched; catching up"
+    );
+    replay(pool, sink, &schema, reached, &mut report).await?;
+    // Keep the previous generation for readers still on it; drop the one before.
+    if next > 2 {
+        let old = generation::schema_name(name, next - 2);
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {old} CASCADE"))
+            .execute(&mut lock)
+            .await?;
+    }
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('rebuild:' || $1))")
+        .bind(name)
+        .execute(&mut lock)
+        .await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+impl From<ApplyError> for ProjectionError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Database(e) => ProjectionError::Database(e),
+            other => ProjectionError::Apply(other.to_string()),
+        }
+    }
+}

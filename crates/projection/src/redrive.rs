@@ -1,0 +1,117 @@
+//! Re-drive: apply parked events again once their cause is fixed, each aggregate's in
+//! sequence order, reading every event from the event store (the source of truth,
+//! whatever the Kafka record looked like). Safe to run while the projector consumes.
+
+use std::collections::HashSet;
+
+use event_store::log;
+use sqlx::PgPool;
+
+use crate::apply::{Sink, Target};
+use crate::bookkeeping::{self, Parked};
+use crate::envelope::{Envelope, EventRef};
+use crate::sink::{ApplyError, Pass};
+use crate::{ProjectionError, generation};
+
+/// Result of a re-drive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RedriveReport {
+    pub applied: u64,
+    pub still_parked: u64,
+}
+
+/// Parked rows read per query.
+const PAGE: i64 = 200;
+
+async fn stored_envelope(pool: &PgPool, at: &Parked) -> Result<Envelope, ApplyError> {
+    let stored = log::aggregate_events(
+        pool,
+        &at.aggregate_type,
+        &at.aggregate_id,
+        at.sequence..=at.sequence,
+    )
+    .await?;
+    let row = stored
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApplyError::Rejected("parked event is not in the event store".into()))?;
+    Envelope::from_store(row).map_err(|e| ApplyError::Rejected(e.to_string()))
+}
+
+/// Applies parked events in sequence order per aggregate, stopping an aggregate at its
+/// first failure (the event stays parked with its original error, one attempt more).
+/// A database that is unavailable ends the re-drive with an error; run it again.
+pub async fn redrive(pool: &PgPool, sink: &dyn Sink) -> Result<RedriveReport, ProjectionError> {
+    let name = sink.name();
+    let mut report = RedriveReport::default();
+    let mut failed: HashSet<(String, String)> = HashSet::new();
+    loop {
+        let applied_before = report.applied;
+        let mut after: Option<EventRef> = None;
+        loop {
+            let mut conn = pool.acquire().await?;
+            let schema = generation::live_schema(&mut conn, name)
+                .await?
+                .ok_or(ProjectionError::NoGeneration(name))?;
+            let page = bookkeeping::parked_page(&mut conn, &schema, after.as_ref(), PAGE).await?;
+            drop(conn);
+            let Some(last) = page.last() else { break };
+            after = Some(EventRef {
+                aggregate_type: last.aggregate_type.clone(),
+                aggregate_id: last.aggregate_id.clone(),
+                sequence: last.sequence,
+                event_id: last.event_id,
+            });
+            for parked in page {
+                let stream = (parked.aggregate_type.clone(), parked.aggregate_id.clone());
+                if failed.contains(&stream) {
+                    continue;
+                }
+                let result = match stored_envelope(pool, &parked).await {
+                    Ok(env) => sink
+                        .apply(
+                            pool,
+                            Target::Live,
+                            std::slice::from_ref(&env),
+                            Pass::Redrive,
+                        )
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => report.applied += 1,
+                    Err(e) if e.is_transient() => return Err(e.into()),
+                    Err(e) => {
+                        tracing::warn!(
+                            aggregate = %parked.aggregate_id,
+                            sequence = parked.sequence,
+                            error = %e,
+                            "re-drive failed; the event stays parked"
+                        );
+                        let at = EventRef {
+                            aggregate_type: parked.aggregate_type,
+                            aggregate_id: parked.aggregate_id,
+                            sequence: parked.sequence,
+                            event_id: parked.event_id,
+                        };
+                        let mut tx = pool.begin().await?;
+                        bookkeeping::park(&mut tx, &schema, &at, None, &e.to_string()).await?;
+                        tx.commit().await?;
+                        failed.insert(stream);
+                    }
+                }
+            }
+        }
+        // Events parked behind others while this pass ran are picked up by the next one.
+        if report.applied == applied_before {
+            break;
+        }
+    }
+    let mut conn = pool.acquire().await?;
+    let schema = generation::live_schema(&mut conn, name)
+        .await?
+        .ok_or(ProjectionError::NoGeneration(name))?;
+    report.still_parked = bookkeeping::parked_count(&mut conn, &schema).await?.max(0) as u64;
+    Ok(report)
+}

@@ -1,0 +1,245 @@
+//! The two kinds of projection, and what the runtime tells them.
+//!
+//! * [`TableProjection`]: the projection's effect is rows in its own PostgreSQL tables.
+//!   The runtime applies a batch of events and records each aggregate's progress in the
+//!   same transaction, so an event is applied exactly once however often it is delivered.
+//! * [`EffectProjection`]: the effect lives outside PostgreSQL (a vector store, an HTTP
+//!   endpoint, a command sent back to the command side). No transaction can span it, so
+//!   the runtime works around it: it plans the effects of a batch ([`EffectProjection::plan`],
+//!   each with a stable [`EffectId`]), has the sink perform them, then records progress and
+//!   a ledger row per effect in one transaction. A crash between the two re-performs the
+//!   same effects with the same ids, which the sink makes harmless (the id is the vector's
+//!   point id, the webhook's id, the command's idempotency key): an effect is done at least
+//!   once and observed once.
+//!
+//! Both are told the [`Pass`]: live consumption, a re-drive of parked events, or a
+//! rebuild replaying history (where a webhook must not be sent again).
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::envelope::Envelope;
+
+/// Why the runtime hands an event to a projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pass {
+    /// Consumed from Kafka: the event is news.
+    Live,
+    /// A parked event applied again after its cause was fixed: it never took effect.
+    Redrive,
+    /// History replayed into a new generation: its effects happened long ago (a
+    /// side-effect sink must not repeat what the outside world already saw).
+    Rebuild,
+}
+
+impl Pass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pass::Live => "live",
+            Pass::Redrive => "redrive",
+            Pass::Rebuild => "rebuild",
+        }
+    }
+
+    /// True for a rebuild: the events are history, not news.
+    pub fn is_replay(self) -> bool {
+        self == Pass::Rebuild
+    }
+}
+
+/// Why applying failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The projection refuses the event; retrying is unlikely to help. Counted against
+    /// the attempts before the event is parked.
+    #[error("{0}")]
+    Rejected(String),
+    /// Something outside the event is unavailable (the sink's endpoint, a provider): the
+    /// runtime waits and retries without counting attempts, so an outage parks nothing.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ApplyError {
+    /// Failures of the surroundings rather than of the event: the database is down,
+    /// restarting, overloaded, slow (statement timeout), busy (lock not available), or a
+    /// transaction lost a deadlock or serialisation race; or the sink is unavailable.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApplyError::Rejected(_) => false,
+            ApplyError::Unavailable(_) => true,
+            ApplyError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Tls(_) => true,
+                sqlx::Error::Database(db) => {
+                    db.code().is_some_and(|code| is_transient_sqlstate(&code))
+                }
+                _ => false,
+            },
+        }
+    }
+}
+
+/// SQLSTATEs of a database that is unreachable or busy rather than refusing the work:
+/// class 08 (connection), 40 (deadlock, serialisation), 53 (insufficient resources),
+/// 57P (shutting down, cannot connect now), 57014 (statement timeout, query cancelled),
+/// 55P03 (lock not available), 55006 (object in use).
+pub fn is_transient_sqlstate(code: &str) -> bool {
+    ["08", "40", "53", "57P"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || matches!(code, "57014" | "55P03" | "55006")
+}
+
+/// A projection kept in PostgreSQL tables of its own.
+#[async_trait::async_trait]
+pub trait TableProjection: Send + Sync + 'static {
+    /// Consumer-group suffix and generation schema prefix: a lowercase identifier.
+    fn name(&self) -> &'static str;
+
+    /// Creates the projection's tables in `schema`, a fresh generation.
+    async fn create_tables(&self, db: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error>;
+
+    /// Applies `events` in order (each aggregate's in sequence, without gaps) inside the
+    /// runtime's transaction; must not commit. One call may carry many events.
+    async fn apply(
+        &self,
+        db: &mut PgConnection,
+        schema: &str,
+        events: &[Envelope],
+        pass: Pass,
+    ) -> Result<(), ApplyError>;
+}
+
+/// Stable id of one effect: the same event always plans the same ids. Sinks use it as the
+/// idempotency key the outside world de-duplicates by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct EffectId(pub Uuid);
+
+impl EffectId {
+    /// The id of effect number `index` of `event_id` in projection `projection`.
+    pub fn of(projection: &str, event_id: Uuid, index: usize) -> EffectId {
+        const NAMESPACE: Uuid = Uuid::from_u128(0x7468_7265_6164_6c69_6e65_0000_0000_0001);
+        EffectId(Uuid::new_v5(
+            &NAMESPACE,
+            format!("{projection}/{event_id}/{index}").as_bytes(),
+        ))
+    }
+}
+
+impl std::fmt::Display for EffectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One planned effect: its stable id, the event that called for it, what to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned<E> {
+    pub id: EffectId,
+    pub event_id: Uuid,
+    pub tenant_id: String,
+    pub effect: E,
+}
+
+/// Why performing effects failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EffectError {
+    /// The effect was refused (a 4xx, a bad payload): counted against the attempts, then
+    /// the event is parked.
+    #[error("{0}")]
+    Rejected(String),
+    /// The destination is unavailable (timeout, 429, 5xx that says retry): retried
+    /// without counting attempts, so an outage parks nothing.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<EffectError> for ApplyError {
+    fn from(e: EffectError) -> Self {
+        match e {
+            EffectError::Rejected(r) => ApplyError::Rejected(r),
+            EffectError::Unavailable(r) => ApplyError::Unavailable(r),
+        }
+    }
+}
+
+/// A projection whose effects live outside PostgreSQL.
+#[async_trait::async_trait]
+pub trait EffectProjection: Send + Sync + 'static {
+    /// What one effect is (a notification, a vector upsert, a command).
+    type Effect: Send + Sync + Clone + 'static;
+
+    /// Consumer-group suffix and generation schema prefix: a lowercase identifier.
+    fn name(&self) -> &'static str;
+
+    /// Tables of the projection's own in `schema` (what [`EffectProjection::record`]
+    /// writes), if any.
+    async fn create_tables(
+        &self,
+        _db: &mut PgConnection,
+        _schema: &str,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
+    /// The effects `event` calls for, in order; most events call for none. Deterministic:
+    /// a redelivered event must plan the same effects.
+    fn plan(&self, event: &Envelope) -> Vec<Self::Effect>;
+
+    /// Carries out `effects`, each keyed by its [`EffectId`] so that doing one twice is
+    /// harmless. On [`Pass::Rebuild`] the events are history: a sink whose effects the
+    /// outside world has seen (a message sent) does nothing; one that rebuilds derived
+    /// data (an index) does it again.
+    async fn perform(
+        &self,
+        effects: &[Planned<Self::Effect>],
+        pass: Pass,
+    ) -> Result<(), EffectError>;
+
+    /// Runs in the transaction that records progress, after the effects were performed:
+    /// the projection's own rows (an inbox of what was sent). Gets every applied event of
+    /// the batch with the effects it planned. Must not commit.
+    async fn record(
+        &self,
+        _db: &mut PgConnection,
+        _schema: &str,
+        _applied: &[(Envelope, Vec<Planned<Self::Effect>>)],
+        _pass: Pass,
+    ) -> Result<(), ApplyError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_and_busy_databases_are_transient_refusals_are_not() {
+        for code in [
+            "08006", "40001", "40P01", "53300", "57P01", "57014", "55P03",
+        ] {
+            assert!(is_transient_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "42P01", "22001", "P0001"] {
+            assert!(!is_transient_sqlstate(code), "{code}");
+        }
+        assert!(ApplyError::Unavailable("down".into()).is_transient());
+        assert!(!ApplyError::Rejected("bad".into()).is_transient());
+    }
+
+    #[test]
+    fn effect_ids_are_stable_per_projection_event_and_index() {
+        let e = Uuid::new_v4();
+        assert_eq!(EffectId::of("n", e, 0), EffectId::of("n", e, 0));
+        assert_ne!(EffectId::of("n", e, 0), EffectId::of("n", e, 1));
+        assert_ne!(EffectId::of("n", e, 0), EffectId::of("m", e, 0));
+    }
+}

@@ -1,0 +1,197 @@
+//! The notifications projection, a side-effect projection: when a document a user asked
+//! for is generated, or a conversation ends, the user is told through a channel (a log
+//! line, or an HTTP POST to a configured endpoint), and the notification lands in the
+//! user's in-app inbox (a table of this projection's generation).
+//!
+//! Each notification's id is its effect id: stable for an event, sent as the
+//! `Idempotency-Key` header, so a receiver sees each notification once however often a
+//! crash makes the runtime send it. A rebuild refills the inbox and sends nothing.
+
+mod channel;
+
+use chrono::{DateTime, Utc};
+use platform::config::{self, ConfigError};
+use projection::{ApplyError, EffectError, EffectProjection, Envelope, Pass, Planned};
+use schemas::Event;
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+pub use channel::Channel;
+
+pub const NAME: &str = "notifications";
+
+/// What a notification is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    DocumentReady,
+    ConversationEnded,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::DocumentReady => "document_ready",
+            Kind::ConversationEnded => "conversation_ended",
+        }
+    }
+}
+
+/// One notification to one user.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notification {
+    pub kind: Kind,
+    /// The user to tell: the one whose command caused the event.
+    pub recipient: String,
+    pub subject: String,
+    pub conversation_id: Uuid,
+    pub document_id: Option<Uuid>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// The body a channel sends: the notification with its id and tenant.
+#[derive(Debug, Serialize)]
+pub struct Message<'a> {
+    /// Stable per event: the `Idempotency-Key` a receiver de-duplicates by.
+    pub id: Uuid,
+    pub tenant_id: &'a str,
+    #[serde(flatten)]
+    pub notification: &'a Notification,
+}
+
+pub struct Notifications {
+    channel: Channel,
+}
+
+impl Notifications {
+    pub fn new(channel: Channel) -> Self {
+        Notifications { channel }
+    }
+
+    /// `NOTIFY_CHANNEL`: `log` (default) writes one structured log line per notification;
+    /// `http` POSTs each as JSON to `NOTIFY_HTTP_URL` (timeout `NOTIFY_HTTP_TIMEOUT_MS`,
+    /// default 10000).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let channel = match config::var("NOTIFY_CHANNEL").as_deref() {
+            None | Some("log") => Channel::Log,
+            Some("http") => Channel::http(
+                config::required("NOTIFY_HTTP_URL")?,
+                std::time::Duration::from_millis(config::parse_or(
+                    "NOTIFY_HTTP_TIMEOUT_MS",
+                    10_000u64,
+                )?),
+            ),
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "NOTIFY_CHANNEL",
+                    value: other.to_owned(),
+                    reason: "use log or http".into(),
+                });
+            }
+        };
+        Ok(Notifications::new(channel))
+    }
+}
+
+#[async_trait::async_trait]
+impl EffectProjection for Notifications {
+    type Effect = Notification;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn create_tables(&self, db: &mut PgConnection, s: &str) -> Result<(), sqlx::Error> {
+        for ddl in [
+            format!(
+                "CREATE TABLE {s}.inbox (
+                    notification_id uuid        PRIMARY KEY,
+                    tenant_id       text        NOT NULL,
+                    recipient       text        NOT NULL,
+                    kind            text        NOT NULL,
+                    subject         text        NOT NULL,
+                    conversation_id uuid        NOT NULL,
+                    document_id     uuid,
+                    occurred_at     timestamptz NOT NULL)"
+            ),
+            format!("CREATE INDEX ON {s}.inbox (tenant_id, recipient, occurred_at DESC)"),
+        ] {
+            sqlx::query(&ddl).execute(&mut *db).await?;
+        }
+        Ok(())
+    }
+
+    fn plan(&self, e: &Envelope) -> Vec<Notification> {
+        let Some(recipient) = e.user_id.clone() else {
+            return Vec::new();
+        };
+        let notification = match &e.event {
+            Event::DocumentGenerated(d) => Notification {
+                kind: Kind::DocumentReady,
+                recipient,
+                subject: format!("Your document \"{}\" is ready", d.title),
+                conversation_id: d.conversation_id,
+                document_id: Some(d.document_id),
+                occurred_at: d.generated_at,
+            },
+            Event::ConversationEnded(c) => Notification {
+                kind: Kind::ConversationEnded,
+                recipient,
+                subject: "The conversation has ended".to_owned(),
+                conversation_id: c.conversation_id,
+                document_id: None,
+                occurred_at: c.ended_at,
+            },
+            _ => return Vec::new(),
+        };
+        vec![notification]
+    }
+
+    async fn perform(
+        &self,
+        effects: &[Planned<Notification>],
+        pass: Pass,
+    ) -> Result<(), EffectError> {
+        if pass.is_replay() {
+            // History: these users were told when it happened.
+            return Ok(());
+        }
+        for planned in effects {
+            let message = Message {
+                id: planned.id.0,
+                tenant_id: &planned.tenant_id,
+                notification: &planned.effect,
+            };
+            self.channel.send(&message).await?;
+        }
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        db: &mut PgConnection,
+        s: &str,
+        applied: &[(Envelope, Vec<Planned<Notification>>)],
+        _pass: Pass,
+    ) -> Result<(), ApplyError> {
+        for planned in applied.iter().flat_map(|(_, p)| p) {
+            let n = &planned.effect;
+            sqlx::query(&format!(
+                "INSERT INTO {s}.inbox (notification_id, tenant_id, recipient, kind, subject, conversation_id, document_id, occurred_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
+            ))
+            .bind(planned.id.0)
+            .bind(&planned.tenant_id)
+            .bind(&n.recipient)
+            .bind(n.kind.as_str())
+            .bind(&n.subject)
+            .bind(n.conversation_id)
+            .bind(n.document_id)
+            .bind(n.occurred_at)
+            .execute(&mut *db)
+            .await?;
+        }
+        Ok(())
+    }
+}

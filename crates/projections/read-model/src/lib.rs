@@ -1,0 +1,179 @@
+//! The read-model projection: conversations (title, status, message count, last
+//! activity), messages and documents, per tenant. This crate owns its tables: it creates
+//! and writes them ([`ReadModel`], a table projection) and holds every query the query
+//! API runs on them ([`queries`]), so a change to a column is checked in one place.
+
+pub mod queries;
+
+use projection::{ApplyError, Envelope, Pass, TableProjection};
+use schemas::Event;
+use sqlx::PgConnection;
+
+pub use queries::Reads;
+
+pub const NAME: &str = "read_model";
+
+pub struct ReadModel;
+
+#[async_trait::async_trait]
+impl TableProjection for ReadModel {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn create_tables(&self, db: &mut PgConnection, s: &str) -> Result<(), sqlx::Error> {
+        for ddl in [
+            format!(
+                "CREATE TABLE {s}.conversations (
+                    tenant_id        text        NOT NULL,
+                    conversation_id  uuid        PRIMARY KEY,
+                    title            text        NOT NULL,
+                    status           text        NOT NULL,
+                    message_count    bigint      NOT NULL DEFAULT 0,
+                    metadata         jsonb       NOT NULL,
+                    version          bigint      NOT NULL,
+                    started_at       timestamptz NOT NULL,
+                    last_activity_at timestamptz NOT NULL,
+                    ended_at         timestamptz)"
+            ),
+            format!(
+                "CREATE INDEX ON {s}.conversations (tenant_id, last_activity_at DESC, conversation_id DESC)"
+            ),
+            format!(
+                "CREATE TABLE {s}.messages (
+                    tenant_id         text        NOT NULL,
+                    conversation_id   uuid        NOT NULL,
+                    message_id        uuid        PRIMARY KEY,
+                    sequence          bigint      NOT NULL,
+                    role              text        NOT NULL,
+                    content           text        NOT NULL,
+                    model             text,
+                    prompt_tokens     integer,
+                    completion_tokens integer,
+                    sent_at           timestamptz NOT NULL,
+                    UNIQUE (conversation_id, sequence))"
+            ),
+            format!(
+                "CREATE TABLE {s}.documents (
+                    tenant_id            text        NOT NULL,
+                    document_id          uuid        PRIMARY KEY,
+                    conversation_id      uuid        NOT NULL,
+                    kind                 text        NOT NULL,
+                    title                text        NOT NULL,
+                    format               text        NOT NULL,
+                    content              text        NOT NULL,
+                    source_message_count integer     NOT NULL,
+                    generator_name       text        NOT NULL,
+                    generator_version    text        NOT NULL,
+                    generated_at         timestamptz NOT NULL)"
+            ),
+            format!("CREATE INDEX ON {s}.documents (tenant_id, conversation_id, generated_at)"),
+        ] {
+            sqlx::query(&ddl).execute(&mut *db).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        db: &mut PgConnection,
+        schema: &str,
+        events: &[Envelope],
+        _pass: Pass,
+    ) -> Result<(), ApplyError> {
+        for e in events {
+            apply_one(db, schema, e).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn apply_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), ApplyError> {
+    {
+        let done = match &e.event {
+            Event::ConversationStarted(c) => sqlx::query(&format!(
+                "INSERT INTO {s}.conversations (tenant_id, conversation_id, title, status, metadata, version, started_at, last_activity_at)
+                 VALUES ($1, $2, $3, 'open', $4, $5, $6, $6)"
+            ))
+            .bind(&c.tenant_id)
+            .bind(c.conversation_id)
+            .bind(&c.title)
+            .bind(sqlx::types::Json(&c.metadata))
+            .bind(e.sequence)
+            .bind(c.started_at)
+            .execute(&mut *db)
+            .await?,
+            Event::MessageSent(m) => {
+                sqlx::query(&format!(
+                    "INSERT INTO {s}.messages (tenant_id, conversation_id, message_id, sequence, role, content, model, prompt_tokens, completion_tokens, sent_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                ))
+                .bind(&e.tenant_id)
+                .bind(m.conversation_id)
+                .bind(m.message_id)
+                .bind(e.sequence)
+                .bind(m.role.as_str())
+                .bind(&m.content)
+                .bind(&m.model)
+                .bind(m.prompt_tokens)
+                .bind(m.completion_tokens)
+                .bind(m.sent_at)
+                .execute(&mut *db)
+                .await?;
+                sqlx::query(&format!(
+                    "UPDATE {s}.conversations SET message_count = message_count + 1, version = $2, last_activity_at = $3
+                     WHERE conversation_id = $1"
+                ))
+                .bind(m.conversation_id)
+                .bind(e.sequence)
+                .bind(m.sent_at)
+                .execute(&mut *db)
+                .await?
+            }
+            Event::ConversationRenamed(r) => sqlx::query(&format!(
+                "UPDATE {s}.conversations SET title = $2, version = $3, last_activity_at = $4 WHERE conversation_id = $1"
+            ))
+            .bind(r.conversation_id)
+            .bind(&r.title)
+            .bind(e.sequence)
+            .bind(r.renamed_at)
+            .execute(&mut *db)
+            .await?,
+            Event::ConversationEnded(x) => sqlx::query(&format!(
+                "UPDATE {s}.conversations SET status = 'ended', version = $2, last_activity_at = $3, ended_at = $3
+                 WHERE conversation_id = $1"
+            ))
+            .bind(x.conversation_id)
+            .bind(e.sequence)
+            .bind(x.ended_at)
+            .execute(&mut *db)
+            .await?,
+            Event::DocumentGenerated(d) => sqlx::query(&format!(
+                "INSERT INTO {s}.documents (tenant_id, document_id, conversation_id, kind, title, format, content,
+                                            source_message_count, generator_name, generator_version, generated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ))
+            .bind(&d.tenant_id)
+            .bind(d.document_id)
+            .bind(d.conversation_id)
+            .bind(serde_json::to_value(d.kind).ok().and_then(|v| v.as_str().map(str::to_owned)))
+            .bind(&d.title)
+            .bind(serde_json::to_value(d.format).ok().and_then(|v| v.as_str().map(str::to_owned)))
+            .bind(&d.content)
+            .bind(d.source_message_count)
+            .bind(&d.generator.name)
+            .bind(&d.generator.version)
+            .bind(d.generated_at)
+            .execute(&mut *db)
+            .await?,
+        };
+        if done.rows_affected() == 0 {
+            // An update of a conversation the read model does not have: its start is missing.
+            return Err(ApplyError::Rejected(format!(
+                "{} {} sequence {}: no row to update",
+                e.aggregate_type, e.aggregate_id, e.sequence
+            )));
+        }
+        Ok(())
+    }
+}

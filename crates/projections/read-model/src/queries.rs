@@ -1,0 +1,229 @@
+//! Queries of the read model, always scoped to one tenant, in the live generation.
+//! Every query the query API runs on these tables is here, beside the DDL in `lib.rs`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use projection::{bookkeeping, generation};
+use schemas::VersionToken;
+use serde::Serialize;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use crate::NAME;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the read model has not been built yet")]
+    NoReadModel,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct ConversationView {
+    pub conversation_id: Uuid,
+    pub title: String,
+    /// `open` or `ended`.
+    pub status: String,
+    pub message_count: i64,
+    #[schema(value_type = Object)]
+    pub metadata: sqlx::types::JsonValue,
+    /// Version of the conversation this view reflects.
+    pub version: i64,
+    pub started_at: DateTime<Utc>,
+    pub last_activity_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct MessageView {
+    pub message_id: Uuid,
+    pub conversation_id: Uuid,
+    /// Version of the conversation at which the message was sent.
+    pub sequence: i64,
+    pub role: String,
+    pub content: String,
+    pub model: Option<String>,
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+    pub sent_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct DocumentView {
+    pub document_id: Uuid,
+    pub conversation_id: Uuid,
+    pub kind: String,
+    pub title: String,
+    pub format: String,
+    pub content: String,
+    pub source_message_count: i32,
+    pub generator_name: String,
+    pub generator_version: String,
+    pub generated_at: DateTime<Utc>,
+}
+
+/// Filters and keyset position of a conversation listing (newest activity first).
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    pub status: Option<String>,
+    pub active_after: Option<DateTime<Utc>>,
+    pub active_before: Option<DateTime<Utc>>,
+    /// Continue after this (last_activity_at, conversation_id).
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+pub struct Reads {
+    pool: PgPool,
+}
+
+impl Reads {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn schema(&self) -> Result<String, ReadError> {
+        generation::live_schema_in(&self.pool, NAME)
+            .await?
+            .ok_or(ReadError::NoReadModel)
+    }
+
+    /// The version of an aggregate the read model has applied (0 if none).
+    pub async fn applied_version(&self, token: &VersionToken) -> Result<u64, ReadError> {
+        let s = self.schema().await?;
+        let mut conn = self.pool.acquire().await?;
+        let id = token.id.to_string();
+        let v = bookkeeping::applied(&mut conn, &s, (token.kind.as_str(), &id)).await?;
+        Ok(v.max(0) as u64)
+    }
+
+    /// Waits until the read model has applied `token`, polling, for at most `max`.
+    /// Returns the applied version when it gives up.
+    pub async fn wait_for(
+        &self,
+        token: &VersionToken,
+        max: Duration,
+    ) -> Result<Result<(), u64>, ReadError> {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            // A read model not built yet has applied nothing.
+            let applied = match self.applied_version(token).await {
+                Err(ReadError::NoReadModel) => 0,
+                other => other?,
+            };
+            if applied >= token.version.0 {
+                return Ok(Ok(()));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Err(applied));
+            }
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+
+    pub async fn conversations(
+        &self,
+        tenant: &str,
+        f: &ConversationFilter,
+    ) -> Result<Vec<ConversationView>, ReadError> {
+        let s = self.schema().await?;
+        let (after_time, after_id) = f.after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
+        Ok(sqlx::query_as(&format!(
+            "SELECT conversation_id, title, status, message_count, metadata, version, started_at, last_activity_at, ended_at
+             FROM {s}.conversations
+             WHERE tenant_id = $1
+               AND ($2::text IS NULL OR status = $2)
+               AND ($3::timestamptz IS NULL OR last_activity_at >= $3)
+               AND ($4::timestamptz IS NULL OR last_activity_at < $4)
+               AND ($5::timestamptz IS NULL OR (last_activity_at, conversation_id) < ($5, $6))
+             ORDER BY last_activity_at DESC, conversation_id DESC
+             LIMIT $7"
+        ))
+        .bind(tenant)
+        .bind(&f.status)
+        .bind(f.active_after)
+        .bind(f.active_before)
+        .bind(after_time)
+        .bind(after_id)
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn conversation(
+        &self,
+        tenant: &str,
+        id: Uuid,
+    ) -> Result<Option<ConversationView>, ReadError> {
+        let s = self.schema().await?;
+        Ok(sqlx::query_as(&format!(
+            "SELECT conversation_id, title, status, message_count, metadata, version, started_at, last_activity_at, ended_at
+             FROM {s}.conversations WHERE tenant_id = $1 AND conversation_id = $2"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn messages(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        after_sequence: i64,
+        limit: i64,
+    ) -> Result<Vec<MessageView>, ReadError> {
+        let s = self.schema().await?;
+        Ok(sqlx::query_as(&format!(
+            "SELECT message_id, conversation_id, sequence, role, content, model, prompt_tokens, completion_tokens, sent_at
+             FROM {s}.messages WHERE tenant_id = $1 AND conversation_id = $2 AND sequence > $3
+             ORDER BY sequence LIMIT $4"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .bind(after_sequence)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn documents_of(
+        &self,
+        tenant: &str,
+        conversation: Uuid,
+    ) -> Result<Vec<DocumentView>, ReadError> {
+        let s = self.schema().await?;
+        Ok(sqlx::query_as(&format!(
+            "SELECT document_id, conversation_id, kind, title, format, content, source_message_count,
+                    generator_name, generator_version, generated_at
+             FROM {s}.documents WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY generated_at, document_id"
+        ))
+        .bind(tenant)
+        .bind(conversation)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn document(
+        &self,
+        tenant: &str,
+        id: Uuid,
+    ) -> Result<Option<DocumentView>, ReadError> {
+        let s = self.schema().await?;
+        Ok(sqlx::query_as(&format!(
+            "SELECT document_id, conversation_id, kind, title, format, content, source_message_count,
+                    generator_name, generator_version, generated_at
+             FROM {s}.documents WHERE tenant_id = $1 AND document_id = $2"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,75 @@
+//! Writing events through the command service, as tests and benchmarks do.
+
+use std::sync::Arc;
+
+use commands::{CommandService, NewMessage, RequestMeta};
+
+/// Request metadata for commands sent straight to the service in tests.
+pub fn meta(tenant: &str) -> RequestMeta {
+    RequestMeta {
+        tenant_id: tenant.into(),
+        user_id: "writer".into(),
+        correlation_id: format!("corr-{}", uuid::Uuid::new_v4()),
+        causation_id: format!("cause-{}", uuid::Uuid::new_v4()),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        tracestate: None,
+        idempotency: None,
+    }
+}
+
+/// Starts `n` conversations of `tenant` titled `c0`, `c1`, ...; returns their ids.
+pub async fn start_conversations(
+    service: &CommandService,
+    tenant: &str,
+    n: usize,
+) -> Vec<uuid::Uuid> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let started = service
+            .start_conversation(format!("c{i}"), Default::default(), &meta(tenant))
+            .await
+            .expect("start conversation");
+        ids.push(started.aggregate_id);
+    }
+    ids
+}
+
+/// Sends the user messages `m<n>` for each `n` in `range`, message `n` to
+/// `ids[n % ids.len()]`, from `tasks` concurrent writers. Returns once all are accepted.
+pub async fn send_messages(
+    service: Arc<CommandService>,
+    tenant: &str,
+    ids: Arc<Vec<uuid::Uuid>>,
+    range: std::ops::Range<usize>,
+    tasks: usize,
+) {
+    let writers: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (service, ids, tenant) = (service.clone(), ids.clone(), tenant.to_owned());
+            let range = range.clone();
+            tokio::spawn(async move {
+                for n in range.skip(t).step_by(tasks) {
+                    let message = user_message(&format!("m{n}"));
+                    service
+                        .send_message(ids[n % ids.len()], message, None, &meta(&tenant))
+                        .await
+                        .expect("send message");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+}
+
+/// A user message with `content`.
+pub fn user_message(content: &str) -> NewMessage {
+    NewMessage {
+        role: schemas::Role::User,
+        content: content.into(),
+        model: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+    }
+}

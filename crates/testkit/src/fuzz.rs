@@ -1,0 +1,95 @@
+//! Seeded random input for fuzz tests.
+
+use serde_json::{Map, Value, json};
+
+/// Seeded input generator for fuzz tests (xorshift64*): odd strings (control, non-BMP,
+/// bidi, quoting, very long), random JSON values and objects. Repeatable per seed.
+pub struct FuzzRng(pub u64);
+
+impl FuzzRng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+
+    pub fn string(&mut self) -> String {
+        const PIECES: &[&str] = &[
+            "",
+            " ",
+            "a",
+            "hello",
+            "\u{0}",
+            "\n",
+            "\t",
+            "\u{7f}",
+            "\u{1b}[31m",
+            "é",
+            "😀",
+            "\u{fffd}",
+            "\u{202e}",
+            "'; DROP TABLE events; --",
+            "{\"x\":1}",
+            "\\",
+            "\"",
+            "user",
+            "assistant",
+            "system",
+            "summary",
+            "requirements_spec",
+        ];
+        let mut s = String::new();
+        for _ in 0..self.below(6) {
+            s.push_str(self.pick(PIECES));
+        }
+        if self.below(20) == 0 {
+            s.push_str(&"x".repeat(self.below(40_000) as usize));
+        }
+        s
+    }
+
+    pub fn value(&mut self, depth: u32) -> Value {
+        match self.below(if depth > 3 { 6 } else { 8 }) {
+            0 => Value::Null,
+            1 => json!(self.below(2) == 0),
+            2 => json!(self.next_u64() as i64),
+            3 => json!((self.next_u64() as f64) / 7.0),
+            4 | 5 => json!(self.string()),
+            6 => Value::Array((0..self.below(4)).map(|_| self.value(depth + 1)).collect()),
+            _ => Value::Object(self.object(depth + 1, &[])),
+        }
+    }
+
+    /// An object that mostly has the endpoint's field names, with random values.
+    pub fn object(&mut self, depth: u32, fields: &[&str]) -> Map<String, Value> {
+        let mut m = Map::new();
+        for f in fields {
+            if self.below(5) != 0 {
+                let v = match self.below(3) {
+                    0 => json!(self.string()),
+                    // A map of strings: the shape `metadata` takes.
+                    1 => Value::Object(
+                        (0..self.below(4))
+                            .map(|_| (self.string(), json!(self.string())))
+                            .collect(),
+                    ),
+                    _ => self.value(depth),
+                };
+                m.insert((*f).to_owned(), v);
+            }
+        }
+        if self.below(4) == 0 {
+            m.insert(self.string(), self.value(depth));
+        }
+        m
+    }
+}

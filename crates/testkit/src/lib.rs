@@ -1,0 +1,22 @@
+//! Test kit, a dev-dependency only: nothing here ships in a service.
+//!
+//! * [`env`]: a fresh database and a topic prefix per test, on the stack `dev/stack test`
+//!   provides (a missing `DATABASE_URL`/`KAFKA_BROKERS` fails the test; it never skips).
+//! * [`stack`]: the command service, relay and projectors of one test, without HTTP.
+//! * [`commands`]: writing events through the command service.
+//! * [`projection`]: given commands, then the rows or effects a projection should show.
+//! * [`receiver`]: a real HTTP server standing in for a third-party endpoint.
+//! * [`tokens`]: HS256 tokens and the authenticator test servers use.
+//! * [`fuzz`]: the seeded input generator of the fuzz tests.
+//!
+//! `bin/dev-token` prints a development token for `dev/stack run` and benchmarks.
+
+pub mod commands;
+pub mod env;
+pub mod fuzz;
+pub mod projection;
+pub mod receiver;
+pub mod stack;
+pub mod tokens;
+
+pub use stack::{RunningProjector, RunningRelay, Stack, wait_until};

@@ -1,0 +1,197 @@
+//! The write and read path without HTTP, on one fresh database and topic prefix: the
+//! command service, the relay, and projectors, each started and stopped by the test.
+//! Services' own tests put their HTTP server in front of it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use commands::{CommandService, TemplateGenerator};
+use kafka::KafkaConfig;
+use platform::auth::Role;
+use projection::Sink;
+use projector_runtime::{ProjectorStatus, Runtime, RuntimeError, Settings};
+use relay::{Relay, RelayConfig, RelayStatus};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::env::{self, TestDatabase};
+
+pub struct Stack {
+    pub db: TestDatabase,
+    pub kafka: KafkaConfig,
+    pub service: Arc<CommandService>,
+}
+
+/// A running relay; [`RunningRelay::stop`] stops it gracefully, dropping it does not.
+pub struct RunningRelay {
+    pub task: JoinHandle<()>,
+    pub status: watch::Receiver<RelayStatus>,
+    stop: watch::Sender<bool>,
+}
+
+impl RunningRelay {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the relay has published everything committed so far.
+    pub async fn caught_up(&mut self, total: u64, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let s = *self.status.borrow();
+            if s.active && s.published >= total && s.lag_events == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "relay did not catch up: {s:?}, want {total}"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.status.changed()).await;
+        }
+    }
+}
+
+/// A projector running in this process.
+pub struct RunningProjector {
+    pub task: JoinHandle<Result<(), RuntimeError>>,
+    pub status: watch::Receiver<ProjectorStatus>,
+    stop: watch::Sender<bool>,
+}
+
+impl RunningProjector {
+    /// Graceful stop: commits what was handled and leaves the group.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Stops it the way kill -9 would: nothing committed, nothing left.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// Waits until `done` holds for its status (60 s at most).
+    pub async fn wait_for(&self, what: &str, done: impl FnMut(&ProjectorStatus) -> bool) {
+        let mut status = self.status.clone();
+        tokio::time::timeout(Duration::from_secs(60), status.wait_for(done))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", *self.status.borrow()))
+            .expect("projector status");
+    }
+}
+
+impl Stack {
+    /// A fresh database with every migration, a topic prefix of its own, and the command
+    /// service with the deterministic document generator.
+    pub async fn new() -> Stack {
+        let db = env::database().await;
+        event_store::migrate(&db.pool)
+            .await
+            .expect("event store migrations");
+        projection::migrate(&db.pool)
+            .await
+            .expect("projection migrations");
+        let service = Arc::new(CommandService::new(
+            db.pool.clone(),
+            Arc::new(TemplateGenerator),
+        ));
+        Stack {
+            db,
+            kafka: env::kafka(),
+            service,
+        }
+    }
+
+    /// A token of `tenant` with `roles`, accepted by [`crate::tokens::authenticator`].
+    pub fn token(&self, tenant: &str, roles: &[Role]) -> String {
+        crate::tokens::token(tenant, roles)
+    }
+
+    pub fn relay(&self) -> RunningRelay {
+        let (relay, status) = Relay::new(RelayConfig {
+            name: "test".into(),
+            database_url: self.db.config.url.clone(),
+            kafka: self.kafka.clone(),
+            batch_size: 200,
+            idle_poll: Duration::from_millis(10),
+        });
+        let (stop, stopped) = watch::channel(false);
+        RunningRelay {
+            task: tokio::spawn(relay.run(stopped)),
+            status,
+            stop,
+        }
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count events")
+    }
+
+    /// Projector settings for tests: a group of this test's own, fast retries.
+    pub fn settings(&self, group: &str) -> Settings {
+        Settings {
+            group: format!("{}{group}", self.kafka.topic_prefix),
+            max_attempts: 3,
+            backoff: Duration::from_millis(20),
+            batch_max: 100,
+            lag_interval: Duration::from_millis(200),
+            close_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// Starts a projector once its live generation exists, so tests can read its tables.
+    pub async fn projector<S: Sink>(&self, sink: Arc<S>) -> RunningProjector {
+        let group = sink.name();
+        self.projector_on(self.db.pool.clone(), sink, group).await
+    }
+
+    /// The same on a pool of the test's own, in consumer group `group` of this test.
+    pub async fn projector_on<S: Sink>(
+        &self,
+        pool: sqlx::PgPool,
+        sink: Arc<S>,
+        group: &str,
+    ) -> RunningProjector {
+        self.projector_with(pool, sink, self.settings(group)).await
+    }
+
+    /// The same with settings of the test's own.
+    pub async fn projector_with<S: Sink>(
+        &self,
+        pool: sqlx::PgPool,
+        sink: Arc<S>,
+        settings: Settings,
+    ) -> RunningProjector {
+        projection::generation::ensure_live(&self.db.pool, sink.as_ref())
+            .await
+            .expect("live generation");
+        let (runtime, status) = Runtime::new(pool, sink, self.kafka.clone(), settings);
+        let (stop, stopped) = watch::channel(false);
+        RunningProjector {
+            task: tokio::spawn(runtime.run(stopped)),
+            status,
+            stop,
+        }
+    }
+}
+
+/// Polls `check` until it holds (60 s at most); for conditions no status reports.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,92 @@
+//! Read-side benchmark: projector catch-up rate, rebuild rate, and read-your-writes
+//! latency through both HTTP servers. Run against a fresh durable stack
+//! (see docs/benchmarks.md):
+//!
+//!     dev/stack exec -- cargo run --release -p e2e --example read_bench
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e::Services;
+use platform::auth::Role;
+use projection::TableSink;
+use read_model::ReadModel;
+use serde_json::{Value, json};
+use testkit::commands::{send_messages, start_conversations};
+
+#[tokio::main]
+async fn main() {
+    let stack = Services::spawn().await;
+    let service = stack.commands.stack.service.clone();
+    let ids = Arc::new(start_conversations(&service, "bench", 50).await);
+    send_messages(service.clone(), "bench", ids.clone(), 0..10_000, 16).await;
+    let total = stack.commands.stack.event_count().await as u64;
+
+    // Catch-up: a new consumer group reads the whole backlog from Kafka.
+    let started = Instant::now();
+    let projector = stack.projector().await;
+    let mut status = projector.status.clone();
+    status
+        .wait_for(|s| s.applied >= total)
+        .await
+        .expect("status");
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "projector catch-up: {total} events in {secs:.2} s: {:.0} events/s",
+        total as f64 / secs
+    );
+
+    let report = projection::rebuild(&stack.commands.stack.db.pool, &TableSink(ReadModel))
+        .await
+        .expect("rebuild");
+    println!(
+        "rebuild from the event store: {} events in {:.2} s: {:.0} events/s",
+        report.replayed,
+        report.seconds,
+        report.replayed as f64 / report.seconds
+    );
+
+    // Read-your-writes: command over HTTP, then a read that waits for its position.
+    let http = reqwest::Client::new();
+    let token = stack.commands.token("bench", &[Role::Member]);
+    let mut latencies = Vec::new();
+    for n in 0..200 {
+        let t = Instant::now();
+        let sent: Value = http
+            .post(format!(
+                "{}/v1/conversations/{}/messages",
+                stack.commands.base,
+                ids[n % ids.len()]
+            ))
+            .bearer_auth(&token)
+            .json(&json!({"role": "user", "content": format!("ryw {n}")}))
+            .send()
+            .await
+            .expect("command")
+            .json()
+            .await
+            .expect("json");
+        let resp = http
+            .get(format!(
+                "{}/v1/conversations/{}?position={}",
+                stack.query_base,
+                ids[n % ids.len()],
+                sent["position"].as_str().expect("position")
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("read");
+        assert_eq!(resp.status(), 200);
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+    let ms = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
+    println!(
+        "read-your-writes (command, relay, Kafka, projector, read): p50 {:.1} ms, p99 {:.1} ms over 200",
+        ms(0.5),
+        ms(0.99)
+    );
+    projector.stop().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}

@@ -1,0 +1,88 @@
+//! End-to-end harness: both HTTP APIs over one fresh stack, as the cross-service tests in
+//! `tests/` and the read-side benchmark in `examples/` use them. The only crate that
+//! depends on more than one service; nothing depends on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use platform::auth::Role;
+use projection::TableSink;
+use query_api::http::{AppState as QueryState, router as query_router};
+use read_model::{ReadModel, Reads};
+use testkit::{RunningRelay, Stack};
+use tokio::task::JoinHandle;
+
+/// Both HTTP APIs on loopback over one fresh stack, with the relay running.
+pub struct Services {
+    pub commands: Commands,
+    pub query_base: String,
+    _relay: RunningRelay,
+    servers: Vec<JoinHandle<()>>,
+}
+
+/// The write side as the test sees it: the stack, and the command API's address.
+pub struct Commands {
+    pub stack: Stack,
+    pub base: String,
+}
+
+impl Commands {
+    pub fn token(&self, tenant: &str, roles: &[Role]) -> String {
+        self.stack.token(tenant, roles)
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for s in &self.servers {
+            s.abort();
+        }
+    }
+}
+
+async fn serve(app: axum::Router) -> (String, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(async move {
+        let _ = platform::http::serve(listener, app, std::future::pending()).await;
+    });
+    (base, server)
+}
+
+impl Services {
+    pub async fn spawn() -> Services {
+        let stack = Stack::new().await;
+        let relay = stack.relay();
+        let (command_base, a) = serve(command_api::http::router(command_api::http::AppState {
+            service: stack.service.clone(),
+            auth: testkit::tokens::authenticator(),
+            relay: None,
+        }))
+        .await;
+        let (query_base, b) = serve(query_router(QueryState {
+            reads: Arc::new(Reads::new(stack.db.pool.clone())),
+            auth: testkit::tokens::authenticator(),
+            read_wait_max: Duration::from_secs(5),
+        }))
+        .await;
+        Services {
+            commands: Commands {
+                stack,
+                base: command_base,
+            },
+            query_base,
+            _relay: relay,
+            servers: vec![a, b],
+        }
+    }
+
+    /// Starts a read-model projector.
+    pub async fn projector(&self) -> testkit::RunningProjector {
+        self.commands
+            .stack
+            .projector(Arc::new(TableSink(ReadModel)))
+            .await
+    }
+}

@@ -1,0 +1,71 @@
+//! The query API over HTTP on loopback, in front of a fresh [`Stack`] (command service,
+//! relay, projectors) on one database and topic prefix of the stack `dev/stack test`
+//! provides.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use projection::{Sink, TableSink};
+use query_api::http::{AppState, router};
+use read_model::{ReadModel, Reads};
+use testkit::{RunningProjector, RunningRelay, Stack};
+use tokio::task::JoinHandle;
+
+pub struct ReadStack {
+    /// The write side: database, topics, command service.
+    pub commands: Stack,
+    /// The relay publishing the command side's events (absent with [`ReadStack::without_relay`]).
+    pub relay: Option<RunningRelay>,
+    /// `http://127.0.0.1:<port>` of the query API.
+    pub query_base: String,
+    server: JoinHandle<()>,
+}
+
+impl Drop for ReadStack {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl ReadStack {
+    pub async fn spawn() -> ReadStack {
+        let mut stack = Self::without_relay().await;
+        stack.relay = Some(stack.commands.relay());
+        stack
+    }
+
+    /// For tests that publish records themselves, or need none.
+    pub async fn without_relay() -> ReadStack {
+        let commands = Stack::new().await;
+        let app = router(AppState {
+            reads: Arc::new(Reads::new(commands.db.pool.clone())),
+            auth: testkit::tokens::authenticator(),
+            read_wait_max: Duration::from_secs(5),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let query_base = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let _ = platform::http::serve(listener, app, std::future::pending()).await;
+        });
+        ReadStack {
+            commands,
+            relay: None,
+            query_base,
+            server,
+        }
+    }
+
+    /// Starts a projector of `sink` once its live generation exists.
+    pub async fn projector<S: Sink>(&self, sink: Arc<S>) -> RunningProjector {
+        self.commands.projector(sink).await
+    }
+
+    /// The read-model projector.
+    pub async fn read_model(&self) -> RunningProjector {
+        self.projector(Arc::new(TableSink(ReadModel))).await
+    }
+}
