@@ -9,7 +9,7 @@ use platform::auth::Role;
 use projection::TableSink;
 use query_api::http::{AppState as QueryState, router as query_router};
 use read_model::{ReadModel, Reads};
-use testkit::{RunningRelay, Stack};
+use testkit::{RunningRelay, Stack, serve};
 use tokio::task::JoinHandle;
 
 /// Both HTTP APIs on loopback over one fresh stack, with the relay running.
@@ -38,17 +38,6 @@ impl Drop for Services {
             s.abort();
         }
     }
-}
-
-async fn serve(app: axum::Router) -> (String, JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let server = tokio::spawn(async move {
-        let _ = platform::http::serve(listener, app, std::future::pending()).await;
-    });
-    (base, server)
 }
 
 impl Services {

@@ -48,3 +48,88 @@ async fn a_projector_whose_consumer_cannot_start_exits_instead_of_staying_health
     };
     assert!(!status.success(), "it exits with an error: {status}");
 }
+
+/// Starts `notifications-projector` as a process, delivering over HTTP to `url`.
+fn notifications_projector(stack: &testkit::Stack, url: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_notifications-projector"))
+        .env("DATABASE_URL", &stack.db.config.url)
+        .env("KAFKA_BROKERS", &stack.kafka.brokers)
+        .env("KAFKA_TOPIC_PREFIX", &stack.kafka.topic_prefix)
+        .env("KAFKA_TOPIC_PARTITIONS", stack.kafka.partitions.to_string())
+        .env("KAFKA_FETCH_WAIT_MAX_MS", "10")
+        .env("PROJECTOR_ADDR", free_addr())
+        .env("NOTIFY_CHANNEL", "http")
+        .env("NOTIFY_HTTP_URL", url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start notifications-projector")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notifications_survive_a_kill_9_of_their_projector_and_are_seen_once() {
+    use testkit::commands::{meta, user_message};
+    let stack = testkit::Stack::new().await;
+    let _relay = stack.relay();
+    let receiver = testkit::receiver::Receiver::start().await;
+    let mut projector = notifications_projector(&stack, &receiver.url);
+    let writer = async {
+        for n in 0..60 {
+            let s = &stack.service;
+            let id = s
+                .start_conversation(format!("c{n}"), Default::default(), &meta("acme"))
+                .await
+                .unwrap()
+                .aggregate_id;
+            s.send_message(id, user_message("hello"), None, &meta("acme"))
+                .await
+                .unwrap();
+            s.generate_document(id, schemas::DocumentKind::Summary, None, &meta("acme"))
+                .await
+                .unwrap();
+            s.end_conversation(id, None, None, &meta("acme"))
+                .await
+                .unwrap();
+        }
+    };
+    let kill = async {
+        testkit::wait_until("deliveries under way", || async {
+            receiver.delivered().len() >= 20
+        })
+        .await;
+        projector.kill().expect("kill -9");
+        let _ = projector.wait();
+    };
+    tokio::join!(writer, kill);
+    let mut restarted = notifications_projector(&stack, &receiver.url);
+    testkit::wait_until("every notification recorded", || async {
+        stack
+            .scalar("SELECT count(*) FROM effect_ledger WHERE projection = 'notifications'")
+            .await
+            == 120
+    })
+    .await;
+    let delivered = receiver.delivered();
+    assert_eq!(
+        delivered.len(),
+        120,
+        "each notification delivered under its own id"
+    );
+    let sent: usize = delivered.values().sum();
+    eprintln!("120 notifications, {sent} deliveries (the rest are repeats after the kill)");
+    let inbox: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
+        "SELECT notification_id FROM {}.inbox",
+        stack.live_schema("notifications").await
+    ))
+    .fetch_all(&stack.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(inbox.len(), 120);
+    assert!(
+        inbox
+            .iter()
+            .all(|id| delivered.contains_key(&id.to_string()))
+    );
+    let _ = restarted.kill();
+    let _ = restarted.wait();
+}

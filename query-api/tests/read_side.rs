@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::ReadStack;
 use platform::auth::Role;
-use projection::{TableSink, generation};
+use projection::TableSink;
 use read_model::ReadModel;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -42,17 +42,11 @@ impl Http {
 }
 
 async fn live_schema(stack: &ReadStack) -> String {
-    generation::live_schema_in(&stack.commands.db.pool, "read_model")
-        .await
-        .expect("query")
-        .expect("live generation")
+    stack.commands.live_schema("read_model").await
 }
 
 async fn scalar(stack: &ReadStack, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&stack.commands.db.pool)
-        .await
-        .expect(sql)
+    stack.commands.scalar(sql).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

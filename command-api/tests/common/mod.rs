@@ -35,13 +35,7 @@ impl TestApp {
             auth: testkit::tokens::authenticator(),
             relay: None,
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let server = tokio::spawn(async move {
-            let _ = platform::http::serve(listener, app, std::future::pending()).await;
-        });
+        let (base, server) = testkit::serve(app).await;
         TestApp {
             base,
             stack,

@@ -231,16 +231,29 @@ impl<P: TableProjection> Sink for TableSink<P> {
                     .await?;
             }
         }
-        if pass == Pass::Redrive {
-            for (e, outcome) in events.iter().zip(&outcomes) {
-                if matches!(outcome, Outcome::Applied | Outcome::Duplicate) {
-                    bookkeeping::unpark(&mut tx, &schema, &e.event_ref()).await?;
-                }
-            }
-        }
+        unpark_redriven(&mut tx, &schema, events, &outcomes, pass).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
+}
+
+/// On a re-drive, the events applied (or found applied already) leave the parked queue.
+async fn unpark_redriven(
+    tx: &mut PgConnection,
+    schema: &str,
+    events: &[Envelope],
+    outcomes: &[Outcome],
+    pass: Pass,
+) -> Result<(), sqlx::Error> {
+    if pass != Pass::Redrive {
+        return Ok(());
+    }
+    for (e, outcome) in events.iter().zip(outcomes) {
+        if matches!(outcome, Outcome::Applied | Outcome::Duplicate) {
+            bookkeeping::unpark(tx, schema, &e.event_ref()).await?;
+        }
+    }
+    Ok(())
 }
 
 /// An [`EffectProjection`] driven around its effects: plan, perform, then record.
@@ -358,13 +371,7 @@ impl<P: EffectProjection> EffectSink<P> {
                 bookkeeping::record_performed(&mut tx, name, &e.event_ref(), &ids, pass).await?;
             }
         }
-        if pass == Pass::Redrive {
-            for (e, outcome) in events.iter().zip(&outcomes) {
-                if matches!(outcome, Outcome::Applied | Outcome::Duplicate) {
-                    bookkeeping::unpark(&mut tx, &schema, &e.event_ref()).await?;
-                }
-            }
-        }
+        unpark_redriven(&mut tx, &schema, events, &outcomes, pass).await?;
         tx.commit().await?;
         Ok(outcomes)
     }

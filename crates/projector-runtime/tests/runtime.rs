@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use projection::{ApplyError, Envelope, Pass, Sink, TableProjection, TableSink, generation};
+use projection::{ApplyError, Envelope, Pass, Sink, TableProjection, TableSink};
 use read_model::ReadModel;
 use schemas::Event;
 use sqlx::PgConnection;
@@ -53,17 +53,11 @@ impl ReadStack {
 }
 
 async fn live_schema(stack: &ReadStack) -> String {
-    generation::live_schema_in(&stack.commands.db.pool, "read_model")
-        .await
-        .expect("query")
-        .expect("live generation")
+    stack.commands.live_schema("read_model").await
 }
 
 async fn scalar(stack: &ReadStack, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&stack.commands.db.pool)
-        .await
-        .expect(sql)
+    stack.commands.scalar(sql).await
 }
 
 /// The read model, failing on messages whose content is "poison" while `poisoned` is set.

@@ -126,10 +126,23 @@ impl Stack {
     }
 
     pub async fn event_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM events")
+        self.scalar("SELECT count(*) FROM events").await
+    }
+
+    /// The one `bigint` a query answers.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
             .fetch_one(&self.db.pool)
             .await
-            .expect("count events")
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The schema of a projection's live generation.
+    pub async fn live_schema(&self, projection: &str) -> String {
+        projection::generation::live_schema_in(&self.db.pool, projection)
+            .await
+            .expect("query the live generation")
+            .unwrap_or_else(|| panic!("{projection} has no live generation"))
     }
 
     /// Projector settings for tests: a group of this test's own, fast retries.
@@ -194,4 +207,17 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Serves `app` on a free loopback port; returns its base URL (`http://127.0.0.1:<port>`)
+/// and the server task (abort it to stop).
+pub async fn serve(app: axum::Router) -> (String, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let base = format!("http://{}", listener.local_addr().expect("local address"));
+    let server = tokio::spawn(async move {
+        let _ = platform::http::serve(listener, app, std::future::pending()).await;
+    });
+    (base, server)
 }

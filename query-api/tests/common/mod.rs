@@ -44,13 +44,7 @@ impl ReadStack {
             auth: testkit::tokens::authenticator(),
             read_wait_max: Duration::from_secs(5),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let query_base = format!("http://{}", listener.local_addr().expect("addr"));
-        let server = tokio::spawn(async move {
-            let _ = platform::http::serve(listener, app, std::future::pending()).await;
-        });
+        let (query_base, server) = testkit::serve(app).await;
         ReadStack {
             commands,
             relay: None,
