@@ -25,6 +25,41 @@ fn repo() -> PathBuf {
         .to_owned()
 }
 
+/// Makes sure the service binaries in `target/debug` are built from the code under test.
+/// `dev/stack test` has built them already with these very settings, so this is a
+/// freshness check that takes a moment; run alone, this test builds what is stale.
+fn build_binaries(root: &Path) {
+    let mut cargo = Command::new(env!("CARGO"));
+    // Cargo sets these for a test process; a build script that watches one of them
+    // (ring watches CARGO_MANIFEST_DIR) would count as changed and rebuild everything.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+            || matches!(
+                name.as_str(),
+                "CARGO_TARGET_TMPDIR" | "CARGO_RUSTC_CURRENT_DIR"
+            )
+        {
+            cargo.env_remove(name);
+        }
+    }
+    let status = cargo
+        // What `cargo nextest run --workspace` and `cargo test --workspace` build first.
+        .args(["test", "--workspace", "--no-run", "--quiet"])
+        .current_dir(root)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building the service binaries failed");
+}
+
 /// Sends `signal` to every process of group `pgid`; false when the group is empty.
 fn signal_group(pgid: u32, signal: &str) -> bool {
     Command::new("kill")
@@ -59,18 +94,7 @@ impl Drop for Group {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_process_is_gone_within_ten_seconds_of_ctrl_c_after_the_broker_died() {
     let root = repo();
-    for bin in [
-        "command-api",
-        "query-api",
-        "read-model-projector",
-        "notifications-projector",
-        "dev-token",
-    ] {
-        assert!(
-            root.join("target/debug").join(bin).exists(),
-            "target/debug/{bin} is missing: run the tests through `dev/stack test`, which builds every binary"
-        );
-    }
+    build_binaries(&root);
     let db = testkit::env::database().await;
     let name = format!("shutdown-{}", std::process::id());
     let (commands, queries) = (free_addr(), free_addr());

@@ -180,14 +180,15 @@ impl<S: Sink> Runtime<S> {
         let subscribed: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&subscribed)?;
         tracing::info!(projection = name, group = %self.settings.group, "projector consuming");
-        // Aborted when this future ends or is dropped, so the consumer (and its group
-        // membership) does not outlive the projector.
-        let _lag = AbortOnDrop(tokio::spawn(lag::measure(
+        // Stopped when this future ends or is dropped; it holds the consumer only while
+        // measuring, so the consumer (and its group membership) does not outlive the
+        // projector.
+        let _lag = lag::spawn(
             Arc::downgrade(&consumer),
             self.status.clone(),
             self.settings.lag_interval,
             name,
-        )));
+        );
 
         // Offsets of the records handled so far, committed on the way out. (Not the
         // consumer's position: a record fetched but not handled must come back.)
@@ -246,6 +247,9 @@ impl<S: Sink> Runtime<S> {
             }
         }
         self.close(consumer, handled).await;
+        // Dropping a producer flushes and destroys its client, which waits on a broker
+        // that is gone: let that happen where nobody waits for it.
+        std::thread::spawn(move || drop(producer));
         tracing::info!(projection = name, "projector stopped");
         Ok(())
     }
@@ -526,14 +530,6 @@ fn event_span(projector: &'static str, msg: &BorrowedMessage<'_>) -> tracing::Sp
         );
     }
     span
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]

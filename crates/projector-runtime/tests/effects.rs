@@ -15,10 +15,9 @@ use testkit::{Stack, wait_until};
 use uuid::Uuid;
 
 fn notifier(receiver: &Receiver) -> Arc<EffectSink<Notifications>> {
-    Arc::new(EffectSink::new(Notifications::new(Channel::http(
-        receiver.url.clone(),
-        Duration::from_secs(5),
-    ))))
+    let channel =
+        Channel::http(receiver.url.clone(), Duration::from_secs(5)).expect("receiver URL");
+    Arc::new(EffectSink::new(Notifications::new(channel)))
 }
 
 /// A conversation that calls for two notifications: its summary is ready, it ended.

@@ -6,7 +6,7 @@
 //! ```ignore
 //! let kit = Kit::start(Arc::new(TableSink(ReadModel))).await;
 //! let c = kit.start_conversation("acme", "Plan").await;
-//! kit.send(c, "Ship in May").await;
+//! kit.send("acme", c, "Ship in May").await;
 //! kit.settle().await;
 //! assert_eq!(kit.rows("SELECT title FROM {schema}.conversations").await, vec![json!({"title": "Plan"})]);
 //! ```

@@ -18,14 +18,19 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub fn http(url: String, timeout: Duration) -> Channel {
+    /// An HTTP channel to `url` (an absolute `http` or `https` URL).
+    pub fn http(url: String, timeout: Duration) -> Result<Channel, String> {
+        let parsed = reqwest::Url::parse(&url).map_err(|e| e.to_string())?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("scheme {} is not http or https", parsed.scheme()));
+        }
         let client = reqwest::Client::builder()
             .timeout(timeout)
             // A notification endpoint that redirects is misconfigured, not to be followed.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_default();
-        Channel::Http { url, client }
+            .map_err(|e| e.to_string())?;
+        Ok(Channel::Http { url, client })
     }
 
     pub(crate) async fn send(&self, message: &Message<'_>) -> Result<(), EffectError> {
@@ -71,6 +76,25 @@ impl Channel {
                     Err(EffectError::Rejected(reason))
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_absolute_http_urls_make_a_channel() {
+        let t = Duration::from_secs(1);
+        assert!(Channel::http("https://hooks.example.com/n".into(), t).is_ok());
+        for bad in [
+            "",
+            "hooks.example.com/n",
+            "ftp://hooks.example.com/n",
+            "file:///etc/passwd",
+        ] {
+            assert!(Channel::http(bad.into(), t).is_err(), "{bad}");
         }
     }
 }

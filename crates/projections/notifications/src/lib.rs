@@ -75,13 +75,18 @@ impl Notifications {
     pub fn from_env() -> Result<Self, ConfigError> {
         let channel = match config::var("NOTIFY_CHANNEL").as_deref() {
             None | Some("log") => Channel::Log,
-            Some("http") => Channel::http(
-                config::required("NOTIFY_HTTP_URL")?,
-                std::time::Duration::from_millis(config::parse_or(
+            Some("http") => {
+                let url = config::required("NOTIFY_HTTP_URL")?;
+                let timeout = std::time::Duration::from_millis(config::parse_or(
                     "NOTIFY_HTTP_TIMEOUT_MS",
                     10_000u64,
-                )?),
-            ),
+                )?);
+                Channel::http(url.clone(), timeout).map_err(|reason| ConfigError::Invalid {
+                    name: "NOTIFY_HTTP_URL",
+                    value: url,
+                    reason,
+                })?
+            }
             Some(other) => {
                 return Err(ConfigError::Invalid {
                     name: "NOTIFY_CHANNEL",

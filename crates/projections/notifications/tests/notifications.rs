@@ -13,10 +13,9 @@ use testkit::receiver::Receiver;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_generated_summary_and_an_ended_conversation_notify_the_user_once_each() {
     let receiver = Receiver::start().await;
-    let sink = EffectSink::new(Notifications::new(Channel::http(
-        receiver.url.clone(),
-        Duration::from_secs(5),
-    )));
+    let sink = EffectSink::new(Notifications::new(
+        Channel::http(receiver.url.clone(), Duration::from_secs(5)).expect("receiver URL"),
+    ));
     let kit = Kit::start(Arc::new(sink)).await;
     let c = kit.start_conversation("acme", "Launch plan").await;
     kit.send("acme", c, "Ship in May").await;
