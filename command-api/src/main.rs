@@ -1,4 +1,9 @@
 //! command-api: REST commands plus the outbox relay (one active relay across replicas).
+//!
+//!     command-api                serve commands and run the relay until SIGTERM/Ctrl-C
+//!     command-api relay-reset    move the relay cursor (RELAY_NAME) back to the start of
+//!                                this cluster's log: every event is published again
+//!                                (after a restore into another cluster; see docs/OPERATIONS.md)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,13 +29,24 @@ async fn main() -> anyhow::Result<()> {
     event_store::migrate(&pool)
         .await
         .context("migrating the event store")?;
+    let relay_name = config::var("RELAY_NAME").unwrap_or_else(|| "kafka".into());
+    match std::env::args().nth(1).as_deref() {
+        None | Some("run") => {}
+        Some("relay-reset") => {
+            let mut conn = pool.acquire().await?;
+            event_store::outbox::reset_cursor(&mut conn, &relay_name).await?;
+            println!("relay cursor {relay_name:?} reset: every event will be published again");
+            return Ok(());
+        }
+        Some(other) => anyhow::bail!("unknown command {other:?}: use run or relay-reset"),
+    }
     let auth = Authenticator::new(AuthConfig::from_env()?);
 
     let (stop, stopped) = watch::channel(false);
     let (relay, relay_status) = if config::parse_or("RELAY_ENABLED", true)? {
         let (relay, status) = Relay::new(RelayConfig {
-            name: config::var("RELAY_NAME").unwrap_or_else(|| "kafka".into()),
-            database_url: db.url.clone(),
+            name: relay_name.clone(),
+            database: db.clone(),
             kafka: KafkaConfig::from_env()?,
             batch_size: config::parse_or("RELAY_BATCH_SIZE", 500)?,
             idle_poll: Duration::from_millis(config::parse_or("RELAY_IDLE_POLL_MS", 20)?),
@@ -60,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         service,
         auth,
         relay: relay_status,
+        relay_name,
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await

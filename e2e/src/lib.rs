@@ -48,6 +48,7 @@ impl Services {
             service: stack.service.clone(),
             auth: testkit::tokens::authenticator(),
             relay: None,
+            relay_name: "test".into(),
         }))
         .await;
         let (query_base, b) = serve(query_router(QueryState {

@@ -49,21 +49,39 @@ async fn a_projector_whose_consumer_cannot_start_exits_instead_of_staying_health
     assert!(!status.success(), "it exits with an error: {status}");
 }
 
-/// Starts `notifications-projector` as a process, delivering over HTTP to `url`.
-fn notifications_projector(stack: &testkit::Stack, url: &str) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_notifications-projector"))
+/// Starts `notifications-projector` as a process, delivering over HTTP to `url`, and
+/// waits until it consumes (a new projection first fills itself from the event store as
+/// history, notifying nobody: what matters here is what is written after it started).
+async fn notifications_projector(stack: &testkit::Stack, url: &str) -> std::process::Child {
+    let addr = free_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_notifications-projector"))
         .env("DATABASE_URL", &stack.db.config.url)
         .env("KAFKA_BROKERS", &stack.kafka.brokers)
         .env("KAFKA_TOPIC_PREFIX", &stack.kafka.topic_prefix)
         .env("KAFKA_TOPIC_PARTITIONS", stack.kafka.partitions.to_string())
         .env("KAFKA_FETCH_WAIT_MAX_MS", "10")
-        .env("PROJECTOR_ADDR", free_addr())
+        .env("PROJECTOR_ADDR", &addr)
         .env("NOTIFY_CHANNEL", "http")
         .env("NOTIFY_HTTP_URL", url)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
-        .expect("start notifications-projector")
+        .expect("start notifications-projector");
+    testkit::wait_until("the projector consuming", || async {
+        let status = async {
+            reqwest::get(format!("http://{addr}/status"))
+                .await
+                .ok()?
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+        };
+        status
+            .await
+            .is_some_and(|s| s["assigned_partitions"].as_u64().unwrap_or(0) > 0)
+    })
+    .await;
+    child
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -72,7 +90,7 @@ async fn notifications_survive_a_kill_9_of_their_projector_and_are_seen_once() {
     let stack = testkit::Stack::new().await;
     let _relay = stack.relay();
     let receiver = testkit::receiver::Receiver::start().await;
-    let mut projector = notifications_projector(&stack, &receiver.url);
+    let mut projector = notifications_projector(&stack, &receiver.url).await;
     let writer = async {
         for n in 0..60 {
             let s = &stack.service;
@@ -101,7 +119,7 @@ async fn notifications_survive_a_kill_9_of_their_projector_and_are_seen_once() {
         let _ = projector.wait();
     };
     tokio::join!(writer, kill);
-    let mut restarted = notifications_projector(&stack, &receiver.url);
+    let mut restarted = notifications_projector(&stack, &receiver.url).await;
     testkit::wait_until("every notification recorded", || async {
         stack
             .scalar("SELECT count(*) FROM effect_ledger WHERE projection = 'notifications'")

@@ -209,19 +209,70 @@ pub enum StateError {
     Corrupt(String),
 }
 
-/// Folds `events` with the command side's own aggregate, then shows its public state.
-fn fold<A, V>(events: &[StoredEvent]) -> Result<serde_json::Value, StateError>
+/// Events read per query while folding.
+const FOLD_PAGE: i64 = 500;
+
+/// Folds the aggregate's events up to `as_of` with the command side's own aggregate, page
+/// by page (memory stays bounded by a page however many events it has), then shows its
+/// public state. `None` when no event of the tenant's aggregate is at or before `as_of`.
+async fn fold<A, V>(
+    pool: &PgPool,
+    tenant: &str,
+    kind: AggregateKind,
+    id: &str,
+    as_of: AsOf,
+) -> Result<Option<StateView>, StateError>
 where
     A: Aggregate,
     V: for<'a> From<&'a A> + Serialize,
 {
     let mut aggregate = A::default();
-    for e in events {
-        let event: A::Event = serde_json::from_value(e.payload.clone())
-            .map_err(|err| StateError::Corrupt(err.to_string()))?;
-        aggregate.apply(event);
+    let mut version = 0u64;
+    let mut last_at = None;
+    'pages: loop {
+        let from = version as i64 + 1;
+        let page =
+            log::aggregate_events(pool, kind.as_str(), id, from..=from + FOLD_PAGE - 1).await?;
+        if page.is_empty() {
+            break;
+        }
+        for e in &page {
+            if version == 0 && e.meta("tenant_id") != Some(tenant) {
+                return Ok(None);
+            }
+            let past = match as_of {
+                AsOf::Latest => false,
+                AsOf::Version(v) => e.sequence as u64 > v,
+                // A prefix of the stream: the state as it stood at that time.
+                AsOf::Time(t) => e.recorded_at > t,
+            };
+            if past {
+                break 'pages;
+            }
+            let event: A::Event = serde_json::from_value(e.payload.clone())
+                .map_err(|err| StateError::Corrupt(err.to_string()))?;
+            aggregate.apply(event);
+            version = e.sequence as u64;
+            last_at = Some(e.recorded_at);
+        }
     }
-    serde_json::to_value(V::from(&aggregate)).map_err(|err| StateError::Corrupt(err.to_string()))
+    if let AsOf::Version(v) = as_of
+        && version < v
+    {
+        return Ok(None);
+    }
+    let Some(as_of) = last_at else {
+        return Ok(None);
+    };
+    let state = serde_json::to_value(V::from(&aggregate))
+        .map_err(|err| StateError::Corrupt(err.to_string()))?;
+    Ok(Some(StateView {
+        aggregate_type: kind.as_str().to_owned(),
+        aggregate_id: id.to_owned(),
+        version,
+        as_of,
+        state,
+    }))
 }
 
 /// The aggregate folded from its first event up to a version or a time. `None` when no
@@ -233,34 +284,12 @@ pub async fn state_at(
     id: &str,
     as_of: AsOf,
 ) -> Result<Option<StateView>, StateError> {
-    let upto = match as_of {
-        AsOf::Version(v) => i64::try_from(v).unwrap_or(i64::MAX),
-        AsOf::Time(_) | AsOf::Latest => i64::MAX,
-    };
-    let mut events = log::aggregate_events(pool, kind.as_str(), id, 1..=upto).await?;
-    if let AsOf::Time(t) = as_of {
-        events.retain(|e| e.recorded_at <= t);
+    match kind {
+        AggregateKind::Conversation => {
+            fold::<Conversation, ConversationState>(pool, tenant, kind, id, as_of).await
+        }
+        AggregateKind::Document => {
+            fold::<Document, DocumentState>(pool, tenant, kind, id, as_of).await
+        }
     }
-    if let AsOf::Version(v) = as_of
-        && (events.len() as u64) < v
-    {
-        return Ok(None);
-    }
-    let Some(last) = events.last() else {
-        return Ok(None);
-    };
-    if events.first().and_then(|e| e.meta("tenant_id")) != Some(tenant) {
-        return Ok(None);
-    }
-    let state = match kind {
-        AggregateKind::Conversation => fold::<Conversation, ConversationState>(&events)?,
-        AggregateKind::Document => fold::<Document, DocumentState>(&events)?,
-    };
-    Ok(Some(StateView {
-        aggregate_type: kind.as_str().to_owned(),
-        aggregate_id: id.to_owned(),
-        version: events.len() as u64,
-        as_of: last.recorded_at,
-        state,
-    }))
 }

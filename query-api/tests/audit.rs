@@ -232,6 +232,15 @@ async fn a_tenant_replay_is_in_global_order_filtered_and_resumable() {
         (status, body[0]["code"].clone()),
         (StatusCode::BAD_REQUEST, json!("invalid_event_type"))
     );
+    // A cursor from beyond this cluster's transactions (handed out before a restore).
+    let (status, body) = get_lines(&stack, "acme", "/v1/audit/events?after=9000000000000.1").await;
+    assert_eq!(
+        (status, body[0]["code"].clone()),
+        (
+            StatusCode::BAD_REQUEST,
+            json!("position_from_another_cluster")
+        )
+    );
 }
 
 #[tokio::test]
@@ -270,4 +279,105 @@ async fn a_stream_whose_database_fails_part_way_ends_with_an_error_line() {
     assert_eq!(last["error"]["code"], "stream_interrupted", "{last}");
     assert_eq!(last["error"]["count"], 500);
     assert!(last.get("end").is_none());
+}
+
+/// Appends `n` user messages to a conversation in one statement (sequences 2..=n+1), the
+/// way the command side stores them: a conversation far longer than any page.
+async fn append_messages(stack: &ReadStack, id: Uuid, n: i64) {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT 'conversation', $1, s, 'MessageSent', '1',
+                jsonb_build_object('MessageSent', jsonb_build_object(
+                    'conversation_id', $1, 'message_id', gen_random_uuid(), 'role', 'user',
+                    'content', 'message ' || s || ' ' || repeat('x', 200),
+                    'model', NULL, 'prompt_tokens', NULL, 'completion_tokens', NULL,
+                    'sent_at', (extract(epoch from now()) * 1000)::bigint)),
+                jsonb_build_object('tenant_id', 'acme', 'user_id', 'writer', 'correlation_id', 'bulk',
+                                   'causation_id', 'bulk', 'command', 'SendMessage')
+         FROM generate_series(2, $2 + 1) AS s",
+    )
+    .bind(id.to_string())
+    .bind(n)
+    .execute(&stack.commands.db.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_conversation_of_ten_thousand_messages_is_replayed_summarised_and_folded_page_by_page() {
+    let stack = ReadStack::without_relay().await;
+    let service = stack.commands.service.clone();
+    let id = service
+        .start_conversation("Long".into(), Default::default(), &meta("acme"))
+        .await
+        .unwrap()
+        .aggregate_id;
+    append_messages(&stack, id, 10_000).await;
+
+    // Summarised from a transcript read page by page, into a bounded document.
+    let doc = service
+        .generate_document(id, schemas::DocumentKind::Summary, None, &meta("acme"))
+        .await
+        .unwrap();
+    let schemas::Event::DocumentGenerated(d) = &doc.events[0] else {
+        panic!("{:?}", doc.events[0]);
+    };
+    assert_eq!(d.source_message_count, 10_000);
+    assert!(d.content.contains("10000 messages; the last 200"));
+    assert!(d.content.len() < 80_000, "{} bytes", d.content.len());
+
+    // Replayed as a stream of pages.
+    let (status, lines) = get_lines(
+        &stack,
+        "acme",
+        &format!("/v1/audit/conversation/{id}/events"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(lines.len(), 10_002, "10,001 events and the trailer");
+    assert_eq!(lines[10_001]["end"]["count"], 10_001);
+
+    // Folded page by page, to a version and to a time.
+    let state = |query: String| {
+        let stack = &stack;
+        async move {
+            let resp = reqwest::Client::new()
+                .get(format!(
+                    "{}/v1/audit/conversation/{id}/state?{query}",
+                    stack.query_base
+                ))
+                .bearer_auth(stack.commands.token("acme", &[Role::Auditor]))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let at_9500 = state("version=9500".into()).await;
+    assert_eq!(
+        (
+            at_9500["version"].clone(),
+            at_9500["state"]["message_count"].clone()
+        ),
+        (json!(9500), json!(9499))
+    );
+    let latest = state(String::new()).await;
+    assert_eq!(latest["state"]["message_count"], 10_000);
+    let t: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT recorded_at FROM events WHERE aggregate_id = $1 AND sequence = 1",
+    )
+    .bind(id.to_string())
+    .fetch_one(&stack.commands.db.pool)
+    .await
+    .unwrap();
+    let at_start = state(format!(
+        "at={}",
+        t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    ))
+    .await;
+    assert_eq!(
+        at_start["version"], 1,
+        "the messages were recorded after the start"
+    );
 }

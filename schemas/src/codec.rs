@@ -11,6 +11,11 @@ use crate::events::{Contract, Event, EventType};
 use crate::registry::{REGISTRY, SchemaId};
 
 const MAGIC: u8 = 0;
+
+/// The largest encoded event (wire-format header and Avro datum) the command side stores:
+/// half of Kafka's default 1 MB record limit, leaving room for key and headers. Consumers
+/// may rely on it.
+pub const MAX_EVENT_BYTES: usize = 512 * 1024;
 const HEADER_LEN: usize = 5;
 
 #[derive(Debug, Error)]

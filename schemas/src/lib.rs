@@ -18,7 +18,7 @@ pub mod positions;
 pub mod registry;
 pub mod topics;
 
-pub use codec::{CodecError, decode, encode};
+pub use codec::{CodecError, MAX_EVENT_BYTES, decode, encode};
 pub use events::*;
 pub use headers::EventHeaders;
 pub use positions::{CommitPosition, Version, VersionToken};

@@ -362,7 +362,34 @@ pub async fn relay_status(
     let status = app
         .relay
         .as_ref()
-        .map(|r| *r.borrow())
+        .map(|r| r.borrow().clone())
         .ok_or_else(|| Problem::not_found().detail("this process runs no relay"))?;
     Ok(axum::Json(status).into_response())
+}
+
+/// Asks the active relay to publish its parked events again, each aggregate's in order
+/// (after the cause is fixed, e.g. `KAFKA_MESSAGE_MAX_BYTES` raised on the broker and the
+/// relay). Accepted here; carried out by whichever replica holds the relay lock.
+#[utoipa::path(post, path = "/v1/admin/relay/redrive",
+    responses((status = 202, description = "Re-drive requested"), (status = 403), (status = 404, description = "The relay has never run")),
+    security(("bearer" = [])))]
+pub async fn relay_redrive(
+    State(app): State<AppState>,
+    who: Principal,
+) -> Result<Response, Problem> {
+    who.require_any(&[CallerRole::Admin])?;
+    let requested = event_store::outbox::request_redrive(app.service.pool(), &app.relay_name)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "recording a re-drive request failed");
+            Problem::unavailable("the database did not take the request; retry").retry_after(1)
+        })?;
+    if !requested {
+        return Err(Problem::not_found().detail("no relay of this name has run yet"));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({"status": "redrive requested", "relay": app.relay_name})),
+    )
+        .into_response())
 }

@@ -45,6 +45,15 @@ pub(crate) fn command_failed(e: CommandError) -> Problem {
                     "The conversation has no messages to generate from",
                 ),
             },
+            CommandError::EventTooLarge { bytes, max } => Problem::new(
+                S::UNPROCESSABLE_ENTITY,
+                "event_too_large",
+                "The resulting event is too large",
+            )
+            .detail(format!(
+                "the event would be {bytes} bytes; at most {max} are stored and published"
+            ))
+            .with("max_bytes", max),
             CommandError::Generator(reason) => {
                 tracing::warn!(%reason, "document generator failed");
                 Problem::new(

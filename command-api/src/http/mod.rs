@@ -27,6 +27,9 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// The relay's progress, when this process runs one.
     pub relay: Option<tokio::sync::watch::Receiver<relay::RelayStatus>>,
+    /// The relay deployment's cursor name (`RELAY_NAME`): any replica may ask its active
+    /// relay to re-drive parked events.
+    pub relay_name: String,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -37,6 +40,12 @@ impl FromRef<AppState> for Arc<Authenticator> {
 
 pub fn router(state: AppState) -> Router {
     let pool = state.service.pool().clone();
+    // /readyz says how the relay is doing (stuck, parked, lag); commands are accepted
+    // whatever it does, so it does not make the API unready.
+    let relay = state.relay.clone();
+    let liveness = platform::http::Liveness::default().with_details(
+        move || serde_json::json!({ "relay": relay.as_ref().map(|r| r.borrow().clone()) }),
+    );
     let v1 = Router::new()
         .route("/conversations", post(commands::start_conversation))
         .route("/conversations/{id}/messages", post(commands::send_message))
@@ -50,14 +59,12 @@ pub fn router(state: AppState) -> Router {
             post(commands::generate_document),
         )
         .route("/admin/relay", get(commands::relay_status))
+        .route("/admin/relay/redrive", post(commands::relay_redrive))
         .with_state(state);
     Router::new()
         .nest("/v1", v1)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
-        .merge(platform::http::health_routes(
-            pool,
-            platform::http::Liveness::default(),
-        ))
+        .merge(platform::http::health_routes(pool, liveness))
         .fallback(|| async { platform::problem::Problem::not_found().detail("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(platform::context::propagate))

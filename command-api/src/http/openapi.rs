@@ -14,7 +14,8 @@ use super::commands;
         commands::rename_conversation,
         commands::end_conversation,
         commands::generate_document,
-        commands::relay_status
+        commands::relay_status,
+        commands::relay_redrive
     ),
     components(schemas(
         commands::StartConversation,

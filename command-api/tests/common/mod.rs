@@ -34,6 +34,7 @@ impl TestApp {
             service: stack.service.clone(),
             auth: testkit::tokens::authenticator(),
             relay: None,
+            relay_name: "test".into(),
         });
         let (base, server) = testkit::serve(app).await;
         TestApp {

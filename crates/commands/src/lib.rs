@@ -18,10 +18,11 @@ use std::time::Duration;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
 use domain::{
-    Command, CommandContext, Conversation, ConversationCommand, ConversationEvent, Document,
-    DocumentCommand, DomainError, Transcript, Version,
+    Command, CommandContext, Conversation, ConversationCommand, Document, DocumentCommand,
+    DomainError, Transcript, Version,
 };
 use event_store::{Store, idempotency, log};
+use platform::backoff::Backoff;
 use schemas::{AggregateKind, DocumentKind, Event, Role, VersionToken};
 use sqlx::PgPool;
 use thiserror::Error;
@@ -109,8 +110,26 @@ pub enum CommandError {
     Contended(u32),
     #[error("document generation failed: {0}")]
     Generator(String),
+    #[error("the event would be {bytes} bytes; at most {max} are published")]
+    EventTooLarge { bytes: usize, max: usize },
     #[error("event store: {0}")]
     Storage(String),
+}
+
+/// Refuses an event whose published form would exceed [`schemas::MAX_EVENT_BYTES`]:
+/// nothing that cannot be published is ever stored.
+fn check_size(event: Event) -> Result<(), CommandError> {
+    let bytes = event
+        .encode()
+        .map_err(|e| CommandError::Storage(format!("event does not encode: {e}")))?
+        .len();
+    if bytes > schemas::MAX_EVENT_BYTES {
+        return Err(CommandError::EventTooLarge {
+            bytes,
+            max: schemas::MAX_EVENT_BYTES,
+        });
+    }
+    Ok(())
 }
 
 fn storage(e: impl fmt::Display) -> CommandError {
@@ -300,7 +319,7 @@ impl CommandService {
                 conversation_id,
                 kind,
                 title,
-                source_message_count: transcript.messages.len(),
+                source_message_count: transcript.total_messages,
                 generated,
             },
         };
@@ -315,33 +334,45 @@ impl CommandService {
         .await
     }
 
+    /// The conversation's transcript, read page by page: memory stays bounded by the
+    /// page and [`domain::document::TRANSCRIPT_MAX_MESSAGES`], however long it is.
     async fn transcript(&self, id: Uuid, tenant_id: &str) -> Result<Transcript, CommandError> {
-        let events = self
-            .conversations
-            .load_events(&id.to_string())
+        const PAGE: i64 = 500;
+        let aggregate_id = id.to_string();
+        let mut transcript: Option<Transcript> = None;
+        let mut after = 0;
+        loop {
+            let page = log::aggregate_events(
+                &self.pool,
+                AggregateKind::Conversation.as_str(),
+                &aggregate_id,
+                after + 1..=after + PAGE,
+            )
             .await
             .map_err(storage)?;
-        let mut transcript: Option<Transcript> = None;
-        for envelope in events {
-            match envelope.payload {
-                ConversationEvent::ConversationStarted(e) if e.tenant_id == tenant_id => {
-                    transcript = Some(Transcript {
-                        conversation_id: id,
-                        title: e.title,
-                        messages: Vec::new(),
-                    })
-                }
-                ConversationEvent::MessageSent(m) => {
-                    if let Some(t) = transcript.as_mut() {
-                        t.messages.push((m.role, m.content));
+            let Some(last) = page.last() else { break };
+            after = last.sequence;
+            for stored in page {
+                match stored.event().map_err(storage)? {
+                    Event::ConversationStarted(e) if e.tenant_id == tenant_id => {
+                        transcript = Some(Transcript::new(id, e.title));
                     }
-                }
-                ConversationEvent::ConversationRenamed(r) => {
-                    if let Some(t) = transcript.as_mut() {
-                        t.title = r.title;
+                    Event::MessageSent(m) => {
+                        if let Some(t) = transcript.as_mut() {
+                            t.push(m.role, m.content);
+                        }
                     }
+                    Event::ConversationRenamed(r) => {
+                        if let Some(t) = transcript.as_mut() {
+                            t.title = r.title;
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
+            }
+            // Another tenant's conversation: no need to read on.
+            if transcript.is_none() {
+                break;
             }
         }
         transcript.ok_or(CommandError::Domain(DomainError::NotFound))
@@ -370,6 +401,8 @@ impl CommandService {
             return Ok(done);
         }
         let metadata = meta.to_metadata(name);
+        // Random jitter: replicas contending for one aggregate do not retry in step.
+        let mut backoff = Backoff::new(Duration::from_millis(4), Duration::from_millis(100));
         for attempt in 1..=self.max_attempts {
             let mut context = store
                 .load_aggregate(&id.to_string())
@@ -381,6 +414,9 @@ impl CommandService {
                 .handle(command.clone(), &(), &sink)
                 .await?;
             let events = sink.collect().await;
+            for event in &events {
+                check_size(event.clone().into())?;
+            }
             match store.commit(events, context, metadata.clone()).await {
                 Ok(committed) => {
                     let version = committed.last().map_or(0, |e| e.sequence as u64);
@@ -399,9 +435,7 @@ impl CommandService {
                         return Ok(done);
                     }
                     tracing::debug!(%kind, %id, attempt, "storage conflict, retrying");
-                    let jitter = u64::from(id.as_u128() as u8 % 8);
-                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 3 + jitter))
-                        .await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(AggregateError::UserError(e)) => return Err(e.into()),
                 Err(e) => return Err(storage(e)),
@@ -454,5 +488,31 @@ impl CommandService {
     /// request. Returns how many were removed.
     pub async fn expire_idempotency_keys(&self, ttl: Duration) -> Result<u64, CommandError> {
         idempotency::expire(&self.pool, ttl).await.map_err(storage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_larger_than_the_contract_allows_is_refused_before_it_is_stored() {
+        let message = |content: String| {
+            Event::MessageSent(schemas::MessageSent {
+                conversation_id: Uuid::nil(),
+                message_id: Uuid::nil(),
+                role: Role::User,
+                content,
+                model: None,
+                prompt_tokens: None,
+                completion_tokens: None,
+                sent_at: schemas::timestamp_now(),
+            })
+        };
+        assert!(check_size(message("fits".into())).is_ok());
+        assert!(matches!(
+            check_size(message("x".repeat(schemas::MAX_EVENT_BYTES))),
+            Err(CommandError::EventTooLarge { max, .. }) if max == schemas::MAX_EVENT_BYTES
+        ));
     }
 }

@@ -13,15 +13,41 @@ use uuid::Uuid;
 use super::validate::{self, TITLE_MAX};
 use super::{Command, DomainError, Version, check_access};
 
+/// At most this many of a conversation's messages (the most recent) go into a
+/// transcript: a document, and the memory it takes to write one, stay bounded however
+/// long the conversation.
+pub const TRANSCRIPT_MAX_MESSAGES: usize = 200;
+
 /// What a generator reads: the conversation as the command side knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transcript {
     pub conversation_id: Uuid,
     pub title: String,
+    /// The most recent messages, oldest first, at most [`TRANSCRIPT_MAX_MESSAGES`].
     pub messages: Vec<(Role, String)>,
+    /// How many messages the conversation has in all.
+    pub total_messages: usize,
 }
 
 impl Transcript {
+    pub fn new(conversation_id: Uuid, title: String) -> Self {
+        Transcript {
+            conversation_id,
+            title,
+            messages: Vec::new(),
+            total_messages: 0,
+        }
+    }
+
+    /// Adds the conversation's next message, forgetting the oldest kept one when full.
+    pub fn push(&mut self, role: Role, content: String) {
+        if self.messages.len() == TRANSCRIPT_MAX_MESSAGES {
+            self.messages.remove(0);
+        }
+        self.messages.push((role, content));
+        self.total_messages += 1;
+    }
+
     /// A document needs something to be generated from.
     pub fn check_generatable(&self) -> Result<(), DomainError> {
         if self.messages.is_empty() {
@@ -76,11 +102,18 @@ pub fn template(kind: DocumentKind, t: &Transcript) -> GeneratedDocument {
         DocumentKind::Summary => {
             let users = by(Role::User).count();
             let assistant = by(Role::Assistant).count();
-            let mut doc = format!(
-                "# Summary: {}\n\n{} messages ({users} from the user, {assistant} from the assistant).\n\n",
-                t.title,
-                t.messages.len()
-            );
+            let shown = t.messages.len();
+            let mut doc = if t.total_messages > shown {
+                format!(
+                    "# Summary: {}\n\n{} messages; the last {shown} ({users} from the user, {assistant} from the assistant).\n\n",
+                    t.title, t.total_messages
+                )
+            } else {
+                format!(
+                    "# Summary: {}\n\n{shown} messages ({users} from the user, {assistant} from the assistant).\n\n",
+                    t.title
+                )
+            };
             for (role, text) in &t.messages {
                 doc.push_str(&format!("- **{}**: {}\n", role.as_str(), excerpt(text)));
             }
@@ -106,7 +139,7 @@ pub enum DocumentCommand {
         kind: DocumentKind,
         /// Overrides the generator's title.
         title: Option<String>,
-        /// How many messages the generator read.
+        /// How many messages the conversation had (the generator read the most recent).
         source_message_count: usize,
         generated: GeneratedDocument,
     },
@@ -218,14 +251,9 @@ mod tests {
 
     #[test]
     fn the_template_generator_is_deterministic_and_uses_the_messages() {
-        let t = Transcript {
-            conversation_id: Uuid::new_v4(),
-            title: "Shop".into(),
-            messages: vec![
-                (Role::User, "We need   online payments".into()),
-                (Role::Assistant, "Use a PSP with 3-D Secure".into()),
-            ],
-        };
+        let mut t = Transcript::new(Uuid::new_v4(), "Shop".into());
+        t.push(Role::User, "We need   online payments".into());
+        t.push(Role::Assistant, "Use a PSP with 3-D Secure".into());
         let a = template(DocumentKind::RequirementsSpec, &t);
         let b = template(DocumentKind::RequirementsSpec, &t);
         assert_eq!(a, b);
@@ -246,5 +274,23 @@ mod tests {
             "{}",
             s.content
         );
+    }
+
+    #[test]
+    fn a_long_conversation_gives_a_bounded_transcript_and_document() {
+        let mut t = Transcript::new(Uuid::new_v4(), "Long".into());
+        for n in 0..10_000 {
+            t.push(Role::User, format!("message {n} {}", "x".repeat(300)));
+        }
+        assert_eq!(t.total_messages, 10_000);
+        assert_eq!(t.messages.len(), TRANSCRIPT_MAX_MESSAGES);
+        assert!(t.messages[0].1.starts_with("message 9800 "));
+        let doc = template(DocumentKind::Summary, &t);
+        assert!(
+            doc.content.contains("10000 messages; the last 200"),
+            "{}",
+            &doc.content[..200]
+        );
+        assert!(doc.content.len() < 80_000, "{} bytes", doc.content.len());
     }
 }

@@ -43,13 +43,27 @@ pub async fn find(
     .transpose()
 }
 
+/// Keys deleted per transaction when expiring.
+const EXPIRE_BATCH: i64 = 1000;
+
 /// Forgets keys older than `ttl`; a request with a forgotten key is a new request.
+/// Deletes in small transactions: one long writing transaction would hold back every
+/// committed-order reader of the log (the relay, audit replays) until it ended.
 /// Returns how many were removed.
-pub async fn expire(db: impl PgExecutor<'_>, ttl: Duration) -> Result<u64, sqlx::Error> {
-    let removed =
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval")
-            .bind(format!("{} milliseconds", ttl.as_millis()))
-            .execute(db)
-            .await?;
-    Ok(removed.rows_affected())
+pub async fn expire(db: &sqlx::PgPool, ttl: Duration) -> Result<u64, sqlx::Error> {
+    let mut removed = 0;
+    loop {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE ctid IN (\
+                 SELECT ctid FROM idempotency_keys WHERE created_at < now() - $1::interval LIMIT $2)",
+        )
+        .bind(format!("{} milliseconds", ttl.as_millis()))
+        .bind(EXPIRE_BATCH)
+        .execute(db)
+        .await?;
+        removed += done.rows_affected();
+        if done.rows_affected() < EXPIRE_BATCH as u64 {
+            return Ok(removed);
+        }
+    }
 }

@@ -108,19 +108,32 @@ pub async fn read_after(
     rows.iter().map(StoredEvent::from_row).collect()
 }
 
-/// How far a reader at `at` is behind: committed events after it, and the age of the
-/// oldest of them.
-pub async fn lag(db: impl PgExecutor<'_>, at: CommitPosition) -> Result<(i64, f64), sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT count(*) AS behind, \
-                COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(recorded_at)), 0)::float8 AS seconds \
-         FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2)",
+/// How far a reader at `at` is behind, estimated from positions rather than counted:
+/// the global positions handed out after it (an upper bound: a rolled-back append uses one
+/// too), and the age of the oldest committed event after it. Two index lookups, whatever
+/// the size of the backlog.
+pub async fn backlog(
+    db: &mut sqlx::PgConnection,
+    at: CommitPosition,
+) -> Result<(i64, f64), sqlx::Error> {
+    let last: Option<i64> = sqlx::query_scalar(
+        "SELECT pg_sequence_last_value(pg_get_serial_sequence('events', 'global_position'))",
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    let seconds: Option<f64> = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM clock_timestamp() - recorded_at)::float8 FROM events \
+         WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+         ORDER BY tx_id, global_position LIMIT 1",
     )
     .bind(at.tx_id.to_string())
     .bind(at.global)
-    .fetch_one(db)
+    .fetch_optional(&mut *db)
     .await?;
-    Ok((row.try_get("behind")?, row.try_get("seconds")?))
+    let Some(seconds) = seconds else {
+        return Ok((0, 0.0));
+    };
+    Ok(((last.unwrap_or(0) - at.global).max(1), seconds.max(0.0)))
 }
 
 /// The events of one aggregate whose sequence is in `sequences`, in sequence order.
@@ -206,4 +219,17 @@ pub async fn owner(
     .fetch_optional(db)
     .await
     .map(Option::flatten)
+}
+
+/// The id the next transaction of this cluster gets, about: a [`CommitPosition`] whose
+/// `tx_id` is beyond it was not made in this cluster (a restore into another cluster, or
+/// a forged cursor) and would skip events if read from.
+pub async fn next_tx_id(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let text: String = sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
+        .fetch_one(db)
+        .await?;
+    text.parse().map_err(|e| sqlx::Error::ColumnDecode {
+        index: "pg_current_xact_id".into(),
+        source: Box::new(e),
+    })
 }

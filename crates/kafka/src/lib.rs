@@ -44,6 +44,13 @@ pub struct KafkaConfig {
     pub replication: i32,
     /// `KAFKA_FETCH_WAIT_MAX_MS` (default 100): how long a fetch waits for data.
     pub fetch_wait_max_ms: u32,
+    /// `KAFKA_MESSAGE_MAX_BYTES` (default 1000000): the largest record the producer sends
+    /// and the `max.message.bytes` of topics this deployment creates. The relay parks an
+    /// event whose record would be larger; commands refuse events well below it.
+    pub message_max_bytes: usize,
+    /// `KAFKA_REQUEST_TIMEOUT_MS` (default 30000): how long a record may wait for the
+    /// broker's acknowledgement, and an admin request (topic creation) for its answer.
+    pub request_timeout: Duration,
     /// `KAFKA_PROPERTIES`: extra librdkafka properties, `key=value;key=value`
     /// (security.protocol, sasl.* for a managed cluster).
     pub extra: Vec<(String, String)>,
@@ -65,11 +72,16 @@ impl KafkaConfig {
             partitions: config::parse_or("KAFKA_TOPIC_PARTITIONS", 6)?,
             replication: config::parse_or("KAFKA_REPLICATION_FACTOR", 1)?,
             fetch_wait_max_ms: config::parse_or("KAFKA_FETCH_WAIT_MAX_MS", 100)?,
+            message_max_bytes: config::parse_or("KAFKA_MESSAGE_MAX_BYTES", 1_000_000)?,
+            request_timeout: Duration::from_millis(config::parse_or(
+                "KAFKA_REQUEST_TIMEOUT_MS",
+                30_000,
+            )?),
             extra,
         })
     }
 
-    /// Settings shared by every client.
+    /// Settings shared by every client, with `KAFKA_PROPERTIES` applied.
     pub fn client_config(&self, client_id: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
@@ -80,16 +92,28 @@ impl KafkaConfig {
         c
     }
 
-    /// A producer that neither loses nor reorders records: idempotent, `acks=all`.
+    /// A producer that neither loses nor reorders records: idempotent, `acks=all`, at
+    /// most 5 requests in flight. These are set after `KAFKA_PROPERTIES`, so no extra
+    /// property can weaken them.
     pub fn producer(&self, client_id: &str) -> Result<FutureProducer, KafkaSetupError> {
-        Ok(self
-            .client_config(client_id)
-            .set("enable.idempotence", "true")
+        let mut c = ClientConfig::new();
+        // Defaults first, then KAFKA_PROPERTIES (which may tune them), then what order
+        // and durability rest on.
+        c.set("linger.ms", "5")
+            .set("compression.type", "none")
+            .set(
+                "message.timeout.ms",
+                self.request_timeout.as_millis().to_string(),
+            )
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", client_id);
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        Ok(c.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("max.in.flight.requests.per.connection", "5")
-            .set("linger.ms", "5")
-            .set("compression.type", "none")
-            .set("message.timeout.ms", "30000")
+            .set("message.max.bytes", self.message_max_bytes.to_string())
             .create()?)
     }
 
@@ -115,6 +139,7 @@ impl KafkaConfig {
     /// Creates the topics that do not exist yet; existing ones are left as they are.
     pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), KafkaSetupError> {
         let admin: AdminClient<DefaultClientContext> = self.client_config("admin").create()?;
+        let max_message_bytes = self.message_max_bytes.to_string();
         let new: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|t| {
@@ -123,9 +148,12 @@ impl KafkaConfig {
                     self.partitions,
                     TopicReplication::Fixed(self.replication),
                 )
+                .set("max.message.bytes", &max_message_bytes)
             })
             .collect();
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(self.request_timeout))
+            .request_timeout(Some(self.request_timeout));
         for result in admin.create_topics(&new, &opts).await? {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

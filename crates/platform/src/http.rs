@@ -31,12 +31,31 @@ pub async fn serve(
 /// A part of the process that must keep running for the process to be alive (a
 /// projector's consumer loop, say). Once it has failed, `/healthz` answers 503, so an
 /// orchestrator restarts a process that no longer does its work.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Liveness {
     failure: Arc<Mutex<Option<String>>>,
+    /// What `/readyz` reports besides the database (a relay's state, say).
+    details: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Liveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Liveness")
+            .field("failure", &self.failure())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Liveness {
+    /// `/readyz` also shows `details()` (it informs; it does not make the process unready).
+    pub fn with_details(
+        mut self,
+        details: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        self.details = Some(Arc::new(details));
+        self
+    }
+
     pub fn fail(&self, reason: impl Into<String>) {
         let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         failure.get_or_insert_with(|| reason.into());
@@ -88,7 +107,13 @@ async fn ready(State(health): State<Health>) -> impl IntoResponse {
         );
     }
     match sqlx::query("SELECT 1").execute(&health.pool).await {
-        Ok(_) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))),
+        Ok(_) => {
+            let mut body = json!({"status": "ready"});
+            if let (Some(details), Some(obj)) = (&health.liveness.details, body.as_object_mut()) {
+                obj.insert("details".into(), details());
+            }
+            (StatusCode::OK, axum::Json(body))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "database not reachable");
             (

@@ -1,5 +1,6 @@
 //! Platform code every Threadline binary shares, so each concern lives in one place:
 //!
+//! * [`backoff`]: exponential backoff with random jitter, for every retry loop.
 //! * [`auth`]: JWT authentication (HS256 or RS256/JWKS), roles, the `Principal` extractor.
 //! * [`problem`]: problem+json errors and a JSON extractor that rejects with them.
 //! * [`context`]: correlation, causation and W3C trace context of each request (middleware).
@@ -13,6 +14,7 @@
 //! librdkafka; test fixtures are in `testkit`, a dev-dependency only.
 
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod context;
 pub mod db;

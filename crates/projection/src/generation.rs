@@ -58,6 +58,14 @@ pub async fn create(db: &mut PgConnection, sink: &dyn Sink, n: i32) -> Result<St
 
 /// Makes sure the projection has a live generation (generation 1 on first start).
 pub async fn ensure_live(pool: &PgPool, sink: &dyn Sink) -> Result<String, sqlx::Error> {
+    Ok(ensure_live_created(pool, sink).await?.0)
+}
+
+/// Same, also saying whether this call created generation 1 (which is then empty).
+pub async fn ensure_live_created(
+    pool: &PgPool,
+    sink: &dyn Sink,
+) -> Result<(String, bool), sqlx::Error> {
     let mut tx = pool.begin().await?;
     // One starter at a time creates generation 1.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('projection:' || $1))")
@@ -66,7 +74,7 @@ pub async fn ensure_live(pool: &PgPool, sink: &dyn Sink) -> Result<String, sqlx:
         .await?;
     if let Some(schema) = live_schema(&mut tx, sink.name()).await? {
         tx.commit().await?;
-        return Ok(schema);
+        return Ok((schema, false));
     }
     let schema = create(&mut tx, sink, 1).await?;
     sqlx::query("INSERT INTO projections (name, generation, schema_name) VALUES ($1, 1, $2)")
@@ -75,7 +83,7 @@ pub async fn ensure_live(pool: &PgPool, sink: &dyn Sink) -> Result<String, sqlx:
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(schema)
+    Ok((schema, true))
 }
 
 /// The live generation number.

@@ -22,7 +22,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 
 pub use apply::{EffectSink, Outcome, Sink, TableSink, Target};
 pub use envelope::{Envelope, EnvelopeError, EventRef};
-pub use rebuild::{RebuildReport, rebuild};
+pub use rebuild::{RebuildReport, bootstrap, rebuild};
 pub use redrive::{RedriveReport, redrive};
 pub use sink::{
     ApplyError, EffectError, EffectId, EffectProjection, Pass, Planned, TableProjection,

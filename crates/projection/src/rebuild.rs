@@ -129,6 +129,26 @@ async fn replay(
     }
 }
 
+/// Fills a projection's first generation from the event store (with [`Pass::Rebuild`]:
+/// history, not news) before it starts consuming. A new projector cannot count on Kafka
+/// still holding every event: retention may have dropped old ones, and an aggregate with
+/// no newer event would never reach it. Returns how many events were applied.
+pub async fn bootstrap(
+    pool: &PgPool,
+    sink: &dyn Sink,
+    schema: &str,
+) -> Result<u64, ProjectionError> {
+    let mut report = RebuildReport {
+        generation: 1,
+        schema: schema.to_owned(),
+        replayed: 0,
+        parked: 0,
+        seconds: 0.0,
+    };
+    replay(pool, sink, schema, CommitPosition::START, &mut report).await?;
+    Ok(report.replayed)
+}
+
 /// Rebuilds the projection into generation N+1 and makes it live. One rebuild at a time.
 pub async fn rebuild(pool: &PgPool, sink: &dyn Sink) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();

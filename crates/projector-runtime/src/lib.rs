@@ -22,6 +22,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use kafka::{KafkaConfig, KafkaSetupError};
+use platform::backoff::Backoff;
 use projection::bookkeeping;
 use projection::{ApplyError, Envelope, EventRef, Outcome, Pass, Sink, Target, generation};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -35,10 +36,15 @@ use tokio::sync::watch;
 
 pub use dead_letter::dead_letter_topic;
 
+/// Longest wait between two retries.
+const MAX_DELAY: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("filling the new projection from the event store: {0}")]
+    Bootstrap(#[from] projection::ProjectionError),
     #[error(transparent)]
     Kafka(#[from] KafkaSetupError),
     #[error("kafka: {0}")]
@@ -51,7 +57,8 @@ pub struct Settings {
     pub group: String,
     /// Attempts before an event is parked (`PROJECTOR_MAX_ATTEMPTS`, default 5).
     pub max_attempts: u32,
-    /// First retry delay, doubled per attempt (`PROJECTOR_RETRY_BACKOFF_MS`, default 100).
+    /// First retry delay, doubled per attempt with random jitter (`PROJECTOR_RETRY_BACKOFF_MS`,
+    /// default 100).
     pub backoff: Duration,
     /// Most records handed to the sink in one call (`PROJECTOR_BATCH_MAX`, default 100).
     pub batch_max: usize,
@@ -166,7 +173,20 @@ impl<S: Sink> Runtime<S> {
     /// group. Returns early only with an error (the projector is then not working).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), RuntimeError> {
         let name = self.sink.name();
-        generation::ensure_live(&self.pool, self.sink.as_ref()).await?;
+        let (schema, created) =
+            generation::ensure_live_created(&self.pool, self.sink.as_ref()).await?;
+        if created {
+            tracing::info!(
+                projection = name,
+                "new projection: filling it from the event store"
+            );
+            let replayed = projection::bootstrap(&self.pool, self.sink.as_ref(), &schema).await?;
+            tracing::info!(
+                projection = name,
+                replayed,
+                "filled from the event store; now consuming"
+            );
+        }
         let mut topics: Vec<String> = AggregateKind::ALL
             .iter()
             .map(|k| k.topic(&self.kafka.topic_prefix))
@@ -358,7 +378,7 @@ impl<S: Sink> Runtime<S> {
         events: &[Envelope],
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<Result<Vec<Outcome>, ApplyError>> {
-        let mut delay = self.settings.backoff;
+        let mut backoff = Backoff::new(self.settings.backoff, MAX_DELAY);
         loop {
             match self
                 .sink
@@ -369,10 +389,9 @@ impl<S: Sink> Runtime<S> {
                     tracing::warn!(error = %e, "database or sink unavailable; retrying");
                     self.status.send_modify(|s| s.outage_retries += 1);
                     tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
                         _ = shutdown.wait_for(|stop| *stop) => return None,
                     }
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
                 other => return Some(other),
             }
@@ -389,6 +408,7 @@ impl<S: Sink> Runtime<S> {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<()> {
         let mut error = String::new();
+        let mut backoff = Backoff::new(self.settings.backoff, MAX_DELAY);
         for attempt in 1..=self.settings.max_attempts {
             match self
                 .apply_waiting(std::slice::from_ref(event), shutdown)
@@ -404,9 +424,8 @@ impl<S: Sink> Runtime<S> {
                     error = e.to_string();
                     tracing::warn!(attempt, error = %e, aggregate = %event.aggregate_id, sequence = event.sequence, "apply failed");
                     if attempt < self.settings.max_attempts {
-                        let delay = self.settings.backoff * 2u32.pow(attempt - 1);
                         tokio::select! {
-                            _ = tokio::time::sleep(delay.min(Duration::from_secs(10))) => {}
+                            _ = tokio::time::sleep(backoff.next_delay()) => {}
                             _ = shutdown.wait_for(|stop| *stop) => return None,
                         }
                     }
@@ -430,17 +449,16 @@ impl<S: Sink> Runtime<S> {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<()> {
         let name = self.sink.name();
-        let mut delay = self.settings.backoff;
+        let mut backoff = Backoff::new(self.settings.backoff, MAX_DELAY);
         let newly = loop {
             match bookkeeping::park_in_live(&self.pool, name, at, msg.payload(), error).await {
                 Ok(newly) => break newly,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot park event; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
                         _ = shutdown.wait_for(|stop| *stop) => return None,
                     }
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
         };

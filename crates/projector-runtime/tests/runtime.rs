@@ -550,3 +550,36 @@ async fn a_member_leaving_after_a_rebalance_does_not_rewind_partitions_it_gave_a
     }
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_projection_fills_itself_from_the_store_when_kafka_no_longer_has_the_events() {
+    // Nothing was ever published: as if retention had dropped every record.
+    let stack = ReadStack::without_relay().await;
+    let service = stack.commands.service.clone();
+    let ids = Arc::new(start_conversations(&service, "acme", 3).await);
+    send_messages(service, "acme", ids, 0..30, 1).await;
+    // A projector whose projection does not exist yet (no generation made for it).
+    let (runtime, status) = projector_runtime::Runtime::new(
+        stack.commands.db.pool.clone(),
+        Arc::new(TableSink(ReadModel)),
+        stack.commands.kafka.clone(),
+        stack.commands.settings("fresh"),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(runtime.run(stopped));
+    wait_until("the new read model filled from the event store", || async {
+        match projection::generation::live_schema_in(&stack.commands.db.pool, "read_model")
+            .await
+            .unwrap()
+        {
+            Some(schema) => {
+                scalar(&stack, &format!("SELECT count(*) FROM {schema}.messages")).await == 30
+            }
+            None => false,
+        }
+    })
+    .await;
+    assert_eq!(status.borrow().applied, 0, "none of it came from Kafka");
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+}

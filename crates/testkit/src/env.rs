@@ -47,6 +47,7 @@ pub async fn database() -> TestDatabase {
     let config = DbConfig {
         url,
         max_connections: 40,
+        statement_timeout: std::time::Duration::from_secs(60),
     };
     let pool = config
         .connect()
@@ -64,6 +65,8 @@ pub fn kafka() -> KafkaConfig {
         partitions: 3,
         replication: 1,
         fetch_wait_max_ms: 10,
+        message_max_bytes: 1_000_000,
+        request_timeout: std::time::Duration::from_secs(30),
         extra: Vec::new(),
     }
 }

@@ -39,7 +39,7 @@ impl RunningRelay {
     pub async fn caught_up(&mut self, total: u64, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let s = *self.status.borrow();
+            let s = self.status.borrow().clone();
             if s.active && s.published >= total && s.lag_events == 0 {
                 return;
             }
@@ -110,11 +110,16 @@ impl Stack {
     }
 
     pub fn relay(&self) -> RunningRelay {
+        self.relay_with(self.kafka.clone(), 200)
+    }
+
+    /// A relay with Kafka settings and a batch size of the test's own.
+    pub fn relay_with(&self, kafka: KafkaConfig, batch_size: i64) -> RunningRelay {
         let (relay, status) = Relay::new(RelayConfig {
             name: "test".into(),
-            database_url: self.db.config.url.clone(),
-            kafka: self.kafka.clone(),
-            batch_size: 200,
+            database: self.db.config.clone(),
+            kafka,
+            batch_size,
             idle_poll: Duration::from_millis(10),
         });
         let (stop, stopped) = watch::channel(false);

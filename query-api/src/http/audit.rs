@@ -88,8 +88,26 @@ pub async fn tenant_events(
                 .collect::<Result<Vec<_>, _>>()?,
         ),
     };
+    let after = position(q.after.as_deref(), "after")?;
+    if let Some(after) = after {
+        let next = event_store::log::next_tx_id(app.reads.pool())
+            .await
+            .map_err(db_error)?;
+        if after.tx_id > next {
+            // Not a position of this cluster (restored or migrated since it was handed
+            // out): reading after it would skip events silently.
+            return Err(Problem::bad_request(
+                "position_from_another_cluster",
+                format!(
+                    "after is at transaction {}, beyond this cluster's {next}: the database was \
+                     restored or migrated since; start again without after",
+                    after.tx_id
+                ),
+            ));
+        }
+    }
     let filter = TenantFilter {
-        after: position(q.after.as_deref(), "after")?.unwrap_or(CommitPosition::START),
+        after: after.unwrap_or(CommitPosition::START),
         store: event_store::log::TenantFilter {
             until: position(q.until.as_deref(), "until")?,
             from_time: q.from_time,

@@ -107,15 +107,12 @@ fn limit(raw: Option<i64>) -> Result<i64, Problem> {
     }
 }
 
-fn conversation_cursor(c: &ConversationView) -> String {
-    format!(
-        "{}.{}",
-        c.last_activity_at.timestamp_micros(),
-        c.conversation_id
-    )
+/// A keyset cursor `<microseconds>.<uuid>` (a time and an id that breaks ties).
+fn time_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    format!("{}.{id}", at.timestamp_micros())
 }
 
-fn parse_conversation_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), Problem> {
+fn parse_time_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), Problem> {
     let bad = || Problem::bad_request("invalid_cursor", "cursor is not one this API returned");
     let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
@@ -153,11 +150,7 @@ pub async fn list_conversations(
         status: q.status,
         active_after: q.active_after,
         active_before: q.active_before,
-        after: q
-            .cursor
-            .as_deref()
-            .map(parse_conversation_cursor)
-            .transpose()?,
+        after: q.cursor.as_deref().map(parse_time_cursor).transpose()?,
         limit: limit + 1,
     };
     let items = app
@@ -165,11 +158,9 @@ pub async fn list_conversations(
         .conversations(&who.tenant_id, &filter)
         .await
         .map_err(read_failed)?;
-    Ok(Json(Page::from_overfetch(
-        items,
-        limit,
-        conversation_cursor,
-    )))
+    Ok(Json(Page::from_overfetch(items, limit, |c| {
+        time_cursor(c.last_activity_at, c.conversation_id)
+    })))
 }
 
 #[utoipa::path(get, path = "/v1/conversations/{id}", params(("id" = Uuid, Path), Consistency),
@@ -246,17 +237,35 @@ pub async fn list_messages(
     })))
 }
 
-#[utoipa::path(get, path = "/v1/conversations/{id}/documents", params(("id" = Uuid, Path), Consistency),
-    responses((status = 200, body = Vec<DocumentView>), (status = 404)), security(("bearer" = [])))]
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListDocuments {
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1-100, default 20.
+    pub limit: Option<i64>,
+    pub position: Option<String>,
+    pub wait_ms: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/v1/conversations/{id}/documents", params(("id" = Uuid, Path), ListDocuments),
+    responses((status = 200, body = Page<DocumentView>), (status = 400), (status = 404), (status = 503)), security(("bearer" = [])))]
 pub async fn list_documents(
     State(app): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-    Query(c): Query<Consistency>,
-) -> Result<Json<Vec<DocumentView>>, Problem> {
+    Query(q): Query<ListDocuments>,
+) -> Result<Json<Page<DocumentView>>, Problem> {
     who.require_any(READERS)?;
     let id = parse_id(&id)?;
-    consistent(&app, &c).await?;
+    consistent(
+        &app,
+        &Consistency {
+            position: q.position.clone(),
+            wait_ms: q.wait_ms,
+        },
+    )
+    .await?;
     if app
         .reads
         .conversation(&who.tenant_id, id)
@@ -266,12 +275,16 @@ pub async fn list_documents(
     {
         return Err(Problem::not_found());
     }
-    Ok(Json(
-        app.reads
-            .documents_of(&who.tenant_id, id)
-            .await
-            .map_err(read_failed)?,
-    ))
+    let limit = limit(q.limit)?;
+    let after = q.cursor.as_deref().map(parse_time_cursor).transpose()?;
+    let items = app
+        .reads
+        .documents_of(&who.tenant_id, id, after, limit + 1)
+        .await
+        .map_err(read_failed)?;
+    Ok(Json(Page::from_overfetch(items, limit, |d| {
+        time_cursor(d.generated_at, d.document_id)
+    })))
 }
 
 #[utoipa::path(get, path = "/v1/documents/{id}", params(("id" = Uuid, Path), Consistency),

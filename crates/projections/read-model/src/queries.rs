@@ -193,19 +193,29 @@ impl Reads {
         .await?)
     }
 
+    /// A conversation's documents, oldest first, after the keyset `after`
+    /// (`generated_at`, `document_id`), at most `limit`.
     pub async fn documents_of(
         &self,
         tenant: &str,
         conversation: Uuid,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
     ) -> Result<Vec<DocumentView>, ReadError> {
         let s = self.schema().await?;
+        let (after_time, after_id) = after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
         Ok(sqlx::query_as(&format!(
             "SELECT document_id, conversation_id, kind, title, format, content, source_message_count,
                     generator_name, generator_version, generated_at
-             FROM {s}.documents WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY generated_at, document_id"
+             FROM {s}.documents WHERE tenant_id = $1 AND conversation_id = $2
+               AND ($3::timestamptz IS NULL OR (generated_at, document_id) > ($3, $4))
+             ORDER BY generated_at, document_id LIMIT $5"
         ))
         .bind(tenant)
         .bind(conversation)
+        .bind(after_time)
+        .bind(after_id)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?)
     }

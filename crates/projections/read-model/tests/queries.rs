@@ -56,7 +56,13 @@ async fn every_query_runs_on_the_tables_the_projection_creates() {
     );
     assert!(reads.conversation("acme", id).await.unwrap().is_none());
     assert!(reads.messages("acme", id, 0, 10).await.unwrap().is_empty());
-    assert!(reads.documents_of("acme", id).await.unwrap().is_empty());
+    assert!(
+        reads
+            .documents_of("acme", id, Some((chrono::Utc::now(), id)), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(reads.document("acme", id).await.unwrap().is_none());
 }
 
