@@ -629,3 +629,36 @@ async fn an_expired_idempotency_key_makes_a_new_request() {
     );
     assert_eq!(app.event_count().await, 2);
 }
+
+#[tokio::test]
+async fn a_database_that_cannot_be_reached_answers_503_with_retry_after() {
+    // A pool whose database is gone (nothing listens on port 1).
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(500))
+        .connect_lazy("postgres://threadline@127.0.0.1:1/gone")
+        .unwrap();
+    let service = std::sync::Arc::new(commands::CommandService::new(
+        pool,
+        std::sync::Arc::new(commands::TemplateGenerator),
+    ));
+    let app = command_api::http::router(command_api::http::AppState {
+        service,
+        auth: testkit::tokens::authenticator(),
+        relay: None,
+        relay_name: "test".into(),
+    });
+    let (base, server) = testkit::serve(app).await;
+    let token = testkit::tokens::token("acme", &[Role::Member]);
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/conversations"))
+        .bearer_auth(&token)
+        .json(&json!({"title": "During the outage"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "database_unavailable", "{body}");
+    server.abort();
+}

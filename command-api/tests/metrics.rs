@@ -7,7 +7,8 @@ use common::TestApp;
 use platform::auth::Role;
 use serde_json::json;
 
-/// The value of `http_requests_total{method="POST",status="201"}` in a scrape (0 if absent).
+/// The value of `http_requests_total{method="POST",route="/v1/conversations",status="201"}`
+/// in a scrape (0 if absent).
 async fn created_count(app: &TestApp) -> f64 {
     let text = reqwest::get(format!("{}/metrics", app.base))
         .await
@@ -19,6 +20,7 @@ async fn created_count(app: &TestApp) -> f64 {
         .filter(|l| {
             l.starts_with("http_requests_total{")
                 && l.contains("method=\"POST\"")
+                && l.contains("route=\"/v1/conversations\"")
                 && l.contains("status=\"201\"")
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -45,4 +47,64 @@ async fn metrics_count_requests() {
         3.0,
         "each of this test's three accepted commands is counted once"
     );
+}
+
+/// Label sets of `http_requests_total` in a scrape.
+async fn series(app: &TestApp) -> std::collections::BTreeSet<String> {
+    let text = reqwest::get(format!("{}/metrics", app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("http_requests_total{"))
+        .filter_map(|l| l.rsplit_once(' ').map(|(labels, _)| labels.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn made_up_methods_and_paths_do_not_grow_the_metrics() {
+    let app = TestApp::spawn().await;
+    let http = reqwest::Client::new();
+    // Warm up the label sets an anonymous caller can reach at all.
+    for (method, path) in [
+        ("BREW", "/nope"),
+        ("GET", "/nope"),
+        ("BREW", "/v1/conversations"),
+    ] {
+        let _ = http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", app.base),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let before = series(&app).await;
+    for n in 0..300 {
+        let method = reqwest::Method::from_bytes(format!("M{n}X").as_bytes()).unwrap();
+        let path = if n % 2 == 0 {
+            format!("/random/{n}")
+        } else {
+            format!("/v1/conversations/{}/messages", uuid_like(n))
+        };
+        let resp = http
+            .request(method, format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_client_error(), "{path}: {}", resp.status());
+    }
+    let after = series(&app).await;
+    let grown: Vec<&String> = after.difference(&before).collect();
+    assert!(
+        grown.len() <= 2,
+        "300 made-up requests added label sets: {grown:#?}"
+    );
+}
+
+fn uuid_like(n: usize) -> String {
+    format!("00000000-0000-0000-0000-{n:012}")
 }

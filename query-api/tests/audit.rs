@@ -381,3 +381,38 @@ async fn a_conversation_of_ten_thousand_messages_is_replayed_summarised_and_fold
         "the messages were recorded after the start"
     );
 }
+
+#[tokio::test]
+async fn a_database_that_cannot_be_reached_answers_503_with_retry_after() {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(500))
+        .connect_lazy("postgres://threadline@127.0.0.1:1/gone")
+        .unwrap();
+    let app = query_api::http::router(query_api::http::AppState {
+        reads: std::sync::Arc::new(read_model::Reads::new(pool)),
+        auth: testkit::tokens::authenticator(),
+        read_wait_max: std::time::Duration::from_secs(1),
+    });
+    let (base, server) = testkit::serve(app).await;
+    let token = testkit::tokens::token("acme", &[Role::Member, Role::Auditor]);
+    let id = Uuid::new_v4();
+    for path in [
+        "/v1/conversations".to_owned(),
+        format!("/v1/conversations/{id}"),
+        "/v1/audit/events".to_owned(),
+        format!("/v1/audit/conversation/{id}/events"),
+        format!("/v1/audit/conversation/{id}/state"),
+    ] {
+        let resp = reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(resp.headers()["retry-after"], "1", "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "database_unavailable", "{path}: {body}");
+    }
+    server.abort();
+}

@@ -185,3 +185,58 @@ async fn a_projector_killed_and_restarted_ends_equal_to_a_rebuild_from_the_store
     .await;
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_tenants_position_token_behaves_as_one_that_does_not_exist() {
+    let stack = ReadStack::spawn().await;
+    let projector = stack.read_model().await;
+    let service = stack.commands.service.clone();
+    let theirs = start_conversations(&service, "acme", 1).await[0];
+    for n in 0..5 {
+        service
+            .send_message(theirs, user_message(&format!("m{n}")), None, &meta("acme"))
+            .await
+            .unwrap();
+    }
+    projector
+        .wait_for("acme's conversation applied", |s| s.applied == 6)
+        .await;
+    let q = &stack.query_base;
+    let outsider = Http::new(&stack, "globex", &[Role::Member]);
+    // Already applied (version 3) and not yet (version 999999): neither may differ from an
+    // id that does not exist, in status, body or time taken.
+    for version in [3, 999_999] {
+        let mut answers = Vec::new();
+        for id in [theirs, uuid::Uuid::new_v4()] {
+            let started = std::time::Instant::now();
+            let (status, body) = outsider
+                .get(format!(
+                    "{q}/v1/conversations?position=conversation:{id}:{version}&wait_ms=300"
+                ))
+                .await;
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_millis(300),
+                "version {version}: answered after {took:?}, before the wait ran out"
+            );
+            answers.push((
+                status,
+                body["code"].clone(),
+                body["applied_version"].clone(),
+            ));
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "version {version}: another tenant's id answers like a missing one"
+        );
+        assert_eq!(
+            answers[0],
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!("position_not_reached"),
+                serde_json::json!(0)
+            )
+        );
+    }
+    projector.stop().await;
+}

@@ -79,10 +79,25 @@ pub(crate) fn command_failed(e: CommandError) -> Problem {
                 .detail("retry the request")
                 .retry_after(1)
             }
+            CommandError::Unavailable(reason) => {
+                tracing::warn!(%reason, "event store unavailable");
+                database_unavailable()
+            }
             CommandError::Storage(reason) => {
                 tracing::error!(%reason, "event store failure");
                 Problem::internal()
             }
         }
     }
+}
+
+/// 503 `database_unavailable` with `Retry-After`: the database cannot be reached right now.
+pub(crate) fn database_unavailable() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "database_unavailable",
+        "The database is unavailable",
+    )
+    .detail("the database cannot be reached right now; retry shortly")
+    .retry_after(1)
 }

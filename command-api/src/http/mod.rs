@@ -60,12 +60,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/relay", get(commands::relay_status))
         .route("/admin/relay/redrive", post(commands::relay_redrive))
+        .method_not_allowed_fallback(|| async { platform::problem::Problem::method_not_allowed() })
         .with_state(state);
     Router::new()
         .nest("/v1", v1)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
         .merge(platform::http::health_routes(pool, liveness))
         .fallback(|| async { platform::problem::Problem::not_found().detail("no such route") })
+        .method_not_allowed_fallback(|| async { platform::problem::Problem::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(platform::context::propagate))
 }

@@ -114,6 +114,9 @@ pub enum CommandError {
     EventTooLarge { bytes: usize, max: usize },
     #[error("event store: {0}")]
     Storage(String),
+    /// The database is unreachable, restarting or overloaded: retry later.
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Refuses an event whose published form would exceed [`schemas::MAX_EVENT_BYTES`]:
@@ -134,6 +137,27 @@ fn check_size(event: Event) -> Result<(), CommandError> {
 
 fn storage(e: impl fmt::Display) -> CommandError {
     CommandError::Storage(e.to_string())
+}
+
+/// A database error: unavailable (503 and retry) or a storage failure.
+fn db(e: sqlx::Error) -> CommandError {
+    if event_store::is_unavailable(&e) {
+        CommandError::Unavailable(e.to_string())
+    } else {
+        CommandError::Storage(e.to_string())
+    }
+}
+
+/// An error cqrs-es boxed: unavailable when it is a database that cannot be reached.
+fn aggregate_error(e: AggregateError<DomainError>) -> CommandError {
+    match e {
+        AggregateError::UserError(e) => e.into(),
+        AggregateError::DatabaseConnectionError(e) => CommandError::Unavailable(e.to_string()),
+        AggregateError::UnexpectedError(e) if event_store::is_unavailable_dyn(e.as_ref()) => {
+            CommandError::Unavailable(e.to_string())
+        }
+        other => storage(other),
+    }
 }
 
 /// One async mutex per aggregate, so commands to the same aggregate run one at a time in
@@ -349,7 +373,7 @@ impl CommandService {
                 after + 1..=after + PAGE,
             )
             .await
-            .map_err(storage)?;
+            .map_err(db)?;
             let Some(last) = page.last() else { break };
             after = last.sequence;
             for stored in page {
@@ -407,7 +431,7 @@ impl CommandService {
             let mut context = store
                 .load_aggregate(&id.to_string())
                 .await
-                .map_err(storage)?;
+                .map_err(aggregate_error)?;
             let sink = EventSink::default();
             context
                 .aggregate()
@@ -437,8 +461,7 @@ impl CommandService {
                     tracing::debug!(%kind, %id, attempt, "storage conflict, retrying");
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
-                Err(AggregateError::UserError(e)) => return Err(e.into()),
-                Err(e) => return Err(storage(e)),
+                Err(e) => return Err(aggregate_error(e)),
             }
         }
         Err(CommandError::Contended(self.max_attempts))
@@ -452,7 +475,7 @@ impl CommandService {
     ) -> Result<Option<Accepted>, CommandError> {
         let Some(hit) = idempotency::find(&self.pool, tenant_id, &idem.key)
             .await
-            .map_err(storage)?
+            .map_err(db)?
         else {
             return Ok(None);
         };
@@ -469,7 +492,7 @@ impl CommandService {
             hit.first_sequence..=hit.last_sequence,
         )
         .await
-        .map_err(storage)?;
+        .map_err(db)?;
         let events = stored
             .iter()
             .map(event_store::StoredEvent::event)
@@ -487,7 +510,7 @@ impl CommandService {
     /// Forgets idempotency keys older than `ttl`; a request with a forgotten key is a new
     /// request. Returns how many were removed.
     pub async fn expire_idempotency_keys(&self, ttl: Duration) -> Result<u64, CommandError> {
-        idempotency::expire(&self.pool, ttl).await.map_err(storage)
+        idempotency::expire(&self.pool, ttl).await.map_err(db)
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod idempotency;
 pub mod log;
 pub mod outbox;
+mod unavailable;
 
 use cqrs_es::Aggregate;
 use cqrs_es::persist::PersistedEventStore;
@@ -21,6 +22,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 
 pub use log::StoredEvent;
 pub use schemas::CommitPosition;
+pub use unavailable::{is_transient_sqlstate, is_unavailable, is_unavailable_dyn};
 
 /// The event store's migrations. Other crates keep their own (with other version
 /// numbers) in the same database, so missing versions are ignored.

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::RwLock;
 
+/// Longest a JWKS fetch may take (connect and answer).
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+
 use crate::config::{self, ConfigError};
 use crate::problem::Problem;
 
@@ -75,12 +78,15 @@ pub enum AuthError {
     Missing,
     #[error("the token has expired")]
     Expired,
+    /// Why, in a fixed phrase: never parser internals.
     #[error("the token is not valid: {0}")]
-    Invalid(String),
+    Invalid(&'static str),
     #[error("the token's signing key is unknown")]
     UnknownKey,
-    #[error("the key set could not be fetched: {0}")]
-    KeysUnavailable(String),
+    /// The key set could not be fetched (the reason is logged, not shown: it names an
+    /// internal service).
+    #[error("the signing keys cannot be fetched right now; retry later")]
+    KeysUnavailable,
 }
 
 impl From<AuthError> for Problem {
@@ -91,9 +97,14 @@ impl From<AuthError> for Problem {
             AuthError::Invalid(_) | AuthError::UnknownKey => {
                 (StatusCode::UNAUTHORIZED, "invalid_token")
             }
-            AuthError::KeysUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable"),
+            AuthError::KeysUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable"),
         };
-        Problem::new(status, code, "Authentication failed").detail(e.to_string())
+        let problem = Problem::new(status, code, "Authentication failed").detail(e.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            problem.retry_after(5)
+        } else {
+            problem
+        }
     }
 }
 
@@ -155,16 +166,18 @@ impl AuthConfig {
     }
 }
 
-struct Jwks {
-    set: JwkSet,
-    fetched: Option<Instant>,
-}
-
 /// Verifies bearer tokens. Cheap to share (`Arc`).
+///
+/// Keys known are looked up under a read lock that a refresh takes only to swap the set
+/// in, never while fetching: a slow or failing key server does not hold up callers whose
+/// key is known. A token naming an unknown `kid` triggers at most one fetch per
+/// `jwks_min_refresh`, whether the previous one succeeded or not, and a fetch has its own
+/// timeout; concurrent unknown `kid`s wait for the one fetch in flight.
 pub struct Authenticator {
     config: AuthConfig,
     validation: Validation,
-    jwks: RwLock<Jwks>,
+    keys: RwLock<JwkSet>,
+    refresh: tokio::sync::Mutex<Option<Instant>>,
     http: reqwest::Client,
 }
 
@@ -194,12 +207,11 @@ impl Authenticator {
         Arc::new(Self {
             config,
             validation,
-            jwks: RwLock::new(Jwks {
-                set: JwkSet { keys: Vec::new() },
-                fetched: None,
-            }),
+            keys: RwLock::new(JwkSet { keys: Vec::new() }),
+            refresh: tokio::sync::Mutex::new(None),
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
+                .timeout(JWKS_FETCH_TIMEOUT)
+                .connect_timeout(JWKS_FETCH_TIMEOUT)
                 .build()
                 .unwrap_or_default(),
         })
@@ -215,13 +227,14 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
+        refuse_critical_headers(token)?;
         let key = match &self.config.keys {
             KeySource::Hs256 { secret } => DecodingKey::from_secret(secret),
             KeySource::Jwks { url } => self.jwks_key(url, token).await?,
         };
         let data = decode::<Claims>(token, &key, &self.validation).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => AuthError::Expired,
-            other => AuthError::Invalid(format!("{other:?}")),
+            other => AuthError::Invalid(reason(other)),
         })?;
         let claims = data.claims;
         // Both end up in every event's metadata: refuse what could not be stored.
@@ -229,7 +242,7 @@ impl Authenticator {
             |s: &str| !s.trim().is_empty() && s.len() <= 256 && !s.chars().any(char::is_control);
         if !usable(&claims.tenant_id) || !usable(&claims.sub) {
             return Err(AuthError::Invalid(
-                "sub and tenant_id must be 1-256 printable characters".into(),
+                "sub and tenant_id must be 1-256 printable characters",
             ));
         }
         let roles = claims
@@ -245,40 +258,28 @@ impl Authenticator {
     }
 
     async fn jwks_key(&self, url: &str, token: &str) -> Result<DecodingKey, AuthError> {
-        let header =
-            decode_header(token).map_err(|e| AuthError::Invalid(format!("{:?}", e.kind())))?;
+        let header = decode_header(token).map_err(|e| AuthError::Invalid(reason(e.kind())))?;
         if header.alg != Algorithm::RS256 {
-            return Err(AuthError::Invalid(format!(
-                "algorithm {:?} not accepted",
-                header.alg
-            )));
+            return Err(AuthError::Invalid("algorithm not accepted"));
         }
-        let kid = header
-            .kid
-            .ok_or_else(|| AuthError::Invalid("no kid in header".into()))?;
+        let kid = header.kid.ok_or(AuthError::Invalid("no kid in header"))?;
         if let Some(key) = self.find_key(&kid).await {
             return key;
         }
         {
-            let mut jwks = self.jwks.write().await;
-            let stale = jwks
-                .fetched
-                .is_none_or(|t| t.elapsed() >= self.config.jwks_min_refresh);
-            if stale && jwks.set.find(&kid).is_none() {
-                let set = self
-                    .http
-                    .get(url)
-                    .send()
-                    .await
-                    .and_then(reqwest::Response::error_for_status)
-                    .map_err(|e| AuthError::KeysUnavailable(e.to_string()))?
-                    .json::<JwkSet>()
-                    .await
-                    .map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
-                *jwks = Jwks {
-                    set,
-                    fetched: Some(Instant::now()),
-                };
+            // One fetch at a time; the others wait for it rather than fetch again.
+            let mut last_attempt = self.refresh.lock().await;
+            let due = last_attempt.is_none_or(|t| t.elapsed() >= self.config.jwks_min_refresh);
+            if due && self.find_key(&kid).await.is_none() {
+                *last_attempt = Some(Instant::now());
+                let fetched = self.fetch(url).await;
+                match fetched {
+                    Ok(set) => *self.keys.write().await = set,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "fetching the JWKS failed");
+                        return Err(AuthError::KeysUnavailable);
+                    }
+                }
             }
         }
         self.find_key(&kid)
@@ -286,12 +287,56 @@ impl Authenticator {
             .unwrap_or(Err(AuthError::UnknownKey))
     }
 
+    async fn fetch(&self, url: &str) -> Result<JwkSet, reqwest::Error> {
+        self.http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json::<JwkSet>()
+            .await
+    }
+
     async fn find_key(&self, kid: &str) -> Option<Result<DecodingKey, AuthError>> {
-        let jwks = self.jwks.read().await;
-        jwks.set.find(kid).map(|jwk| {
+        let keys = self.keys.read().await;
+        keys.find(kid).map(|jwk| {
             DecodingKey::from_jwk(jwk)
-                .map_err(|e| AuthError::Invalid(format!("bad key: {:?}", e.kind())))
+                .map_err(|_| AuthError::Invalid("the signing key is unusable"))
         })
+    }
+}
+
+/// A fixed phrase for why a token was refused.
+fn reason(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "algorithm not accepted",
+        ErrorKind::ImmatureSignature => "not valid yet",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::InvalidAudience => "wrong audience",
+        ErrorKind::InvalidSubject => "wrong subject",
+        ErrorKind::MissingRequiredClaim(_) => "a required claim is missing",
+        ErrorKind::InvalidKeyFormat | ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidEcdsaKey => {
+            "the signing key is unusable"
+        }
+        _ => "malformed token",
+    }
+}
+
+/// RFC 7515 section 4.1.11: a token whose header names critical extensions must be refused
+/// by a recipient that does not understand them, and this one understands none.
+fn refuse_critical_headers(token: &str) -> Result<(), AuthError> {
+    use base64::Engine as _;
+    let header = token.split('.').next().unwrap_or_default();
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else {
+        // Malformed: the decoder below refuses it with its reason.
+        return Ok(());
+    };
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(v) if v.get("crit").is_some() => Err(AuthError::Invalid(
+            "critical header parameters are not supported",
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -91,7 +91,12 @@ pub async fn propagate(mut req: Request, next: Next) -> Response {
         ctx.traceparent = own;
     }
     span.record("traceparent", ctx.traceparent.as_str());
-    let method = req.method().to_string();
+    // Metric labels an outsider cannot multiply: known methods, route templates.
+    let method = method_label(req.method());
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     req.extensions_mut().insert(ctx.clone());
     let started = std::time::Instant::now();
     let mut response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
@@ -104,7 +109,11 @@ pub async fn propagate(mut req: Request, next: Next) -> Response {
             "request handled"
         )
     });
-    let labels = [("method", method), ("status", status.to_string())];
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route),
+        ("status", status.to_string()),
+    ];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
     let headers = response.headers_mut();
@@ -118,6 +127,21 @@ pub async fn propagate(mut req: Request, next: Next) -> Response {
         }
     }
     response
+}
+
+/// The method as a metric label: one of the standard ones, or `other`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestContext {

@@ -14,11 +14,20 @@ const RSA2: &[u8] = include_bytes!("fixtures/rsa2.der");
 const JWK1: &str = include_str!("fixtures/rsa1.jwk.json");
 const JWK2: &str = include_str!("fixtures/rsa2.jwk.json");
 
-/// A JWKS endpoint whose key set the test can change; counts fetches.
+/// How the JWKS endpoint behaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Serve,
+    Fail,
+    Stall,
+}
+
+/// A JWKS endpoint whose key set and behaviour the test can change; counts fetches.
 struct Jwks {
     url: String,
     keys: Arc<Mutex<Vec<Value>>>,
     fetches: Arc<Mutex<u32>>,
+    mode: Arc<Mutex<Mode>>,
 }
 
 async fn serve_jwks(keys: &[&str]) -> Jwks {
@@ -28,21 +37,34 @@ async fn serve_jwks(keys: &[&str]) -> Jwks {
             .collect::<Vec<Value>>(),
     ));
     let fetches = Arc::new(Mutex::new(0));
-    let (k, f) = (keys.clone(), fetches.clone());
+    let mode = Arc::new(Mutex::new(Mode::Serve));
+    let (k, f, m) = (keys.clone(), fetches.clone(), mode.clone());
     let app = Router::new().route(
         "/jwks.json",
         get(move || {
-            let (k, f) = (k.clone(), f.clone());
+            let (k, f, m) = (k.clone(), f.clone(), m.clone());
             async move {
                 *f.lock().unwrap() += 1;
-                axum::Json(json!({"keys": *k.lock().unwrap()}))
+                let mode = *m.lock().unwrap();
+                match mode {
+                    Mode::Serve => {}
+                    Mode::Fail => return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+                    Mode::Stall => tokio::time::sleep(Duration::from_secs(30)).await,
+                }
+                let keys = k.lock().unwrap().clone();
+                Ok(axum::Json(json!({ "keys": keys })))
             }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Jwks { url, keys, fetches }
+    Jwks {
+        url,
+        keys,
+        fetches,
+        mode,
+    }
 }
 
 fn authenticator(url: &str, refresh: Duration) -> Arc<Authenticator> {
@@ -192,7 +214,102 @@ async fn an_unreachable_key_set_is_reported_as_unavailable() {
         .authenticate(Some(&bearer(&rs256(RSA1, "key-1", &claims(600)))))
         .await;
     assert!(
-        matches!(result, Err(AuthError::KeysUnavailable(_))),
+        matches!(result, Err(AuthError::KeysUnavailable)),
         "{result:?}"
     );
+}
+
+#[tokio::test]
+async fn a_failing_key_server_is_asked_once_per_refresh_interval_and_not_named() {
+    let jwks = serve_jwks(&[JWK1]).await;
+    *jwks.mode.lock().unwrap() = Mode::Fail;
+    let auth = authenticator(&jwks.url, Duration::from_secs(60));
+    let mut answers = Vec::new();
+    for n in 0..30 {
+        let token = rs256(RSA1, &format!("unknown-{n}"), &claims(300));
+        answers.push(auth.authenticate(Some(&bearer(&token))).await.unwrap_err());
+    }
+    assert_eq!(
+        *jwks.fetches.lock().unwrap(),
+        1,
+        "one fetch, although it failed"
+    );
+    assert!(matches!(answers[0], AuthError::KeysUnavailable));
+    for answer in &answers {
+        let shown = platform::problem::Problem::from(clone_error(answer));
+        let text = format!("{shown:?}");
+        assert!(
+            !text.contains(&jwks.url) && !text.contains("127.0.0.1"),
+            "{text}"
+        );
+    }
+}
+
+fn clone_error(e: &AuthError) -> AuthError {
+    match e {
+        AuthError::Missing => AuthError::Missing,
+        AuthError::Expired => AuthError::Expired,
+        AuthError::Invalid(r) => AuthError::Invalid(r),
+        AuthError::UnknownKey => AuthError::UnknownKey,
+        AuthError::KeysUnavailable => AuthError::KeysUnavailable,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalling_key_server_does_not_slow_callers_whose_key_is_known() {
+    let jwks = serve_jwks(&[JWK1]).await;
+    // No refresh limit at all: the worst case for the callers with a known key.
+    let auth = authenticator(&jwks.url, Duration::ZERO);
+    let known = rs256(RSA1, "key-1", &claims(300));
+    auth.authenticate(Some(&bearer(&known))).await.unwrap();
+    *jwks.mode.lock().unwrap() = Mode::Stall;
+    // Two anonymous clients keep naming unknown keys.
+    let attackers: Vec<_> = (0..2)
+        .map(|a| {
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                for n in 0..5 {
+                    let token = rs256(RSA2, &format!("nope-{a}-{n}"), &claims(300));
+                    let _ = auth.authenticate(Some(&bearer(&token))).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        auth.authenticate(Some(&bearer(&known))).await.unwrap();
+        slowest = slowest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(250),
+        "a caller with a known key waited {slowest:?}"
+    );
+    for a in attackers {
+        a.abort();
+    }
+}
+
+#[tokio::test]
+async fn tokens_with_critical_header_extensions_are_refused_and_errors_hide_internals() {
+    use base64::Engine as _;
+    let jwks = serve_jwks(&[JWK1]).await;
+    let auth = authenticator(&jwks.url, Duration::from_secs(10));
+    let valid = rs256(RSA1, "key-1", &claims(300));
+    let mut parts: Vec<String> = valid.split('.').map(str::to_owned).collect();
+    parts[0] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(r#"{"alg":"RS256","kid":"key-1","crit":["exp-ext"],"exp-ext":1}"#);
+    let crit = parts.join(".");
+    let err = auth.authenticate(Some(&bearer(&crit))).await.unwrap_err();
+    assert!(err.to_string().contains("critical"), "{err}");
+    // Garbage that makes the JSON parser talk: the answer says only that it is malformed.
+    let deep = format!(
+        "{}.{}.sig",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("[".repeat(200)),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("{}")
+    );
+    let err = auth.authenticate(Some(&bearer(&deep))).await.unwrap_err();
+    assert_eq!(err.to_string(), "the token is not valid: malformed token");
 }

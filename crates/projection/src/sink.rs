@@ -71,30 +71,9 @@ impl ApplyError {
         match self {
             ApplyError::Rejected(_) => false,
             ApplyError::Unavailable(_) => true,
-            ApplyError::Database(e) => match e {
-                sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed
-                | sqlx::Error::Tls(_) => true,
-                sqlx::Error::Database(db) => {
-                    db.code().is_some_and(|code| is_transient_sqlstate(&code))
-                }
-                _ => false,
-            },
+            ApplyError::Database(e) => event_store::is_unavailable(e),
         }
     }
-}
-
-/// SQLSTATEs of a database that is unreachable or busy rather than refusing the work:
-/// class 08 (connection), 40 (deadlock, serialisation), 53 (insufficient resources),
-/// 57P (shutting down, cannot connect now), 57014 (statement timeout, query cancelled),
-/// 55P03 (lock not available), 55006 (object in use).
-pub fn is_transient_sqlstate(code: &str) -> bool {
-    ["08", "40", "53", "57P"]
-        .iter()
-        .any(|class| code.starts_with(class))
-        || matches!(code, "57014" | "55P03" | "55006")
 }
 
 /// A projection kept in PostgreSQL tables of its own.
@@ -222,15 +201,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slow_and_busy_databases_are_transient_refusals_are_not() {
-        for code in [
-            "08006", "40001", "40P01", "53300", "57P01", "57014", "55P03",
-        ] {
-            assert!(is_transient_sqlstate(code), "{code}");
-        }
-        for code in ["23505", "42P01", "22001", "P0001"] {
-            assert!(!is_transient_sqlstate(code), "{code}");
-        }
+    fn unavailable_databases_and_sinks_are_transient_refusals_are_not() {
+        assert!(ApplyError::Database(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(!ApplyError::Database(sqlx::Error::RowNotFound).is_transient());
         assert!(ApplyError::Unavailable("down".into()).is_transient());
         assert!(!ApplyError::Rejected("bad".into()).is_transient());
     }

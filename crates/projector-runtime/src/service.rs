@@ -66,6 +66,10 @@ async fn command<S: Sink>(sink: Arc<S>) -> Result<(), ServiceError> {
         .connect()
         .await
         .map_err(ServiceError::Connect)?;
+    // Projectors read the event store (gap fills, bootstraps, rebuilds): it must exist
+    // even when they start before command-api. Migrations take a lock; running them from
+    // every service at once is safe.
+    event_store::migrate(&pool).await?;
     projection::migrate(&pool).await?;
     match std::env::args().nth(1).as_deref() {
         None | Some("run") => consume(pool, sink).await,

@@ -92,4 +92,59 @@ impl FuzzRng {
         }
         m
     }
+
+    /// A boundary value of some type, as text (see [`boundary_values`]).
+    pub fn boundary(&mut self, id: &str) -> String {
+        let values = boundary_values(id);
+        values[self.below(values.len() as u64) as usize].clone()
+    }
+
+    /// An HTTP method: a standard one, or one made up.
+    pub fn method(&mut self) -> String {
+        match self.below(3) {
+            0 => self
+                .pick(&["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+                .to_owned(),
+            _ => format!("X{}", self.next_u64() % 1_000_000),
+        }
+    }
+}
+
+/// Times PostgreSQL cannot store (or only just can), as RFC 3339 or near it.
+pub const BOUNDARY_TIMES: &[&str] = &[
+    "-5000-01-01T00:00:00Z",
+    "-4714-11-23T00:00:00Z",
+    "-262143-01-01T00:00:00Z",
+    "+262142-12-31T23:59:59Z",
+    "294277-01-01T00:00:00Z",
+    "0000-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999999Z",
+    "1970-01-01T00:00:00+23:59",
+];
+
+/// The extremes of 64-bit integers, and numbers JSON cannot carry.
+pub const BOUNDARY_NUMBERS: &[&str] = &[
+    "-9223372036854775808",
+    "9223372036854775807",
+    "18446744073709551615",
+    "18446744073709551616",
+    "-8210298412800000001",
+    "-1",
+    "0",
+    "1e308",
+    "NaN",
+    "-0",
+];
+
+/// Every boundary value a parameter might get: times, numbers, and the keyset cursors,
+/// commit positions and version tokens built from them (`id`: a real aggregate id).
+pub fn boundary_values(id: &str) -> Vec<String> {
+    let mut out: Vec<String> = BOUNDARY_TIMES.iter().map(|t| (*t).to_owned()).collect();
+    for n in BOUNDARY_NUMBERS {
+        out.push((*n).to_owned());
+        out.push(format!("{n}.{id}"));
+        out.push(format!("{n}.{n}"));
+        out.push(format!("conversation:{id}:{n}"));
+    }
+    out
 }

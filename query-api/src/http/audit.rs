@@ -12,7 +12,7 @@ use schemas::{AggregateKind, CommitPosition, EventType};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::AppState;
+use super::{AppState, checked_time};
 use crate::audit::{self, AsOf, StateError, StateView, TenantFilter};
 
 const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
@@ -29,8 +29,7 @@ fn aggregate(kind: &str, id: &str) -> Result<(AggregateKind, String), Problem> {
 }
 
 fn db_error(e: sqlx::Error) -> Problem {
-    tracing::error!(error = %e, "audit read failed");
-    Problem::internal()
+    super::database_failed(&e)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -89,29 +88,31 @@ pub async fn tenant_events(
         ),
     };
     let after = position(q.after.as_deref(), "after")?;
-    if let Some(after) = after {
-        let next = event_store::log::next_tx_id(app.reads.pool())
-            .await
-            .map_err(db_error)?;
-        if after.tx_id > next {
-            // Not a position of this cluster (restored or migrated since it was handed
-            // out): reading after it would skip events silently.
-            return Err(Problem::bad_request(
-                "position_from_another_cluster",
-                format!(
-                    "after is at transaction {}, beyond this cluster's {next}: the database was \
+    // Asked before the stream starts, so a database that is down answers 503, not 200
+    // with an error line.
+    let next = event_store::log::next_tx_id(app.reads.pool())
+        .await
+        .map_err(db_error)?;
+    if let Some(after) = after
+        && after.tx_id > next
+    {
+        // Not a position of this cluster (restored or migrated since it was handed
+        // out): reading after it would skip events silently.
+        return Err(Problem::bad_request(
+            "position_from_another_cluster",
+            format!(
+                "after is at transaction {}, beyond this cluster's {next}: the database was \
                      restored or migrated since; start again without after",
-                    after.tx_id
-                ),
-            ));
-        }
+                after.tx_id
+            ),
+        ));
     }
     let filter = TenantFilter {
         after: after.unwrap_or(CommitPosition::START),
         store: event_store::log::TenantFilter {
             until: position(q.until.as_deref(), "until")?,
-            from_time: q.from_time,
-            to_time: q.to_time,
+            from_time: checked_time("from_time", q.from_time)?,
+            to_time: checked_time("to_time", q.to_time)?,
             event_types,
         },
     };
@@ -168,7 +169,8 @@ pub async fn state(
 ) -> Result<Json<StateView>, Problem> {
     who.require_any(AUDITORS)?;
     let (kind, id) = aggregate(&kind, &id)?;
-    let as_of = match (q.version, q.at) {
+    let at = checked_time("at", q.at)?;
+    let as_of = match (q.version, at) {
         (Some(0), None) => {
             return Err(Problem::bad_request(
                 "invalid_version",

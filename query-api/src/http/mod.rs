@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
             get(audit::aggregate_events),
         )
         .route("/audit/{aggregate_type}/{id}/state", get(audit::state))
+        .method_not_allowed_fallback(|| async { platform::problem::Problem::method_not_allowed() })
         .with_state(state);
     Router::new()
         .nest("/v1", v1)
@@ -55,8 +56,44 @@ pub fn router(state: AppState) -> Router {
             pool,
             platform::http::Liveness::default(),
         ))
-        .fallback(|| async { Problem::not_found().detail("no such route") })
+        .fallback(|| async { platform::problem::Problem::not_found().detail("no such route") })
+        .method_not_allowed_fallback(|| async { platform::problem::Problem::method_not_allowed() })
         .layer(axum::middleware::from_fn(platform::context::propagate))
+}
+
+/// A time a client gave, if the database can store and compare it: years 1 to 9999
+/// (RFC 3339's four digits; PostgreSQL's `timestamptz` goes further back, but not as far
+/// as every value a parser accepts). Outside that, a 400 problem naming the parameter.
+pub(crate) fn checked_time(
+    name: &str,
+    t: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Problem> {
+    use chrono::Datelike;
+    match t {
+        Some(t) if !(1..=9999).contains(&t.year()) => Err(Problem::bad_request(
+            "invalid_query",
+            format!("{name} must be between the years 1 and 9999"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// A database failure as clients see it: 503 `database_unavailable` with `Retry-After`
+/// when the database cannot be reached (or is overloaded), else a logged 500.
+pub(crate) fn database_failed(e: &sqlx::Error) -> Problem {
+    if event_store::is_unavailable(e) {
+        tracing::warn!(error = %e, "database unavailable");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "The database is unavailable",
+        )
+        .detail("the database cannot be reached right now; retry shortly")
+        .retry_after(1)
+    } else {
+        tracing::error!(error = %e, "read failed");
+        Problem::internal()
+    }
 }
 
 /// How a failed read looks to clients.
@@ -70,10 +107,7 @@ pub(crate) fn read_failed(e: ReadError) -> Problem {
             )
             .detail("the read-model projector has not built its tables yet")
             .retry_after(1),
-            ReadError::Database(e) => {
-                tracing::error!(error = %e, "read failed");
-                Problem::internal()
-            }
+            ReadError::Database(e) => database_failed(&e),
         }
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{AppState, read_failed};
+use super::{AppState, checked_time, read_failed};
 use read_model::queries::{ConversationFilter, ConversationView, DocumentView, MessageView};
 use schemas::VersionToken;
 use schemas::positions::BadVersionToken;
@@ -26,7 +26,11 @@ pub struct Consistency {
 }
 
 /// Waits for the caller's position, if given; 503 `position_not_reached` when it times out.
-async fn consistent(app: &AppState, c: &Consistency) -> Result<(), Problem> {
+///
+/// A token of an aggregate the caller's tenant does not own behaves exactly as one of an
+/// aggregate that does not exist (same wait, same answer, version 0): a token must not
+/// tell another tenant whether an id exists or how far it is.
+async fn consistent(app: &AppState, c: &Consistency, tenant: &str) -> Result<(), Problem> {
     let Some(raw) = &c.position else {
         return Ok(());
     };
@@ -36,12 +40,20 @@ async fn consistent(app: &AppState, c: &Consistency) -> Result<(), Problem> {
     let wait = c.wait_ms.map_or(app.read_wait_max, |ms| {
         std::time::Duration::from_millis(ms).min(app.read_wait_max)
     });
-    match app
-        .reads
-        .wait_for(&token, wait)
-        .await
-        .map_err(read_failed)?
-    {
+    let owner =
+        event_store::log::owner(app.reads.pool(), token.kind.as_str(), &token.id.to_string())
+            .await
+            .map_err(|e| read_failed(read_model::queries::ReadError::Database(e)))?;
+    let outcome = if owner.as_deref() == Some(tenant) {
+        app.reads
+            .wait_for(&token, wait)
+            .await
+            .map_err(read_failed)?
+    } else {
+        tokio::time::sleep(wait).await;
+        Err(0)
+    };
+    match outcome {
         Ok(()) => Ok(()),
         Err(applied) => Err(Problem::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -117,6 +129,10 @@ fn parse_time_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), Problem> {
     let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
     let at = Utc.timestamp_micros(micros).single().ok_or_else(bad)?;
+    let at = checked_time("cursor", Some(at))
+        .ok()
+        .flatten()
+        .ok_or_else(bad)?;
     Ok((at, id.parse().map_err(|_| bad())?))
 }
 
@@ -143,13 +159,14 @@ pub async fn list_conversations(
             position: q.position.clone(),
             wait_ms: q.wait_ms,
         },
+        &who.tenant_id,
     )
     .await?;
     let limit = limit(q.limit)?;
     let filter = ConversationFilter {
         status: q.status,
-        active_after: q.active_after,
-        active_before: q.active_before,
+        active_after: checked_time("active_after", q.active_after)?,
+        active_before: checked_time("active_before", q.active_before)?,
         after: q.cursor.as_deref().map(parse_time_cursor).transpose()?,
         limit: limit + 1,
     };
@@ -173,7 +190,7 @@ pub async fn get_conversation(
 ) -> Result<Json<ConversationView>, Problem> {
     who.require_any(READERS)?;
     let id = parse_id(&id)?;
-    consistent(&app, &c).await?;
+    consistent(&app, &c, &who.tenant_id).await?;
     let found = app
         .reads
         .conversation(&who.tenant_id, id)
@@ -209,6 +226,7 @@ pub async fn list_messages(
             position: q.position.clone(),
             wait_ms: q.wait_ms,
         },
+        &who.tenant_id,
     )
     .await?;
     if app
@@ -264,6 +282,7 @@ pub async fn list_documents(
             position: q.position.clone(),
             wait_ms: q.wait_ms,
         },
+        &who.tenant_id,
     )
     .await?;
     if app
@@ -297,7 +316,7 @@ pub async fn get_document(
 ) -> Result<Json<DocumentView>, Problem> {
     who.require_any(READERS)?;
     let id = parse_id(&id)?;
-    consistent(&app, &c).await?;
+    consistent(&app, &c, &who.tenant_id).await?;
     let found = app
         .reads
         .document(&who.tenant_id, id)
