@@ -81,7 +81,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    http::serve(listener, app, shutdown.requested()).await?;
+    let limits = http::HttpLimits::from_env(command_api::http::BODY_LIMIT)?;
+    http::serve(listener, app, limits, shutdown.requested()).await?;
     expiry.abort();
     let _ = stop.send(true);
     if let Some(relay) = relay {

@@ -1,6 +1,9 @@
-//! End-to-end harness: both HTTP APIs over one fresh stack, as the cross-service tests in
-//! `tests/` and the read-side benchmark in `examples/` use them. The only crate that
+//! End-to-end harness: both HTTP APIs over one fresh stack ([`Services`]), and
+//! `dev/stack run` as a process group ([`dev_stack::DevStack`]), as the cross-service tests
+//! in `tests/` and the read-side benchmark in `examples/` use them. The only crate that
 //! depends on more than one service; nothing depends on it.
+
+pub mod dev_stack;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +58,7 @@ impl Services {
             reads: Arc::new(Reads::new(stack.db.pool.clone())),
             auth: testkit::tokens::authenticator(),
             read_wait_max: Duration::from_secs(5),
+            stream_max: Duration::from_secs(60),
         }))
         .await;
         Services {

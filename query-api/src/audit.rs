@@ -72,6 +72,8 @@ enum Cursor {
 
 struct StreamState {
     pool: PgPool,
+    /// A stream ends (with a resumable error line) at this time, however much is left.
+    deadline: tokio::time::Instant,
     tenant: String,
     filter: TenantFilter,
     aggregate: Option<(String, String)>,
@@ -95,8 +97,20 @@ fn trailer_error(s: &StreamState, e: &sqlx::Error) -> String {
     )
 }
 
+fn trailer_time_limit(s: &StreamState) -> String {
+    format!(
+        "{}\n",
+        json!({"error": {"code": "stream_time_limit", "detail": "the stream reached its time limit; resume after last_position", "count": s.count, "last_position": s.last}})
+    )
+}
+
 fn stream(state: StreamState) -> impl Stream<Item = Result<Bytes, Infallible>> {
     futures::stream::unfold(state, |mut s| async move {
+        if !matches!(s.cursor, Cursor::Done) && tokio::time::Instant::now() >= s.deadline {
+            s.cursor = Cursor::Done;
+            let chunk = trailer_time_limit(&s);
+            return Some((Ok(Bytes::from(chunk)), s));
+        }
         let page = match s.cursor {
             Cursor::Done => return None,
             Cursor::Tenant(after) => {
@@ -136,15 +150,17 @@ fn stream(state: StreamState) -> impl Stream<Item = Result<Bytes, Infallible>> {
     })
 }
 
-/// The tenant's events in committed global order.
+/// The tenant's events in committed global order, for at most `limit`.
 pub fn tenant_events(
     pool: PgPool,
     tenant: String,
     filter: TenantFilter,
+    limit: std::time::Duration,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let after = filter.after;
     stream(StreamState {
         pool,
+        deadline: tokio::time::Instant::now() + limit,
         tenant,
         filter,
         aggregate: None,
@@ -164,15 +180,17 @@ pub async fn owned_by(
     Ok(log::owner(pool, kind.as_str(), id).await?.as_deref() == Some(tenant))
 }
 
-/// One aggregate's events by sequence. Check [`owned_by`] first.
+/// One aggregate's events by sequence, for at most `limit`. Check [`owned_by`] first.
 pub fn aggregate_events(
     pool: PgPool,
     tenant: String,
     kind: AggregateKind,
     id: String,
+    limit: std::time::Duration,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     stream(StreamState {
         pool,
+        deadline: tokio::time::Instant::now() + limit,
         tenant,
         filter: TenantFilter::default(),
         aggregate: Some((kind.as_str().to_owned(), id)),

@@ -24,11 +24,13 @@ async fn main() -> anyhow::Result<()> {
         reads: Arc::new(Reads::new(pool)),
         auth: Authenticator::new(AuthConfig::from_env()?),
         read_wait_max: Duration::from_millis(config::parse_or("READ_WAIT_MAX_MS", 3000)?),
+        stream_max: Duration::from_secs(config::parse_or("AUDIT_STREAM_MAX_SECS", 600)?),
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    http::serve(listener, app, shutdown.requested()).await?;
+    let limits = http::HttpLimits::from_env(query_api::http::BODY_LIMIT)?;
+    http::serve(listener, app, limits, shutdown.requested()).await?;
     telemetry.shutdown().await;
     Ok(())
 }

@@ -263,6 +263,7 @@ async fn a_stream_whose_database_fails_part_way_ends_with_an_error_line() {
         pool.clone(),
         "acme".into(),
         TenantFilter::default(),
+        std::time::Duration::from_secs(60),
     ));
     let first = stream.next().await.expect("a first page").unwrap();
     assert_eq!(
@@ -392,6 +393,7 @@ async fn a_database_that_cannot_be_reached_answers_503_with_retry_after() {
         reads: std::sync::Arc::new(read_model::Reads::new(pool)),
         auth: testkit::tokens::authenticator(),
         read_wait_max: std::time::Duration::from_secs(1),
+        stream_max: std::time::Duration::from_secs(60),
     });
     let (base, server) = testkit::serve(app).await;
     let token = testkit::tokens::token("acme", &[Role::Member, Role::Auditor]);
@@ -415,4 +417,30 @@ async fn a_database_that_cannot_be_reached_answers_503_with_retry_after() {
         assert_eq!(body["code"], "database_unavailable", "{path}: {body}");
     }
     server.abort();
+}
+
+#[tokio::test]
+async fn a_stream_that_reaches_its_time_limit_ends_with_a_resumable_line() {
+    let stack = ReadStack::without_relay().await;
+    stack
+        .commands
+        .service
+        .start_conversation("c".into(), Default::default(), &meta("acme"))
+        .await
+        .unwrap();
+    let lines: Vec<Value> = audit::tenant_events(
+        stack.commands.db.pool.clone(),
+        "acme".into(),
+        TenantFilter::default(),
+        std::time::Duration::ZERO,
+    )
+    .map(|chunk| String::from_utf8_lossy(&chunk.unwrap()).into_owned())
+    .collect::<Vec<String>>()
+    .await
+    .concat()
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["error"]["code"], "stream_time_limit");
 }

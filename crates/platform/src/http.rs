@@ -1,7 +1,7 @@
 //! Serving HTTP: one way for every binary to bind, shut down gracefully and report health.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -12,20 +12,122 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-/// Binds `addr` and serves `app` until `shutdown` resolves, finishing in-flight requests.
+/// Limits every server applies to its clients, so slow or idle ones cannot hold
+/// connections: a client must send a request's headers within `header_read` (an idle
+/// keep-alive connection is closed after it too), and get its whole request handled,
+/// body included, within `request` (a streamed answer counts until its first byte; each
+/// stream has its own limit). A body larger than `body` is refused from its
+/// `Content-Length`, before it is read.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// `HTTP_HEADER_READ_TIMEOUT_MS` (default 10000).
+    pub header_read: Duration,
+    /// `HTTP_REQUEST_TIMEOUT_MS` (default 30000).
+    pub request: Duration,
+    /// The largest request body, in bytes (set per API).
+    pub body: usize,
+}
+
+impl HttpLimits {
+    pub fn from_env(body: usize) -> Result<Self, crate::config::ConfigError> {
+        use crate::config::parse_or;
+        Ok(HttpLimits {
+            header_read: Duration::from_millis(parse_or("HTTP_HEADER_READ_TIMEOUT_MS", 10_000)?),
+            request: Duration::from_millis(parse_or("HTTP_REQUEST_TIMEOUT_MS", 30_000)?),
+            body,
+        })
+    }
+
+    /// Wraps `app` in the request timeout (408 `request_timeout`) and the body limit
+    /// (413 before reading a declared oversize body).
+    pub fn apply(&self, app: Router) -> Router {
+        let timeout = self.request;
+        app.layer(axum::middleware::from_fn(
+            move |req, next: axum::middleware::Next| timed(timeout, req, next),
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(self.body))
+    }
+}
+
+async fn timed(
+    limit: Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => crate::problem::Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "Request timeout",
+        )
+        .detail(format!(
+            "the request was not received and handled within {} ms",
+            limit.as_millis()
+        ))
+        .header(axum::http::header::CONNECTION, "close")
+        .into_response(),
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and lets
+/// in-flight requests finish (the process's grace period bounds how long). Connections
+/// are HTTP/1.1; the header-read timeout of `limits` applies to every one.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper::server::conn::http1::Builder;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let app = limits.apply(app);
+    // HTTP/1.1: the header-read timeout covers a connection from its first moment (an
+    // HTTP/2 sniffing server reads the preface with no timeout at all).
+    let mut builder = Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = app
+            .clone()
+            .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            });
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// A part of the process that must keep running for the process to be alive (a

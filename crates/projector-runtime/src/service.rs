@@ -109,7 +109,8 @@ async fn consume<S: Sink>(pool: sqlx::PgPool, sink: Arc<S>) -> Result<(), Servic
         }),
     );
     let mut server_stop = stopped;
-    let server = tokio::spawn(http::serve(listener, app, async move {
+    let limits = http::HttpLimits::from_env(16 * 1024)?;
+    let server = tokio::spawn(http::serve(listener, app, limits, async move {
         let _ = server_stop.wait_for(|s| *s).await;
     }));
 

@@ -19,4 +19,4 @@ pub mod receiver;
 pub mod stack;
 pub mod tokens;
 
-pub use stack::{RunningProjector, RunningRelay, Stack, serve, wait_until};
+pub use stack::{RunningProjector, RunningRelay, Stack, serve, serve_with, wait_until};

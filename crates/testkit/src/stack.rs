@@ -214,15 +214,28 @@ where
     }
 }
 
-/// Serves `app` on a free loopback port; returns its base URL (`http://127.0.0.1:<port>`)
-/// and the server task (abort it to stop).
+/// Serves `app` on a free loopback port with the default limits; returns its base URL
+/// (`http://127.0.0.1:<port>`) and the server task (abort it to stop).
 pub async fn serve(app: axum::Router) -> (String, JoinHandle<()>) {
+    let limits = platform::http::HttpLimits {
+        header_read: Duration::from_secs(10),
+        request: Duration::from_secs(30),
+        body: 1024 * 1024,
+    };
+    serve_with(app, limits).await
+}
+
+/// The same with limits of the test's own.
+pub async fn serve_with(
+    app: axum::Router,
+    limits: platform::http::HttpLimits,
+) -> (String, JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a loopback port");
     let base = format!("http://{}", listener.local_addr().expect("local address"));
     let server = tokio::spawn(async move {
-        let _ = platform::http::serve(listener, app, std::future::pending()).await;
+        let _ = platform::http::serve(listener, app, limits, std::future::pending()).await;
     });
     (base, server)
 }

@@ -116,7 +116,12 @@ pub async fn tenant_events(
             event_types,
         },
     };
-    let stream = audit::tenant_events(app.reads.pool().clone(), who.tenant_id, filter);
+    let stream = audit::tenant_events(
+        app.reads.pool().clone(),
+        who.tenant_id,
+        filter,
+        app.stream_max,
+    );
     Ok(ndjson(Body::from_stream(stream)))
 }
 
@@ -144,6 +149,7 @@ pub async fn aggregate_events(
         who.tenant_id,
         kind,
         id,
+        app.stream_max,
     ))))
 }
 

@@ -19,12 +19,18 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use read_model::queries::{ReadError, Reads};
 
+/// Largest request body: reads take their input from the path and the query.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
 #[derive(Clone)]
 pub struct AppState {
     pub reads: Arc<Reads>,
     pub auth: Arc<Authenticator>,
     /// Longest a read waits for its `position` (`READ_WAIT_MAX_MS`, default 3000).
     pub read_wait_max: Duration,
+    /// Longest an audit stream runs before it ends with a resumable
+    /// `stream_time_limit` line (`AUDIT_STREAM_MAX_SECS`, default 600).
+    pub stream_max: Duration,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {

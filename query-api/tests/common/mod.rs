@@ -43,6 +43,7 @@ impl ReadStack {
             reads: Arc::new(Reads::new(commands.db.pool.clone())),
             auth: testkit::tokens::authenticator(),
             read_wait_max: Duration::from_secs(5),
+            stream_max: Duration::from_secs(60),
         });
         let (query_base, server) = testkit::serve(app).await;
         ReadStack {

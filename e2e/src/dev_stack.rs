@@ -1,0 +1,168 @@
+//! `dev/stack run` as a process group, the way a developer starts it: on a test database
+//! of its own, a broker of its own, free ports, and a known token secret.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The HS256 secret the stack's services accept.
+pub const SECRET: &str = "e2e-dev-stack-secret-e2e-dev-stack-secret";
+
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").to_string()
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repository root")
+        .to_owned()
+}
+
+/// Makes sure the service binaries in `target/debug` are built from the code under test.
+/// `dev/stack test` has built them already with these very settings, so this is a
+/// freshness check that takes a moment; run alone, a test builds what is stale.
+fn build_binaries(root: &Path) {
+    let mut cargo = Command::new(env!("CARGO"));
+    // Cargo sets these for a test process; a build script that watches one of them
+    // (ring watches CARGO_MANIFEST_DIR) would count as changed and rebuild everything.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+            || matches!(
+                name.as_str(),
+                "CARGO_TARGET_TMPDIR" | "CARGO_RUSTC_CURRENT_DIR"
+            )
+        {
+            cargo.env_remove(name);
+        }
+    }
+    let status = cargo
+        // What `cargo nextest run --workspace` and `cargo test --workspace` build first.
+        .args(["test", "--workspace", "--no-run", "--quiet"])
+        .current_dir(root)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building the service binaries failed");
+}
+
+/// Sends `signal` to every process of group `pgid`; false when the group is empty.
+pub fn signal_group(pgid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .args([signal, "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+async fn wait_ready(http: &reqwest::Client, url: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(r) = http.get(url).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} did not become ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A running `dev/stack run`; dropping it kills whatever is left of it.
+pub struct DevStack {
+    pub child: Child,
+    /// `host:port` of each API.
+    pub commands: String,
+    pub queries: String,
+    /// `.stack/<name>`: its logs and pid files.
+    pub state: PathBuf,
+    _db: testkit::env::TestDatabase,
+}
+
+impl Drop for DevStack {
+    fn drop(&mut self) {
+        signal_group(self.child.id(), "-KILL");
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+impl DevStack {
+    /// Starts `dev/stack run` and waits until both APIs are ready. `env` adds settings
+    /// (a log level, say).
+    pub async fn start(env: &[(&str, &str)]) -> DevStack {
+        let root = repo();
+        build_binaries(&root);
+        let db = testkit::env::database().await;
+        let name = format!("e2e-{}", uuid_simple());
+        let (commands, queries) = (free_addr(), free_addr());
+        let mut stack = Command::new(root.join("dev/stack"));
+        stack
+            .arg("run")
+            .current_dir(&root)
+            .env("DATABASE_URL", &db.config.url)
+            .env_remove("KAFKA_BROKERS")
+            .env_remove("THREADLINE_KAFKA_PORT")
+            .env("THREADLINE_STACK_NAME", &name)
+            .env("THREADLINE_NO_BUILD", "1")
+            .env("JWT_HS256_SECRET", SECRET)
+            .env("COMMAND_API_ADDR", &commands)
+            .env("QUERY_API_ADDR", &queries)
+            .env("READ_MODEL_PROJECTOR_ADDR", free_addr())
+            .env("NOTIFICATIONS_PROJECTOR_ADDR", free_addr())
+            .env("KAFKA_TOPIC_PREFIX", format!("{name}."))
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group, like a shell job: Ctrl-C signals all of it.
+            .process_group(0);
+        let child = stack.spawn().expect("start dev/stack run");
+        let dev = DevStack {
+            child,
+            commands,
+            queries,
+            state: root.join(".stack").join(&name),
+            _db: db,
+        };
+        let http = reqwest::Client::new();
+        wait_ready(
+            &http,
+            &format!("http://{}/readyz", dev.commands),
+            Duration::from_secs(120),
+        )
+        .await;
+        wait_ready(
+            &http,
+            &format!("http://{}/readyz", dev.queries),
+            Duration::from_secs(60),
+        )
+        .await;
+        dev
+    }
+
+    /// The process group (the script's pid).
+    pub fn group(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+fn uuid_simple() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
