@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         auth,
         relay: relay_status,
         relay_name,
+        edge: platform::edge::EdgeConfig::from_env()?,
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -646,6 +646,7 @@ async fn a_database_that_cannot_be_reached_answers_503_with_retry_after() {
         auth: testkit::tokens::authenticator(),
         relay: None,
         relay_name: "test".into(),
+        edge: platform::edge::EdgeConfig::permissive(),
     });
     let (base, server) = testkit::serve(app).await;
     let token = testkit::tokens::token("acme", &[Role::Member]);

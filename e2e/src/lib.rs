@@ -52,6 +52,7 @@ impl Services {
             auth: testkit::tokens::authenticator(),
             relay: None,
             relay_name: "test".into(),
+            edge: platform::edge::EdgeConfig::permissive(),
         }))
         .await;
         let (query_base, b) = serve(query_router(QueryState {
@@ -59,6 +60,8 @@ impl Services {
             auth: testkit::tokens::authenticator(),
             read_wait_max: Duration::from_secs(5),
             stream_max: Duration::from_secs(60),
+            streams: std::sync::Arc::new(tokio::sync::Semaphore::new(32)),
+            edge: platform::edge::EdgeConfig::permissive(),
         }))
         .await;
         Services {

@@ -25,6 +25,11 @@ async fn main() -> anyhow::Result<()> {
         auth: Authenticator::new(AuthConfig::from_env()?),
         read_wait_max: Duration::from_millis(config::parse_or("READ_WAIT_MAX_MS", 3000)?),
         stream_max: Duration::from_secs(config::parse_or("AUDIT_STREAM_MAX_SECS", 600)?),
+        streams: std::sync::Arc::new(tokio::sync::Semaphore::new(config::parse_or(
+            "AUDIT_STREAMS_MAX",
+            32usize,
+        )?)),
+        edge: platform::edge::EdgeConfig::from_env()?,
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await

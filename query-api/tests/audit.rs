@@ -394,6 +394,8 @@ async fn a_database_that_cannot_be_reached_answers_503_with_retry_after() {
         auth: testkit::tokens::authenticator(),
         read_wait_max: std::time::Duration::from_secs(1),
         stream_max: std::time::Duration::from_secs(60),
+        streams: std::sync::Arc::new(tokio::sync::Semaphore::new(32)),
+        edge: platform::edge::EdgeConfig::permissive(),
     });
     let (base, server) = testkit::serve(app).await;
     let token = testkit::tokens::token("acme", &[Role::Member, Role::Auditor]);
@@ -443,4 +445,50 @@ async fn a_stream_that_reaches_its_time_limit_ends_with_a_resumable_line() {
     .collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["error"]["code"], "stream_time_limit");
+}
+
+#[tokio::test]
+async fn streams_beyond_the_limit_and_hidden_operational_routes_are_refused() {
+    let stack = ReadStack::without_relay().await;
+    let id = stack
+        .commands
+        .service
+        .start_conversation("c".into(), Default::default(), &meta("acme"))
+        .await
+        .unwrap()
+        .aggregate_id;
+    let mut edge = platform::edge::EdgeConfig::permissive();
+    edge.expose_metrics = false;
+    edge.expose_docs = false;
+    let app = query_api::http::router(query_api::http::AppState {
+        reads: std::sync::Arc::new(read_model::Reads::new(stack.commands.db.pool.clone())),
+        auth: testkit::tokens::authenticator(),
+        read_wait_max: std::time::Duration::from_secs(1),
+        stream_max: std::time::Duration::from_secs(60),
+        // Every place taken.
+        streams: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+        edge,
+    });
+    let (base, server) = testkit::serve(app).await;
+    let token = testkit::tokens::token("acme", &[Role::Auditor]);
+    for path in [
+        "/v1/audit/events".to_owned(),
+        format!("/v1/audit/conversation/{id}/events"),
+    ] {
+        let resp = reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(resp.headers().contains_key("retry-after"));
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "too_many_streams");
+    }
+    for path in ["/metrics", "/openapi.json", "/docs/"] {
+        let resp = reqwest::get(format!("{base}{path}")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path} is not served");
+    }
+    server.abort();
 }

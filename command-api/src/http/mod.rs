@@ -25,6 +25,8 @@ pub const BODY_LIMIT: usize = 192 * 1024;
 pub struct AppState {
     pub service: Arc<CommandService>,
     pub auth: Arc<Authenticator>,
+    /// Rate limits, CORS, which operational routes are served.
+    pub edge: platform::edge::EdgeConfig,
     /// The relay's progress, when this process runs one.
     pub relay: Option<tokio::sync::watch::Receiver<relay::RelayStatus>>,
     /// The relay deployment's cursor name (`RELAY_NAME`): any replica may ask its active
@@ -40,6 +42,7 @@ impl FromRef<AppState> for Arc<Authenticator> {
 
 pub fn router(state: AppState) -> Router {
     let pool = state.service.pool().clone();
+    let (edge, auth) = (state.edge.clone(), state.auth.clone());
     // /readyz says how the relay is doing (stuck, parked, lag); commands are accepted
     // whatever it does, so it does not make the API unready.
     let relay = state.relay.clone();
@@ -62,12 +65,20 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/relay/redrive", post(commands::relay_redrive))
         .method_not_allowed_fallback(|| async { platform::problem::Problem::method_not_allowed() })
         .with_state(state);
-    Router::new()
+    let mut app = Router::new()
         .nest("/v1", v1)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
-        .merge(platform::http::health_routes(pool, liveness))
+        .merge(platform::http::health_routes(
+            pool,
+            liveness,
+            edge.expose_metrics,
+        ));
+    if edge.expose_docs {
+        app = app.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()));
+    }
+    let app = app
         .fallback(|| async { platform::problem::Problem::not_found().detail("no such route") })
         .method_not_allowed_fallback(|| async { platform::problem::Problem::method_not_allowed() })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    platform::edge::apply(app, &edge, auth)
         .layer(axum::middleware::from_fn(platform::context::propagate))
 }

@@ -35,6 +35,7 @@ impl TestApp {
             auth: testkit::tokens::authenticator(),
             relay: None,
             relay_name: "test".into(),
+            edge: platform::edge::EdgeConfig::permissive(),
         });
         let (base, server) = testkit::serve(app).await;
         TestApp {

@@ -348,6 +348,10 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // Verified once already at the edge (`crate::edge`), when it ran.
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
         let auth = Arc::<Authenticator>::from_ref(state);
         let header = parts
             .headers

@@ -178,17 +178,20 @@ struct Health {
 }
 
 /// `/healthz`: the process is up and `liveness` has not failed. `/readyz`: it can reach
-/// PostgreSQL. `/metrics`: Prometheus text format.
-pub fn health_routes(pool: PgPool, liveness: Liveness) -> Router {
-    let metrics = crate::telemetry::metrics();
-    Router::new()
+/// PostgreSQL. `/metrics`: Prometheus text format, when `expose_metrics`.
+pub fn health_routes(pool: PgPool, liveness: Liveness, expose_metrics: bool) -> Router {
+    let routes = Router::new()
         .route("/healthz", get(alive))
         .route("/readyz", get(ready))
-        .with_state(Health { pool, liveness })
-        .route(
-            "/metrics",
-            get(move || std::future::ready(metrics.render())),
-        )
+        .with_state(Health { pool, liveness });
+    if !expose_metrics {
+        return routes;
+    }
+    let metrics = crate::telemetry::metrics();
+    routes.route(
+        "/metrics",
+        get(move || std::future::ready(metrics.render())),
+    )
 }
 
 async fn alive(State(health): State<Health>) -> impl IntoResponse {

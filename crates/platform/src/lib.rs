@@ -7,6 +7,7 @@
 //! * [`config`]: reading settings from the environment, with clear errors.
 //! * [`telemetry`]: structured logging (tracing), OTLP traces, the Prometheus recorder.
 //! * [`db`]: the PostgreSQL pool.
+//! * [`edge`]: rate limits per caller, CORS, security headers, what operational routes show.
 //! * [`http`]: serving an axum app with graceful shutdown, health endpoints.
 //! * [`shutdown`]: stop signals, and a stop that always ends within a grace period.
 //!
@@ -18,6 +19,7 @@ pub mod backoff;
 pub mod config;
 pub mod context;
 pub mod db;
+pub mod edge;
 pub mod http;
 pub mod problem;
 pub mod shutdown;

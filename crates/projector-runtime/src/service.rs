@@ -101,7 +101,7 @@ async fn consume<S: Sink>(pool: sqlx::PgPool, sink: Arc<S>) -> Result<(), Servic
     let mut consumer = tokio::spawn(runtime.run(stopped.clone()));
 
     let liveness = Liveness::default();
-    let app = http::health_routes(pool, liveness.clone()).route(
+    let app = http::health_routes(pool, liveness.clone(), true).route(
         "/status",
         get(move || {
             let s = status.borrow().clone();

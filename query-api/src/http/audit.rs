@@ -28,6 +28,31 @@ fn aggregate(kind: &str, id: &str) -> Result<(AggregateKind, String), Problem> {
     Ok((kind, id.to_string()))
 }
 
+/// A place among the audit streams open at once, or 503 `too_many_streams`.
+fn stream_permit(app: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
+    app.streams.clone().try_acquire_owned().map_err(|_| {
+        Problem::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            "Too many audit streams",
+        )
+        .detail("as many audit streams as this server serves at once are open; retry shortly")
+        .retry_after(5)
+    })
+}
+
+/// The stream, keeping its place among the open streams until it ends.
+fn holding<S: futures::Stream + Send + 'static>(
+    permit: tokio::sync::OwnedSemaphorePermit,
+    stream: S,
+) -> impl futures::Stream<Item = S::Item> + Send + 'static {
+    use futures::StreamExt;
+    stream.map(move |item| {
+        let _held = &permit;
+        item
+    })
+}
+
 fn db_error(e: sqlx::Error) -> Problem {
     super::database_failed(&e)
 }
@@ -70,6 +95,7 @@ pub async fn tenant_events(
     Query(q): Query<TenantEvents>,
 ) -> Result<Response, Problem> {
     who.require_any(AUDITORS)?;
+    let permit = stream_permit(&app)?;
     let event_types = match q.types.as_deref() {
         None | Some("") => None,
         Some(list) => Some(
@@ -122,7 +148,7 @@ pub async fn tenant_events(
         filter,
         app.stream_max,
     );
-    Ok(ndjson(Body::from_stream(stream)))
+    Ok(ndjson(Body::from_stream(holding(permit, stream))))
 }
 
 /// The events of one aggregate by sequence, as NDJSON with a trailer line.
@@ -137,6 +163,7 @@ pub async fn aggregate_events(
 ) -> Result<Response, Problem> {
     who.require_any(AUDITORS)?;
     let (kind, id) = aggregate(&kind, &id)?;
+    let permit = stream_permit(&app)?;
     let pool = app.reads.pool().clone();
     if !audit::owned_by(&pool, kind, &id, &who.tenant_id)
         .await
@@ -144,13 +171,8 @@ pub async fn aggregate_events(
     {
         return Err(Problem::not_found());
     }
-    Ok(ndjson(Body::from_stream(audit::aggregate_events(
-        pool,
-        who.tenant_id,
-        kind,
-        id,
-        app.stream_max,
-    ))))
+    let stream = audit::aggregate_events(pool, who.tenant_id, kind, id, app.stream_max);
+    Ok(ndjson(Body::from_stream(holding(permit, stream))))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -26,11 +26,15 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 pub struct AppState {
     pub reads: Arc<Reads>,
     pub auth: Arc<Authenticator>,
+    /// Rate limits, CORS, which operational routes are served.
+    pub edge: platform::edge::EdgeConfig,
     /// Longest a read waits for its `position` (`READ_WAIT_MAX_MS`, default 3000).
     pub read_wait_max: Duration,
     /// Longest an audit stream runs before it ends with a resumable
     /// `stream_time_limit` line (`AUDIT_STREAM_MAX_SECS`, default 600).
     pub stream_max: Duration,
+    /// Audit streams open at once (`AUDIT_STREAMS_MAX`, default 32); one more is a 503.
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -41,6 +45,7 @@ impl FromRef<AppState> for Arc<Authenticator> {
 
 pub fn router(state: AppState) -> Router {
     let pool = state.reads.pool().clone();
+    let (edge, auth) = (state.edge.clone(), state.auth.clone());
     let v1 = Router::new()
         .route("/conversations", get(reads::list_conversations))
         .route("/conversations/{id}", get(reads::get_conversation))
@@ -55,15 +60,20 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/{aggregate_type}/{id}/state", get(audit::state))
         .method_not_allowed_fallback(|| async { platform::problem::Problem::method_not_allowed() })
         .with_state(state);
-    Router::new()
+    let mut app = Router::new()
         .nest("/v1", v1)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
         .merge(platform::http::health_routes(
             pool,
             platform::http::Liveness::default(),
-        ))
+            edge.expose_metrics,
+        ));
+    if edge.expose_docs {
+        app = app.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()));
+    }
+    let app = app
         .fallback(|| async { platform::problem::Problem::not_found().detail("no such route") })
-        .method_not_allowed_fallback(|| async { platform::problem::Problem::method_not_allowed() })
+        .method_not_allowed_fallback(|| async { platform::problem::Problem::method_not_allowed() });
+    platform::edge::apply(app, &edge, auth)
         .layer(axum::middleware::from_fn(platform::context::propagate))
 }
 

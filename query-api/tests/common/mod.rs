@@ -44,6 +44,8 @@ impl ReadStack {
             auth: testkit::tokens::authenticator(),
             read_wait_max: Duration::from_secs(5),
             stream_max: Duration::from_secs(60),
+            streams: std::sync::Arc::new(tokio::sync::Semaphore::new(32)),
+            edge: platform::edge::EdgeConfig::permissive(),
         });
         let (query_base, server) = testkit::serve(app).await;
         ReadStack {
