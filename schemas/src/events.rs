@@ -75,6 +75,9 @@ pub struct ConversationStarted {
     pub metadata: BTreeMap<String, String>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     pub started_at: DateTime<Utc>,
+    /// The subject who started it (`None` for conversations from before schema v2).
+    #[serde(default)]
+    pub started_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -54,6 +54,7 @@ pub const TABLE: &[SchemaVersion] = &[
     version!(3, ConversationRenamed, 1, "conversation_renamed/v1.avsc"),
     version!(4, ConversationEnded, 1, "conversation_ended/v1.avsc"),
     version!(5, DocumentGenerated, 1, "document_generated/v1.avsc"),
+    version!(6, ConversationStarted, 2, "conversation_started/v2.avsc"),
 ];
 
 pub(crate) struct Parsed {

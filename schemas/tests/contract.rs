@@ -27,6 +27,7 @@ fn samples() -> Vec<Event> {
             title: "Quarterly plan".into(),
             metadata: BTreeMap::from([("channel".into(), "web".into())]),
             started_at: at(1_700_000_000_123),
+            started_by: Some("ann".into()),
         }
         .into(),
         ConversationStarted {
@@ -35,6 +36,7 @@ fn samples() -> Vec<Event> {
             title: "No metadata".into(),
             metadata: BTreeMap::new(),
             started_at: timestamp_now(),
+            started_by: None,
         }
         .into(),
         MessageSent {
@@ -278,4 +280,35 @@ fn every_committed_schema_is_unchanged_and_still_present() {
         !checked.is_empty(),
         "no committed schema file was found under schemas/avro"
     );
+}
+
+#[test]
+fn a_version_1_conversation_started_reads_as_started_by_nobody() {
+    // A v1 datum, written with the v1 schema and framed with its id (1).
+    let v1 = registry::versions(EventType::ConversationStarted)[0];
+    assert_eq!(v1.version, 1);
+    let schema = Schema::parse_str(v1.source).unwrap();
+    let mut record = apache_avro::types::Record::new(&schema).unwrap();
+    record.put("conversation_id", Uuid::new_v4().to_string());
+    record.put("tenant_id", "acme");
+    record.put("title", "Before owners");
+    record.put(
+        "metadata",
+        apache_avro::types::Value::Map(Default::default()),
+    );
+    record.put(
+        "started_at",
+        apache_avro::types::Value::TimestampMillis(1_700_000_000_000),
+    );
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+        .build()
+        .unwrap()
+        .write_value_to_vec(record)
+        .unwrap();
+    let mut bytes = vec![0u8];
+    bytes.extend_from_slice(&v1.id.0.to_be_bytes());
+    bytes.extend_from_slice(&datum);
+    let decoded: ConversationStarted = decode(&bytes).unwrap();
+    assert_eq!(decoded.title, "Before owners");
+    assert_eq!(decoded.started_by, None);
 }

@@ -226,6 +226,11 @@ impl<T: DeserializeOwned + Serialize + Send> FromRequest<AppState> for CommandRe
         let meta = RequestMeta {
             tenant_id: who.tenant_id.clone(),
             user_id: who.subject.clone(),
+            scope: if who.sees_whole_tenant() {
+                ::commands::Scope::Tenant
+            } else {
+                ::commands::Scope::Own
+            },
             correlation_id: ctx.correlation_id,
             causation_id: ctx.causation_id,
             traceparent: Some(ctx.traceparent),

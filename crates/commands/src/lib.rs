@@ -18,7 +18,7 @@ use std::time::Duration;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
 use domain::{
-    Command, CommandContext, Conversation, ConversationCommand, Document, DocumentCommand,
+    Actor, Command, CommandContext, Conversation, ConversationCommand, Document, DocumentCommand,
     DomainError, Transcript, Version,
 };
 use event_store::{Store, idempotency, log};
@@ -29,6 +29,7 @@ use thiserror::Error;
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
+pub use domain::Scope;
 pub use generator::{DocumentGenerator, TemplateGenerator};
 
 /// Who sent a command and how it relates to other work. Stored on every event.
@@ -36,6 +37,8 @@ pub use generator::{DocumentGenerator, TemplateGenerator};
 pub struct RequestMeta {
     pub tenant_id: String,
     pub user_id: String,
+    /// How much of the tenant the caller sees (members: what they started).
+    pub scope: Scope,
     pub correlation_id: String,
     pub causation_id: String,
     pub traceparent: Option<String>,
@@ -227,9 +230,17 @@ impl CommandService {
         &self.pool
     }
 
+    fn actor(meta: &RequestMeta) -> Actor {
+        Actor {
+            subject: meta.user_id.clone(),
+            scope: meta.scope,
+        }
+    }
+
     fn ctx(meta: &RequestMeta, expected_version: Option<Version>) -> CommandContext {
         CommandContext {
             tenant_id: meta.tenant_id.clone(),
+            actor: Self::actor(meta),
             expected_version,
             at: schemas::timestamp_now(),
         }
@@ -328,7 +339,7 @@ impl CommandService {
         title: Option<String>,
         meta: &RequestMeta,
     ) -> Result<Accepted, CommandError> {
-        let transcript = self.transcript(conversation_id, &meta.tenant_id).await?;
+        let transcript = self.transcript(conversation_id, meta).await?;
         transcript.check_generatable()?;
         let generated = self
             .generator
@@ -360,7 +371,8 @@ impl CommandService {
 
     /// The conversation's transcript, read page by page: memory stays bounded by the
     /// page and [`domain::document::TRANSCRIPT_MAX_MESSAGES`], however long it is.
-    async fn transcript(&self, id: Uuid, tenant_id: &str) -> Result<Transcript, CommandError> {
+    async fn transcript(&self, id: Uuid, meta: &RequestMeta) -> Result<Transcript, CommandError> {
+        let actor = Self::actor(meta);
         const PAGE: i64 = 500;
         let aggregate_id = id.to_string();
         let mut transcript: Option<Transcript> = None;
@@ -378,7 +390,10 @@ impl CommandService {
             after = last.sequence;
             for stored in page {
                 match stored.event().map_err(storage)? {
-                    Event::ConversationStarted(e) if e.tenant_id == tenant_id => {
+                    // Another tenant's, or another member's: it does not exist for this caller.
+                    Event::ConversationStarted(e)
+                        if e.tenant_id == meta.tenant_id && actor.sees(e.started_by.as_deref()) =>
+                    {
                         transcript = Some(Transcript::new(id, e.title));
                     }
                     Event::MessageSent(m) => {

@@ -85,6 +85,9 @@ pub struct Conversation {
     pub status: Status,
     pub version: Version,
     pub message_count: u64,
+    /// Who started it (`None` before schema v2: every member sees it).
+    #[serde(default)]
+    pub started_by: Option<String>,
 }
 
 impl Aggregate for Conversation {
@@ -112,6 +115,7 @@ impl Aggregate for Conversation {
                 self.id = Some(e.conversation_id);
                 self.tenant_id = e.tenant_id;
                 self.title = e.title;
+                self.started_by = e.started_by;
                 self.status = Status::Open;
             }
             ConversationEvent::MessageSent(_) => self.message_count += 1,
@@ -144,12 +148,14 @@ impl Conversation {
                     title: validate::text("title", &title, TITLE_MAX, false)?,
                     metadata: validate::metadata(&metadata)?,
                     started_at: ctx.at,
+                    started_by: Some(ctx.actor.subject),
                 },
             ));
         }
         check_access(
             self.status != Status::New,
             &self.tenant_id,
+            self.started_by.as_deref(),
             self.version,
             &ctx,
         )?;
@@ -212,8 +218,16 @@ mod tests {
     use crate::CommandContext;
 
     fn ctx(tenant: &str, expected: Option<u64>) -> CommandContext {
+        as_member(tenant, "ann", expected)
+    }
+
+    fn as_member(tenant: &str, subject: &str, expected: Option<u64>) -> CommandContext {
         CommandContext {
             tenant_id: tenant.into(),
+            actor: crate::Actor {
+                subject: subject.into(),
+                scope: crate::Scope::Own,
+            },
             expected_version: expected.map(Version),
             at: schemas::timestamp_now(),
         }
@@ -325,6 +339,38 @@ mod tests {
                 body: send("hi")
             }),
             Err(DomainError::NotFound)
+        );
+    }
+
+    #[test]
+    fn a_member_changes_only_the_conversations_they_started() {
+        let c = started();
+        assert_eq!(c.started_by.as_deref(), Some("ann"));
+        let by = |subject: &str, scope| Command {
+            ctx: CommandContext {
+                actor: crate::Actor {
+                    subject: subject.into(),
+                    scope,
+                },
+                ..ctx("acme", None)
+            },
+            body: send("hi"),
+        };
+        assert!(c.decide(by("ann", crate::Scope::Own)).is_ok());
+        assert_eq!(
+            c.decide(by("bob", crate::Scope::Own)),
+            Err(DomainError::NotFound),
+            "another member's conversation does not exist for bob"
+        );
+        assert!(
+            c.decide(by("assistant", crate::Scope::Tenant)).is_ok(),
+            "an admin or the assistant sees the whole tenant"
+        );
+        let mut legacy = c.clone();
+        legacy.started_by = None;
+        assert!(
+            legacy.decide(by("bob", crate::Scope::Own)).is_ok(),
+            "conversations from before owners were recorded stay shared"
         );
     }
 }

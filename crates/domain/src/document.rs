@@ -221,7 +221,7 @@ impl Document {
             } => {
                 if self.id.is_some() {
                     // Only a retry of the same command can reach an existing document.
-                    check_access(true, &self.tenant_id, self.version, &ctx)?;
+                    check_access(true, &self.tenant_id, None, self.version, &ctx)?;
                     return Err(DomainError::AlreadyExists);
                 }
                 let title = validate::optional_text("title", title.as_deref(), TITLE_MAX)?;

@@ -22,10 +22,38 @@ pub use document::{Document, DocumentCommand, DocumentEvent, GeneratedDocument, 
 pub use schemas::Version;
 pub use validate::{CONTENT_MAX, TITLE_MAX};
 
+/// Who is acting: a subject of a tenant, and how much of the tenant they see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The token's `sub`.
+    pub subject: String,
+    pub scope: Scope,
+}
+
+/// How much of its tenant a caller sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Members: the conversations they started (and their documents), plus those started
+    /// before conversations recorded who started them.
+    Own,
+    /// Admins, auditors and services (the assistant): the whole tenant.
+    Tenant,
+}
+
+impl Actor {
+    /// Whether this actor may see and change a conversation started by `started_by`.
+    /// The one rule of who sees what inside a tenant; the read model's queries filter by
+    /// the same rule.
+    pub fn sees(&self, started_by: Option<&str>) -> bool {
+        self.scope == Scope::Tenant || started_by.is_none_or(|s| s == self.subject)
+    }
+}
+
 /// Who asks, and under which expectations.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandContext {
     pub tenant_id: String,
+    pub actor: Actor,
     pub expected_version: Option<Version>,
     pub at: DateTime<Utc>,
 }
@@ -40,7 +68,8 @@ pub struct Command<C> {
 /// Why an aggregate refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DomainError {
-    /// The aggregate does not exist, or belongs to another tenant (indistinguishable on purpose).
+    /// The aggregate does not exist, belongs to another tenant, or is another member's
+    /// (indistinguishable on purpose).
     #[error("not found")]
     NotFound,
     #[error("already exists")]
@@ -55,14 +84,16 @@ pub enum DomainError {
     NothingToGenerateFrom,
 }
 
-/// Checks that the aggregate exists for this tenant and is at the expected version.
+/// Checks that the aggregate exists for this tenant, that the actor sees it (started
+/// by them, or they see the whole tenant), and that it is at the expected version.
 pub(crate) fn check_access(
     exists: bool,
     owner: &str,
+    started_by: Option<&str>,
     version: Version,
     ctx: &CommandContext,
 ) -> Result<(), DomainError> {
-    if !exists || owner != ctx.tenant_id {
+    if !exists || owner != ctx.tenant_id || !ctx.actor.sees(started_by) {
         return Err(DomainError::NotFound);
     }
     match ctx.expected_version {

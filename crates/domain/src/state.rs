@@ -17,6 +17,8 @@ pub struct ConversationState {
     pub status: &'static str,
     pub message_count: u64,
     pub version: u64,
+    /// Who started it (absent before conversations recorded it).
+    pub started_by: Option<String>,
 }
 
 impl From<&Conversation> for ConversationState {
@@ -32,6 +34,7 @@ impl From<&Conversation> for ConversationState {
             },
             message_count: c.message_count,
             version: c.version.0,
+            started_by: c.started_by.clone(),
         }
     }
 }

@@ -51,6 +51,12 @@ impl Principal {
         self.roles.iter().any(|r| roles.contains(r))
     }
 
+    /// Whether the caller sees the whole tenant (admins, auditors, services) rather than
+    /// only the conversations they started (members).
+    pub fn sees_whole_tenant(&self) -> bool {
+        self.has_any(&[Role::Admin, Role::Auditor, Role::Service])
+    }
+
     /// `Ok` when the caller has one of `roles`, else a 403 problem.
     pub fn require_any(&self, roles: &[Role]) -> Result<(), Problem> {
         if self.has_any(roles) {

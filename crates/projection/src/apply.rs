@@ -67,6 +67,16 @@ pub trait Sink: Send + Sync + 'static {
     /// Creates the projection's own tables in a fresh generation schema.
     async fn create_tables(&self, db: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error>;
 
+    /// Brings an existing generation's tables up to date (see
+    /// `TableProjection::upgrade_tables`).
+    async fn upgrade_tables(
+        &self,
+        _db: &mut PgConnection,
+        _schema: &str,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
     /// Applies `events` (each aggregate's in sequence order) to `target`, returning one
     /// outcome per event. All or nothing: on error no progress of the batch is recorded.
     /// On [`Pass::Redrive`] the events are parked ones: they are applied regardless of
@@ -210,6 +220,10 @@ impl<P: TableProjection> Sink for TableSink<P> {
 
     async fn create_tables(&self, db: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error> {
         self.0.create_tables(db, schema).await
+    }
+
+    async fn upgrade_tables(&self, db: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error> {
+        self.0.upgrade_tables(db, schema).await
     }
 
     async fn apply(

@@ -73,6 +73,7 @@ pub async fn ensure_live_created(
         .execute(&mut *tx)
         .await?;
     if let Some(schema) = live_schema(&mut tx, sink.name()).await? {
+        sink.upgrade_tables(&mut tx, &schema).await?;
         tx.commit().await?;
         return Ok((schema, false));
     }

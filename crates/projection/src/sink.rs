@@ -85,6 +85,17 @@ pub trait TableProjection: Send + Sync + 'static {
     /// Creates the projection's tables in `schema`, a fresh generation.
     async fn create_tables(&self, db: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error>;
 
+    /// Brings the tables of an existing generation up to what [`Self::create_tables`]
+    /// creates now (idempotent `ALTER TABLE ... IF NOT EXISTS`), at every start. A change
+    /// that cannot be made in place needs a rebuild instead.
+    async fn upgrade_tables(
+        &self,
+        _db: &mut PgConnection,
+        _schema: &str,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
     /// Applies `events` in order (each aggregate's in sequence, without gaps) inside the
     /// runtime's transaction; must not commit. One call may carry many events.
     async fn apply(

@@ -9,6 +9,7 @@ pub fn meta(tenant: &str) -> RequestMeta {
     RequestMeta {
         tenant_id: tenant.into(),
         user_id: "writer".into(),
+        scope: commands::Scope::Own,
         correlation_id: format!("corr-{}", uuid::Uuid::new_v4()),
         causation_id: format!("cause-{}", uuid::Uuid::new_v4()),
         traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),

@@ -10,9 +10,12 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{AppState, checked_time, read_failed};
-use read_model::queries::{ConversationFilter, ConversationView, DocumentView, MessageView};
+use read_model::queries::{
+    ConversationFilter, ConversationView, DocumentView, MessageView, Viewer,
+};
 use schemas::VersionToken;
 use schemas::positions::BadVersionToken;
+use schemas::{AggregateKind, Event};
 
 pub const READERS: &[Role] = &[Role::Member, Role::Admin, Role::Auditor, Role::Service];
 
@@ -30,7 +33,7 @@ pub struct Consistency {
 /// A token of an aggregate the caller's tenant does not own behaves exactly as one of an
 /// aggregate that does not exist (same wait, same answer, version 0): a token must not
 /// tell another tenant whether an id exists or how far it is.
-async fn consistent(app: &AppState, c: &Consistency, tenant: &str) -> Result<(), Problem> {
+async fn consistent(app: &AppState, c: &Consistency, who: &Principal) -> Result<(), Problem> {
     let Some(raw) = &c.position else {
         return Ok(());
     };
@@ -40,11 +43,10 @@ async fn consistent(app: &AppState, c: &Consistency, tenant: &str) -> Result<(),
     let wait = c.wait_ms.map_or(app.read_wait_max, |ms| {
         std::time::Duration::from_millis(ms).min(app.read_wait_max)
     });
-    let owner =
-        event_store::log::owner(app.reads.pool(), token.kind.as_str(), &token.id.to_string())
-            .await
-            .map_err(|e| read_failed(read_model::queries::ReadError::Database(e)))?;
-    let outcome = if owner.as_deref() == Some(tenant) {
+    let visible = visible(app, &viewer(who), &token)
+        .await
+        .map_err(|e| read_failed(read_model::queries::ReadError::Database(e)))?;
+    let outcome = if visible {
         app.reads
             .wait_for(&token, wait)
             .await
@@ -67,6 +69,55 @@ async fn consistent(app: &AppState, c: &Consistency, tenant: &str) -> Result<(),
         .with("applied_version", applied)
         .with("position", raw.as_str())),
     }
+}
+
+/// Who the caller reads as: their tenant, and for a member only what they started.
+fn viewer(who: &Principal) -> Viewer<'_> {
+    Viewer {
+        tenant: &who.tenant_id,
+        only: (!who.sees_whole_tenant()).then_some(who.subject.as_str()),
+    }
+}
+
+/// Whether the token's aggregate is one the viewer may see (`domain::Actor::sees`, read
+/// from the event store, which has it whether or not the read model does yet).
+async fn visible(
+    app: &AppState,
+    viewer: &Viewer<'_>,
+    token: &VersionToken,
+) -> Result<bool, sqlx::Error> {
+    let pool = app.reads.pool();
+    let first = |kind: AggregateKind, id: String| async move {
+        let events = event_store::log::aggregate_events(pool, kind.as_str(), &id, 1..=1).await?;
+        Ok::<_, sqlx::Error>(events.into_iter().next())
+    };
+    let Some(first_event) = first(token.kind, token.id.to_string()).await? else {
+        return Ok(false);
+    };
+    if first_event.meta("tenant_id") != Some(viewer.tenant) {
+        return Ok(false);
+    }
+    let Some(subject) = viewer.only else {
+        return Ok(true);
+    };
+    // A document goes with its conversation.
+    let conversation = match first_event.event() {
+        Ok(Event::DocumentGenerated(d)) => {
+            first(AggregateKind::Conversation, d.conversation_id.to_string())
+                .await?
+                .and_then(|e| e.event().ok())
+        }
+        Ok(other) => Some(other),
+        Err(_) => None,
+    };
+    let actor = domain::Actor {
+        subject: subject.to_owned(),
+        scope: domain::Scope::Own,
+    };
+    Ok(match conversation {
+        Some(Event::ConversationStarted(c)) => actor.sees(c.started_by.as_deref()),
+        _ => false,
+    })
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, Problem> {
@@ -159,7 +210,7 @@ pub async fn list_conversations(
             position: q.position.clone(),
             wait_ms: q.wait_ms,
         },
-        &who.tenant_id,
+        &who,
     )
     .await?;
     let limit = limit(q.limit)?;
@@ -172,7 +223,7 @@ pub async fn list_conversations(
     };
     let items = app
         .reads
-        .conversations(&who.tenant_id, &filter)
+        .conversations(&viewer(&who), &filter)
         .await
         .map_err(read_failed)?;
     Ok(Json(Page::from_overfetch(items, limit, |c| {
@@ -190,10 +241,10 @@ pub async fn get_conversation(
 ) -> Result<Json<ConversationView>, Problem> {
     who.require_any(READERS)?;
     let id = parse_id(&id)?;
-    consistent(&app, &c, &who.tenant_id).await?;
+    consistent(&app, &c, &who).await?;
     let found = app
         .reads
-        .conversation(&who.tenant_id, id)
+        .conversation(&viewer(&who), id)
         .await
         .map_err(read_failed)?;
     found.map(Json).ok_or_else(Problem::not_found)
@@ -226,12 +277,12 @@ pub async fn list_messages(
             position: q.position.clone(),
             wait_ms: q.wait_ms,
         },
-        &who.tenant_id,
+        &who,
     )
     .await?;
     if app
         .reads
-        .conversation(&who.tenant_id, id)
+        .conversation(&viewer(&who), id)
         .await
         .map_err(read_failed)?
         .is_none()
@@ -247,7 +298,7 @@ pub async fn list_messages(
     };
     let items = app
         .reads
-        .messages(&who.tenant_id, id, after, limit + 1)
+        .messages(&viewer(&who), id, after, limit + 1)
         .await
         .map_err(read_failed)?;
     Ok(Json(Page::from_overfetch(items, limit, |m| {
@@ -282,12 +333,12 @@ pub async fn list_documents(
             position: q.position.clone(),
             wait_ms: q.wait_ms,
         },
-        &who.tenant_id,
+        &who,
     )
     .await?;
     if app
         .reads
-        .conversation(&who.tenant_id, id)
+        .conversation(&viewer(&who), id)
         .await
         .map_err(read_failed)?
         .is_none()
@@ -298,7 +349,7 @@ pub async fn list_documents(
     let after = q.cursor.as_deref().map(parse_time_cursor).transpose()?;
     let items = app
         .reads
-        .documents_of(&who.tenant_id, id, after, limit + 1)
+        .documents_of(&viewer(&who), id, after, limit + 1)
         .await
         .map_err(read_failed)?;
     Ok(Json(Page::from_overfetch(items, limit, |d| {
@@ -316,10 +367,10 @@ pub async fn get_document(
 ) -> Result<Json<DocumentView>, Problem> {
     who.require_any(READERS)?;
     let id = parse_id(&id)?;
-    consistent(&app, &c, &who.tenant_id).await?;
+    consistent(&app, &c, &who).await?;
     let found = app
         .reads
-        .document(&who.tenant_id, id)
+        .document(&viewer(&who), id)
         .await
         .map_err(read_failed)?;
     found.map(Json).ok_or_else(Problem::not_found)

@@ -9,7 +9,7 @@ use projection::{ApplyError, Envelope, Pass, TableProjection};
 use schemas::Event;
 use sqlx::PgConnection;
 
-pub use queries::Reads;
+pub use queries::{Reads, Viewer};
 
 pub const NAME: &str = "read_model";
 
@@ -33,6 +33,7 @@ impl TableProjection for ReadModel {
                     metadata         jsonb       NOT NULL,
                     version          bigint      NOT NULL,
                     started_at       timestamptz NOT NULL,
+                    started_by       text,
                     last_activity_at timestamptz NOT NULL,
                     ended_at         timestamptz)"
             ),
@@ -74,6 +75,17 @@ impl TableProjection for ReadModel {
         Ok(())
     }
 
+    async fn upgrade_tables(&self, db: &mut PgConnection, s: &str) -> Result<(), sqlx::Error> {
+        // Who started a conversation (schema v2 of ConversationStarted); older rows keep
+        // NULL, which every member of the tenant may read.
+        sqlx::query(&format!(
+            "ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS started_by text"
+        ))
+        .execute(db)
+        .await?;
+        Ok(())
+    }
+
     async fn apply(
         &self,
         db: &mut PgConnection,
@@ -92,8 +104,8 @@ async fn apply_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), A
     {
         let done = match &e.event {
             Event::ConversationStarted(c) => sqlx::query(&format!(
-                "INSERT INTO {s}.conversations (tenant_id, conversation_id, title, status, metadata, version, started_at, last_activity_at)
-                 VALUES ($1, $2, $3, 'open', $4, $5, $6, $6)"
+                "INSERT INTO {s}.conversations (tenant_id, conversation_id, title, status, metadata, version, started_at, last_activity_at, started_by)
+                 VALUES ($1, $2, $3, 'open', $4, $5, $6, $6, $7)"
             ))
             .bind(&c.tenant_id)
             .bind(c.conversation_id)
@@ -101,6 +113,7 @@ async fn apply_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), A
             .bind(sqlx::types::Json(&c.metadata))
             .bind(e.sequence)
             .bind(c.started_at)
+            .bind(&c.started_by)
             .execute(&mut *db)
             .await?,
             Event::MessageSent(m) => {

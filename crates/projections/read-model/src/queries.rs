@@ -64,6 +64,24 @@ pub struct DocumentView {
     pub generated_at: DateTime<Utc>,
 }
 
+/// Who reads: a tenant, and for a member the subject whose conversations they see
+/// (`only`; `None` for admins, auditors and services, who see the whole tenant). The rule
+/// is `domain::Actor::sees`: a member sees the conversations they started and those
+/// started before conversations recorded who started them; a conversation's messages and
+/// documents go with it.
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer<'a> {
+    pub tenant: &'a str,
+    pub only: Option<&'a str>,
+}
+
+/// `domain::Actor::sees` in SQL, over a conversations row `c`, with the viewer's `only` as
+/// parameter $8 (and as $3, $5, $6 in the statements that bind it there).
+const VISIBLE: &str = "($8::text IS NULL OR c.started_by IS NULL OR c.started_by = $8)";
+const VISIBLE_AT_3: &str = "($3::text IS NULL OR c.started_by IS NULL OR c.started_by = $3)";
+const VISIBLE_AT_5: &str = "($5::text IS NULL OR c.started_by IS NULL OR c.started_by = $5)";
+const VISIBLE_AT_6: &str = "($6::text IS NULL OR c.started_by IS NULL OR c.started_by = $6)";
+
 /// Filters and keyset position of a conversation listing (newest activity first).
 #[derive(Debug, Clone, Default)]
 pub struct ConversationFilter {
@@ -129,15 +147,15 @@ impl Reads {
 
     pub async fn conversations(
         &self,
-        tenant: &str,
+        viewer: &Viewer<'_>,
         f: &ConversationFilter,
     ) -> Result<Vec<ConversationView>, ReadError> {
         let s = self.schema().await?;
         let (after_time, after_id) = f.after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
         Ok(sqlx::query_as(&format!(
             "SELECT conversation_id, title, status, message_count, metadata, version, started_at, last_activity_at, ended_at
-             FROM {s}.conversations
-             WHERE tenant_id = $1
+             FROM {s}.conversations c
+             WHERE tenant_id = $1 AND {VISIBLE}
                AND ($2::text IS NULL OR status = $2)
                AND ($3::timestamptz IS NULL OR last_activity_at >= $3)
                AND ($4::timestamptz IS NULL OR last_activity_at < $4)
@@ -145,36 +163,38 @@ impl Reads {
              ORDER BY last_activity_at DESC, conversation_id DESC
              LIMIT $7"
         ))
-        .bind(tenant)
+        .bind(viewer.tenant)
         .bind(&f.status)
         .bind(f.active_after)
         .bind(f.active_before)
         .bind(after_time)
         .bind(after_id)
         .bind(f.limit)
+        .bind(viewer.only)
         .fetch_all(&self.pool)
         .await?)
     }
 
     pub async fn conversation(
         &self,
-        tenant: &str,
+        viewer: &Viewer<'_>,
         id: Uuid,
     ) -> Result<Option<ConversationView>, ReadError> {
         let s = self.schema().await?;
         Ok(sqlx::query_as(&format!(
             "SELECT conversation_id, title, status, message_count, metadata, version, started_at, last_activity_at, ended_at
-             FROM {s}.conversations WHERE tenant_id = $1 AND conversation_id = $2"
+             FROM {s}.conversations c WHERE tenant_id = $1 AND conversation_id = $2 AND {VISIBLE_AT_3}"
         ))
-        .bind(tenant)
+        .bind(viewer.tenant)
         .bind(id)
+        .bind(viewer.only)
         .fetch_optional(&self.pool)
         .await?)
     }
 
     pub async fn messages(
         &self,
-        tenant: &str,
+        viewer: &Viewer<'_>,
         id: Uuid,
         after_sequence: i64,
         limit: i64,
@@ -182,13 +202,16 @@ impl Reads {
         let s = self.schema().await?;
         Ok(sqlx::query_as(&format!(
             "SELECT message_id, conversation_id, sequence, role, content, model, prompt_tokens, completion_tokens, sent_at
-             FROM {s}.messages WHERE tenant_id = $1 AND conversation_id = $2 AND sequence > $3
+             FROM {s}.messages m WHERE tenant_id = $1 AND conversation_id = $2 AND sequence > $3
+               AND EXISTS (SELECT 1 FROM {s}.conversations c
+                           WHERE c.conversation_id = m.conversation_id AND {VISIBLE_AT_5})
              ORDER BY sequence LIMIT $4"
         ))
-        .bind(tenant)
+        .bind(viewer.tenant)
         .bind(id)
         .bind(after_sequence)
         .bind(limit)
+        .bind(viewer.only)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -197,7 +220,7 @@ impl Reads {
     /// (`generated_at`, `document_id`), at most `limit`.
     pub async fn documents_of(
         &self,
-        tenant: &str,
+        viewer: &Viewer<'_>,
         conversation: Uuid,
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
@@ -207,32 +230,38 @@ impl Reads {
         Ok(sqlx::query_as(&format!(
             "SELECT document_id, conversation_id, kind, title, format, content, source_message_count,
                     generator_name, generator_version, generated_at
-             FROM {s}.documents WHERE tenant_id = $1 AND conversation_id = $2
+             FROM {s}.documents d WHERE tenant_id = $1 AND conversation_id = $2
                AND ($3::timestamptz IS NULL OR (generated_at, document_id) > ($3, $4))
+               AND EXISTS (SELECT 1 FROM {s}.conversations c
+                           WHERE c.conversation_id = d.conversation_id AND {VISIBLE_AT_6})
              ORDER BY generated_at, document_id LIMIT $5"
         ))
-        .bind(tenant)
+        .bind(viewer.tenant)
         .bind(conversation)
         .bind(after_time)
         .bind(after_id)
         .bind(limit)
+        .bind(viewer.only)
         .fetch_all(&self.pool)
         .await?)
     }
 
     pub async fn document(
         &self,
-        tenant: &str,
+        viewer: &Viewer<'_>,
         id: Uuid,
     ) -> Result<Option<DocumentView>, ReadError> {
         let s = self.schema().await?;
         Ok(sqlx::query_as(&format!(
             "SELECT document_id, conversation_id, kind, title, format, content, source_message_count,
                     generator_name, generator_version, generated_at
-             FROM {s}.documents WHERE tenant_id = $1 AND document_id = $2"
+             FROM {s}.documents d WHERE tenant_id = $1 AND document_id = $2
+               AND EXISTS (SELECT 1 FROM {s}.conversations c
+                           WHERE c.conversation_id = d.conversation_id AND {VISIBLE_AT_3})"
         ))
-        .bind(tenant)
+        .bind(viewer.tenant)
         .bind(id)
+        .bind(viewer.only)
         .fetch_optional(&self.pool)
         .await?)
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use projection::TableSink;
 use read_model::queries::ConversationFilter;
-use read_model::{ReadModel, Reads};
+use read_model::{ReadModel, Reads, Viewer};
 use schemas::{AggregateKind, Version, VersionToken};
 use serde_json::json;
 use testkit::projection::Kit;
@@ -24,9 +24,13 @@ async fn every_query_runs_on_the_tables_the_projection_creates() {
         id,
         version: Version(1),
     };
+    let member = Viewer {
+        tenant: "acme",
+        only: Some("ann"),
+    };
     // Before the projector created anything: "not built yet", not a database error.
     assert!(matches!(
-        reads.conversation("acme", id).await,
+        reads.conversation(&member, id).await,
         Err(read_model::queries::ReadError::NoReadModel)
     ));
     projection::generation::ensure_live(&db.pool, &TableSink(ReadModel))
@@ -47,23 +51,30 @@ async fn every_query_runs_on_the_tables_the_projection_creates() {
         after: Some((chrono::Utc::now(), id)),
         limit: 10,
     };
-    assert!(
-        reads
-            .conversations("acme", &filter)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(reads.conversation("acme", id).await.unwrap().is_none());
-    assert!(reads.messages("acme", id, 0, 10).await.unwrap().is_empty());
-    assert!(
-        reads
-            .documents_of("acme", id, Some((chrono::Utc::now(), id)), 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(reads.document("acme", id).await.unwrap().is_none());
+    // Every query, as a member (the visibility clause bound) and as an admin (not).
+    let admin = Viewer {
+        tenant: "acme",
+        only: None,
+    };
+    for viewer in [member, admin] {
+        assert!(
+            reads
+                .conversations(&viewer, &filter)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(reads.conversation(&viewer, id).await.unwrap().is_none());
+        assert!(reads.messages(&viewer, id, 0, 10).await.unwrap().is_empty());
+        assert!(
+            reads
+                .documents_of(&viewer, id, Some((chrono::Utc::now(), id)), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(reads.document(&viewer, id).await.unwrap().is_none());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
