@@ -587,6 +587,26 @@ async fn the_openapi_document_and_health_are_served() {
         schemas["SendMessage"]["properties"]["content"]["maxLength"],
         32768
     );
+    // Every operation lists the problems any request can meet.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for status in ["400", "401", "403", "404", "408", "413", "429", "503"] {
+                assert!(
+                    operation["responses"][status].is_object(),
+                    "{method} {path} does not document {status}"
+                );
+            }
+            if operation["requestBody"].is_object() {
+                for status in ["409", "412", "415", "422"] {
+                    assert!(
+                        operation["responses"][status].is_object(),
+                        "{method} {path} does not document {status}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(schemas["Problem"]["properties"]["code"].is_object());
     let ready = reqwest::get(format!("{}/readyz", app.base)).await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
     let missing = reqwest::get(format!("{}/v2/nothing", app.base))

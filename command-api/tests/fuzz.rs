@@ -103,6 +103,22 @@ async fn random_bad_input_never_gets_a_server_error_or_a_partial_write() {
             &["role", "content"],
         ),
     ];
+    // What the OpenAPI document says each endpoint may answer.
+    let doc: Value = http
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let templates = [
+        "/v1/conversations",
+        "/v1/conversations/{id}/messages",
+        "/v1/conversations/{id}/rename",
+        "/v1/conversations/{id}/documents",
+        "/v1/conversations/{id}/messages",
+    ];
     let mut accepted = 0;
     for (seed, case) in seeds.iter().flat_map(|s| (0..600).map(move |c| (*s, c))) {
         if case == 0 {
@@ -124,6 +140,7 @@ async fn random_bad_input_never_gets_a_server_error_or_a_partial_write() {
         let method =
             reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let head = method == reqwest::Method::HEAD;
+        let post = method == reqwest::Method::POST;
         let mut req = http
             .request(method, format!("{}{path}", app.base))
             .bearer_auth(&token)
@@ -145,6 +162,14 @@ async fn random_bad_input_never_gets_a_server_error_or_a_partial_write() {
         }
         let resp = req.send().await.unwrap();
         let status = resp.status();
+        if post {
+            let template = templates[case % endpoints.len()];
+            let documented = &doc["paths"][template]["post"]["responses"][status.as_str()];
+            assert!(
+                !documented.is_null(),
+                "case {case}: POST {template} answered {status}, which its OpenAPI entry does not list"
+            );
+        }
         let content_type = resp
             .headers()
             .get("content-type")

@@ -1,6 +1,6 @@
 //! The OpenAPI document served at `/openapi.json`.
 
-use platform::http::BearerAuth;
+use platform::http::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
 use super::commands;
@@ -25,6 +25,6 @@ use super::commands;
         commands::GenerateDocument,
         commands::CommandAccepted
     )),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ProblemResponses)
 )]
 pub struct ApiDoc;

@@ -248,3 +248,113 @@ impl utoipa::Modify for BearerAuth {
         }
     }
 }
+
+/// OpenAPI modifier: every operation lists every answer the edge and the extractors can
+/// give besides its own (problem documents with a stable `code`), and the `Problem`
+/// schema they follow, so a client generated from the document, or a fuzzer checking it,
+/// meets no undocumented status.
+pub struct ProblemResponses;
+
+impl utoipa::Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = ObjectBuilder::new()
+            .description(Some(
+                "RFC 9457 problem details; `code` is stable and meant for clients to branch on.",
+            ))
+            .property("type", ObjectBuilder::new().schema_type(Type::String))
+            .property("title", ObjectBuilder::new().schema_type(Type::String))
+            .property("status", ObjectBuilder::new().schema_type(Type::Integer))
+            .property("code", ObjectBuilder::new().schema_type(Type::String))
+            .property("detail", ObjectBuilder::new().schema_type(Type::String))
+            .required("type")
+            .required("title")
+            .required("status")
+            .required("code")
+            .build();
+        if let Some(components) = openapi.components.as_mut() {
+            components.schemas.insert("Problem".into(), problem.into());
+        }
+        let answer = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        let common: &[(&str, &str)] = &[
+            (
+                "400",
+                "Malformed input: a parameter, header or value out of range (`invalid_*`)",
+            ),
+            (
+                "401",
+                "No valid token (`unauthenticated`, `invalid_token`, `token_expired`)",
+            ),
+            ("403", "The token's roles do not allow it (`forbidden`)"),
+            (
+                "404",
+                "Nothing of this tenant, visible to this caller, at that path (`not_found`)",
+            ),
+            (
+                "405",
+                "The route does not answer this method (`method_not_allowed`)",
+            ),
+            (
+                "408",
+                "The request was not received and handled in time (`request_timeout`)",
+            ),
+            ("413", "The body is larger than allowed (`body_too_large`)"),
+            (
+                "429",
+                "Over a rate limit; see `Retry-After` (`rate_limited`)",
+            ),
+            ("500", "A defect; logged (`internal`)"),
+            (
+                "503",
+                "A dependency is unavailable or the server is saturated; see `Retry-After` (`database_unavailable`, `auth_unavailable`, `position_not_reached`, `too_many_streams`, `contended`)",
+            ),
+        ];
+        let with_body: &[(&str, &str)] = &[
+            (
+                "409",
+                "The aggregate's state forbids it (`already_exists`, `conversation_ended`, `conversation_empty`)",
+            ),
+            (
+                "412",
+                "`If-Match` names another version (`version_mismatch`)",
+            ),
+            ("415", "The body is not JSON (`unsupported_media_type`)"),
+            (
+                "422",
+                "The body is valid JSON but not a valid command (`invalid_body`, `validation_failed`, `idempotency_key_reused`, `event_too_large`)",
+            ),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let has_body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                let extra = if has_body { with_body } else { &[] };
+                for (status, description) in common.iter().chain(extra) {
+                    responses
+                        .entry((*status).to_owned())
+                        .or_insert_with(|| answer(description).into());
+                }
+            }
+        }
+    }
+}

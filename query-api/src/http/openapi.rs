@@ -1,6 +1,6 @@
 //! The OpenAPI document served at `/openapi.json`.
 
-use platform::http::BearerAuth;
+use platform::http::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
 use super::{audit, reads};
@@ -19,6 +19,6 @@ use super::{audit, reads};
         audit::state
     ),
     components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, crate::audit::StateView)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ProblemResponses)
 )]
 pub struct ApiDoc;
