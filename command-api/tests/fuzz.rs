@@ -132,11 +132,7 @@ async fn random_bad_input_never_gets_a_server_error_or_a_partial_write() {
         };
         let before: i64 = app.event_count().await;
         // Mostly POST, the commands' method; now and then another one, or one made up.
-        let method = if rng.below(8) == 0 {
-            rng.method()
-        } else {
-            "POST".to_owned()
-        };
+        let method = rng.method_mostly("POST");
         let method =
             reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let head = method == reqwest::Method::HEAD;

@@ -86,28 +86,13 @@ async fn notifications_projector(stack: &testkit::Stack, url: &str) -> std::proc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn notifications_survive_a_kill_9_of_their_projector_and_are_seen_once() {
-    use testkit::commands::{meta, user_message};
     let stack = testkit::Stack::new().await;
     let _relay = stack.relay();
     let receiver = testkit::receiver::Receiver::start().await;
     let mut projector = notifications_projector(&stack, &receiver.url).await;
     let writer = async {
         for n in 0..60 {
-            let s = &stack.service;
-            let id = s
-                .start_conversation(format!("c{n}"), Default::default(), &meta("acme"))
-                .await
-                .unwrap()
-                .aggregate_id;
-            s.send_message(id, user_message("hello"), None, &meta("acme"))
-                .await
-                .unwrap();
-            s.generate_document(id, schemas::DocumentKind::Summary, None, &meta("acme"))
-                .await
-                .unwrap();
-            s.end_conversation(id, None, None, &meta("acme"))
-                .await
-                .unwrap();
+            testkit::commands::summarised_and_ended(&stack.service, "acme", n).await;
         }
     };
     let kill = async {

@@ -144,11 +144,7 @@ async fn random_query_input_never_gets_a_server_error() {
                 .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
                 .collect();
             let url = format!("{}{path}?{}", stack.query_base, query.join("&"));
-            let method = if rng.below(8) == 0 {
-                rng.method()
-            } else {
-                "GET".to_owned()
-            };
+            let method = rng.method_mostly("GET");
             let method =
                 reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
             let head = method == reqwest::Method::HEAD;

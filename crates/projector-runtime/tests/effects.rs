@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use notifications::{Channel, Notifications};
 use projection::EffectSink;
-use testkit::commands::{meta, user_message};
+use testkit::commands::{meta, summarised_and_ended};
 use testkit::receiver::Receiver;
 use testkit::{Stack, wait_until};
 use uuid::Uuid;
@@ -18,26 +18,6 @@ fn notifier(receiver: &Receiver) -> Arc<EffectSink<Notifications>> {
     let channel =
         Channel::http(receiver.url.clone(), Duration::from_secs(5)).expect("receiver URL");
     Arc::new(EffectSink::new(Notifications::new(channel)))
-}
-
-/// A conversation that calls for two notifications: its summary is ready, it ended.
-async fn conversation(stack: &Stack, n: usize) -> Uuid {
-    let s = &stack.service;
-    let id = s
-        .start_conversation(format!("c{n}"), Default::default(), &meta("acme"))
-        .await
-        .unwrap()
-        .aggregate_id;
-    s.send_message(id, user_message("hello"), None, &meta("acme"))
-        .await
-        .unwrap();
-    s.generate_document(id, schemas::DocumentKind::Summary, None, &meta("acme"))
-        .await
-        .unwrap();
-    s.end_conversation(id, None, None, &meta("acme"))
-        .await
-        .unwrap();
-    id
 }
 
 fn distinct_delivered(receiver: &Receiver) -> usize {
@@ -61,7 +41,7 @@ async fn each_notification_is_seen_once_across_kill_redelivery_rebuild_and_redri
     let first = stack.projector(notifier(&receiver)).await;
     let writer = async {
         for n in 0..40 {
-            conversation(&stack, n).await;
+            summarised_and_ended(&stack.service, "acme", n).await;
         }
     };
     let kill_midway = async {

@@ -74,3 +74,26 @@ pub fn user_message(content: &str) -> NewMessage {
         completion_tokens: None,
     }
 }
+
+/// A whole conversation of `tenant`: started (titled `c<n>`), one user message, a summary
+/// generated, ended. Returns its id.
+pub async fn summarised_and_ended(service: &CommandService, tenant: &str, n: usize) -> uuid::Uuid {
+    let id = service
+        .start_conversation(format!("c{n}"), Default::default(), &meta(tenant))
+        .await
+        .expect("start conversation")
+        .aggregate_id;
+    service
+        .send_message(id, user_message("hello"), None, &meta(tenant))
+        .await
+        .expect("send message");
+    service
+        .generate_document(id, schemas::DocumentKind::Summary, None, &meta(tenant))
+        .await
+        .expect("generate document");
+    service
+        .end_conversation(id, None, None, &meta(tenant))
+        .await
+        .expect("end conversation");
+    id
+}

@@ -99,6 +99,15 @@ impl FuzzRng {
         values[self.below(values.len() as u64) as usize].clone()
     }
 
+    /// Mostly `usual`; one request in eight another method, standard or made up.
+    pub fn method_mostly(&mut self, usual: &str) -> String {
+        if self.below(8) == 0 {
+            self.method()
+        } else {
+            usual.to_owned()
+        }
+    }
+
     /// An HTTP method: a standard one, or one made up.
     pub fn method(&mut self) -> String {
         match self.below(3) {

@@ -71,6 +71,26 @@ async fn consistent(app: &AppState, c: &Consistency, who: &Principal) -> Result<
     }
 }
 
+/// Waits for the caller's position, then checks the conversation is one they see
+/// (404 otherwise): what a read of a conversation's messages or documents starts with.
+async fn conversation_in_sight(
+    app: &AppState,
+    who: &Principal,
+    position: &Consistency,
+    id: Uuid,
+) -> Result<(), Problem> {
+    consistent(app, position, who).await?;
+    match app
+        .reads
+        .conversation(&viewer(who), id)
+        .await
+        .map_err(read_failed)?
+    {
+        Some(_) => Ok(()),
+        None => Err(Problem::not_found()),
+    }
+}
+
 /// Who the caller reads as: their tenant, and for a member only what they started.
 fn viewer(who: &Principal) -> Viewer<'_> {
     Viewer {
@@ -271,24 +291,11 @@ pub async fn list_messages(
 ) -> Result<Json<Page<MessageView>>, Problem> {
     who.require_any(READERS)?;
     let id = parse_id(&id)?;
-    consistent(
-        &app,
-        &Consistency {
-            position: q.position.clone(),
-            wait_ms: q.wait_ms,
-        },
-        &who,
-    )
-    .await?;
-    if app
-        .reads
-        .conversation(&viewer(&who), id)
-        .await
-        .map_err(read_failed)?
-        .is_none()
-    {
-        return Err(Problem::not_found());
-    }
+    let position = Consistency {
+        position: q.position.clone(),
+        wait_ms: q.wait_ms,
+    };
+    conversation_in_sight(&app, &who, &position, id).await?;
     let limit = limit(q.limit)?;
     let after: i64 = match q.cursor.as_deref() {
         None => 0,
@@ -327,24 +334,11 @@ pub async fn list_documents(
 ) -> Result<Json<Page<DocumentView>>, Problem> {
     who.require_any(READERS)?;
     let id = parse_id(&id)?;
-    consistent(
-        &app,
-        &Consistency {
-            position: q.position.clone(),
-            wait_ms: q.wait_ms,
-        },
-        &who,
-    )
-    .await?;
-    if app
-        .reads
-        .conversation(&viewer(&who), id)
-        .await
-        .map_err(read_failed)?
-        .is_none()
-    {
-        return Err(Problem::not_found());
-    }
+    let position = Consistency {
+        position: q.position.clone(),
+        wait_ms: q.wait_ms,
+    };
+    conversation_in_sight(&app, &who, &position, id).await?;
     let limit = limit(q.limit)?;
     let after = q.cursor.as_deref().map(parse_time_cursor).transpose()?;
     let items = app
