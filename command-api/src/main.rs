@@ -56,7 +56,13 @@ async fn main() -> anyhow::Result<()> {
         (None, None)
     };
 
-    let service = Arc::new(CommandService::new(pool, Arc::new(TemplateGenerator)));
+    let knowledge_max: usize =
+        config::parse_or("KNOWLEDGE_MAX_BYTES", commands::intake::DEFAULT_MAX_BYTES)?;
+    let service = Arc::new(
+        CommandService::new(pool, Arc::new(TemplateGenerator))
+            .with_knowledge_max_bytes(knowledge_max),
+    );
+    let limits = http::HttpLimits::from_env(command_api::http::transport_body_limit(&service))?;
     let ttl = Duration::from_secs(3600 * config::parse_or("IDEMPOTENCY_KEY_TTL_HOURS", 24u64)?);
     let expiry = tokio::spawn({
         let service = service.clone();
@@ -82,7 +88,6 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let limits = http::HttpLimits::from_env(command_api::http::BODY_LIMIT)?;
     http::serve(listener, app, limits, shutdown.requested()).await?;
     expiry.abort();
     let _ = stop.send(true);

@@ -683,3 +683,224 @@ async fn a_database_that_cannot_be_reached_answers_503_with_retry_after() {
     assert_eq!(body["code"], "database_unavailable", "{body}");
     server.abort();
 }
+
+impl Client {
+    /// Uploads a file to the knowledge base.
+    async fn upload(&self, title: &str, content_type: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(
+                reqwest::Url::parse_with_params(
+                    &format!("{}/v1/knowledge", self.base),
+                    [("title", title)],
+                )
+                .expect("url"),
+            )
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+    }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+    }
+}
+
+/// The text the stored `KnowledgeDocumentAdded` event of `id` carries, and its sha256.
+async fn stored_knowledge(app: &TestApp, id: &str) -> (String, String, String) {
+    let row: (String, String, String) = sqlx::query_as(
+        "SELECT payload->'KnowledgeDocumentAdded'->>'text', payload->'KnowledgeDocumentAdded'->>'sha256', \
+                payload->'KnowledgeDocumentAdded'->>'media_type' \
+         FROM events WHERE aggregate_type = 'knowledge' AND aggregate_id = $1 AND sequence = 1",
+    )
+    .bind(id)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("the added event");
+    row
+}
+
+#[tokio::test]
+async fn an_admin_adds_text_markdown_and_pdf_files_to_the_knowledge_base() {
+    let app = TestApp::spawn().await;
+    let admin = Client::new(&app, "acme", &[Role::Admin]);
+
+    let (status, body) = admin
+        .upload(
+            "Shipping",
+            "text/plain; charset=utf-8",
+            "Launch is planned for May.\n".into(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["aggregate"], "knowledge");
+    assert_eq!(body["version"], 1);
+    let (text, sha256, media) =
+        stored_knowledge(&app, body["id"].as_str().unwrap_or_default()).await;
+    assert_eq!(text, "Launch is planned for May.\n");
+    assert_eq!(media, "text/plain");
+    assert_eq!(
+        sha256,
+        event_store::blobs::sha256_hex(b"Launch is planned for May.\n")
+    );
+
+    let pdf =
+        testkit::files::pdf_with_text(&["Refunds are issued within 14 days.", "Ask (politely)."]);
+    let (status, body) = admin
+        .upload("Refund policy", "application/pdf", pdf.clone())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (text, sha256, media) =
+        stored_knowledge(&app, body["id"].as_str().unwrap_or_default()).await;
+    assert!(
+        text.contains("Refunds are issued within 14 days."),
+        "{text:?}"
+    );
+    assert!(text.contains("Ask (politely)."), "{text:?}");
+    assert_eq!(media, "application/pdf");
+    // The original is kept by its hash, byte for byte, outside the event.
+    let original = event_store::blobs::get(&app.db.pool, &sha256)
+        .await
+        .expect("read blob")
+        .expect("the original is stored");
+    assert_eq!(original.bytes, pdf);
+    assert_eq!(original.media_type, "application/pdf");
+
+    let (status, body) = admin
+        .upload(
+            "Notes",
+            "text/markdown",
+            "# Pricing\n\nThe basic plan costs 10 EUR.".into(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(app.scalar("SELECT count(*) FROM blobs").await, 3);
+}
+
+#[tokio::test]
+async fn files_the_knowledge_base_does_not_take_are_refused_and_nothing_is_stored() {
+    let app = TestApp::spawn().await;
+    let admin = Client::new(&app, "acme", &[Role::Admin]);
+    let refusals: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "text/plain",
+            vec![],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "file_empty",
+        ),
+        (
+            "text/plain",
+            b" \n\t\n".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "file_empty",
+        ),
+        (
+            "application/pdf",
+            testkit::files::pdf_without_text(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "pdf_without_text",
+        ),
+        (
+            "text/plain",
+            testkit::files::pdf_with_text(&["hi"]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "media_type_mismatch",
+        ),
+        (
+            "application/pdf",
+            b"just text".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "media_type_mismatch",
+        ),
+        (
+            "text/markdown",
+            vec![0xff, 0xfe, 0x41, 0x00],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "media_type_mismatch",
+        ),
+        (
+            "application/pdf",
+            b"%PDF-1.7\nnot really a pdf".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "file_unreadable",
+        ),
+        (
+            "image/png",
+            b"\x89PNG\r\n".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "text/plain; charset=iso-8859-1",
+            b"caf\xe9".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "text/plain",
+            vec![b'a'; commands::intake::DEFAULT_MAX_BYTES + 1],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+    ];
+    for (content_type, bytes, want_status, code) in refusals {
+        let (status, body) = admin.upload("Refused", content_type, bytes).await;
+        assert_problem(status, &body, want_status, code);
+    }
+    // A title the aggregate refuses: the file was fine, the command is not.
+    let (status, body) = admin.upload("", "text/plain", b"fine".to_vec()).await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    // Only members: the knowledge base is curated by admins.
+    let (status, body) = member(&app)
+        .upload("Mine", "text/plain", b"text".to_vec())
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(app.event_count().await, 0);
+    // The refused title's file was read before the title was refused: its blob is the
+    // one harmless leftover (content-addressed, reused by the next upload of it).
+    assert!(app.scalar("SELECT count(*) FROM blobs").await <= 1);
+}
+
+#[tokio::test]
+async fn a_removed_knowledge_document_is_gone_and_another_tenant_cannot_remove_one() {
+    let app = TestApp::spawn().await;
+    let admin = Client::new(&app, "acme", &[Role::Admin]);
+    let (status, body) = admin
+        .upload("Doc", "text/plain", b"Some fact.".to_vec())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let path = format!("/v1/knowledge/{}", body["id"].as_str().unwrap_or_default());
+
+    let globex = Client::new(&app, "globex", &[Role::Admin]);
+    let (status, body) = globex.delete(&path).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = member(&app).delete(&path).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+
+    let (status, body) = admin.delete(&path).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], 2);
+    let (status, body) = admin.delete(&path).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = admin.delete("/v1/knowledge/not-a-uuid").await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(app.event_count().await, 2);
+}

@@ -11,8 +11,8 @@ use std::convert::Infallible;
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
-use domain::state::{ConversationState, DocumentState};
-use domain::{Conversation, Document};
+use domain::state::{ConversationState, DocumentState, KnowledgeState};
+use domain::{Conversation, Document, Knowledge};
 use event_store::StoredEvent;
 use event_store::log;
 use futures::Stream;
@@ -308,6 +308,9 @@ pub async fn state_at(
         }
         AggregateKind::Document => {
             fold::<Document, DocumentState>(pool, tenant, kind, id, as_of).await
+        }
+        AggregateKind::Knowledge => {
+            fold::<Knowledge, KnowledgeState>(pool, tenant, kind, id, as_of).await
         }
     }
 }

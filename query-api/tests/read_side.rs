@@ -12,7 +12,7 @@ use projection::TableSink;
 use read_model::ReadModel;
 use reqwest::StatusCode;
 use serde_json::Value;
-use testkit::commands::{meta, send_messages, start_conversations, user_message};
+use testkit::commands::{add_knowledge, meta, send_messages, start_conversations, user_message};
 use testkit::wait_until;
 
 struct Http {
@@ -238,5 +238,93 @@ async fn another_tenants_position_token_behaves_as_one_that_does_not_exist() {
             )
         );
     }
+    projector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_member_reads_the_tenants_knowledge_base_and_its_originals() {
+    let stack = ReadStack::spawn().await;
+    let service = stack.commands.service.clone();
+    let projector = stack.read_model().await;
+    let pdf = testkit::files::pdf_with_text(&["Support answers within one business day."]);
+    let policy = add_knowledge(&service, "acme", "Support policy", "application/pdf", &pdf).await;
+    let notes = add_knowledge(
+        &service,
+        "acme",
+        "Notes",
+        "text/markdown",
+        b"# Notes\nShip in May.",
+    )
+    .await;
+    let theirs = add_knowledge(&service, "globex", "Theirs", "text/plain", b"Globex facts.").await;
+    let q = &stack.query_base;
+    // A member who added nothing sees the whole knowledge base, newest first.
+    let member = Http::new(&stack, "acme", &[Role::Member]);
+    let (status, page) = member
+        .get(format!("{q}/v1/knowledge?position={}", notes.token()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{page}");
+    assert_eq!(items[0]["knowledge_id"], notes.aggregate_id.to_string());
+    assert_eq!(items[1]["title"], "Support policy");
+    assert_eq!(items[1]["media_type"], "application/pdf");
+    assert_eq!(items[1]["size_bytes"], pdf.len());
+    assert!(
+        items[1].get("text").is_none(),
+        "the listing leaves texts out"
+    );
+
+    let one = format!("{q}/v1/knowledge/{}", policy.aggregate_id);
+    let (status, doc) = member
+        .get(format!("{one}?position={}", policy.token()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert!(
+        doc["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("within one business day"),
+        "{doc}"
+    );
+    let original = reqwest::Client::new()
+        .get(format!("{one}/original"))
+        .bearer_auth(&member.token)
+        .send()
+        .await
+        .expect("get the original");
+    assert_eq!(original.status(), StatusCode::OK);
+    assert_eq!(original.headers()["content-type"], "application/pdf");
+    assert_eq!(
+        original.headers()["etag"].to_str().unwrap_or_default(),
+        format!("\"{}\"", doc["sha256"].as_str().unwrap_or_default())
+    );
+    assert_eq!(
+        original.bytes().await.expect("body").as_ref(),
+        pdf.as_slice()
+    );
+
+    // Another tenant's document does not exist here, even with its position.
+    let (status, _) = member
+        .get(format!("{q}/v1/knowledge/{}", theirs.aggregate_id))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = member
+        .get(format!("{q}/v1/knowledge/{}/original", theirs.aggregate_id))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let mut admin = meta("acme");
+    admin.scope = commands::Scope::Tenant;
+    let removed = service
+        .remove_knowledge(policy.aggregate_id, None, &admin)
+        .await
+        .expect("remove");
+    let (status, _) = member
+        .get(format!("{one}?position={}", removed.token()))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, page) = member.get(format!("{q}/v1/knowledge")).await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
     projector.stop().await;
 }

@@ -128,6 +128,8 @@ impl Event {
             Event::ConversationRenamed(e) => encode(e),
             Event::ConversationEnded(e) => encode(e),
             Event::DocumentGenerated(e) => encode(e),
+            Event::KnowledgeDocumentAdded(e) => encode(e),
+            Event::KnowledgeDocumentRemoved(e) => encode(e),
         }
     }
 
@@ -139,6 +141,8 @@ impl Event {
             EventType::ConversationRenamed => Event::ConversationRenamed(decode(bytes)?),
             EventType::ConversationEnded => Event::ConversationEnded(decode(bytes)?),
             EventType::DocumentGenerated => Event::DocumentGenerated(decode(bytes)?),
+            EventType::KnowledgeDocumentAdded => Event::KnowledgeDocumentAdded(decode(bytes)?),
+            EventType::KnowledgeDocumentRemoved => Event::KnowledgeDocumentRemoved(decode(bytes)?),
         })
     }
 }

@@ -141,6 +141,30 @@ pub struct DocumentGenerated {
     pub generated_at: DateTime<Utc>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnowledgeDocumentAdded {
+    #[serde(with = "uuid_text")]
+    pub knowledge_id: Uuid,
+    pub tenant_id: String,
+    pub title: String,
+    pub media_type: String,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub text: String,
+    #[serde(default)]
+    pub added_by: Option<String>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub added_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnowledgeDocumentRemoved {
+    #[serde(with = "uuid_text")]
+    pub knowledge_id: Uuid,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub removed_at: DateTime<Utc>,
+}
+
 /// Name of an event type, as stored in the event store and sent in the `event_type` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
@@ -149,15 +173,19 @@ pub enum EventType {
     ConversationRenamed,
     ConversationEnded,
     DocumentGenerated,
+    KnowledgeDocumentAdded,
+    KnowledgeDocumentRemoved,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 7] = [
         EventType::ConversationStarted,
         EventType::MessageSent,
         EventType::ConversationRenamed,
         EventType::ConversationEnded,
         EventType::DocumentGenerated,
+        EventType::KnowledgeDocumentAdded,
+        EventType::KnowledgeDocumentRemoved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -167,6 +195,8 @@ impl EventType {
             EventType::ConversationRenamed => "ConversationRenamed",
             EventType::ConversationEnded => "ConversationEnded",
             EventType::DocumentGenerated => "DocumentGenerated",
+            EventType::KnowledgeDocumentAdded => "KnowledgeDocumentAdded",
+            EventType::KnowledgeDocumentRemoved => "KnowledgeDocumentRemoved",
         }
     }
 
@@ -177,7 +207,13 @@ impl EventType {
     pub fn aggregate(self) -> AggregateKind {
         match self {
             EventType::DocumentGenerated => AggregateKind::Document,
-            _ => AggregateKind::Conversation,
+            EventType::KnowledgeDocumentAdded | EventType::KnowledgeDocumentRemoved => {
+                AggregateKind::Knowledge
+            }
+            EventType::ConversationStarted
+            | EventType::MessageSent
+            | EventType::ConversationRenamed
+            | EventType::ConversationEnded => AggregateKind::Conversation,
         }
     }
 }
@@ -219,7 +255,9 @@ contract!(
     MessageSent,
     ConversationRenamed,
     ConversationEnded,
-    DocumentGenerated
+    DocumentGenerated,
+    KnowledgeDocumentAdded,
+    KnowledgeDocumentRemoved
 );
 
 impl Event {
@@ -231,6 +269,8 @@ impl Event {
             Event::ConversationRenamed(e) => e.conversation_id,
             Event::ConversationEnded(e) => e.conversation_id,
             Event::DocumentGenerated(e) => e.document_id,
+            Event::KnowledgeDocumentAdded(e) => e.knowledge_id,
+            Event::KnowledgeDocumentRemoved(e) => e.knowledge_id,
         }
     }
 }

@@ -55,6 +55,18 @@ pub const TABLE: &[SchemaVersion] = &[
     version!(4, ConversationEnded, 1, "conversation_ended/v1.avsc"),
     version!(5, DocumentGenerated, 1, "document_generated/v1.avsc"),
     version!(6, ConversationStarted, 2, "conversation_started/v2.avsc"),
+    version!(
+        7,
+        KnowledgeDocumentAdded,
+        1,
+        "knowledge_document_added/v1.avsc"
+    ),
+    version!(
+        8,
+        KnowledgeDocumentRemoved,
+        1,
+        "knowledge_document_removed/v1.avsc"
+    ),
 ];
 
 pub(crate) struct Parsed {

@@ -7,16 +7,23 @@ use std::fmt;
 pub enum AggregateKind {
     Conversation,
     Document,
+    /// A document of the tenant's knowledge base.
+    Knowledge,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 2] = [AggregateKind::Conversation, AggregateKind::Document];
+    pub const ALL: [AggregateKind; 3] = [
+        AggregateKind::Conversation,
+        AggregateKind::Document,
+        AggregateKind::Knowledge,
+    ];
 
     /// The `aggregate_type` stored in the event store for this kind.
     pub fn as_str(self) -> &'static str {
         match self {
             AggregateKind::Conversation => "conversation",
             AggregateKind::Document => "document",
+            AggregateKind::Knowledge => "knowledge",
         }
     }
 

@@ -96,6 +96,23 @@ fn samples() -> Vec<Event> {
             generated_at: at(4),
         }
         .into(),
+        KnowledgeDocumentAdded {
+            knowledge_id: Uuid::new_v4(),
+            tenant_id: "acme".into(),
+            title: "Refund policy".into(),
+            media_type: "application/pdf".into(),
+            sha256: "ab".repeat(32),
+            size_bytes: 1234,
+            text: "Refunds are issued within 14 days.".into(),
+            added_by: Some("ann".into()),
+            added_at: at(5),
+        }
+        .into(),
+        KnowledgeDocumentRemoved {
+            knowledge_id: Uuid::new_v4(),
+            removed_at: at(6),
+        }
+        .into(),
     ]
 }
 

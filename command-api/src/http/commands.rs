@@ -113,7 +113,7 @@ pub struct CommandAccepted {
     pub replayed: bool,
 }
 
-fn respond(a: Accepted, status: StatusCode) -> Response {
+pub(super) fn respond(a: Accepted, status: StatusCode) -> Response {
     let mut message_id = None;
     let mut conversation_id = None;
     for e in &a.events {
@@ -144,7 +144,7 @@ fn respond(a: Accepted, status: StatusCode) -> Response {
 }
 
 /// `If-Match: "3"` (or `3`); `*` or absent: no expectation.
-fn expected_version(headers: &HeaderMap) -> Result<Option<Version>, Problem> {
+pub(super) fn expected_version(headers: &HeaderMap) -> Result<Option<Version>, Problem> {
     let Some(raw) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -211,34 +211,13 @@ impl<T: DeserializeOwned + Serialize + Send> FromRequest<AppState> for CommandRe
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = req.into_parts();
-        let who = Principal::from_request_parts(&mut parts, state).await?;
-        who.require_any(WRITERS)?;
-        let Ok(ctx) = RequestContext::from_request_parts(&mut parts, state).await;
+        let caller = Caller::from_request_parts(&mut parts, state).await?;
+        caller.who.require_any(WRITERS)?;
         let expected = expected_version(&parts.headers)?;
-        // The full path (inside `nest`, `uri` lacks the prefix).
-        let path = parts
-            .extensions
-            .get::<OriginalUri>()
-            .map_or_else(|| parts.uri.path().to_owned(), |u| u.path().to_owned());
-        let target = format!("{} {path}", parts.method);
-        let headers = parts.headers.clone();
         let Json(body) = Json::<T>::from_request(Request::from_parts(parts, body), state).await?;
-        let meta = RequestMeta {
-            tenant_id: who.tenant_id.clone(),
-            user_id: who.subject.clone(),
-            scope: if who.sees_whole_tenant() {
-                ::commands::Scope::Tenant
-            } else {
-                ::commands::Scope::Own
-            },
-            correlation_id: ctx.correlation_id,
-            causation_id: ctx.causation_id,
-            traceparent: Some(ctx.traceparent),
-            tracestate: ctx.tracestate,
-            idempotency: idempotency(&headers, &target, &body)?,
-        };
+        let meta = caller.meta(&body)?;
         Ok(CommandRequest {
-            who,
+            who: caller.who,
             meta,
             expected,
             body,
@@ -246,8 +225,62 @@ impl<T: DeserializeOwned + Serialize + Send> FromRequest<AppState> for CommandRe
     }
 }
 
+/// The caller of a command and what its events will carry: authenticated (401 first),
+/// with the request's correlation, trace context and idempotency key.
+pub struct Caller {
+    pub who: Principal,
+    ctx: RequestContext,
+    /// `METHOD /full/path`: part of the idempotency hash.
+    target: String,
+    headers: HeaderMap,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let who = Principal::from_request_parts(parts, state).await?;
+        let Ok(ctx) = RequestContext::from_request_parts(parts, state).await;
+        // The full path (inside `nest`, `uri` lacks the prefix).
+        let path = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or_else(|| parts.uri.path().to_owned(), |u| u.path().to_owned());
+        Ok(Caller {
+            who,
+            ctx,
+            target: format!("{} {path}", parts.method),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl Caller {
+    /// The metadata of the command's events; `request` is what the idempotency key's
+    /// request hash covers besides the method and path.
+    pub fn meta(&self, request: &impl Serialize) -> Result<RequestMeta, Problem> {
+        Ok(RequestMeta {
+            tenant_id: self.who.tenant_id.clone(),
+            user_id: self.who.subject.clone(),
+            scope: if self.who.sees_whole_tenant() {
+                ::commands::Scope::Tenant
+            } else {
+                ::commands::Scope::Own
+            },
+            correlation_id: self.ctx.correlation_id.clone(),
+            causation_id: self.ctx.causation_id.clone(),
+            traceparent: Some(self.ctx.traceparent.clone()),
+            tracestate: self.ctx.tracestate.clone(),
+            idempotency: idempotency(&self.headers, &self.target, request)?,
+        })
+    }
+}
+
 /// An id that is not a UUID names nothing.
-fn parse_id(raw: &str) -> Result<Uuid, Problem> {
+pub(super) fn parse_id(raw: &str) -> Result<Uuid, Problem> {
     raw.parse().map_err(|_| Problem::not_found())
 }
 

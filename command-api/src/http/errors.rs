@@ -3,7 +3,7 @@
 use axum::http::{StatusCode, header};
 use platform::problem::Problem;
 
-use commands::CommandError;
+use commands::{CommandError, IntakeError};
 use domain::DomainError;
 
 /// How a failed command looks to clients.
@@ -63,6 +63,7 @@ pub(crate) fn command_failed(e: CommandError) -> Problem {
                 )
                 .detail(reason)
             }
+            CommandError::Intake(refused) => upload_refused(refused),
             CommandError::IdempotencyKeyReused => Problem::new(
                 S::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
@@ -100,4 +101,44 @@ pub(crate) fn database_unavailable() -> Problem {
     )
     .detail("the database cannot be reached right now; retry shortly")
     .retry_after(1)
+}
+
+/// How a refused upload looks: 415 for a media type not taken, 413 for a file too large,
+/// 422 for one that is empty, not what it claims, or without text.
+fn upload_refused(e: IntakeError) -> Problem {
+    use StatusCode as S;
+    let detail = e.to_string();
+    let problem = match e {
+        IntakeError::UnsupportedMediaType(_) => Problem::new(
+            S::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "The file's media type is not accepted",
+        )
+        .with("accepted", domain::knowledge::MEDIA_TYPES.to_vec()),
+        IntakeError::TooLarge { max, .. } => Problem::new(
+            S::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "The file is too large",
+        )
+        .with("max_bytes", max),
+        IntakeError::Empty => {
+            Problem::new(S::UNPROCESSABLE_ENTITY, "file_empty", "The file is empty")
+        }
+        IntakeError::MediaTypeMismatch { .. } => Problem::new(
+            S::UNPROCESSABLE_ENTITY,
+            "media_type_mismatch",
+            "The file does not match its media type",
+        ),
+        IntakeError::PdfWithoutText => Problem::new(
+            S::UNPROCESSABLE_ENTITY,
+            "pdf_without_text",
+            "The PDF has no text",
+        ),
+        IntakeError::Unreadable(_) => Problem::new(
+            S::UNPROCESSABLE_ENTITY,
+            "file_unreadable",
+            "The file cannot be read",
+        ),
+    };
+    problem.detail(detail)
 }

@@ -2,13 +2,14 @@
 
 mod commands;
 mod errors;
+mod knowledge;
 mod openapi;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use platform::auth::Authenticator;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -17,9 +18,16 @@ use ::commands::CommandService;
 
 pub use platform::context::RequestContext;
 
-/// Largest request body accepted: a maximal message (32,768 characters of up to four
-/// bytes each) plus JSON overhead.
+/// Largest JSON request body accepted: a maximal message (32,768 characters of up to four
+/// bytes each) plus JSON overhead. Uploads to the knowledge base have their own limit
+/// (`KNOWLEDGE_MAX_BYTES`).
 pub const BODY_LIMIT: usize = 192 * 1024;
+
+/// The transport's body limit (`platform::http::HttpLimits::body`): the largest route's,
+/// the knowledge upload's. JSON routes keep [`BODY_LIMIT`].
+pub fn transport_body_limit(service: &CommandService) -> usize {
+    BODY_LIMIT.max(service.knowledge_max_bytes())
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -42,6 +50,7 @@ impl FromRef<AppState> for Arc<Authenticator> {
 
 pub fn router(state: AppState) -> Router {
     let pool = state.service.pool().clone();
+    let knowledge_max = state.service.knowledge_max_bytes();
     let (edge, auth) = (state.edge.clone(), state.auth.clone());
     // /readyz says how the relay is doing (stuck, parked, lag); commands are accepted
     // whatever it does, so it does not make the API unready.
@@ -61,6 +70,12 @@ pub fn router(state: AppState) -> Router {
             "/conversations/{id}/documents",
             post(commands::generate_document),
         )
+        .route(
+            "/knowledge",
+            // A file, not JSON: its own limit, the configured largest upload.
+            post(knowledge::add_knowledge).layer(DefaultBodyLimit::max(knowledge_max)),
+        )
+        .route("/knowledge/{id}", delete(knowledge::remove_knowledge))
         .route("/admin/relay", get(commands::relay_status))
         .route("/admin/relay/redrive", post(commands::relay_redrive))
         .method_not_allowed_fallback(|| async { platform::problem::Problem::method_not_allowed() })

@@ -3,17 +3,19 @@
 use platform::http::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
-use super::commands;
+use super::{commands, knowledge};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Threadline command API", description = "Commands on conversations and documents. Errors are application/problem+json with a stable `code`."),
+    info(title = "Threadline command API", description = "Commands on conversations, documents and the knowledge base. Errors are application/problem+json with a stable `code`."),
     paths(
         commands::start_conversation,
         commands::send_message,
         commands::rename_conversation,
         commands::end_conversation,
         commands::generate_document,
+        knowledge::add_knowledge,
+        knowledge::remove_knowledge,
         commands::relay_status,
         commands::relay_redrive
     ),

@@ -30,6 +30,11 @@ impl Deref for TestApp {
 impl TestApp {
     pub async fn spawn() -> TestApp {
         let stack = Stack::new().await;
+        let limits = platform::http::HttpLimits {
+            header_read: std::time::Duration::from_secs(10),
+            request: std::time::Duration::from_secs(30),
+            body: command_api::http::transport_body_limit(&stack.service),
+        };
         let app = router(AppState {
             service: stack.service.clone(),
             auth: testkit::tokens::authenticator(),
@@ -37,7 +42,7 @@ impl TestApp {
             relay_name: "test".into(),
             edge: platform::edge::EdgeConfig::permissive(),
         });
-        let (base, server) = testkit::serve(app).await;
+        let (base, server) = testkit::serve_with(app, limits).await;
         TestApp {
             base,
             stack,

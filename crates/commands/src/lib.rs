@@ -9,6 +9,7 @@
 //! any process manager that answers events with commands.
 
 mod generator;
+pub mod intake;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,9 +20,9 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
 use domain::{
     Actor, Command, CommandContext, Conversation, ConversationCommand, Document, DocumentCommand,
-    DomainError, Transcript, Version,
+    DomainError, Knowledge, KnowledgeCommand, Transcript, Version,
 };
-use event_store::{Store, idempotency, log};
+use event_store::{Store, blobs, idempotency, log};
 use platform::backoff::Backoff;
 use schemas::{AggregateKind, DocumentKind, Event, Role, VersionToken};
 use sqlx::PgPool;
@@ -31,6 +32,7 @@ use uuid::Uuid;
 
 pub use domain::Scope;
 pub use generator::{DocumentGenerator, TemplateGenerator};
+pub use intake::IntakeError;
 
 /// Who sent a command and how it relates to other work. Stored on every event.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +115,9 @@ pub enum CommandError {
     Contended(u32),
     #[error("document generation failed: {0}")]
     Generator(String),
+    /// An uploaded file the knowledge base does not take.
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
     #[error("the event would be {bytes} bytes; at most {max} are published")]
     EventTooLarge { bytes: usize, max: usize },
     #[error("event store: {0}")]
@@ -199,9 +204,20 @@ pub struct CommandService {
     pool: PgPool,
     conversations: Store<Conversation>,
     documents: Store<Document>,
+    knowledge: Store<Knowledge>,
     generator: Arc<dyn DocumentGenerator>,
     locks: AggregateLocks,
     max_attempts: u32,
+    knowledge_max_bytes: usize,
+}
+
+/// A file for the knowledge base, as uploaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upload {
+    pub title: String,
+    /// The `Content-Type` it was sent with.
+    pub content_type: String,
+    pub bytes: Arc<[u8]>,
 }
 
 /// Input of a new message.
@@ -219,11 +235,23 @@ impl CommandService {
         Self {
             conversations: event_store::store(pool.clone()),
             documents: event_store::store(pool.clone()),
+            knowledge: event_store::store(pool.clone()),
             pool,
             generator,
             locks: AggregateLocks::default(),
             max_attempts: 10,
+            knowledge_max_bytes: intake::DEFAULT_MAX_BYTES,
         }
+    }
+
+    /// The largest file the knowledge base takes (default [`intake::DEFAULT_MAX_BYTES`]).
+    pub fn with_knowledge_max_bytes(mut self, max: usize) -> Self {
+        self.knowledge_max_bytes = max;
+        self
+    }
+
+    pub fn knowledge_max_bytes(&self) -> usize {
+        self.knowledge_max_bytes
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -363,6 +391,66 @@ impl CommandService {
             AggregateKind::Document,
             document_id,
             "GenerateDocument",
+            command,
+            meta,
+        )
+        .await
+    }
+
+    /// Adds a file to the tenant's knowledge base: checks it against its media type,
+    /// extracts its text, stores the original content-addressed (outside the event), then
+    /// lets the Knowledge aggregate decide. A refused file leaves nothing behind.
+    pub async fn add_knowledge(
+        &self,
+        upload: Upload,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        let media_type = intake::media_type(&upload.content_type)?;
+        let text =
+            intake::extract(media_type, upload.bytes.clone(), self.knowledge_max_bytes).await?;
+        let sha256 = blobs::put(&self.pool, media_type, &upload.bytes)
+            .await
+            .map_err(db)?;
+        let knowledge_id = Uuid::now_v7();
+        let command = Command {
+            ctx: Self::ctx(meta, None),
+            body: KnowledgeCommand::Add {
+                knowledge_id,
+                title: upload.title,
+                media_type: media_type.to_owned(),
+                sha256,
+                size_bytes: upload.bytes.len() as u64,
+                text,
+            },
+        };
+        self.execute(
+            &self.knowledge,
+            AggregateKind::Knowledge,
+            knowledge_id,
+            "AddKnowledgeDocument",
+            command,
+            meta,
+        )
+        .await
+    }
+
+    /// Removes a document from the tenant's knowledge base (its original stays stored:
+    /// the event stream still names it).
+    pub async fn remove_knowledge(
+        &self,
+        id: Uuid,
+        expected: Option<Version>,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        let command = Command {
+            ctx: Self::ctx(meta, expected),
+            body: KnowledgeCommand::Remove,
+        };
+        self.execute(
+            &self.knowledge,
+            AggregateKind::Knowledge,
+            id,
+            "RemoveKnowledgeDocument",
             command,
             meta,
         )

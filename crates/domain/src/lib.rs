@@ -11,6 +11,7 @@
 
 pub mod conversation;
 pub mod document;
+pub mod knowledge;
 pub mod state;
 mod validate;
 
@@ -19,6 +20,7 @@ use thiserror::Error;
 
 pub use conversation::{Conversation, ConversationCommand, ConversationEvent};
 pub use document::{Document, DocumentCommand, DocumentEvent, GeneratedDocument, Transcript};
+pub use knowledge::{Knowledge, KnowledgeCommand, KnowledgeEvent};
 pub use schemas::Version;
 pub use validate::{CONTENT_MAX, TITLE_MAX};
 

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::conversation::{Conversation, Status};
 use crate::document::Document;
+use crate::knowledge::Knowledge;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConversationState {
@@ -54,6 +55,29 @@ impl From<&Document> for DocumentState {
             tenant_id: d.tenant_id.clone(),
             conversation_id: d.conversation_id,
             version: d.version.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KnowledgeState {
+    pub knowledge_id: Option<Uuid>,
+    pub tenant_id: String,
+    pub title: String,
+    pub sha256: String,
+    pub removed: bool,
+    pub version: u64,
+}
+
+impl From<&Knowledge> for KnowledgeState {
+    fn from(k: &Knowledge) -> Self {
+        KnowledgeState {
+            knowledge_id: k.id,
+            tenant_id: k.tenant_id.clone(),
+            title: k.title.clone(),
+            sha256: k.sha256.clone(),
+            removed: k.removed,
+            version: k.version.0,
         }
     }
 }

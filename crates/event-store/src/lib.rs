@@ -6,9 +6,11 @@
 //! * `idempotency_keys`: written by a trigger in the append's own transaction; looked up
 //!   and expired by [`idempotency`].
 //! * `relay_cursor`: how far each relay has published ([`outbox`]).
+//! * `blobs`: content-addressed originals of uploaded files, outside the events ([`blobs`]).
 //!
 //! Knows nothing of particular aggregates (cqrs-es' `Aggregate` is generic) nor of Kafka.
 
+pub mod blobs;
 pub mod idempotency;
 pub mod log;
 pub mod outbox;

@@ -46,7 +46,27 @@ impl HttpLimits {
             move |req, next: axum::middleware::Next| timed(timeout, req, next),
         ))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(self.body))
+        .layer(axum::middleware::map_response(too_large_as_problem))
     }
+}
+
+/// The body limit's own 413 (a declared oversize body, refused unread) is plain text:
+/// clients get the same problem document as from a route's limit.
+async fn too_large_as_problem(response: axum::response::Response) -> axum::response::Response {
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE || is_problem {
+        return response;
+    }
+    crate::problem::Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "The request body was refused",
+    )
+    .detail("the body is larger than this server accepts")
+    .into_response()
 }
 
 async fn timed(

@@ -150,6 +150,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
+/// The raw request body (within the route's body limit), with rejections as problem
+/// documents: `body_too_large` (413) or `unreadable_body` (400).
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|r| {
+                let (status, code) = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+                } else {
+                    (StatusCode::BAD_REQUEST, "unreadable_body")
+                };
+                Problem::new(status, code, "The request body was refused").detail(r.body_text())
+            })
+    }
+}
+
 /// `axum::extract::Query`, with rejections as problem documents (`invalid_query`).
 pub struct Query<T>(pub T);
 

@@ -97,3 +97,24 @@ pub async fn summarised_and_ended(service: &CommandService, tenant: &str, n: usi
         .expect("end conversation");
     id
 }
+
+/// Adds a file to `tenant`'s knowledge base, as an admin would.
+pub async fn add_knowledge(
+    service: &CommandService,
+    tenant: &str,
+    title: &str,
+    content_type: &str,
+    bytes: &[u8],
+) -> commands::Accepted {
+    let mut meta = meta(tenant);
+    meta.scope = commands::Scope::Tenant;
+    let upload = commands::Upload {
+        title: title.into(),
+        content_type: content_type.into(),
+        bytes: Arc::from(bytes),
+    };
+    service
+        .add_knowledge(upload, &meta)
+        .await
+        .expect("add a knowledge document")
+}

@@ -8,11 +8,13 @@
 //! * [`receiver`]: a real HTTP server standing in for a third-party endpoint.
 //! * [`tokens`]: HS256 tokens and the authenticator test servers use.
 //! * [`fuzz`]: the seeded input generator of the fuzz tests.
+//! * [`files`]: uploadable files built byte by byte (PDFs with and without text).
 //!
 //! `bin/dev-token` prints a development token for `dev/stack run` and benchmarks.
 
 pub mod commands;
 pub mod env;
+pub mod files;
 pub mod fuzz;
 pub mod projection;
 pub mod receiver;

@@ -2,6 +2,7 @@
 //! `/docs`, health and metrics.
 
 mod audit;
+mod knowledge;
 mod openapi;
 mod reads;
 
@@ -52,6 +53,9 @@ pub fn router(state: AppState) -> Router {
         .route("/conversations/{id}/messages", get(reads::list_messages))
         .route("/conversations/{id}/documents", get(reads::list_documents))
         .route("/documents/{id}", get(reads::get_document))
+        .route("/knowledge", get(knowledge::list_knowledge))
+        .route("/knowledge/{id}", get(knowledge::get_knowledge))
+        .route("/knowledge/{id}/original", get(knowledge::get_original))
         .route("/audit/events", get(audit::tenant_events))
         .route(
             "/audit/{aggregate_type}/{id}/events",

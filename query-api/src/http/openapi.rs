@@ -3,7 +3,7 @@
 use platform::http::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
-use super::{audit, reads};
+use super::{audit, knowledge, reads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,11 +14,14 @@ use super::{audit, reads};
         reads::list_messages,
         reads::list_documents,
         reads::get_document,
+        knowledge::list_knowledge,
+        knowledge::get_knowledge,
+        knowledge::get_original,
         audit::tenant_events,
         audit::aggregate_events,
         audit::state
     ),
-    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, crate::audit::StateView)),
+    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView)),
     modifiers(&BearerAuth, &ProblemResponses)
 )]
 pub struct ApiDoc;

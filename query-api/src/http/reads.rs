@@ -33,7 +33,11 @@ pub struct Consistency {
 /// A token of an aggregate the caller's tenant does not own behaves exactly as one of an
 /// aggregate that does not exist (same wait, same answer, version 0): a token must not
 /// tell another tenant whether an id exists or how far it is.
-async fn consistent(app: &AppState, c: &Consistency, who: &Principal) -> Result<(), Problem> {
+pub(super) async fn consistent(
+    app: &AppState,
+    c: &Consistency,
+    who: &Principal,
+) -> Result<(), Problem> {
     let Some(raw) = &c.position else {
         return Ok(());
     };
@@ -120,8 +124,9 @@ async fn visible(
     let Some(subject) = viewer.only else {
         return Ok(true);
     };
-    // A document goes with its conversation.
+    // A document goes with its conversation; the knowledge base is the whole tenant's.
     let conversation = match first_event.event() {
+        Ok(Event::KnowledgeDocumentAdded(_)) => return Ok(true),
         Ok(Event::DocumentGenerated(d)) => {
             first(AggregateKind::Conversation, d.conversation_id.to_string())
                 .await?
@@ -140,7 +145,7 @@ async fn visible(
     })
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, Problem> {
+pub(super) fn parse_id(raw: &str) -> Result<Uuid, Problem> {
     raw.parse().map_err(|_| Problem::not_found())
 }
 
@@ -172,7 +177,11 @@ pub struct Page<T> {
 impl<T> Page<T> {
     /// A page from `limit + 1` fetched items: the extra one only says there is more, and
     /// the cursor is taken from the last item kept.
-    fn from_overfetch(mut items: Vec<T>, limit: i64, cursor: impl Fn(&T) -> String) -> Self {
+    pub(super) fn from_overfetch(
+        mut items: Vec<T>,
+        limit: i64,
+        cursor: impl Fn(&T) -> String,
+    ) -> Self {
         let next_cursor = if items.len() as i64 > limit {
             items.truncate(limit as usize);
             items.last().map(cursor)
@@ -183,7 +192,7 @@ impl<T> Page<T> {
     }
 }
 
-fn limit(raw: Option<i64>) -> Result<i64, Problem> {
+pub(super) fn limit(raw: Option<i64>) -> Result<i64, Problem> {
     match raw.unwrap_or(20) {
         n @ 1..=100 => Ok(n),
         _ => Err(Problem::bad_request("invalid_limit", "limit must be 1-100")),
@@ -191,11 +200,11 @@ fn limit(raw: Option<i64>) -> Result<i64, Problem> {
 }
 
 /// A keyset cursor `<microseconds>.<uuid>` (a time and an id that breaks ties).
-fn time_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+pub(super) fn time_cursor(at: DateTime<Utc>, id: Uuid) -> String {
     format!("{}.{id}", at.timestamp_micros())
 }
 
-fn parse_time_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), Problem> {
+pub(super) fn parse_time_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), Problem> {
     let bad = || Problem::bad_request("invalid_cursor", "cursor is not one this API returned");
     let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;

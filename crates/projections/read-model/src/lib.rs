@@ -1,5 +1,5 @@
 //! The read-model projection: conversations (title, status, message count, last
-//! activity), messages and documents, per tenant. This crate owns its tables: it creates
+//! activity), messages, documents and the knowledge base, per tenant. This crate owns its tables: it creates
 //! and writes them ([`ReadModel`], a table projection) and holds every query the query
 //! API runs on them ([`queries`]), so a change to a column is checked in one place.
 
@@ -72,7 +72,7 @@ impl TableProjection for ReadModel {
         ] {
             sqlx::query(&ddl).execute(&mut *db).await?;
         }
-        Ok(())
+        create_knowledge(db, s).await
     }
 
     async fn upgrade_tables(&self, db: &mut PgConnection, s: &str) -> Result<(), sqlx::Error> {
@@ -81,9 +81,9 @@ impl TableProjection for ReadModel {
         sqlx::query(&format!(
             "ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS started_by text"
         ))
-        .execute(db)
+        .execute(&mut *db)
         .await?;
-        Ok(())
+        create_knowledge(db, s).await
     }
 
     async fn apply(
@@ -98,6 +98,32 @@ impl TableProjection for ReadModel {
         }
         Ok(())
     }
+}
+
+/// The knowledge base's documents (and the text extracted from each): created with a new
+/// generation, or added to one made before the knowledge base existed.
+async fn create_knowledge(db: &mut PgConnection, s: &str) -> Result<(), sqlx::Error> {
+    for ddl in [
+        format!(
+            "CREATE TABLE IF NOT EXISTS {s}.knowledge (
+                tenant_id    text        NOT NULL,
+                knowledge_id uuid        PRIMARY KEY,
+                title        text        NOT NULL,
+                media_type   text        NOT NULL,
+                sha256       text        NOT NULL,
+                size_bytes   bigint      NOT NULL,
+                text         text        NOT NULL,
+                added_by     text,
+                added_at     timestamptz NOT NULL,
+                removed_at   timestamptz)"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS knowledge_by_tenant ON {s}.knowledge (tenant_id, added_at DESC, knowledge_id DESC)"
+        ),
+    ] {
+        sqlx::query(&ddl).execute(&mut *db).await?;
+    }
+    Ok(())
 }
 
 async fn apply_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), ApplyError> {
@@ -177,6 +203,28 @@ async fn apply_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), A
             .bind(&d.generator.name)
             .bind(&d.generator.version)
             .bind(d.generated_at)
+            .execute(&mut *db)
+            .await?,
+            Event::KnowledgeDocumentAdded(k) => sqlx::query(&format!(
+                "INSERT INTO {s}.knowledge (tenant_id, knowledge_id, title, media_type, sha256, size_bytes, text, added_by, added_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ))
+            .bind(&k.tenant_id)
+            .bind(k.knowledge_id)
+            .bind(&k.title)
+            .bind(&k.media_type)
+            .bind(&k.sha256)
+            .bind(k.size_bytes)
+            .bind(&k.text)
+            .bind(&k.added_by)
+            .bind(k.added_at)
+            .execute(&mut *db)
+            .await?,
+            Event::KnowledgeDocumentRemoved(k) => sqlx::query(&format!(
+                "UPDATE {s}.knowledge SET removed_at = $2 WHERE knowledge_id = $1"
+            ))
+            .bind(k.knowledge_id)
+            .bind(k.removed_at)
             .execute(&mut *db)
             .await?,
         };

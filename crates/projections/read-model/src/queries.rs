@@ -64,6 +64,33 @@ pub struct DocumentView {
     pub generated_at: DateTime<Utc>,
 }
 
+/// A document of the knowledge base, without its text. Every member of the tenant sees
+/// the knowledge base; a removed document is gone from it.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct KnowledgeView {
+    pub knowledge_id: Uuid,
+    pub title: String,
+    pub media_type: String,
+    /// Hex SHA-256 of the original file.
+    pub sha256: String,
+    pub size_bytes: i64,
+    /// Characters of text extracted from it.
+    pub characters: i32,
+    pub added_by: Option<String>,
+    pub added_at: DateTime<Utc>,
+}
+
+/// A document of the knowledge base with the text extracted from it.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct KnowledgeDocumentView {
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub document: KnowledgeView,
+    pub text: String,
+}
+
+const KNOWLEDGE_COLUMNS: &str = "knowledge_id, title, media_type, sha256, size_bytes, char_length(text) AS characters, added_by, added_at";
+
 /// Who reads: a tenant, and for a member the subject whose conversations they see
 /// (`only`; `None` for admins, auditors and services, who see the whole tenant). The rule
 /// is `domain::Actor::sees`: a member sees the conversations they started and those
@@ -262,6 +289,46 @@ impl Reads {
         .bind(viewer.tenant)
         .bind(id)
         .bind(viewer.only)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The tenant's knowledge base, newest first, after the keyset `before`
+    /// (`added_at`, `knowledge_id`), at most `limit`.
+    pub async fn knowledge(
+        &self,
+        tenant: &str,
+        before: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<KnowledgeView>, ReadError> {
+        let s = self.schema().await?;
+        let (time, id) = before.map_or((None, None), |(t, id)| (Some(t), Some(id)));
+        Ok(sqlx::query_as(&format!(
+            "SELECT {KNOWLEDGE_COLUMNS} FROM {s}.knowledge
+             WHERE tenant_id = $1 AND removed_at IS NULL
+               AND ($2::timestamptz IS NULL OR (added_at, knowledge_id) < ($2, $3))
+             ORDER BY added_at DESC, knowledge_id DESC LIMIT $4"
+        ))
+        .bind(tenant)
+        .bind(time)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn knowledge_document(
+        &self,
+        tenant: &str,
+        id: Uuid,
+    ) -> Result<Option<KnowledgeDocumentView>, ReadError> {
+        let s = self.schema().await?;
+        Ok(sqlx::query_as(&format!(
+            "SELECT {KNOWLEDGE_COLUMNS}, text FROM {s}.knowledge
+             WHERE tenant_id = $1 AND knowledge_id = $2 AND removed_at IS NULL"
+        ))
+        .bind(tenant)
+        .bind(id)
         .fetch_optional(&self.pool)
         .await?)
     }

@@ -75,6 +75,20 @@ async fn every_query_runs_on_the_tables_the_projection_creates() {
         );
         assert!(reads.document(&viewer, id).await.unwrap().is_none());
     }
+    assert!(
+        reads
+            .knowledge("acme", Some((chrono::Utc::now(), id)), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        reads
+            .knowledge_document("acme", id)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
