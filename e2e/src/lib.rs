@@ -55,8 +55,12 @@ impl Services {
             edge: platform::edge::EdgeConfig::permissive(),
         }))
         .await;
+        let pool = stack.db.pool.clone();
+        // Search answers 503 here (no embedding model): its tests are the semantic index's.
+        let store = Arc::new(vectors::pg::PgStore::migrated(pool.clone()));
         let (query_base, b) = serve(query_router(QueryState {
-            reads: Arc::new(Reads::new(stack.db.pool.clone())),
+            search: Arc::new(semantic_index::Search::new(pool.clone(), store, Vec::new())),
+            reads: Arc::new(Reads::new(pool)),
             auth: testkit::tokens::authenticator(),
             read_wait_max: Duration::from_secs(5),
             stream_max: Duration::from_secs(60),

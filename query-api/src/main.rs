@@ -1,4 +1,4 @@
-//! query-api: read models and audit replays over HTTP.
+//! query-api: read models, semantic search and audit replays over HTTP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +20,18 @@ async fn main() -> anyhow::Result<()> {
         .connect()
         .await
         .context("connecting to PostgreSQL")?;
+    let embedder = embeddings::EmbeddingConfig::from_env()?
+        .build()
+        .await
+        .context("loading the embedding model")?;
+    let store = vectors::StoreConfig::from_env()?
+        .build(pool.clone())
+        .await
+        .context("opening the vector store")?;
+    let search = semantic_index::Search::new(pool.clone(), store, vec![embedder]);
     let app = router(AppState {
         reads: Arc::new(Reads::new(pool)),
+        search: Arc::new(search),
         auth: Authenticator::new(AuthConfig::from_env()?),
         read_wait_max: Duration::from_millis(config::parse_or("READ_WAIT_MAX_MS", 3000)?),
         stream_max: Duration::from_secs(config::parse_or("AUDIT_STREAM_MAX_SECS", 600)?),

@@ -389,7 +389,9 @@ async fn a_database_that_cannot_be_reached_answers_503_with_retry_after() {
         .acquire_timeout(std::time::Duration::from_millis(500))
         .connect_lazy("postgres://threadline@127.0.0.1:1/gone")
         .unwrap();
+    let store = std::sync::Arc::new(vectors::pg::PgStore::migrated(pool.clone()));
     let app = query_api::http::router(query_api::http::AppState {
+        search: std::sync::Arc::new(semantic_index::Search::new(pool.clone(), store, Vec::new())),
         reads: std::sync::Arc::new(read_model::Reads::new(pool)),
         auth: testkit::tokens::authenticator(),
         read_wait_max: std::time::Duration::from_secs(1),
@@ -406,6 +408,7 @@ async fn a_database_that_cannot_be_reached_answers_503_with_retry_after() {
         "/v1/audit/events".to_owned(),
         format!("/v1/audit/conversation/{id}/events"),
         format!("/v1/audit/conversation/{id}/state"),
+        "/v1/search?q=anything".to_owned(),
     ] {
         let resp = reqwest::Client::new()
             .get(format!("{base}{path}"))
@@ -460,8 +463,11 @@ async fn streams_beyond_the_limit_and_hidden_operational_routes_are_refused() {
     let mut edge = platform::edge::EdgeConfig::permissive();
     edge.expose_metrics = false;
     edge.expose_docs = false;
+    let pool = stack.commands.db.pool.clone();
+    let store = std::sync::Arc::new(vectors::pg::PgStore::migrated(pool.clone()));
     let app = query_api::http::router(query_api::http::AppState {
-        reads: std::sync::Arc::new(read_model::Reads::new(stack.commands.db.pool.clone())),
+        search: std::sync::Arc::new(semantic_index::Search::new(pool.clone(), store, Vec::new())),
+        reads: std::sync::Arc::new(read_model::Reads::new(pool)),
         auth: testkit::tokens::authenticator(),
         read_wait_max: std::time::Duration::from_secs(1),
         stream_max: std::time::Duration::from_secs(60),

@@ -337,7 +337,8 @@ impl<P: EffectProjection> EffectSink<P> {
         let mut all: Vec<&Planned<P::Effect>> = applied.iter().flat_map(|(_, p)| p).collect();
         // A rebuild tells the sink and leaves the ledger alone; live and re-drive passes
         // skip what the ledger says was done already.
-        if pass != Pass::Rebuild && !all.is_empty() {
+        let ledger = self.projection.uses_ledger();
+        if ledger && pass != Pass::Rebuild && !all.is_empty() {
             let ids: Vec<EffectId> = all.iter().map(|p| p.id).collect();
             let mut conn = pool.acquire().await?;
             let done = bookkeeping::performed(&mut conn, name, &ids).await?;
@@ -345,7 +346,7 @@ impl<P: EffectProjection> EffectSink<P> {
         }
         if !all.is_empty() {
             let batch: Vec<Planned<P::Effect>> = all.iter().map(|p| (*p).clone()).collect();
-            self.projection.perform(&batch, pass).await?;
+            self.projection.perform(&schema, &batch, pass).await?;
         }
         let performed: HashSet<EffectId> = all.iter().map(|p| p.id).collect();
 
@@ -375,7 +376,7 @@ impl<P: EffectProjection> EffectSink<P> {
         self.projection
             .record(&mut tx, &schema, &applied, pass)
             .await?;
-        if pass != Pass::Rebuild {
+        if ledger && pass != Pass::Rebuild {
             for (e, planned) in &applied {
                 let ids: Vec<EffectId> = planned
                     .iter()

@@ -1,7 +1,8 @@
 //! What a projection is and how events reach it, without Kafka: the two kinds of
 //! projection ([`sink`]), the one interface that drives either ([`apply::Sink`]), the
 //! runtime's bookkeeping (progress, parked events, the effect ledger), generations,
-//! rebuilds from the event store and re-drives of parked events.
+//! rebuilds from the event store, re-drives of parked events, and the progress readers
+//! wait on ([`progress`]).
 //!
 //! The Kafka consumer loop that feeds live events is `projector-runtime`; the query API
 //! depends on this crate (through the projections' queries) without linking librdkafka.
@@ -13,6 +14,7 @@ pub mod apply;
 pub mod bookkeeping;
 pub mod envelope;
 pub mod generation;
+pub mod progress;
 pub mod rebuild;
 pub mod redrive;
 pub mod sink;

@@ -183,15 +183,25 @@ pub trait EffectProjection: Send + Sync + 'static {
     /// a redelivered event must plan the same effects.
     fn plan(&self, event: &Envelope) -> Vec<Self::Effect>;
 
-    /// Carries out `effects`, each keyed by its [`EffectId`] so that doing one twice is
-    /// harmless. On [`Pass::Rebuild`] the events are history: a sink whose effects the
-    /// outside world has seen (a message sent) does nothing; one that rebuilds derived
-    /// data (an index) does it again.
+    /// Carries out `effects` for the generation `schema`, each keyed by its [`EffectId`]
+    /// so that doing one twice is harmless. On [`Pass::Rebuild`] the events are history:
+    /// a sink whose effects the outside world has seen (a message sent) does nothing; one
+    /// that rebuilds derived data (an index) does it again, into what belongs to `schema`.
     async fn perform(
         &self,
+        schema: &str,
         effects: &[Planned<Self::Effect>],
         pass: Pass,
     ) -> Result<(), EffectError>;
+
+    /// Whether the runtime keeps a ledger of performed effects and skips, on live and
+    /// re-drive passes, those it says were done (the default: what the outside world saw
+    /// must not happen twice). A sink of derived data whose effects are idempotent and
+    /// belong to a generation (an index's upserts) says `false`: every generation gets
+    /// every effect, whatever another generation was given.
+    fn uses_ledger(&self) -> bool {
+        true
+    }
 
     /// Runs in the transaction that records progress, after the effects were performed:
     /// the projection's own rows (an inbox of what was sent). Gets every applied event of

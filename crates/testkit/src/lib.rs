@@ -6,6 +6,8 @@
 //! * [`commands`]: writing events through the command service.
 //! * [`projection`]: given commands, then the rows or effects a projection should show.
 //! * [`receiver`]: a real HTTP server standing in for a third-party endpoint.
+//! * [`embeddings_server`]: a real HTTP server standing in for an OpenAI-compatible
+//!   embeddings provider, with scripted outages.
 //! * [`tokens`]: HS256 tokens and the authenticator test servers use.
 //! * [`fuzz`]: the seeded input generator of the fuzz tests.
 //! * [`files`]: uploadable files built byte by byte (PDFs with and without text).
@@ -13,6 +15,7 @@
 //! `bin/dev-token` prints a development token for `dev/stack run` and benchmarks.
 
 pub mod commands;
+pub mod embeddings_server;
 pub mod env;
 pub mod files;
 pub mod fuzz;

@@ -1,10 +1,11 @@
-//! The REST surface: `/v1` reads, `/v1/audit` replays, `/openapi.json`, Swagger UI at
+//! The REST surface: `/v1` reads, `/v1/search`, `/v1/audit` replays, `/openapi.json`, Swagger UI at
 //! `/docs`, health and metrics.
 
 mod audit;
 mod knowledge;
 mod openapi;
 mod reads;
+mod search;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub reads: Arc<Reads>,
+    /// Semantic search over the embeddings projector's index.
+    pub search: Arc<semantic_index::Search>,
     pub auth: Arc<Authenticator>,
     /// Rate limits, CORS, which operational routes are served.
     pub edge: platform::edge::EdgeConfig,
@@ -56,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/knowledge", get(knowledge::list_knowledge))
         .route("/knowledge/{id}", get(knowledge::get_knowledge))
         .route("/knowledge/{id}/original", get(knowledge::get_original))
+        .route("/search", get(search::search))
         .route("/audit/events", get(audit::tenant_events))
         .route(
             "/audit/{aggregate_type}/{id}/events",

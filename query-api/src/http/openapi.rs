@@ -3,11 +3,11 @@
 use platform::http::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
-use super::{audit, knowledge, reads};
+use super::{audit, knowledge, reads, search};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Threadline query API", description = "Read models with read-your-writes (`position`), and audit replays of event streams. Errors are application/problem+json with a stable `code`."),
+    info(title = "Threadline query API", description = "Read models with read-your-writes (`position`), semantic search, and audit replays of event streams. Errors are application/problem+json with a stable `code`."),
     paths(
         reads::list_conversations,
         reads::get_conversation,
@@ -17,11 +17,12 @@ use super::{audit, knowledge, reads};
         knowledge::list_knowledge,
         knowledge::get_knowledge,
         knowledge::get_original,
+        search::search,
         audit::tenant_events,
         audit::aggregate_events,
         audit::state
     ),
-    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView)),
+    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, search::SearchResults, search::SearchHit, search::HitSource)),
     modifiers(&BearerAuth, &ProblemResponses)
 )]
 pub struct ApiDoc;

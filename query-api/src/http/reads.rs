@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{AppState, checked_time, read_failed};
+use super::{AppState, checked_time, database_failed, read_failed};
 use read_model::queries::{
     ConversationFilter, ConversationView, DocumentView, MessageView, Viewer,
 };
@@ -28,13 +28,25 @@ pub struct Consistency {
     pub wait_ms: Option<u64>,
 }
 
-/// Waits for the caller's position, if given; 503 `position_not_reached` when it times out.
+/// Waits for the caller's position in the read model, if given; 503
+/// `position_not_reached` when it times out.
+pub(super) async fn consistent(
+    app: &AppState,
+    c: &Consistency,
+    who: &Principal,
+) -> Result<(), Problem> {
+    consistent_in(app, read_model::NAME, c, who).await
+}
+
+/// Waits for the caller's position in `projection`, if given; 503
+/// `position_not_reached` when it times out.
 ///
 /// A token of an aggregate the caller's tenant does not own behaves exactly as one of an
 /// aggregate that does not exist (same wait, same answer, version 0): a token must not
 /// tell another tenant whether an id exists or how far it is.
-pub(super) async fn consistent(
+pub(super) async fn consistent_in(
     app: &AppState,
+    projection: &str,
     c: &Consistency,
     who: &Principal,
 ) -> Result<(), Problem> {
@@ -47,14 +59,14 @@ pub(super) async fn consistent(
     let wait = c.wait_ms.map_or(app.read_wait_max, |ms| {
         std::time::Duration::from_millis(ms).min(app.read_wait_max)
     });
+    let pool = app.reads.pool();
     let visible = visible(app, &viewer(who), &token)
         .await
-        .map_err(|e| read_failed(read_model::queries::ReadError::Database(e)))?;
+        .map_err(|e| database_failed(&e))?;
     let outcome = if visible {
-        app.reads
-            .wait_for(&token, wait)
+        projection::progress::wait_for(pool, projection, &token, wait)
             .await
-            .map_err(read_failed)?
+            .map_err(|e| database_failed(&e))?
     } else {
         tokio::time::sleep(wait).await;
         Err(0)
@@ -67,7 +79,7 @@ pub(super) async fn consistent(
             "Not yet consistent",
         )
         .detail(format!(
-            "the read model has {} up to version {applied}, not yet {}",
+            "{projection} has {} up to version {applied}, not yet {}",
             token.kind, token.version
         ))
         .with("applied_version", applied)
@@ -96,7 +108,7 @@ async fn conversation_in_sight(
 }
 
 /// Who the caller reads as: their tenant, and for a member only what they started.
-fn viewer(who: &Principal) -> Viewer<'_> {
+pub(super) fn viewer(who: &Principal) -> Viewer<'_> {
     Viewer {
         tenant: &who.tenant_id,
         only: (!who.sees_whole_tenant()).then_some(who.subject.as_str()),

@@ -36,11 +36,29 @@ impl ReadStack {
         stack
     }
 
-    /// For tests that publish records themselves, or need none.
+    /// For tests that publish records themselves, or need none. Search has no
+    /// embedding model (it answers 503): [`ReadStack::with_search`] loads one.
     pub async fn without_relay() -> ReadStack {
+        Self::serving(Vec::new()).await
+    }
+
+    /// With the relay, and search embedding queries with `embedders`.
+    pub async fn with_search(embedders: Vec<Arc<dyn embeddings::Embedder>>) -> ReadStack {
+        let mut stack = Self::serving(embedders).await;
+        stack.relay = Some(stack.commands.relay());
+        stack
+    }
+
+    async fn serving(embedders: Vec<Arc<dyn embeddings::Embedder>>) -> ReadStack {
         let commands = Stack::new().await;
+        let pool = commands.db.pool.clone();
+        let store = vectors::pg::PgStore::new(pool.clone())
+            .await
+            .expect("the vector tables");
+        let search = semantic_index::Search::new(pool.clone(), Arc::new(store), embedders);
         let app = router(AppState {
-            reads: Arc::new(Reads::new(commands.db.pool.clone())),
+            reads: Arc::new(Reads::new(pool)),
+            search: Arc::new(search),
             auth: testkit::tokens::authenticator(),
             read_wait_max: Duration::from_secs(5),
             stream_max: Duration::from_secs(60),

@@ -155,6 +155,7 @@ impl EffectProjection for Notifications {
 
     async fn perform(
         &self,
+        _schema: &str,
         effects: &[Planned<Notification>],
         pass: Pass,
     ) -> Result<(), EffectError> {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use projection::{bookkeeping, generation};
+use projection::{generation, progress};
 use schemas::VersionToken;
 use serde::Serialize;
 use sqlx::{FromRow, PgPool};
@@ -141,11 +141,7 @@ impl Reads {
 
     /// The version of an aggregate the read model has applied (0 if none).
     pub async fn applied_version(&self, token: &VersionToken) -> Result<u64, ReadError> {
-        let s = self.schema().await?;
-        let mut conn = self.pool.acquire().await?;
-        let id = token.id.to_string();
-        let v = bookkeeping::applied(&mut conn, &s, (token.kind.as_str(), &id)).await?;
-        Ok(v.max(0) as u64)
+        Ok(progress::applied_version(&self.pool, NAME, token).await?)
     }
 
     /// Waits until the read model has applied `token`, polling, for at most `max`.
@@ -155,21 +151,7 @@ impl Reads {
         token: &VersionToken,
         max: Duration,
     ) -> Result<Result<(), u64>, ReadError> {
-        let deadline = tokio::time::Instant::now() + max;
-        loop {
-            // A read model not built yet has applied nothing.
-            let applied = match self.applied_version(token).await {
-                Err(ReadError::NoReadModel) => 0,
-                other => other?,
-            };
-            if applied >= token.version.0 {
-                return Ok(Ok(()));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(Err(applied));
-            }
-            tokio::time::sleep(Duration::from_millis(15)).await;
-        }
+        Ok(progress::wait_for(&self.pool, NAME, token, max).await?)
     }
 
     pub async fn conversations(

@@ -1,0 +1,147 @@
+//! Throughput of the local embedding provider: embeds N chunks (default 2000) of about
+//! 100-200 tokens of varied prose, 32 per call, and prints chunks per second.
+//!
+//! Run it optimised, with the model files `dev/stack` installs:
+//!
+//! ```sh
+//! EMBEDDING_MODEL_DIR=~/.cache/threadline/models/all-MiniLM-L6-v2 \
+//!     cargo run --release -p embeddings --example embed_bench -- [N]
+//! ```
+//!
+//! (or `dev/stack exec -- cargo run --release -p embeddings --example embed_bench`,
+//! which installs the model and sets the variable). Debug builds are far slower and
+//! say little about production.
+
+use std::time::Instant;
+
+use embeddings::Embedder;
+use embeddings::local::{LocalConfig, LocalEmbedder};
+
+const CALL: usize = 32;
+
+const WORDS: [&str; 48] = [
+    "conversation",
+    "message",
+    "tenant",
+    "projection",
+    "offset",
+    "broker",
+    "summary",
+    "retry",
+    "latency",
+    "customer",
+    "invoice",
+    "shipment",
+    "weather",
+    "stadium",
+    "analysis",
+    "quarterly",
+    "migration",
+    "schema",
+    "index",
+    "vector",
+    "search",
+    "notification",
+    "deadline",
+    "meeting",
+    "agreement",
+    "budget",
+    "release",
+    "incident",
+    "database",
+    "replica",
+    "failover",
+    "timeout",
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "with",
+    "after",
+    "before",
+    "because",
+    "was",
+    "is",
+    "will",
+    "never",
+    "quickly",
+    "café",
+];
+
+/// A deterministic pseudo-random generator (xorshift): varied text without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// A chunk of 80-160 words in sentences: about 100-200 WordPiece tokens.
+fn chunk(rng: &mut Rng) -> String {
+    let words = 80 + rng.below(81);
+    let mut text = String::new();
+    let mut sentence = 0;
+    for _ in 0..words {
+        let word = WORDS[rng.below(WORDS.len())];
+        if sentence == 0 {
+            let mut chars = word.chars();
+            if let Some(first) = chars.next() {
+                text.extend(first.to_uppercase());
+                text.push_str(chars.as_str());
+            }
+        } else {
+            text.push(' ');
+            text.push_str(word);
+        }
+        sentence += 1;
+        if sentence > 6 && rng.below(4) == 0 {
+            text.push_str(if rng.below(5) == 0 { "? " } else { ". " });
+            sentence = 0;
+        }
+    }
+    text.push('.');
+    text
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: usize = match std::env::args().nth(1) {
+        Some(arg) => arg
+            .parse()
+            .map_err(|e| format!("N must be a number ({arg}): {e}"))?,
+        None => 2000,
+    };
+    let config = LocalConfig::from_env()?;
+    let started = Instant::now();
+    let model = LocalEmbedder::load(config).await?;
+    println!("loaded {} in {:.2?}", model.model(), started.elapsed());
+
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let chunks: Vec<String> = (0..n).map(|_| chunk(&mut rng)).collect();
+    let tokens: usize = chunks.iter().map(|c| model.token_spans(c).len()).sum();
+    println!(
+        "{n} chunks, {:.0} tokens each on average",
+        tokens as f64 / n.max(1) as f64
+    );
+
+    // Warm-up: the first pass allocates what later ones reuse.
+    model.embed(&chunks[..CALL.min(n)]).await?;
+
+    let started = Instant::now();
+    for call in chunks.chunks(CALL) {
+        model.embed(call).await?;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "embedded {n} chunks in {elapsed:.2?}: {:.1} chunks/s, {:.0} tokens/s",
+        n as f64 / elapsed.as_secs_f64(),
+        tokens as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
