@@ -7,7 +7,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use platform::backoff::Backoff;
+use platform::backoff::{Backoff, retry_after};
 use platform::config::{self, ConfigError};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -216,18 +216,6 @@ enum Attempt {
         after: Option<Duration>,
     },
     Final(EmbedError),
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is treated as absent).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
 }
 
 #[async_trait::async_trait]

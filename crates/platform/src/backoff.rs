@@ -1,7 +1,8 @@
 //! Exponential backoff with full jitter: the one retry delay every loop uses (commands
 //! retrying a storage conflict, the relay restarting, projectors waiting out an outage).
 //! The jitter is random per process and per call, so replicas contending for the same
-//! thing do not retry in lockstep.
+//! thing do not retry in lockstep. [`retry_after`] reads the delay a server asks for
+//! (HTTP clients of providers honour it instead of their own backoff).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -43,6 +44,18 @@ impl Backoff {
     }
 }
 
+/// The delay a `Retry-After` header asks for, in its delta-seconds form (`Retry-After:
+/// 2`). The HTTP-date form, or anything malformed, counts as absent: the caller falls
+/// back to its own [`Backoff`].
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
+}
+
+/// The delta-seconds value of a `Retry-After` header (see [`retry_after`]).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
 /// A number in [0, 1), different on every call: the std hasher's random keys over a
 /// counter (no dependency for what needs no cryptographic strength).
 fn random_unit() -> f64 {
@@ -70,5 +83,17 @@ mod tests {
         assert!(spread.len() > 10, "jitter differs from call to call");
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_anything_else_is_absent() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
     }
 }

@@ -1,0 +1,209 @@
+//! The Anthropic Messages API: `POST {base}/v1/messages` with `x-api-key` and
+//! `anthropic-version: 2023-06-01`, body `{"model", "max_tokens", "system", "messages"}`
+//! (system messages go to `system`, joined; `max_tokens` is required by the API and
+//! defaults to [`AnthropicConfig::default_max_tokens`]), answered by `{"model",
+//! "content": [{"type": "text", "text"}], "stop_reason", "usage": {"input_tokens",
+//! "output_tokens"}}`. 529 (overloaded) is retryable like any 5xx. One call is one
+//! request; the router retries.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use crate::http::{self, WireMessage, malformed};
+use crate::{
+    ChatProvider, ChatRequest, Completion, FinishReason, ProviderError, Role, Secret, Usage,
+};
+
+/// The Anthropic API itself, when no URL is configured.
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+/// The API version this client speaks.
+pub const API_VERSION: &str = "2023-06-01";
+/// `max_tokens` when the request sets none (the API requires one).
+pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnthropicConfig {
+    /// The configured provider name (what routes list).
+    pub name: String,
+    /// The base the path `v1/messages` is appended to: `https://api.anthropic.com`.
+    pub base_url: String,
+    pub model: String,
+    /// Sent as `x-api-key`.
+    pub api_key: Option<Secret>,
+    /// `max_tokens` when the request sets none.
+    pub default_max_tokens: u32,
+    /// The whole request, headers and body.
+    pub timeout: Duration,
+}
+
+pub struct AnthropicProvider {
+    config: AnthropicConfig,
+    url: reqwest::Url,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for AnthropicProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnthropicProvider")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AnthropicProvider {
+    pub fn new(config: AnthropicConfig) -> Result<Self, ProviderError> {
+        let url = http::endpoint(&config.base_url, &["v1", "messages"])?;
+        let client = http::client(config.timeout)?;
+        Ok(AnthropicProvider {
+            config,
+            url,
+            client,
+        })
+    }
+
+    /// The request body, or a refusal when there is nothing but system text to answer.
+    fn body<'a>(&'a self, req: &'a ChatRequest) -> Result<RequestBody<'a>, ProviderError> {
+        let system: Vec<&str> = req
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::System)
+            .map(|m| m.content.as_str())
+            .collect();
+        let messages: Vec<WireMessage<'a>> = req
+            .messages
+            .iter()
+            .filter(|m| m.role != Role::System)
+            .map(WireMessage::from)
+            .collect();
+        if messages.is_empty() {
+            return Err(ProviderError::Rejected(
+                "the request has no user or assistant message".into(),
+            ));
+        }
+        Ok(RequestBody {
+            model: &self.config.model,
+            max_tokens: req.max_tokens.unwrap_or(self.config.default_max_tokens),
+            system: (!system.is_empty()).then(|| system.join("\n\n")),
+            messages,
+            temperature: req.temperature,
+        })
+    }
+
+    fn headers(&self) -> Result<HeaderMap, ProviderError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(API_VERSION),
+        );
+        if let Some(key) = &self.config.api_key {
+            headers.insert(
+                HeaderName::from_static("x-api-key"),
+                http::secret_header(key.expose())?,
+            );
+        }
+        Ok(headers)
+    }
+
+    fn parse(&self, body: &[u8]) -> Result<Parsed, ProviderError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            model: Option<String>,
+            content: Vec<Block>,
+            stop_reason: Option<String>,
+            usage: UsageBody,
+        }
+        #[derive(Deserialize)]
+        struct Block {
+            #[serde(rename = "type")]
+            kind: String,
+            text: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct UsageBody {
+            input_tokens: u32,
+            output_tokens: u32,
+        }
+
+        let answer: Answer = serde_json::from_slice(body)
+            .map_err(|e| malformed(format!("not a Messages API answer: {e}")))?;
+        let text: String = answer
+            .content
+            .iter()
+            .filter(|b| b.kind == "text")
+            .filter_map(|b| b.text.as_deref())
+            .collect();
+        let finish = match answer.stop_reason.as_deref() {
+            Some("end_turn" | "stop_sequence") => FinishReason::Stop,
+            Some("max_tokens") => FinishReason::Length,
+            Some("refusal") => FinishReason::ContentFilter,
+            Some(other) => FinishReason::Other(other.to_owned()),
+            None => FinishReason::Other("unspecified".into()),
+        };
+        http::require_text(&text, &finish)?;
+        let model = answer
+            .model
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| self.config.model.clone());
+        let usage = Usage {
+            prompt_tokens: answer.usage.input_tokens,
+            completion_tokens: answer.usage.output_tokens,
+        };
+        Ok(Parsed {
+            text,
+            model: format!("anthropic/{model}"),
+            usage,
+            finish,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct RequestBody<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    messages: Vec<WireMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+}
+
+/// What a successful answer says.
+struct Parsed {
+    text: String,
+    model: String,
+    usage: Usage,
+    finish: FinishReason,
+}
+
+#[async_trait::async_trait]
+impl ChatProvider for AnthropicProvider {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
+        let started = Instant::now();
+        let body = self.body(req)?;
+        let answer = http::post_json(
+            &self.client,
+            &self.url,
+            self.headers()?,
+            &body,
+            self.config.timeout,
+            self.config.api_key.as_ref(),
+        )
+        .await?;
+        let parsed = self.parse(&answer)?;
+        Ok(Completion {
+            text: parsed.text,
+            model: parsed.model,
+            provider: self.config.name.clone(),
+            usage: parsed.usage,
+            finish_reason: parsed.finish,
+            latency: started.elapsed(),
+        })
+    }
+}

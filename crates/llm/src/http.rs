@@ -1,0 +1,219 @@
+//! What the remote providers share on the wire: the HTTP client (a whole-request
+//! timeout, no redirects followed), endpoint URLs, one JSON POST whose answer is
+//! classified by status (429, 408 and 5xx retryable with `Retry-After`; 401/403 a
+//! misconfiguration; other 4xx a refusal) and whose body is read in chunks up to
+//! [`MAX_BODY`], never further.
+
+use std::time::Duration;
+
+use platform::backoff::retry_after;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{StatusCode, Url};
+use serde::Serialize;
+
+use crate::{ChatMessage, FinishReason, ProviderError, Secret};
+
+/// The largest answer body read; a longer one is a malformed answer.
+pub(crate) const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The most of an error body read for its message, and the most of it quoted.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+const QUOTED_ERROR_CHARS: usize = 300;
+
+/// A client that gives up on any request (headers and body) after `timeout` and follows
+/// no redirects (a provider that redirects is misconfigured, and a redirect could carry
+/// the key elsewhere).
+pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, ProviderError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| ProviderError::Config(format!("building the HTTP client: {e}")))
+}
+
+/// `base` with `segments` appended to its path (a query such as Azure's
+/// `?api-version=` is kept).
+pub(crate) fn endpoint(base: &str, segments: &[&str]) -> Result<Url, ProviderError> {
+    let mut url = Url::parse(base.trim())
+        .map_err(|e| ProviderError::Config(format!("the URL {base:?} is invalid: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ProviderError::Config(format!(
+            "the URL {base:?} is not http or https"
+        )));
+    }
+    url.path_segments_mut()
+        .map_err(|()| ProviderError::Config(format!("the URL {base:?} cannot be a base")))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+/// POSTs `body` as JSON and returns the answer's body if the status is a success.
+/// `secret` is scrubbed from any error text quoted from the provider.
+pub(crate) async fn post_json<B: Serialize + ?Sized>(
+    client: &reqwest::Client,
+    url: &Url,
+    headers: HeaderMap,
+    body: &B,
+    timeout: Duration,
+    secret: Option<&Secret>,
+) -> Result<Vec<u8>, ProviderError> {
+    let response = client
+        .post(url.clone())
+        .headers(headers)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| transport_error(&e, timeout))?;
+    let status = response.status();
+    if status.is_success() {
+        return read_capped(response, MAX_BODY, timeout).await;
+    }
+    let after = retry_after(response.headers());
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+    {
+        return Err(ProviderError::Unavailable {
+            reason: format!("the provider answered {status}"),
+            retry_after: after,
+        });
+    }
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        // The body of an authentication error may echo part of the key: not quoted.
+        return Err(ProviderError::Config(format!(
+            "the provider answered {status}: check the API key"
+        )));
+    }
+    let quoted = match read_capped(response, MAX_ERROR_BODY, timeout).await {
+        Ok(bytes) => quote(&bytes, secret),
+        Err(_) => String::new(),
+    };
+    Err(ProviderError::Rejected(format!(
+        "the provider answered {status}: {quoted}"
+    )))
+}
+
+/// The body, read chunk by chunk and abandoned once it exceeds `limit`.
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, ProviderError> {
+    let too_big = || {
+        ProviderError::unavailable(format!(
+            "malformed answer: the body is larger than {limit} bytes"
+        ))
+    };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(&e, timeout))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn transport_error(e: &reqwest::Error, timeout: Duration) -> ProviderError {
+    if e.is_timeout() {
+        ProviderError::TimedOut { after: timeout }
+    } else {
+        // reqwest's message names the URL, never a header: no key in it.
+        ProviderError::unavailable(format!("the request failed: {e}"))
+    }
+}
+
+/// The start of an error body, as text, with the key (should it be echoed) scrubbed.
+fn quote(bytes: &[u8], secret: Option<&Secret>) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = match secret {
+        Some(s) if !s.expose().is_empty() => text.replace(s.expose(), "***"),
+        _ => text.into_owned(),
+    };
+    text.chars().take(QUOTED_ERROR_CHARS).collect()
+}
+
+/// A chat message as both wire formats spell it.
+#[derive(Serialize)]
+pub(crate) struct WireMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
+    fn from(m: &'a ChatMessage) -> Self {
+        WireMessage {
+            role: m.role.as_str(),
+            content: &m.content,
+        }
+    }
+}
+
+/// A header value carrying a key, marked sensitive so HTTP tooling does not print it.
+pub(crate) fn secret_header(value: &str) -> Result<HeaderValue, ProviderError> {
+    let mut value = HeaderValue::from_str(value)
+        .map_err(|_| ProviderError::Config("the API key is not a valid header value".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// A parse failure of a success body, as the retryable error it is.
+pub(crate) fn malformed(what: impl std::fmt::Display) -> ProviderError {
+    ProviderError::unavailable(format!("malformed answer: {what}"))
+}
+
+/// An answer with no text is only acceptable when the provider withheld it.
+pub(crate) fn require_text(text: &str, finish: &FinishReason) -> Result<(), ProviderError> {
+    if text.trim().is_empty() && *finish != FinishReason::ContentFilter {
+        return Err(malformed("the answer has no text"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_append_to_the_path_and_keep_the_query() {
+        let u = endpoint("https://api.openai.com/v1/", &["chat", "completions"]).unwrap();
+        assert_eq!(u.as_str(), "https://api.openai.com/v1/chat/completions");
+        let u = endpoint(
+            "https://x.openai.azure.com/openai/v1?api-version=preview",
+            &["chat", "completions"],
+        )
+        .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "https://x.openai.azure.com/openai/v1/chat/completions?api-version=preview"
+        );
+        let u = endpoint("https://api.anthropic.com", &["v1", "messages"]).unwrap();
+        assert_eq!(u.as_str(), "https://api.anthropic.com/v1/messages");
+        assert!(matches!(
+            endpoint("not a url", &["x"]),
+            Err(ProviderError::Config(_))
+        ));
+        assert!(matches!(
+            endpoint("ftp://host/x", &["x"]),
+            Err(ProviderError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn quoted_error_text_is_short_and_has_no_key() {
+        let key = Secret::new("sk-abc");
+        let body = format!("bad key sk-abc {}", "x".repeat(1000));
+        let q = quote(body.as_bytes(), Some(&key));
+        assert!(q.starts_with("bad key *** x"));
+        assert_eq!(q.chars().count(), QUOTED_ERROR_CHARS);
+    }
+}

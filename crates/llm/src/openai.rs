@@ -1,0 +1,221 @@
+//! Any OpenAI-compatible Chat Completions endpoint (OpenAI, Azure OpenAI's v1 API,
+//! Ollama, vLLM, LM Studio, OpenRouter): `POST {base}/chat/completions` with
+//! `{"model", "messages", "max_tokens", "temperature", "stream": false}` and a bearer key,
+//! answered by `{"model", "choices": [{"message": {"content"}, "finish_reason"}],
+//! "usage": {"prompt_tokens", "completion_tokens"}}`. One call is one request; the
+//! router retries.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+use crate::http::{self, WireMessage, malformed};
+use crate::{
+    ChatProvider, ChatRequest, Completion, FinishReason, ProviderError, Secret, Usage,
+    approximate_tokens,
+};
+
+/// The OpenAI API itself, when no URL is configured.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAiConfig {
+    /// The configured provider name (what routes list).
+    pub name: String,
+    /// The base the path `chat/completions` is appended to, e.g.
+    /// `https://api.openai.com/v1`, `http://localhost:11434/v1`.
+    pub base_url: String,
+    pub model: String,
+    /// Sent as `Authorization: Bearer`; servers without auth need none.
+    pub api_key: Option<Secret>,
+    /// The whole request, headers and body.
+    pub timeout: Duration,
+}
+
+pub struct OpenAiProvider {
+    config: OpenAiConfig,
+    url: reqwest::Url,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for OpenAiProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiProvider")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiProvider {
+    pub fn new(config: OpenAiConfig) -> Result<Self, ProviderError> {
+        let url = http::endpoint(&config.base_url, &["chat", "completions"])?;
+        let client = http::client(config.timeout)?;
+        Ok(OpenAiProvider {
+            config,
+            url,
+            client,
+        })
+    }
+
+    fn body<'a>(&'a self, req: &'a ChatRequest) -> RequestBody<'a> {
+        RequestBody {
+            model: &self.config.model,
+            messages: req.messages.iter().map(WireMessage::from).collect(),
+            stream: false,
+            max_tokens: req.max_tokens,
+            temperature: req.temperature,
+        }
+    }
+
+    fn parse(&self, req: &ChatRequest, body: &[u8]) -> Result<Parsed, ProviderError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            model: Option<String>,
+            #[serde(default)]
+            choices: Vec<Choice>,
+            usage: Option<UsageBody>,
+            error: Option<serde_json::Value>,
+        }
+        #[derive(Deserialize)]
+        struct Choice {
+            message: Option<Message>,
+            finish_reason: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Message {
+            content: Option<String>,
+            refusal: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct UsageBody {
+            prompt_tokens: Option<u32>,
+            completion_tokens: Option<u32>,
+        }
+
+        let answer: Answer = serde_json::from_slice(body)
+            .map_err(|e| malformed(format!("not a chat completion: {e}")))?;
+        let Some(choice) = answer.choices.into_iter().next() else {
+            return Err(match answer.error {
+                Some(error) => ProviderError::unavailable(format!(
+                    "the provider answered an error: {}",
+                    error_message(&error)
+                )),
+                None => malformed("no choices"),
+            });
+        };
+        let mut finish = finish_reason(choice.finish_reason.as_deref());
+        let message = choice
+            .message
+            .ok_or_else(|| malformed("the first choice has no message"))?;
+        let text = match (message.content, message.refusal) {
+            (Some(content), _) if !content.is_empty() => content,
+            (_, Some(refusal)) => {
+                finish = FinishReason::ContentFilter;
+                refusal
+            }
+            (content, None) => content.unwrap_or_default(),
+        };
+        http::require_text(&text, &finish)?;
+        let usage = match answer.usage {
+            Some(UsageBody {
+                prompt_tokens: Some(prompt_tokens),
+                completion_tokens: Some(completion_tokens),
+            }) => Usage {
+                prompt_tokens,
+                completion_tokens,
+            },
+            _ => Usage {
+                prompt_tokens: req
+                    .messages
+                    .iter()
+                    .map(|m| approximate_tokens(&m.content))
+                    .fold(0u32, u32::saturating_add),
+                completion_tokens: approximate_tokens(&text),
+            },
+        };
+        let model = answer
+            .model
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| self.config.model.clone());
+        Ok(Parsed {
+            text,
+            model: format!("openai/{model}"),
+            usage,
+            finish,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct RequestBody<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+}
+
+struct Parsed {
+    text: String,
+    model: String,
+    usage: Usage,
+    finish: FinishReason,
+}
+
+fn finish_reason(reason: Option<&str>) -> FinishReason {
+    match reason {
+        Some("stop") => FinishReason::Stop,
+        Some("length") => FinishReason::Length,
+        Some("content_filter") => FinishReason::ContentFilter,
+        Some(other) => FinishReason::Other(other.to_owned()),
+        None => FinishReason::Other("unspecified".into()),
+    }
+}
+
+/// `error.message` of an error body, or the start of the body.
+fn error_message(error: &serde_json::Value) -> String {
+    let text = match error.get("message").and_then(|m| m.as_str()) {
+        Some(message) => message.to_owned(),
+        None => error.to_string(),
+    };
+    text.chars().take(300).collect()
+}
+
+#[async_trait::async_trait]
+impl ChatProvider for OpenAiProvider {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
+        let started = Instant::now();
+        let mut headers = HeaderMap::new();
+        if let Some(key) = &self.config.api_key {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                http::secret_header(&format!("Bearer {}", key.expose()))?,
+            );
+        }
+        let body = http::post_json(
+            &self.client,
+            &self.url,
+            headers,
+            &self.body(req),
+            self.config.timeout,
+            self.config.api_key.as_ref(),
+        )
+        .await?;
+        let parsed = self.parse(req, &body)?;
+        Ok(Completion {
+            text: parsed.text,
+            model: parsed.model,
+            provider: self.config.name.clone(),
+            usage: parsed.usage,
+            finish_reason: parsed.finish,
+            latency: started.elapsed(),
+        })
+    }
+}
