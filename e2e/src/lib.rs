@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 pub struct Services {
     pub commands: Commands,
     pub query_base: String,
+    /// The vector store query-api searches (PostgreSQL, the default).
+    pub store: Arc<vectors::pg::PgStore>,
     _relay: RunningRelay,
     servers: Vec<JoinHandle<()>>,
 }
@@ -44,7 +46,13 @@ impl Drop for Services {
 }
 
 impl Services {
+    /// Search answers 503 here (no embedding model): its tests are the semantic index's.
     pub async fn spawn() -> Services {
+        Services::spawn_with(Vec::new()).await
+    }
+
+    /// Query-api embeds search queries with `embedders`.
+    pub async fn spawn_with(embedders: Vec<Arc<dyn embeddings::Embedder>>) -> Services {
         let stack = Stack::new().await;
         let relay = stack.relay();
         let (command_base, a) = serve(command_api::http::router(command_api::http::AppState {
@@ -56,10 +64,17 @@ impl Services {
         }))
         .await;
         let pool = stack.db.pool.clone();
-        // Search answers 503 here (no embedding model): its tests are the semantic index's.
-        let store = Arc::new(vectors::pg::PgStore::migrated(pool.clone()));
+        let store = Arc::new(
+            vectors::pg::PgStore::new(pool.clone())
+                .await
+                .expect("the vector tables"),
+        );
         let (query_base, b) = serve(query_router(QueryState {
-            search: Arc::new(semantic_index::Search::new(pool.clone(), store, Vec::new())),
+            search: Arc::new(semantic_index::Search::new(
+                pool.clone(),
+                store.clone(),
+                embedders,
+            )),
             reads: Arc::new(Reads::new(pool)),
             auth: testkit::tokens::authenticator(),
             read_wait_max: Duration::from_secs(5),
@@ -74,9 +89,30 @@ impl Services {
                 base: command_base,
             },
             query_base,
+            store,
             _relay: relay,
             servers: vec![a, b],
         }
+    }
+
+    /// Starts an embeddings projector writing to [`Services::store`], with the default
+    /// chunking for `embedder`.
+    pub async fn semantic_projector(
+        &self,
+        embedder: Arc<dyn embeddings::Embedder>,
+    ) -> testkit::RunningProjector {
+        let chunking = embeddings::chunk::ChunkConfig::from_env(embedder.max_tokens())
+            .expect("chunking settings");
+        let index = semantic_index::SemanticIndex::new(
+            embedder,
+            self.store.clone(),
+            chunking,
+            self.commands.stack.db.pool.clone(),
+        );
+        self.commands
+            .stack
+            .projector(Arc::new(projection::EffectSink::new(index)))
+            .await
     }
 
     /// Starts a read-model projector.

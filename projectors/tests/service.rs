@@ -3,6 +3,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use embeddings::chunk::ChunkConfig;
+use testkit::embeddings_server::DIMENSION;
+
 fn free_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").to_string()
@@ -49,24 +52,27 @@ async fn a_projector_whose_consumer_cannot_start_exits_instead_of_staying_health
     assert!(!status.success(), "it exits with an error: {status}");
 }
 
-/// Starts `notifications-projector` as a process, delivering over HTTP to `url`, and
-/// waits until it consumes (a new projection first fills itself from the event store as
-/// history, notifying nobody: what matters here is what is written after it started).
-async fn notifications_projector(stack: &testkit::Stack, url: &str) -> std::process::Child {
+/// Starts a projector binary as a process on the test's stack with `settings` on top,
+/// and waits until it consumes (a new projection first fills itself from the event store
+/// as history).
+async fn spawn_projector(
+    bin: &str,
+    stack: &testkit::Stack,
+    settings: &[(&str, &str)],
+) -> std::process::Child {
     let addr = free_addr();
-    let child = Command::new(env!("CARGO_BIN_EXE_notifications-projector"))
+    let child = Command::new(bin)
         .env("DATABASE_URL", &stack.db.config.url)
         .env("KAFKA_BROKERS", &stack.kafka.brokers)
         .env("KAFKA_TOPIC_PREFIX", &stack.kafka.topic_prefix)
         .env("KAFKA_TOPIC_PARTITIONS", stack.kafka.partitions.to_string())
         .env("KAFKA_FETCH_WAIT_MAX_MS", "10")
         .env("PROJECTOR_ADDR", &addr)
-        .env("NOTIFY_CHANNEL", "http")
-        .env("NOTIFY_HTTP_URL", url)
         .env("RUST_LOG", "warn")
+        .envs(settings.iter().copied())
         .stdout(Stdio::null())
         .spawn()
-        .expect("start notifications-projector");
+        .unwrap_or_else(|e| panic!("start {bin}: {e}"));
     testkit::wait_until("the projector consuming", || async {
         let status = async {
             reqwest::get(format!("http://{addr}/status"))
@@ -82,6 +88,17 @@ async fn notifications_projector(stack: &testkit::Stack, url: &str) -> std::proc
     })
     .await;
     child
+}
+
+/// `notifications-projector`, delivering over HTTP to `url` (what matters is what is
+/// written after it started: history notifies nobody).
+async fn notifications_projector(stack: &testkit::Stack, url: &str) -> std::process::Child {
+    spawn_projector(
+        env!("CARGO_BIN_EXE_notifications-projector"),
+        stack,
+        &[("NOTIFY_CHANNEL", "http"), ("NOTIFY_HTTP_URL", url)],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -132,6 +149,89 @@ async fn notifications_survive_a_kill_9_of_their_projector_and_are_seen_once() {
         inbox
             .iter()
             .all(|id| delivered.contains_key(&id.to_string()))
+    );
+    let _ = restarted.kill();
+    let _ = restarted.wait();
+}
+
+/// `embeddings-projector` embedding through an OpenAI-compatible provider (a real HTTP
+/// server of the test's) into the PostgreSQL vector store, in windows of 24 tokens.
+async fn embeddings_projector(
+    stack: &testkit::Stack,
+    provider: &testkit::embeddings_server::EmbeddingsServer,
+) -> std::process::Child {
+    spawn_projector(
+        env!("CARGO_BIN_EXE_embeddings-projector"),
+        stack,
+        &[
+            ("EMBEDDING_PROVIDER", "openai"),
+            ("EMBEDDING_OPENAI_URL", &provider.base_url),
+            ("EMBEDDING_MODEL", "bow"),
+            ("EMBEDDING_DIMENSION", &DIMENSION.to_string()),
+            ("EMBEDDING_CHUNK_TOKENS", "24"),
+            ("EMBEDDING_CHUNK_OVERLAP", "4"),
+            ("VECTOR_STORE", "postgres"),
+        ],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_semantic_index_survives_a_kill_9_with_one_point_per_window() {
+    let stack = testkit::Stack::new().await;
+    let _relay = stack.relay();
+    let provider = testkit::embeddings_server::EmbeddingsServer::start().await;
+    let mut projector = embeddings_projector(&stack, &provider).await;
+    let long: String = (0..40)
+        .map(|i| format!("clause {i} of the supply agreement with the harbour authority."))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let writer = async {
+        for n in 0..40 {
+            testkit::commands::summarised_and_ended(&stack.service, "acme", n).await;
+        }
+        testkit::commands::add_knowledge(
+            &stack.service,
+            "acme",
+            "Supply agreement",
+            "text/plain",
+            long.as_bytes(),
+        )
+        .await;
+    };
+    let kill = async {
+        testkit::wait_until("points being written", || async {
+            testkit::semantic::live_points(&stack.db.pool).await >= 20
+        })
+        .await;
+        projector.kill().expect("kill -9");
+        let _ = projector.wait();
+    };
+    tokio::join!(writer, kill);
+    let chunking = ChunkConfig::new(24, 4, 512).expect("chunking");
+    let expected = testkit::semantic::expected_points(&stack.db.pool, chunking).await;
+    assert!(expected > 80, "long texts make several windows: {expected}");
+    let mut restarted = embeddings_projector(&stack, &provider).await;
+    testkit::wait_until("every window indexed", || async {
+        testkit::semantic::live_points(&stack.db.pool).await >= expected
+    })
+    .await;
+    // Settled (every event applied: sequences are contiguous from 1 per aggregate), and
+    // what is there is one point per window.
+    let schema = stack.live_schema("semantic").await;
+    testkit::wait_until("the projector caught up", || async {
+        stack
+            .scalar(&format!(
+                "SELECT (SELECT count(*) FROM events) \
+                 - (SELECT coalesce(sum(last_sequence), 0)::bigint FROM {schema}.progress)"
+            ))
+            .await
+            == 0
+    })
+    .await;
+    assert_eq!(
+        testkit::semantic::live_points(&stack.db.pool).await,
+        expected
     );
     let _ = restarted.kill();
     let _ = restarted.wait();

@@ -8,6 +8,7 @@
 //! * [`receiver`]: a real HTTP server standing in for a third-party endpoint.
 //! * [`embeddings_server`]: a real HTTP server standing in for an OpenAI-compatible
 //!   embeddings provider, with scripted outages.
+//! * [`semantic`]: the points the semantic index must hold, counted from the event store.
 //! * [`tokens`]: HS256 tokens and the authenticator test servers use.
 //! * [`fuzz`]: the seeded input generator of the fuzz tests.
 //! * [`files`]: uploadable files built byte by byte (PDFs with and without text).
@@ -21,6 +22,7 @@ pub mod files;
 pub mod fuzz;
 pub mod projection;
 pub mod receiver;
+pub mod semantic;
 pub mod stack;
 pub mod tokens;
 

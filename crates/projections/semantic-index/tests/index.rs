@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use embeddings::Embedder;
-use embeddings::chunk::{ChunkConfig, approximate_spans, chunks};
+use embeddings::chunk::ChunkConfig;
 use embeddings::openai::{OpenAiConfig, OpenAiEmbedder};
 use projection::EffectSink;
-use schemas::Event;
 use semantic_index::{Search, SearchRequest, SemanticIndex, index_name};
 use testkit::commands::{add_knowledge, meta, user_message};
 use testkit::embeddings_server::{DIMENSION, EmbeddingsServer, Scripted};
@@ -97,36 +96,7 @@ impl Index {
 
     /// The windows every text in the event store makes: the points the index must hold.
     async fn expected_points(&self) -> u64 {
-        let events = event_store::log::read_after(
-            &self.stack.db.pool,
-            schemas::CommitPosition::START,
-            100_000,
-        )
-        .await
-        .expect("read the log");
-        let mut removed = std::collections::HashSet::new();
-        let mut windows = Vec::new();
-        for stored in &events {
-            let (id, text) = match stored.event().expect("decodes") {
-                Event::MessageSent(m) => (m.message_id, m.content),
-                Event::DocumentGenerated(d) => (d.document_id, d.content),
-                Event::KnowledgeDocumentAdded(k) => (k.knowledge_id, k.text),
-                Event::KnowledgeDocumentRemoved(k) => {
-                    removed.insert(k.knowledge_id);
-                    continue;
-                }
-                _ => continue,
-            };
-            windows.push((
-                id,
-                chunks(&text, &approximate_spans(&text), chunking()).len(),
-            ));
-        }
-        windows
-            .into_iter()
-            .filter(|(id, _)| !removed.contains(id))
-            .map(|(_, n)| n as u64)
-            .sum()
+        testkit::semantic::expected_points(&self.stack.db.pool, chunking()).await
     }
 }
 
