@@ -121,6 +121,7 @@ impl DevStack {
             .env("READ_MODEL_PROJECTOR_ADDR", free_addr())
             .env("NOTIFICATIONS_PROJECTOR_ADDR", free_addr())
             .env("EMBEDDINGS_PROJECTOR_ADDR", free_addr())
+            .env("ASSISTANT_PROJECTOR_ADDR", free_addr())
             .env("KAFKA_TOPIC_PREFIX", format!("{name}."))
             .envs(env.iter().copied())
             .stdout(Stdio::null())

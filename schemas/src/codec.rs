@@ -130,6 +130,8 @@ impl Event {
             Event::DocumentGenerated(e) => encode(e),
             Event::KnowledgeDocumentAdded(e) => encode(e),
             Event::KnowledgeDocumentRemoved(e) => encode(e),
+            Event::AssistantReplyFailed(e) => encode(e),
+            Event::AssistantReplyRequested(e) => encode(e),
         }
     }
 
@@ -143,6 +145,8 @@ impl Event {
             EventType::DocumentGenerated => Event::DocumentGenerated(decode(bytes)?),
             EventType::KnowledgeDocumentAdded => Event::KnowledgeDocumentAdded(decode(bytes)?),
             EventType::KnowledgeDocumentRemoved => Event::KnowledgeDocumentRemoved(decode(bytes)?),
+            EventType::AssistantReplyFailed => Event::AssistantReplyFailed(decode(bytes)?),
+            EventType::AssistantReplyRequested => Event::AssistantReplyRequested(decode(bytes)?),
         })
     }
 }

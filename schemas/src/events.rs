@@ -32,6 +32,29 @@ mod uuid_text {
     }
 }
 
+/// Optional UUIDs travel as an Avro union of `null` and the canonical text.
+mod uuid_text_opt {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use uuid::Uuid;
+
+    pub fn serialize<S: Serializer>(id: &Option<Uuid>, s: S) -> Result<S::Ok, S::Error> {
+        match id {
+            Some(id) => s.serialize_some(&id.hyphenated().to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uuid>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| Uuid::parse_str(&text).map_err(D::Error::custom))
+            .transpose()
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// Author of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -78,9 +101,12 @@ pub struct ConversationStarted {
     /// The subject who started it (`None` for conversations from before schema v2).
     #[serde(default)]
     pub started_by: Option<String>,
+    /// Whether the assistant answers its users' messages (on before schema v3).
+    #[serde(default = "yes")]
+    pub assistant: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageSent {
     #[serde(with = "uuid_text")]
     pub conversation_id: Uuid,
@@ -96,6 +122,49 @@ pub struct MessageSent {
     pub completion_tokens: Option<i32>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     pub sent_at: DateTime<Utc>,
+    /// The user message an assistant reply answers (schema v2).
+    #[serde(default, with = "uuid_text_opt")]
+    pub reply_to: Option<Uuid>,
+    #[serde(default)]
+    pub latency_ms: Option<i64>,
+    /// The retrieved context an assistant reply was written from, best first.
+    #[serde(default)]
+    pub sources: Vec<MessageSource>,
+}
+
+/// Something retrieved and given to the model as context for a reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageSource {
+    /// `message`, `document` or `knowledge`.
+    pub kind: String,
+    #[serde(with = "uuid_text")]
+    pub id: Uuid,
+    pub title: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssistantReplyFailed {
+    #[serde(with = "uuid_text")]
+    pub conversation_id: Uuid,
+    /// The user message that got no reply.
+    #[serde(with = "uuid_text")]
+    pub message_id: Uuid,
+    pub reason: String,
+    pub attempts: i32,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub failed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssistantReplyRequested {
+    #[serde(with = "uuid_text")]
+    pub conversation_id: Uuid,
+    #[serde(with = "uuid_text")]
+    pub message_id: Uuid,
+    pub requested_by: String,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub requested_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,10 +244,12 @@ pub enum EventType {
     DocumentGenerated,
     KnowledgeDocumentAdded,
     KnowledgeDocumentRemoved,
+    AssistantReplyFailed,
+    AssistantReplyRequested,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 9] = [
         EventType::ConversationStarted,
         EventType::MessageSent,
         EventType::ConversationRenamed,
@@ -186,6 +257,8 @@ impl EventType {
         EventType::DocumentGenerated,
         EventType::KnowledgeDocumentAdded,
         EventType::KnowledgeDocumentRemoved,
+        EventType::AssistantReplyFailed,
+        EventType::AssistantReplyRequested,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -197,6 +270,8 @@ impl EventType {
             EventType::DocumentGenerated => "DocumentGenerated",
             EventType::KnowledgeDocumentAdded => "KnowledgeDocumentAdded",
             EventType::KnowledgeDocumentRemoved => "KnowledgeDocumentRemoved",
+            EventType::AssistantReplyFailed => "AssistantReplyFailed",
+            EventType::AssistantReplyRequested => "AssistantReplyRequested",
         }
     }
 
@@ -213,7 +288,9 @@ impl EventType {
             EventType::ConversationStarted
             | EventType::MessageSent
             | EventType::ConversationRenamed
-            | EventType::ConversationEnded => AggregateKind::Conversation,
+            | EventType::ConversationEnded
+            | EventType::AssistantReplyFailed
+            | EventType::AssistantReplyRequested => AggregateKind::Conversation,
         }
     }
 }
@@ -235,7 +312,7 @@ macro_rules! contract {
 
         /// Any published event. Its serde form (externally tagged by event type) is
         /// also the JSON payload kept in the event store.
-        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         pub enum Event {
             $($t($t),)*
         }
@@ -257,7 +334,9 @@ contract!(
     ConversationEnded,
     DocumentGenerated,
     KnowledgeDocumentAdded,
-    KnowledgeDocumentRemoved
+    KnowledgeDocumentRemoved,
+    AssistantReplyFailed,
+    AssistantReplyRequested
 );
 
 impl Event {
@@ -271,6 +350,8 @@ impl Event {
             Event::DocumentGenerated(e) => e.document_id,
             Event::KnowledgeDocumentAdded(e) => e.knowledge_id,
             Event::KnowledgeDocumentRemoved(e) => e.knowledge_id,
+            Event::AssistantReplyFailed(e) => e.conversation_id,
+            Event::AssistantReplyRequested(e) => e.conversation_id,
         }
     }
 }

@@ -67,6 +67,20 @@ pub const TABLE: &[SchemaVersion] = &[
         1,
         "knowledge_document_removed/v1.avsc"
     ),
+    version!(9, MessageSent, 2, "message_sent/v2.avsc"),
+    version!(10, ConversationStarted, 3, "conversation_started/v3.avsc"),
+    version!(
+        11,
+        AssistantReplyFailed,
+        1,
+        "assistant_reply_failed/v1.avsc"
+    ),
+    version!(
+        12,
+        AssistantReplyRequested,
+        1,
+        "assistant_reply_requested/v1.avsc"
+    ),
 ];
 
 pub(crate) struct Parsed {

@@ -28,6 +28,7 @@ fn samples() -> Vec<Event> {
             metadata: BTreeMap::from([("channel".into(), "web".into())]),
             started_at: at(1_700_000_000_123),
             started_by: Some("ann".into()),
+            assistant: true,
         }
         .into(),
         ConversationStarted {
@@ -37,6 +38,7 @@ fn samples() -> Vec<Event> {
             metadata: BTreeMap::new(),
             started_at: timestamp_now(),
             started_by: None,
+            assistant: false,
         }
         .into(),
         MessageSent {
@@ -48,6 +50,22 @@ fn samples() -> Vec<Event> {
             prompt_tokens: Some(120),
             completion_tokens: Some(0),
             sent_at: at(1_700_000_000_456),
+            reply_to: Some(Uuid::new_v4()),
+            latency_ms: Some(1234),
+            sources: vec![
+                MessageSource {
+                    kind: "knowledge".into(),
+                    id: Uuid::new_v4(),
+                    title: "Refund policy".into(),
+                    score: 0.75,
+                },
+                MessageSource {
+                    kind: "message".into(),
+                    id: Uuid::new_v4(),
+                    title: "Launch plan".into(),
+                    score: -0.125,
+                },
+            ],
         }
         .into(),
         MessageSent {
@@ -59,6 +77,9 @@ fn samples() -> Vec<Event> {
             prompt_tokens: None,
             completion_tokens: None,
             sent_at: at(0),
+            reply_to: None,
+            latency_ms: None,
+            sources: Vec::new(),
         }
         .into(),
         ConversationRenamed {
@@ -111,6 +132,21 @@ fn samples() -> Vec<Event> {
         KnowledgeDocumentRemoved {
             knowledge_id: Uuid::new_v4(),
             removed_at: at(6),
+        }
+        .into(),
+        AssistantReplyFailed {
+            conversation_id,
+            message_id: Uuid::new_v4(),
+            reason: "primary: 503; backup: timed out after 60 s".into(),
+            attempts: 4,
+            failed_at: at(7),
+        }
+        .into(),
+        AssistantReplyRequested {
+            conversation_id,
+            message_id: Uuid::new_v4(),
+            requested_by: "ann".into(),
+            requested_at: at(8),
         }
         .into(),
     ]
@@ -224,6 +260,24 @@ fn the_schema_table_matches_the_files() {
                 files.contains(rel.as_str()),
                 "{rel} is not in registry::TABLE"
             );
+        }
+    }
+}
+
+/// Consumers built on an earlier version keep reading what producers write now: a new
+/// version only adds fields with defaults.
+#[test]
+fn every_earlier_schema_reads_what_the_latest_writes() {
+    for event_type in EventType::ALL {
+        let writer = Schema::parse_str(registry::latest(event_type).source).expect("parses");
+        for row in registry::versions(event_type) {
+            let reader = Schema::parse_str(row.source).expect("parses");
+            if let Err(e) = SchemaCompatibility::can_read(&writer, &reader) {
+                panic!(
+                    "{event_type}: {} (id {}) cannot read the latest version: {e}",
+                    row.file, row.id
+                );
+            }
         }
     }
 }

@@ -51,7 +51,19 @@ pub struct StartConversation {
     /// Free-form labels: at most 32, keys 1-64 characters, values up to 1,024.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Whether the assistant answers the users' messages (default true).
+    #[serde(default = "on")]
+    pub assistant: bool,
 }
+
+fn on() -> bool {
+    true
+}
+
+/// Ask the assistant to answer again a user message whose reply failed: `{}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestReply {}
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -294,7 +306,14 @@ pub async fn start_conversation(
 ) -> Result<Response, Problem> {
     let accepted = app
         .service
-        .start_conversation(req.body.title, req.body.metadata, &req.meta)
+        .start_conversation(
+            req.body.title,
+            commands::ConversationOptions {
+                metadata: req.body.metadata,
+                assistant: req.body.assistant,
+            },
+            &req.meta,
+        )
         .await
         .map_err(command_failed)?;
     Ok(respond(accepted, StatusCode::CREATED))
@@ -320,11 +339,10 @@ pub async fn send_message(
     }
     let id = parse_id(&id)?;
     let message = NewMessage {
-        role: body.role,
-        content: body.content,
         model: body.model,
         prompt_tokens: body.prompt_tokens,
         completion_tokens: body.completion_tokens,
+        ..NewMessage::new(body.role, body.content)
     };
     let accepted = app
         .service
@@ -368,6 +386,28 @@ pub async fn end_conversation(
         .await
         .map_err(command_failed)?;
     Ok(respond(accepted, StatusCode::OK))
+}
+
+/// The assistant's reply to a user message failed (`reply_status` `failed` in the
+/// query API): try again. 409 `reply_not_failed` while a reply is pending, 409
+/// `already_replied` once it came.
+#[utoipa::path(post, path = "/v1/conversations/{id}/messages/{message_id}/reply", request_body = RequestReply,
+    params(("id" = Uuid, Path), ("message_id" = Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 202, body = CommandAccepted), (status = 404), (status = 409), (status = 412), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn request_reply(
+    State(app): State<AppState>,
+    Path((id, message_id)): Path<(String, String)>,
+    req: CommandRequest<RequestReply>,
+) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let message_id = parse_id(&message_id)?;
+    let accepted = app
+        .service
+        .request_reply(id, message_id, req.expected, &req.meta)
+        .await
+        .map_err(command_failed)?;
+    Ok(respond(accepted, StatusCode::ACCEPTED))
 }
 
 #[utoipa::path(post, path = "/v1/conversations/{id}/documents", request_body = GenerateDocument,

@@ -44,6 +44,17 @@ pub(crate) fn command_failed(e: CommandError) -> Problem {
                     "conversation_empty",
                     "The conversation has no messages to generate from",
                 ),
+                DomainError::AlreadyReplied => Problem::new(
+                    S::CONFLICT,
+                    "already_replied",
+                    "The message already has its reply",
+                ),
+                DomainError::ReplyNotFailed => Problem::new(
+                    S::CONFLICT,
+                    "reply_not_failed",
+                    "The message's reply has not failed",
+                )
+                .detail("a reply can be requested again only after the last one failed"),
             },
             CommandError::EventTooLarge { bytes, max } => Problem::new(
                 S::UNPROCESSABLE_ENTITY,

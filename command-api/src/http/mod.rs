@@ -67,6 +67,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/conversations/{id}/end", post(commands::end_conversation))
         .route(
+            "/conversations/{id}/messages/{message_id}/reply",
+            post(commands::request_reply),
+        )
+        .route(
             "/conversations/{id}/documents",
             post(commands::generate_document),
         )

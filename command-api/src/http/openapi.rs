@@ -13,6 +13,7 @@ use super::{commands, knowledge};
         commands::send_message,
         commands::rename_conversation,
         commands::end_conversation,
+        commands::request_reply,
         commands::generate_document,
         knowledge::add_knowledge,
         knowledge::remove_knowledge,
@@ -23,6 +24,7 @@ use super::{commands, knowledge};
         commands::StartConversation,
         commands::SendMessage,
         commands::RenameConversation,
+        commands::RequestReply,
         commands::EndConversation,
         commands::GenerateDocument,
         commands::CommandAccepted

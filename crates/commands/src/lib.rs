@@ -228,6 +228,43 @@ pub struct NewMessage {
     pub model: Option<String>,
     pub prompt_tokens: Option<i32>,
     pub completion_tokens: Option<i32>,
+    /// The user message an assistant reply answers.
+    pub reply_to: Option<Uuid>,
+    pub latency_ms: Option<i64>,
+    pub sources: Vec<schemas::MessageSource>,
+}
+
+impl NewMessage {
+    /// A plain message with nothing but its author and text.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        NewMessage {
+            role,
+            content: content.into(),
+            model: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            reply_to: None,
+            latency_ms: None,
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// How a conversation starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationOptions {
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Whether the assistant answers the users' messages (on by default).
+    pub assistant: bool,
+}
+
+impl Default for ConversationOptions {
+    fn default() -> Self {
+        ConversationOptions {
+            metadata: Default::default(),
+            assistant: true,
+        }
+    }
 }
 
 impl CommandService {
@@ -277,14 +314,15 @@ impl CommandService {
     pub async fn start_conversation(
         &self,
         title: String,
-        metadata: std::collections::BTreeMap<String, String>,
+        options: ConversationOptions,
         meta: &RequestMeta,
     ) -> Result<Accepted, CommandError> {
         let id = Uuid::now_v7();
         let body = ConversationCommand::Start {
             conversation_id: id,
             title,
-            metadata,
+            metadata: options.metadata,
+            assistant: options.assistant,
         };
         self.conversation(id, body, None, meta).await
     }
@@ -303,7 +341,39 @@ impl CommandService {
             model: message.model,
             prompt_tokens: message.prompt_tokens,
             completion_tokens: message.completion_tokens,
+            reply_to: message.reply_to,
+            latency_ms: message.latency_ms,
+            sources: message.sources,
         };
+        self.conversation(id, body, expected, meta).await
+    }
+
+    /// Records that the assistant could not answer the user message `message_id`.
+    pub async fn fail_reply(
+        &self,
+        id: Uuid,
+        message_id: Uuid,
+        reason: String,
+        attempts: i32,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        let body = ConversationCommand::FailReply {
+            message_id,
+            reason,
+            attempts,
+        };
+        self.conversation(id, body, None, meta).await
+    }
+
+    /// Asks the assistant to answer again a user message whose reply failed.
+    pub async fn request_reply(
+        &self,
+        id: Uuid,
+        message_id: Uuid,
+        expected: Option<Version>,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        let body = ConversationCommand::RequestReply { message_id };
         self.conversation(id, body, expected, meta).await
     }
 
@@ -341,6 +411,8 @@ impl CommandService {
             ConversationCommand::SendMessage { .. } => "SendMessage",
             ConversationCommand::Rename { .. } => "RenameConversation",
             ConversationCommand::End { .. } => "EndConversation",
+            ConversationCommand::FailReply { .. } => "FailReply",
+            ConversationCommand::RequestReply { .. } => "RequestReply",
         };
         let command = Command {
             ctx: Self::ctx(meta, expected),
@@ -633,6 +705,9 @@ mod tests {
                 prompt_tokens: None,
                 completion_tokens: None,
                 sent_at: schemas::timestamp_now(),
+                reply_to: None,
+                latency_ms: None,
+                sources: Vec::new(),
             })
         };
         assert!(check_size(message("fits".into())).is_ok());

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use schemas::{ConversationEnded, ConversationRenamed, ConversationStarted, MessageSent, Role};
+use schemas::{
+    AssistantReplyFailed, AssistantReplyRequested, ConversationEnded, ConversationRenamed,
+    ConversationStarted, MessageSent, MessageSource, Role,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -17,6 +20,8 @@ pub enum ConversationCommand {
         conversation_id: Uuid,
         title: String,
         metadata: BTreeMap<String, String>,
+        /// Whether the assistant answers the users' messages.
+        assistant: bool,
     },
     SendMessage {
         message_id: Uuid,
@@ -25,6 +30,20 @@ pub enum ConversationCommand {
         model: Option<String>,
         prompt_tokens: Option<i32>,
         completion_tokens: Option<i32>,
+        /// The user message an assistant reply answers.
+        reply_to: Option<Uuid>,
+        latency_ms: Option<i64>,
+        sources: Vec<MessageSource>,
+    },
+    /// The assistant could not answer `message_id`.
+    FailReply {
+        message_id: Uuid,
+        reason: String,
+        attempts: i32,
+    },
+    /// Try again to answer `message_id`, whose reply failed.
+    RequestReply {
+        message_id: Uuid,
     },
     Rename {
         title: String,
@@ -42,6 +61,8 @@ pub enum ConversationEvent {
     MessageSent(MessageSent),
     ConversationRenamed(ConversationRenamed),
     ConversationEnded(ConversationEnded),
+    AssistantReplyFailed(AssistantReplyFailed),
+    AssistantReplyRequested(AssistantReplyRequested),
 }
 
 impl DomainEvent for ConversationEvent {
@@ -64,6 +85,8 @@ impl From<ConversationEvent> for schemas::Event {
             ConversationEvent::MessageSent(e) => e.into(),
             ConversationEvent::ConversationRenamed(e) => e.into(),
             ConversationEvent::ConversationEnded(e) => e.into(),
+            ConversationEvent::AssistantReplyFailed(e) => e.into(),
+            ConversationEvent::AssistantReplyRequested(e) => e.into(),
         }
     }
 }
@@ -88,6 +111,22 @@ pub struct Conversation {
     /// Who started it (`None` before schema v2: every member sees it).
     #[serde(default)]
     pub started_by: Option<String>,
+    /// Whether the assistant answers the users' messages.
+    #[serde(default)]
+    pub assistant: bool,
+    /// Where the assistant's reply to each user message stands.
+    #[serde(default)]
+    pub replies: BTreeMap<Uuid, Reply>,
+}
+
+/// Where the assistant's reply to one user message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// Not answered yet (or asked again after a failure).
+    Pending,
+    Failed,
+    Replied,
 }
 
 impl Aggregate for Conversation {
@@ -116,9 +155,24 @@ impl Aggregate for Conversation {
                 self.tenant_id = e.tenant_id;
                 self.title = e.title;
                 self.started_by = e.started_by;
+                self.assistant = e.assistant;
                 self.status = Status::Open;
             }
-            ConversationEvent::MessageSent(_) => self.message_count += 1,
+            ConversationEvent::MessageSent(e) => {
+                self.message_count += 1;
+                if e.role == Role::User {
+                    self.replies.insert(e.message_id, Reply::Pending);
+                }
+                if let Some(answered) = e.reply_to {
+                    self.replies.insert(answered, Reply::Replied);
+                }
+            }
+            ConversationEvent::AssistantReplyFailed(e) => {
+                self.replies.insert(e.message_id, Reply::Failed);
+            }
+            ConversationEvent::AssistantReplyRequested(e) => {
+                self.replies.insert(e.message_id, Reply::Pending);
+            }
             ConversationEvent::ConversationRenamed(e) => self.title = e.title,
             ConversationEvent::ConversationEnded(_) => self.status = Status::Ended,
         }
@@ -126,6 +180,19 @@ impl Aggregate for Conversation {
 }
 
 impl Conversation {
+    /// Where the reply to `message_id` stands, if it is a user message of this
+    /// conversation without a reply yet.
+    fn unanswered(&self, message_id: Uuid) -> Result<Reply, DomainError> {
+        match self.replies.get(&message_id) {
+            None => Err(DomainError::Invalid {
+                field: "message_id",
+                reason: "is not a user message of this conversation".into(),
+            }),
+            Some(Reply::Replied) => Err(DomainError::AlreadyReplied),
+            Some(state) => Ok(*state),
+        }
+    }
+
     /// The event a command produces, or why it is refused. Pure: no I/O.
     pub fn decide(
         &self,
@@ -136,6 +203,7 @@ impl Conversation {
             conversation_id,
             title,
             metadata,
+            assistant,
         } = body
         {
             if self.status != Status::New {
@@ -149,6 +217,7 @@ impl Conversation {
                     metadata: validate::metadata(&metadata)?,
                     started_at: ctx.at,
                     started_by: Some(ctx.actor.subject),
+                    assistant,
                 },
             ));
         }
@@ -172,6 +241,9 @@ impl Conversation {
                 model,
                 prompt_tokens,
                 completion_tokens,
+                reply_to,
+                latency_ms,
+                sources,
             } => ConversationEvent::MessageSent(MessageSent {
                 conversation_id,
                 message_id,
@@ -185,7 +257,61 @@ impl Conversation {
                 prompt_tokens: validate::tokens("prompt_tokens", prompt_tokens)?,
                 completion_tokens: validate::tokens("completion_tokens", completion_tokens)?,
                 sent_at: ctx.at,
+                reply_to: match reply_to {
+                    Some(_) if role != Role::Assistant => {
+                        return Err(DomainError::Invalid {
+                            field: "reply_to",
+                            reason: "only an assistant message answers another".into(),
+                        });
+                    }
+                    Some(id) => {
+                        self.unanswered(id)?;
+                        Some(id)
+                    }
+                    None => None,
+                },
+                latency_ms: match latency_ms {
+                    Some(ms) if ms < 0 => {
+                        return Err(DomainError::Invalid {
+                            field: "latency_ms",
+                            reason: "must not be negative".into(),
+                        });
+                    }
+                    other => other,
+                },
+                sources: validate::sources(sources)?,
             }),
+            ConversationCommand::FailReply {
+                message_id,
+                reason,
+                attempts,
+            } => {
+                self.unanswered(message_id)?;
+                ConversationEvent::AssistantReplyFailed(AssistantReplyFailed {
+                    conversation_id,
+                    message_id,
+                    reason: validate::text("reason", &reason, REASON_MAX, false)?,
+                    attempts: attempts.max(0),
+                    failed_at: ctx.at,
+                })
+            }
+            ConversationCommand::RequestReply { message_id } => {
+                if !self.assistant {
+                    return Err(DomainError::Invalid {
+                        field: "assistant",
+                        reason: "the assistant is off in this conversation".into(),
+                    });
+                }
+                if self.unanswered(message_id)? != Reply::Failed {
+                    return Err(DomainError::ReplyNotFailed);
+                }
+                ConversationEvent::AssistantReplyRequested(AssistantReplyRequested {
+                    conversation_id,
+                    message_id,
+                    requested_by: ctx.actor.subject,
+                    requested_at: ctx.at,
+                })
+            }
             ConversationCommand::Rename { title } => {
                 let title = validate::text("title", &title, TITLE_MAX, false)?;
                 if title == self.title {
@@ -242,6 +368,7 @@ mod tests {
                     conversation_id: Uuid::new_v4(),
                     title: "  Plan ".into(),
                     metadata: BTreeMap::new(),
+                    assistant: true,
                 },
             })
             .expect("start");
@@ -257,7 +384,187 @@ mod tests {
             model: None,
             prompt_tokens: None,
             completion_tokens: None,
+            reply_to: None,
+            latency_ms: None,
+            sources: Vec::new(),
         }
+    }
+
+    fn reply_to(message_id: Uuid) -> ConversationCommand {
+        ConversationCommand::SendMessage {
+            message_id: Uuid::new_v4(),
+            role: Role::Assistant,
+            content: "May.".into(),
+            model: Some("local/extractive-v1".into()),
+            prompt_tokens: Some(10),
+            completion_tokens: Some(2),
+            reply_to: Some(message_id),
+            latency_ms: Some(3),
+            sources: vec![MessageSource {
+                kind: "knowledge".into(),
+                id: Uuid::new_v4(),
+                title: "Plan".into(),
+                score: 0.5,
+            }],
+        }
+    }
+
+    /// Decides as the tenant-wide assistant and applies what was decided.
+    fn run(c: &mut Conversation, body: ConversationCommand) -> Result<(), DomainError> {
+        let mut context = ctx("acme", None);
+        context.actor.scope = crate::Scope::Tenant;
+        context.actor.subject = "assistant".into();
+        let e = c.decide(Command { ctx: context, body })?;
+        c.apply(e);
+        Ok(())
+    }
+
+    fn user_message(c: &mut Conversation) -> Uuid {
+        let body = send("when do we ship?");
+        let ConversationCommand::SendMessage { message_id, .. } = body else {
+            unreachable!("send makes a SendMessage")
+        };
+        run(c, body).expect("send");
+        message_id
+    }
+
+    #[test]
+    fn a_user_message_gets_one_reply_at_most() {
+        let mut c = started();
+        let asked = user_message(&mut c);
+        assert_eq!(c.replies[&asked], Reply::Pending);
+        run(&mut c, reply_to(asked)).expect("the reply");
+        assert_eq!(c.replies[&asked], Reply::Replied);
+        assert_eq!(
+            run(&mut c, reply_to(asked)),
+            Err(DomainError::AlreadyReplied)
+        );
+        let fail = ConversationCommand::FailReply {
+            message_id: asked,
+            reason: "down".into(),
+            attempts: 1,
+        };
+        assert_eq!(run(&mut c, fail), Err(DomainError::AlreadyReplied));
+        assert_eq!(
+            run(
+                &mut c,
+                ConversationCommand::RequestReply { message_id: asked }
+            ),
+            Err(DomainError::AlreadyReplied)
+        );
+    }
+
+    #[test]
+    fn a_failed_reply_can_be_requested_again_once_and_then_answered() {
+        let mut c = started();
+        let asked = user_message(&mut c);
+        assert_eq!(
+            run(
+                &mut c,
+                ConversationCommand::RequestReply { message_id: asked }
+            ),
+            Err(DomainError::ReplyNotFailed),
+            "nothing failed yet"
+        );
+        let fail = ConversationCommand::FailReply {
+            message_id: asked,
+            reason: "every provider is down".into(),
+            attempts: 3,
+        };
+        run(&mut c, fail).expect("failed");
+        assert_eq!(c.replies[&asked], Reply::Failed);
+        run(
+            &mut c,
+            ConversationCommand::RequestReply { message_id: asked },
+        )
+        .expect("again");
+        assert_eq!(c.replies[&asked], Reply::Pending);
+        assert_eq!(
+            run(
+                &mut c,
+                ConversationCommand::RequestReply { message_id: asked }
+            ),
+            Err(DomainError::ReplyNotFailed),
+            "already asked"
+        );
+        run(&mut c, reply_to(asked)).expect("answered");
+        assert_eq!(c.replies[&asked], Reply::Replied);
+    }
+
+    #[test]
+    fn replies_answer_user_messages_of_this_conversation_only() {
+        let mut c = started();
+        let asked = user_message(&mut c);
+        // Not a message of this conversation.
+        assert!(matches!(
+            run(&mut c, reply_to(Uuid::new_v4())),
+            Err(DomainError::Invalid {
+                field: "message_id",
+                ..
+            })
+        ));
+        // Only an assistant message answers.
+        let mut by_user = send("me too");
+        if let ConversationCommand::SendMessage { reply_to, .. } = &mut by_user {
+            *reply_to = Some(asked);
+        }
+        assert!(matches!(
+            run(&mut c, by_user),
+            Err(DomainError::Invalid {
+                field: "reply_to",
+                ..
+            })
+        ));
+        // Sources are checked.
+        let mut bad = reply_to(user_message(&mut c));
+        if let ConversationCommand::SendMessage { sources, .. } = &mut bad {
+            sources[0].score = f32::NAN;
+        }
+        assert!(matches!(
+            run(&mut c, bad),
+            Err(DomainError::Invalid {
+                field: "sources",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn with_the_assistant_off_no_reply_is_requested() {
+        let mut c = Conversation::default();
+        let e = c
+            .decide(Command {
+                ctx: ctx("acme", None),
+                body: ConversationCommand::Start {
+                    conversation_id: Uuid::new_v4(),
+                    title: "Quiet".into(),
+                    metadata: BTreeMap::new(),
+                    assistant: false,
+                },
+            })
+            .expect("start");
+        c.apply(e);
+        assert!(!c.assistant);
+        let asked = user_message(&mut c);
+        run(
+            &mut c,
+            ConversationCommand::FailReply {
+                message_id: asked,
+                reason: "x".into(),
+                attempts: 0,
+            },
+        )
+        .expect("a failure can still be recorded");
+        assert!(matches!(
+            run(
+                &mut c,
+                ConversationCommand::RequestReply { message_id: asked }
+            ),
+            Err(DomainError::Invalid {
+                field: "assistant",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub use conversation::{Conversation, ConversationCommand, ConversationEvent};
 pub use document::{Document, DocumentCommand, DocumentEvent, GeneratedDocument, Transcript};
 pub use knowledge::{Knowledge, KnowledgeCommand, KnowledgeEvent};
 pub use schemas::Version;
-pub use validate::{CONTENT_MAX, TITLE_MAX};
+pub use validate::{CONTENT_MAX, MODEL_MAX, TITLE_MAX};
 
 /// Who is acting: a subject of a tenant, and how much of the tenant they see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +84,12 @@ pub enum DomainError {
     ConversationEnded,
     #[error("the conversation has no messages to generate a document from")]
     NothingToGenerateFrom,
+    /// The user message already has its assistant reply (each gets at most one).
+    #[error("the message already has a reply")]
+    AlreadyReplied,
+    /// A reply may be requested again only after the last attempt failed.
+    #[error("the message's reply has not failed")]
+    ReplyNotFailed,
 }
 
 /// Checks that the aggregate exists for this tenant, that the actor sees it (started

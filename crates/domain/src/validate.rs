@@ -86,3 +86,27 @@ pub fn metadata(
         })
         .collect()
 }
+
+pub const SOURCES_MAX: usize = 20;
+
+/// The sources of an assistant reply: a few, of known kinds, with scores of cosines.
+pub fn sources(
+    sources: Vec<schemas::MessageSource>,
+) -> Result<Vec<schemas::MessageSource>, DomainError> {
+    if sources.len() > SOURCES_MAX {
+        return Err(invalid("sources", format!("at most {SOURCES_MAX}")));
+    }
+    for source in &sources {
+        if !matches!(source.kind.as_str(), "message" | "document" | "knowledge") {
+            return Err(invalid(
+                "sources",
+                "kind must be message, document or knowledge",
+            ));
+        }
+        if !(source.score.is_finite() && (-1.0..=1.0).contains(&source.score)) {
+            return Err(invalid("sources", "score must be from -1 to 1"));
+        }
+        text("sources", &source.title, TITLE_MAX, true)?;
+    }
+    Ok(sources)
+}

@@ -66,13 +66,7 @@ pub async fn send_messages(
 
 /// A user message with `content`.
 pub fn user_message(content: &str) -> NewMessage {
-    NewMessage {
-        role: schemas::Role::User,
-        content: content.into(),
-        model: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-    }
+    NewMessage::new(schemas::Role::User, content)
 }
 
 /// A whole conversation of `tenant`: started (titled `c<n>`), one user message, a summary

@@ -8,6 +8,8 @@
 //! * [`receiver`]: a real HTTP server standing in for a third-party endpoint.
 //! * [`embeddings_server`]: a real HTTP server standing in for an OpenAI-compatible
 //!   embeddings provider, with scripted outages.
+//! * [`chat_server`]: a real HTTP server standing in for an OpenAI-compatible chat
+//!   provider, counting calls and keeping the prompts.
 //! * [`semantic`]: the points the semantic index must hold, counted from the event store.
 //! * [`tokens`]: HS256 tokens and the authenticator test servers use.
 //! * [`fuzz`]: the seeded input generator of the fuzz tests.
@@ -15,6 +17,7 @@
 //!
 //! `bin/dev-token` prints a development token for `dev/stack run` and benchmarks.
 
+pub mod chat_server;
 pub mod commands;
 pub mod embeddings_server;
 pub mod env;

@@ -72,7 +72,8 @@ impl TableProjection for ReadModel {
         ] {
             sqlx::query(&ddl).execute(&mut *db).await?;
         }
-        create_knowledge(db, s).await
+        create_knowledge(db, s).await?;
+        add_assistant_columns(db, s).await
     }
 
     async fn upgrade_tables(&self, db: &mut PgConnection, s: &str) -> Result<(), sqlx::Error> {
@@ -83,7 +84,8 @@ impl TableProjection for ReadModel {
         ))
         .execute(&mut *db)
         .await?;
-        create_knowledge(db, s).await
+        create_knowledge(db, s).await?;
+        add_assistant_columns(db, s).await
     }
 
     async fn apply(
@@ -98,6 +100,29 @@ impl TableProjection for ReadModel {
         }
         Ok(())
     }
+}
+
+/// The assistant's part (schema v3 of ConversationStarted, v2 of MessageSent): whether it
+/// answers a conversation; what a reply answers, its latency and sources; where the reply
+/// to each user message stands (`pending`, `failed` with its reason, `replied`; none
+/// when the assistant is off).
+async fn add_assistant_columns(db: &mut PgConnection, s: &str) -> Result<(), sqlx::Error> {
+    for ddl in [
+        format!(
+            "ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS assistant boolean NOT NULL DEFAULT true"
+        ),
+        format!(
+            "ALTER TABLE {s}.messages
+                ADD COLUMN IF NOT EXISTS reply_to     uuid,
+                ADD COLUMN IF NOT EXISTS latency_ms   bigint,
+                ADD COLUMN IF NOT EXISTS sources      jsonb NOT NULL DEFAULT '[]',
+                ADD COLUMN IF NOT EXISTS reply_status text,
+                ADD COLUMN IF NOT EXISTS reply_error  text"
+        ),
+    ] {
+        sqlx::query(&ddl).execute(&mut *db).await?;
+    }
+    Ok(())
 }
 
 /// The knowledge base's documents (and the text extracted from each): created with a new
@@ -130,8 +155,8 @@ async fn apply_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), A
     {
         let done = match &e.event {
             Event::ConversationStarted(c) => sqlx::query(&format!(
-                "INSERT INTO {s}.conversations (tenant_id, conversation_id, title, status, metadata, version, started_at, last_activity_at, started_by)
-                 VALUES ($1, $2, $3, 'open', $4, $5, $6, $6, $7)"
+                "INSERT INTO {s}.conversations (tenant_id, conversation_id, title, status, metadata, version, started_at, last_activity_at, started_by, assistant)
+                 VALUES ($1, $2, $3, 'open', $4, $5, $6, $6, $7, $8)"
             ))
             .bind(&c.tenant_id)
             .bind(c.conversation_id)
@@ -140,12 +165,16 @@ async fn apply_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), A
             .bind(e.sequence)
             .bind(c.started_at)
             .bind(&c.started_by)
+            .bind(c.assistant)
             .execute(&mut *db)
             .await?,
             Event::MessageSent(m) => {
                 sqlx::query(&format!(
-                    "INSERT INTO {s}.messages (tenant_id, conversation_id, message_id, sequence, role, content, model, prompt_tokens, completion_tokens, sent_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                    "INSERT INTO {s}.messages (tenant_id, conversation_id, message_id, sequence, role, content, model, prompt_tokens,
+                                               completion_tokens, sent_at, reply_to, latency_ms, sources, reply_status)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                             CASE WHEN $5 = 'user' THEN (SELECT CASE WHEN assistant THEN 'pending' END
+                                                         FROM {s}.conversations WHERE conversation_id = $2) END)"
                 ))
                 .bind(&e.tenant_id)
                 .bind(m.conversation_id)
@@ -157,8 +186,14 @@ async fn apply_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), A
                 .bind(m.prompt_tokens)
                 .bind(m.completion_tokens)
                 .bind(m.sent_at)
+                .bind(m.reply_to)
+                .bind(m.latency_ms)
+                .bind(sqlx::types::Json(&m.sources))
                 .execute(&mut *db)
                 .await?;
+                if let Some(answered) = m.reply_to {
+                    set_reply(db, s, answered, "replied", None).await?;
+                }
                 sqlx::query(&format!(
                     "UPDATE {s}.conversations SET message_count = message_count + 1, version = $2, last_activity_at = $3
                      WHERE conversation_id = $1"
@@ -187,6 +222,14 @@ async fn apply_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), A
             .bind(x.ended_at)
             .execute(&mut *db)
             .await?,
+            Event::AssistantReplyFailed(f) => {
+                set_reply(db, s, f.message_id, "failed", Some(&f.reason)).await?;
+                touch(db, s, f.conversation_id, e.sequence, f.failed_at).await?
+            }
+            Event::AssistantReplyRequested(r) => {
+                set_reply(db, s, r.message_id, "pending", None).await?;
+                touch(db, s, r.conversation_id, e.sequence, r.requested_at).await?
+            }
             Event::DocumentGenerated(d) => sqlx::query(&format!(
                 "INSERT INTO {s}.documents (tenant_id, document_id, conversation_id, kind, title, format, content,
                                             source_message_count, generator_name, generator_version, generated_at)
@@ -237,4 +280,41 @@ async fn apply_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), A
         }
         Ok(())
     }
+}
+
+/// Where the reply to the user message `message_id` stands.
+async fn set_reply(
+    db: &mut PgConnection,
+    s: &str,
+    message_id: uuid::Uuid,
+    status: &str,
+    error: Option<&str>,
+) -> Result<(), ApplyError> {
+    sqlx::query(&format!(
+        "UPDATE {s}.messages SET reply_status = $2, reply_error = $3 WHERE message_id = $1"
+    ))
+    .bind(message_id)
+    .bind(status)
+    .bind(error)
+    .execute(&mut *db)
+    .await?;
+    Ok(())
+}
+
+/// A conversation event that changes none of its columns but its version.
+async fn touch(
+    db: &mut PgConnection,
+    s: &str,
+    conversation_id: uuid::Uuid,
+    version: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<sqlx::postgres::PgQueryResult, ApplyError> {
+    Ok(sqlx::query(&format!(
+        "UPDATE {s}.conversations SET version = $2, last_activity_at = $3 WHERE conversation_id = $1"
+    ))
+    .bind(conversation_id)
+    .bind(version)
+    .bind(at)
+    .execute(&mut *db)
+    .await?)
 }

@@ -34,6 +34,8 @@ pub struct ConversationView {
     pub started_at: DateTime<Utc>,
     pub last_activity_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// Whether the assistant answers its users' messages.
+    pub assistant: bool,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
@@ -48,6 +50,16 @@ pub struct MessageView {
     pub prompt_tokens: Option<i32>,
     pub completion_tokens: Option<i32>,
     pub sent_at: DateTime<Utc>,
+    /// An assistant reply: the user message it answers, the model's latency, and the
+    /// retrieved sources it was written from.
+    pub reply_to: Option<Uuid>,
+    pub latency_ms: Option<i64>,
+    #[schema(value_type = Vec<Object>)]
+    pub sources: sqlx::types::Json<Vec<schemas::MessageSource>>,
+    /// A user message: where the assistant's reply stands (`pending`, `failed`,
+    /// `replied`; absent when the assistant is off), and why it failed.
+    pub reply_status: Option<String>,
+    pub reply_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
@@ -162,7 +174,7 @@ impl Reads {
         let s = self.schema().await?;
         let (after_time, after_id) = f.after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
         Ok(sqlx::query_as(&format!(
-            "SELECT conversation_id, title, status, message_count, metadata, version, started_at, last_activity_at, ended_at
+            "SELECT conversation_id, title, status, message_count, metadata, version, started_at, last_activity_at, ended_at, assistant
              FROM {s}.conversations c
              WHERE tenant_id = $1 AND {VISIBLE}
                AND ($2::text IS NULL OR status = $2)
@@ -191,7 +203,7 @@ impl Reads {
     ) -> Result<Option<ConversationView>, ReadError> {
         let s = self.schema().await?;
         Ok(sqlx::query_as(&format!(
-            "SELECT conversation_id, title, status, message_count, metadata, version, started_at, last_activity_at, ended_at
+            "SELECT conversation_id, title, status, message_count, metadata, version, started_at, last_activity_at, ended_at, assistant
              FROM {s}.conversations c WHERE tenant_id = $1 AND conversation_id = $2 AND {VISIBLE_AT_3}"
         ))
         .bind(viewer.tenant)
@@ -210,7 +222,8 @@ impl Reads {
     ) -> Result<Vec<MessageView>, ReadError> {
         let s = self.schema().await?;
         Ok(sqlx::query_as(&format!(
-            "SELECT message_id, conversation_id, sequence, role, content, model, prompt_tokens, completion_tokens, sent_at
+            "SELECT message_id, conversation_id, sequence, role, content, model, prompt_tokens, completion_tokens, sent_at,
+                    reply_to, latency_ms, sources, reply_status, reply_error
              FROM {s}.messages m WHERE tenant_id = $1 AND conversation_id = $2 AND sequence > $3
                AND EXISTS (SELECT 1 FROM {s}.conversations c
                            WHERE c.conversation_id = m.conversation_id AND {VISIBLE_AT_5})

@@ -356,7 +356,9 @@ impl EffectProjection for SemanticIndex {
                 kind: SourceKind::Knowledge,
                 source_id: k.knowledge_id,
             }],
-            Event::ConversationEnded(_) => Vec::new(),
+            Event::ConversationEnded(_)
+            | Event::AssistantReplyFailed(_)
+            | Event::AssistantReplyRequested(_) => Vec::new(),
         }
     }
 

@@ -1,0 +1,372 @@
+//! The assistant, a process manager: for each user message of a conversation whose
+//! assistant is on (and for each reply asked for again after a failure), it retrieves
+//! context by semantic search, adds the conversation's history within a token budget,
+//! calls the LLM route `reply`, and answers through the command service with an
+//! assistant `MessageSent` (model, tokens, latency, sources), or records
+//! `AssistantReplyFailed` when every provider failed.
+//!
+//! Exactly one reply per user message:
+//! - the effect ledger skips a reply already made when its event is delivered again;
+//! - before calling a model, the conversation is read from the event store: a message
+//!   already answered (or failed, or of a conversation that ended or has the assistant
+//!   off) is left alone, so a replay never calls a model again;
+//! - the command carries an idempotency key derived from the effect, and the aggregate
+//!   refuses a second reply to the same message (`AlreadyReplied`) whatever the key;
+//! - a rebuild replays history: nothing is answered.
+//!
+//! The one window left: a kill after the model answered and before the reply was
+//! appended calls the model again for that message when the event is redelivered.
+
+pub mod conversation;
+pub mod prompt;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use commands::{CommandError, CommandService, Idempotency, NewMessage, RequestMeta, Scope};
+use domain::DomainError;
+use domain::conversation::{Reply, Status};
+use llm::ContextItem;
+use llm::router::{Outcome, RouteError, Router};
+use platform::config::{self, ConfigError};
+use projection::{EffectError, EffectId, EffectProjection, Envelope, Pass, Planned};
+use schemas::{Event, MessageSource, Role};
+use semantic_index::{Search, SearchRequest};
+use sqlx::PgPool;
+use uuid::Uuid;
+use vectors::SourceKind;
+
+pub const NAME: &str = "assistant";
+
+/// The subject the assistant's commands are recorded under.
+pub const SUBJECT: &str = "assistant";
+
+/// How much context and history a reply gets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AssistantSettings {
+    /// Retrieved passages given to the model, at most.
+    pub context_k: usize,
+    /// Passages scoring below this (cosine) are left out.
+    pub min_score: f32,
+    /// Approximate tokens of history given to the model, newest first.
+    pub history_tokens: u32,
+}
+
+impl Default for AssistantSettings {
+    fn default() -> Self {
+        AssistantSettings {
+            context_k: 5,
+            min_score: 0.25,
+            history_tokens: 2_000,
+        }
+    }
+}
+
+impl AssistantSettings {
+    /// `ASSISTANT_CONTEXT_K`, `ASSISTANT_MIN_SCORE`, `ASSISTANT_HISTORY_TOKENS`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = AssistantSettings::default();
+        Ok(AssistantSettings {
+            context_k: config::parse_or("ASSISTANT_CONTEXT_K", d.context_k)?.min(20),
+            min_score: config::parse_or("ASSISTANT_MIN_SCORE", d.min_score)?,
+            history_tokens: config::parse_or("ASSISTANT_HISTORY_TOKENS", d.history_tokens)?,
+        })
+    }
+}
+
+/// Answer the user message `message_id` of `conversation_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyTo {
+    pub conversation_id: Uuid,
+    pub message_id: Uuid,
+    /// Of the request that caused the event, carried on to the reply.
+    pub correlation_id: Option<String>,
+    pub traceparent: Option<String>,
+}
+
+/// What was decided for one reply, kept until it is appended: a retry after the event
+/// store was unavailable does not call the model again.
+#[derive(Debug, Clone)]
+enum Decided {
+    Reply(NewMessage),
+    Fail { reason: String, attempts: i32 },
+}
+
+pub struct Assistant {
+    service: Arc<CommandService>,
+    pool: PgPool,
+    search: Arc<Search>,
+    router: Arc<Router>,
+    settings: AssistantSettings,
+    decided: Mutex<HashMap<EffectId, Decided>>,
+}
+
+impl Assistant {
+    pub fn new(
+        service: Arc<CommandService>,
+        pool: PgPool,
+        search: Arc<Search>,
+        router: Arc<Router>,
+        settings: AssistantSettings,
+    ) -> Self {
+        Assistant {
+            service,
+            pool,
+            search,
+            router,
+            settings,
+            decided: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn decided(&self) -> std::sync::MutexGuard<'_, HashMap<EffectId, Decided>> {
+        self.decided.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn reply(&self, planned: &Planned<ReplyTo>) -> Result<(), EffectError> {
+        let ReplyTo {
+            conversation_id,
+            message_id,
+            ..
+        } = planned.effect;
+        let tenant = planned.tenant_id.as_str();
+        let loaded = conversation::load(&self.pool, conversation_id)
+            .await
+            .map_err(|e| EffectError::Unavailable(format!("reading the conversation: {e}")))?;
+        let state = &loaded.state;
+        let pending = state.assistant
+            && state.status == Status::Open
+            && state.tenant_id == tenant
+            && state.replies.get(&message_id) == Some(&Reply::Pending);
+        if !pending {
+            tracing::debug!(%conversation_id, %message_id, "nothing to answer");
+            self.decided().remove(&planned.id);
+            return Ok(());
+        }
+        let cached = self.decided().get(&planned.id).cloned();
+        let decided = match cached {
+            Some(d) => d,
+            None => {
+                let d = self.decide(tenant, &loaded, message_id).await;
+                self.decided().insert(planned.id, d.clone());
+                d
+            }
+        };
+        let meta = RequestMeta {
+            tenant_id: tenant.to_owned(),
+            user_id: SUBJECT.to_owned(),
+            scope: Scope::Tenant,
+            correlation_id: planned
+                .effect
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| planned.event_id.to_string()),
+            causation_id: planned.event_id.to_string(),
+            traceparent: planned.effect.traceparent.clone(),
+            tracestate: None,
+            idempotency: Some(Idempotency {
+                key: format!("assistant:{}", planned.id),
+                request_hash: NAME.to_owned(),
+            }),
+        };
+        let outcome = match decided {
+            Decided::Reply(message) => {
+                self.service
+                    .send_message(conversation_id, message, None, &meta)
+                    .await
+            }
+            Decided::Fail { reason, attempts } => {
+                self.service
+                    .fail_reply(conversation_id, message_id, reason, attempts, &meta)
+                    .await
+            }
+        };
+        match outcome {
+            Ok(_) => {}
+            Err(CommandError::Unavailable(e)) => {
+                return Err(EffectError::Unavailable(format!(
+                    "appending the reply: {e}"
+                )));
+            }
+            Err(CommandError::Contended(n)) => {
+                return Err(EffectError::Unavailable(format!(
+                    "the conversation stayed contended after {n} attempts"
+                )));
+            }
+            // Answered meanwhile (another replica, or an earlier attempt whose key
+            // expired), ended, or refused: nothing more to do for this message.
+            Err(CommandError::Domain(DomainError::AlreadyReplied)) => {}
+            Err(e) => {
+                tracing::warn!(%conversation_id, %message_id, error = %e, "the reply was refused");
+            }
+        }
+        self.decided().remove(&planned.id);
+        Ok(())
+    }
+
+    /// Retrieval, prompt, model: the reply, or why there is none.
+    async fn decide(
+        &self,
+        tenant: &str,
+        loaded: &conversation::Loaded,
+        message_id: Uuid,
+    ) -> Decided {
+        let Some(position) = loaded.messages.iter().position(|m| m.id == message_id) else {
+            return Decided::Fail {
+                reason: "the message is not in the conversation's history".into(),
+                attempts: 0,
+            };
+        };
+        let question = loaded.messages[position].said.content.clone();
+        let history: Vec<prompt::Said> = loaded.messages[..position]
+            .iter()
+            .map(|m| m.said.clone())
+            .collect();
+        let (context, sources) = self
+            .retrieve(
+                tenant,
+                loaded.state.started_by.as_deref(),
+                &question,
+                message_id,
+            )
+            .await;
+        let request =
+            prompt::reply_request(&question, &history, context, self.settings.history_tokens);
+        match self.router.route("reply", tenant, &request).await {
+            Ok(routed) => {
+                let c = routed.completion;
+                let text = c.text.trim();
+                if text.is_empty() {
+                    return Decided::Fail {
+                        reason: format!("{} answered nothing", c.provider),
+                        attempts: routed.attempts.len() as i32,
+                    };
+                }
+                Decided::Reply(NewMessage {
+                    model: Some(truncate(&c.model, domain::MODEL_MAX)),
+                    prompt_tokens: Some(c.usage.prompt_tokens.min(i32::MAX as u32) as i32),
+                    completion_tokens: Some(c.usage.completion_tokens.min(i32::MAX as u32) as i32),
+                    reply_to: Some(message_id),
+                    latency_ms: Some(c.latency.as_millis().min(i64::MAX as u128) as i64),
+                    sources,
+                    ..NewMessage::new(Role::Assistant, truncate(text, domain::CONTENT_MAX))
+                })
+            }
+            Err(e) => {
+                let attempts = match &e {
+                    RouteError::AllFailed { attempts, .. } => attempts
+                        .iter()
+                        .filter(|a| !matches!(a.outcome, Outcome::CircuitOpen))
+                        .count()
+                        as i32,
+                    _ => 0,
+                };
+                tracing::warn!(tenant, %message_id, error = %e, "no reply");
+                Decided::Fail {
+                    reason: truncate(&e.to_string(), 900),
+                    attempts,
+                }
+            }
+        }
+    }
+
+    /// The passages the viewer who started the conversation may see, best first; none
+    /// when search cannot answer (the reply is then written without context).
+    async fn retrieve(
+        &self,
+        tenant: &str,
+        started_by: Option<&str>,
+        question: &str,
+        message_id: Uuid,
+    ) -> (Vec<ContextItem>, Vec<MessageSource>) {
+        let request = SearchRequest {
+            tenant_id: tenant,
+            // What the person asking may see: their conversations and the knowledge base.
+            only: Some(started_by.unwrap_or("")),
+            text: question,
+            kinds: &SourceKind::ALL,
+            conversation_id: None,
+            // The question itself is likely the best hit: ask for one more.
+            limit: self.settings.context_k + 1,
+            min_score: Some(self.settings.min_score),
+        };
+        let hits = match self.search.search(&request).await {
+            Ok(found) => found.hits,
+            Err(e) => {
+                tracing::warn!(tenant, error = %e, "retrieval failed: replying without context");
+                Vec::new()
+            }
+        };
+        let mut context = Vec::new();
+        let mut sources: Vec<MessageSource> = Vec::new();
+        for hit in hits
+            .into_iter()
+            .filter(|h| h.payload.source_id != message_id)
+            .take(self.settings.context_k)
+        {
+            let p = hit.payload;
+            if !sources.iter().any(|s| s.id == p.source_id) {
+                sources.push(MessageSource {
+                    kind: p.source_kind.as_str().to_owned(),
+                    id: p.source_id,
+                    title: truncate(&p.title, domain::TITLE_MAX),
+                    score: hit.score.clamp(-1.0, 1.0),
+                });
+            }
+            context.push(ContextItem {
+                source_id: p.source_id,
+                title: p.title,
+                text: p.text,
+                score: hit.score,
+            });
+        }
+        (context, sources)
+    }
+}
+
+/// At most `max` characters, cut at a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => text[..end].to_owned(),
+        None => text.to_owned(),
+    }
+}
+
+#[async_trait::async_trait]
+impl EffectProjection for Assistant {
+    type Effect = ReplyTo;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn plan(&self, e: &Envelope) -> Vec<ReplyTo> {
+        let (conversation_id, message_id) = match &e.event {
+            Event::MessageSent(m) if m.role == Role::User => (m.conversation_id, m.message_id),
+            Event::AssistantReplyRequested(r) => (r.conversation_id, r.message_id),
+            _ => return Vec::new(),
+        };
+        vec![ReplyTo {
+            conversation_id,
+            message_id,
+            correlation_id: e.correlation_id.clone(),
+            traceparent: e.traceparent.clone(),
+        }]
+    }
+
+    async fn perform(
+        &self,
+        _schema: &str,
+        effects: &[Planned<ReplyTo>],
+        pass: Pass,
+    ) -> Result<(), EffectError> {
+        // History: those messages were answered (or not) long ago.
+        if pass == Pass::Rebuild {
+            return Ok(());
+        }
+        for planned in effects {
+            self.reply(planned).await?;
+        }
+        Ok(())
+    }
+}

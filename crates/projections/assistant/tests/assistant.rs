@@ -1,0 +1,420 @@
+//! The assistant against a real PostgreSQL and a real broker, with the semantic index
+//! running beside it (embeddings from a real HTTP server standing in for an
+//! OpenAI-compatible provider) and LLM providers that are real HTTP servers too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use assistant::{Assistant, AssistantSettings};
+use embeddings::chunk::ChunkConfig;
+use embeddings::openai::{OpenAiConfig, OpenAiEmbedder};
+use llm::config::LlmConfig;
+use projection::{EffectSink, TableSink};
+use schemas::{Event, MessageSent, Role};
+use semantic_index::{Search, SemanticIndex};
+use testkit::chat_server::ChatServer;
+use testkit::commands::{add_knowledge, meta, user_message};
+use testkit::embeddings_server::{DIMENSION, EmbeddingsServer};
+use testkit::{RunningProjector, Stack, wait_until};
+use uuid::Uuid;
+use vectors::pg::PgStore;
+
+struct World {
+    stack: Stack,
+    store: Arc<PgStore>,
+    embeddings: EmbeddingsServer,
+    _index: RunningProjector,
+}
+
+impl World {
+    async fn new() -> World {
+        let stack = Stack::new().await;
+        let store = Arc::new(PgStore::new(stack.db.pool.clone()).await.expect("vectors"));
+        let embeddings = EmbeddingsServer::start().await;
+        let index = SemanticIndex::new(
+            embedder(&embeddings),
+            store.clone(),
+            ChunkConfig::new(200, 40, 512).expect("chunking"),
+            stack.db.pool.clone(),
+        );
+        let index = stack.projector(Arc::new(EffectSink::new(index))).await;
+        World {
+            stack,
+            store,
+            embeddings,
+            _index: index,
+        }
+    }
+
+    /// An assistant routing `reply` through `providers` (name, chat server), in order.
+    fn assistant(&self, providers: &[(&str, &ChatServer)]) -> Arc<EffectSink<Assistant>> {
+        let mut vars = vec![
+            (
+                "LLM_PROVIDERS".to_owned(),
+                providers
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("LLM_BREAKER_FAILURES".to_owned(), "1000".to_owned()),
+        ];
+        for (name, server) in providers {
+            let upper = name.to_uppercase();
+            vars.push((format!("LLM_{upper}_KIND"), "openai".into()));
+            vars.push((format!("LLM_{upper}_URL"), server.base_url.clone()));
+            vars.push((format!("LLM_{upper}_MODEL"), format!("{name}-model")));
+            vars.push((format!("LLM_{upper}_RETRIES"), "0".into()));
+            vars.push((format!("LLM_{upper}_TIMEOUT_MS"), "5000".into()));
+        }
+        let router = LlmConfig::from_vars(vars)
+            .expect("LLM settings")
+            .build()
+            .expect("a router");
+        let search = Search::new(
+            self.stack.db.pool.clone(),
+            self.store.clone(),
+            vec![embedder(&self.embeddings)],
+        );
+        Arc::new(EffectSink::new(Assistant::new(
+            self.stack.service.clone(),
+            self.stack.db.pool.clone(),
+            Arc::new(search),
+            Arc::new(router),
+            AssistantSettings {
+                min_score: 0.1,
+                ..AssistantSettings::default()
+            },
+        )))
+    }
+
+    async fn conversation(&self, tenant: &str) -> Uuid {
+        self.stack
+            .service
+            .start_conversation("Questions".into(), Default::default(), &meta(tenant))
+            .await
+            .expect("start")
+            .aggregate_id
+    }
+
+    async fn ask(&self, tenant: &str, conversation: Uuid, text: &str) -> Uuid {
+        let sent = self
+            .stack
+            .service
+            .send_message(conversation, user_message(text), None, &meta(tenant))
+            .await
+            .expect("send");
+        match sent.events.as_slice() {
+            [Event::MessageSent(m)] => m.message_id,
+            other => panic!("sending appended {other:?}"),
+        }
+    }
+
+    /// The conversation's events, in order.
+    async fn events(&self, conversation: Uuid) -> Vec<Event> {
+        event_store::log::aggregate_events(
+            &self.stack.db.pool,
+            "conversation",
+            &conversation.to_string(),
+            1..=100_000,
+        )
+        .await
+        .expect("read the stream")
+        .iter()
+        .map(|e| e.event().expect("decodes"))
+        .collect()
+    }
+
+    async fn replies(&self, conversation: Uuid) -> Vec<MessageSent> {
+        self.events(conversation)
+            .await
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::MessageSent(m) if m.role == Role::Assistant => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn embedder(server: &EmbeddingsServer) -> Arc<dyn embeddings::Embedder> {
+    Arc::new(
+        OpenAiEmbedder::new(OpenAiConfig {
+            base_url: server.base_url.clone(),
+            model: "bow".into(),
+            dimension: DIMENSION,
+            api_key: None,
+            batch: 16,
+            timeout: Duration::from_secs(5),
+            retries: 1,
+            max_retry_after: Duration::from_secs(5),
+        })
+        .expect("an embedder"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_message_gets_one_reply_from_the_retrieved_context_and_the_history() {
+    let world = World::new().await;
+    let _relay = world.stack.relay();
+    let llm = ChatServer::start().await;
+    let _assistant = world
+        .stack
+        .projector(world.assistant(&[("primary", &llm)]))
+        .await;
+    let knowledge = add_knowledge(
+        &world.stack.service,
+        "acme",
+        "Launch policy",
+        "text/plain",
+        b"The product launch happens in May, after the security review.",
+    )
+    .await
+    .aggregate_id;
+    wait_until("the knowledge indexed", || async {
+        testkit::semantic::live_points(&world.stack.db.pool).await >= 1
+    })
+    .await;
+
+    let conversation = world.conversation("acme").await;
+    let first = world
+        .ask("acme", conversation, "Hello, who approves budgets?")
+        .await;
+    wait_until("the first reply", || async {
+        world.replies(conversation).await.len() == 1
+    })
+    .await;
+    let second = world
+        .ask("acme", conversation, "When is the product launch?")
+        .await;
+    wait_until("the second reply", || async {
+        world.replies(conversation).await.len() == 2
+    })
+    .await;
+
+    let replies = world.replies(conversation).await;
+    assert_eq!(replies[0].reply_to, Some(first));
+    assert_eq!(replies[1].reply_to, Some(second));
+    let reply = &replies[1];
+    assert_eq!(reply.content, "Answer: When is the product launch?");
+    assert_eq!(reply.model.as_deref(), Some("openai/primary-model"));
+    assert_eq!(
+        (reply.prompt_tokens, reply.completion_tokens),
+        (Some(42), Some(7))
+    );
+    assert!(reply.latency_ms.is_some());
+    assert!(
+        reply
+            .sources
+            .iter()
+            .any(|s| s.id == knowledge && s.kind == "knowledge"),
+        "the knowledge document is a source: {:?}",
+        reply.sources
+    );
+    // The prompt held the retrieved passage and the conversation so far.
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 2, "one model call per user message");
+    let messages = requests[1]["messages"].as_array().expect("messages");
+    let system = messages[0]["content"].as_str().expect("system prompt");
+    assert!(
+        system.contains("The product launch happens in May"),
+        "{system}"
+    );
+    let said: Vec<(&str, &str)> = messages[1..]
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap_or_default(),
+                m["content"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("user", "Hello, who approves budgets?"),
+            ("assistant", "Answer: Hello, who approves budgets?"),
+            ("user", "When is the product launch?"),
+        ]
+    );
+    // The reply was caused by the user message's event.
+    let causation: String = sqlx::query_scalar(
+        "SELECT metadata->>'causation_id' FROM events WHERE payload->'MessageSent'->>'role' = 'assistant' ORDER BY global_position DESC LIMIT 1",
+    )
+    .fetch_one(&world.stack.db.pool)
+    .await
+    .expect("the reply's metadata");
+    let asked: String = sqlx::query_scalar(
+        "SELECT event_id::text FROM events WHERE payload->'MessageSent'->>'message_id' = $1",
+    )
+    .bind(second.to_string())
+    .fetch_one(&world.stack.db.pool)
+    .await
+    .expect("the question's event");
+    assert_eq!(causation, asked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_backup_answers_when_the_primary_fails_and_a_failed_reply_can_be_retried() {
+    let world = World::new().await;
+    let _relay = world.stack.relay();
+    let (primary, backup) = (ChatServer::start().await, ChatServer::start().await);
+    let _assistant = world
+        .stack
+        .projector(world.assistant(&[("primary", &primary), ("backup", &backup)]))
+        .await;
+    let conversation = world.conversation("acme").await;
+
+    primary.go_down(500);
+    world.ask("acme", conversation, "first?").await;
+    wait_until("a reply", || async {
+        world.replies(conversation).await.len() == 1
+    })
+    .await;
+    assert_eq!(
+        world.replies(conversation).await[0].model.as_deref(),
+        Some("openai/backup-model")
+    );
+    assert!(primary.calls() >= 1);
+
+    // Every provider down: the failure is recorded, with its reason.
+    backup.go_down(503);
+    let unanswered = world.ask("acme", conversation, "second?").await;
+    wait_until("the failure recorded", || async {
+        world
+            .events(conversation)
+            .await
+            .iter()
+            .any(|e| matches!(e, Event::AssistantReplyFailed(f) if f.message_id == unanswered))
+    })
+    .await;
+    let failed = world
+        .events(conversation)
+        .await
+        .into_iter()
+        .find_map(|e| match e {
+            Event::AssistantReplyFailed(f) => Some(f),
+            _ => None,
+        })
+        .expect("the failure");
+    assert!(
+        failed.reason.contains("primary") && failed.reason.contains("backup"),
+        "{}",
+        failed.reason
+    );
+    assert_eq!(failed.attempts, 2);
+
+    // Back up, and asked again: the reply comes.
+    backup.heal();
+    world
+        .stack
+        .service
+        .request_reply(conversation, unanswered, None, &meta("acme"))
+        .await
+        .expect("request the reply again");
+    wait_until("the retried reply", || async {
+        world.replies(conversation).await.len() == 2
+    })
+    .await;
+    assert_eq!(
+        world.replies(conversation).await[1].reply_to,
+        Some(unanswered)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_one_reply_per_message_across_a_kill_redelivery_and_rebuilds() {
+    let world = World::new().await;
+    let _relay = world.stack.relay();
+    let llm = ChatServer::start().await;
+    let first = world
+        .stack
+        .projector(world.assistant(&[("primary", &llm)]))
+        .await;
+    let mut conversations = Vec::new();
+    for _ in 0..15 {
+        conversations.push(world.conversation("acme").await);
+    }
+    let writer = async {
+        for round in 0..3 {
+            for c in &conversations {
+                world.ask("acme", *c, &format!("question {round}")).await;
+            }
+        }
+    };
+    let kill = async {
+        wait_until("some replies", || async { llm.calls() >= 10 }).await;
+        first.kill().await;
+    };
+    tokio::join!(writer, kill);
+    let asked = conversations.len() * 3;
+    let second = world
+        .stack
+        .projector(world.assistant(&[("primary", &llm)]))
+        .await;
+    let all_answered = || async {
+        let mut n = 0;
+        for c in &conversations {
+            n += world.replies(*c).await.len();
+        }
+        n
+    };
+    wait_until("every message answered", || async {
+        all_answered().await >= asked
+    })
+    .await;
+    second.stop().await;
+    let calls = llm.calls();
+
+    // Redelivery of every record (a new consumer group reads the topics from the start),
+    // and a rebuild of the assistant and of the read model: no reply, no model call.
+    let again = world
+        .stack
+        .projector_on(
+            world.stack.db.pool.clone(),
+            world.assistant(&[("primary", &llm)]),
+            "assistant-again",
+        )
+        .await;
+    let total = world.stack.event_count().await as u64;
+    again
+        .wait_for("every record redelivered", |s| {
+            s.lag_events == 0 && s.applied + s.duplicates >= total
+        })
+        .await;
+    again.stop().await;
+    let report = projection::rebuild(
+        &world.stack.db.pool,
+        world.assistant(&[("primary", &llm)]).as_ref(),
+    )
+    .await
+    .expect("rebuild the assistant");
+    assert_eq!(report.parked, 0);
+    projection::rebuild(&world.stack.db.pool, &TableSink(read_model::ReadModel))
+        .await
+        .expect("rebuild the read model");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    for c in &conversations {
+        let replies = world.replies(*c).await;
+        let mut answered: Vec<_> = replies.iter().filter_map(|r| r.reply_to).collect();
+        answered.sort();
+        answered.dedup();
+        assert_eq!(
+            (replies.len(), answered.len()),
+            (3, 3),
+            "one reply per user message in {c}"
+        );
+    }
+    assert_eq!(
+        llm.calls(),
+        calls,
+        "nothing after the replies called a model"
+    );
+    // A kill between a model's answer and the append of the reply may cost one more call
+    // for the message in flight, never a second reply.
+    assert!(
+        calls <= asked + 1,
+        "{calls} model calls for {asked} messages"
+    );
+}

@@ -1,0 +1,52 @@
+//! assistant-projector: the assistant. Answers each user message of a conversation whose
+//! assistant is on, once, through the LLM route `reply` (`LLM_*`), from the conversation's
+//! history and what semantic search retrieves (`EMBEDDING_*`, `VECTOR_STORE`: the same
+//! settings as embeddings-projector and query-api).
+//!
+//!     assistant-projector            consume until SIGTERM/Ctrl-C
+//!     assistant-projector redrive    answer parked messages in order, then exit
+//!     assistant-projector rebuild    new generation from the event store (answers
+//!                                    nothing: history was answered long ago), exit
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use assistant::{Assistant, AssistantSettings};
+use commands::{CommandService, TemplateGenerator};
+use embeddings::EmbeddingConfig;
+use llm::config::LlmConfig;
+use platform::db::DbConfig;
+use projection::EffectSink;
+use semantic_index::Search;
+use vectors::StoreConfig;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let router = LlmConfig::from_env()?
+        .build()
+        .context("configuring the LLM providers")?;
+    let settings = AssistantSettings::from_env()?;
+    let embedder = EmbeddingConfig::from_env()?
+        .build()
+        .await
+        .context("loading the embedding model")?;
+    let pool = DbConfig::from_env()?
+        .connect()
+        .await
+        .context("connecting to PostgreSQL")?;
+    let store = StoreConfig::from_env()?
+        .build(pool.clone())
+        .await
+        .context("opening the vector store")?;
+    let search = Search::new(pool.clone(), store, vec![embedder]);
+    let service = CommandService::new(pool.clone(), Arc::new(TemplateGenerator));
+    let assistant = Assistant::new(
+        Arc::new(service),
+        pool,
+        Arc::new(search),
+        Arc::new(router),
+        settings,
+    );
+    projector_runtime::service::main("assistant-projector", EffectSink::new(assistant)).await?;
+    Ok(())
+}
