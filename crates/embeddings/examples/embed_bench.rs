@@ -11,6 +11,11 @@
 //! (or `dev/stack exec -- cargo run --release -p embeddings --example embed_bench`,
 //! which installs the model and sets the variable). Debug builds are far slower and
 //! say little about production.
+//!
+//! With `EMBED_BENCH_DUMP=<path>` set, it also writes the chunks and the vectors of the
+//! first [`DUMP_VECTORS`] of them to that file as JSON (`{"texts": [...], "vectors":
+//! [[...], ...]}`), for `dev/bench/embed-baseline.sh` to run a baseline on the same
+//! texts and check it computes the same vectors.
 
 use std::time::Instant;
 
@@ -18,6 +23,9 @@ use embeddings::Embedder;
 use embeddings::local::{LocalConfig, LocalEmbedder};
 
 const CALL: usize = 32;
+
+/// Chunks whose vectors `EMBED_BENCH_DUMP` records.
+const DUMP_VECTORS: usize = 50;
 
 const WORDS: [&str; 48] = [
     "conversation",
@@ -125,6 +133,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let chunks: Vec<String> = (0..n).map(|_| chunk(&mut rng)).collect();
     let tokens: usize = chunks.iter().map(|c| model.token_spans(c).len()).sum();
+    let dump = std::env::var_os("EMBED_BENCH_DUMP").map(std::path::PathBuf::from);
+    if let Some(path) = &dump {
+        write_dump(path, &chunks, &[])?;
+    }
     println!(
         "{n} chunks, {:.0} tokens each on average",
         tokens as f64 / n.max(1) as f64
@@ -133,9 +145,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Warm-up: the first pass allocates what later ones reuse.
     model.embed(&chunks[..CALL.min(n)]).await?;
 
+    let mut dumped: Vec<Vec<f32>> = Vec::new();
     let started = Instant::now();
     for call in chunks.chunks(CALL) {
-        model.embed(call).await?;
+        let vectors = model.embed(call).await?;
+        if dump.is_some() && dumped.len() < DUMP_VECTORS {
+            dumped.extend(vectors.into_iter().take(DUMP_VECTORS - dumped.len()));
+        }
     }
     let elapsed = started.elapsed();
     println!(
@@ -143,5 +159,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         n as f64 / elapsed.as_secs_f64(),
         tokens as f64 / elapsed.as_secs_f64()
     );
+    if let Some(path) = &dump {
+        write_dump(path, &chunks, &dumped)?;
+        println!(
+            "wrote {n} chunks and {} vectors to {}",
+            dumped.len(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes `{"texts": chunks, "vectors": vectors}` to `path`.
+fn write_dump(
+    path: &std::path::Path,
+    chunks: &[String],
+    vectors: &[Vec<f32>],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let json = serde_json::json!({ "texts": chunks, "vectors": vectors });
+    std::fs::write(path, serde_json::to_vec(&json)?)
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(())
 }

@@ -86,34 +86,42 @@ impl PgStore {
         if copy.dimension == 0 {
             copy.dimension = self.dimension(index).await?;
         }
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        let horizon: String =
-            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db)?;
         let from = copy.horizon.clone().unwrap_or_else(|| "0".to_owned());
+        // One statement, so one snapshot: the rows it sees and the horizon agree (every
+        // transaction below the snapshot's xmin has ended, and this read saw its rows).
+        // Unprepared: a generic plan of `tx >= $3` scans the whole table; the literal
+        // horizon gets the index.
+        let mut horizon: Option<String> = None;
         {
             let mut rows = sqlx::query(
-                "SELECT id, source_kind, source_id, conversation_id, started_by, title, event_id,
-                        position, chunk, text, vector
-                 FROM vector_points
-                 WHERE index_name = $1 AND tenant_id = $2 AND tx >= $3::text::xid8",
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon,
+                        p.id, p.source_kind, p.source_id, p.conversation_id, p.started_by, p.title,
+                        p.event_id, p.position, p.chunk, p.text, p.vector
+                 FROM (SELECT 1) AS one
+                 LEFT JOIN vector_points p
+                   ON p.index_name = $1 AND p.tenant_id = $2 AND p.tx >= $3::text::xid8",
             )
             .bind(index.as_str())
             .bind(tenant)
             .bind(&from)
-            .fetch(&mut *tx);
+            .persistent(false)
+            .fetch(&self.pool);
             while let Some(row) = rows.next().await {
                 let row = row.map_err(db)?;
-                copy.apply(tenant, &row).map_err(db)?;
+                if horizon.is_none() {
+                    horizon = Some(row.try_get("horizon").map_err(db)?);
+                }
+                let id: Option<Uuid> = row.try_get("id").map_err(db)?;
+                if id.is_some() {
+                    copy.apply(tenant, &row).map_err(db)?;
+                }
             }
         }
-        tx.commit().await.map_err(db)?;
+        let Some(horizon) = horizon else {
+            return Err(VectorError::Unavailable(
+                "no horizon from PostgreSQL".into(),
+            ));
+        };
         copy.horizon = Some(horizon);
         Ok(())
     }
