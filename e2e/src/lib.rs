@@ -4,6 +4,7 @@
 //! depends on more than one service; nothing depends on it.
 
 pub mod dev_stack;
+pub mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,11 +76,12 @@ impl Services {
                 store.clone(),
                 embedders,
             )),
-            reads: Arc::new(Reads::new(pool)),
+            reads: Arc::new(Reads::new(pool.clone())),
             auth: testkit::tokens::authenticator(),
             read_wait_max: Duration::from_secs(5),
             stream_max: Duration::from_secs(60),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(32)),
+            live: query_api::http::live::LiveStreams::listening(100, pool.clone()),
             edge: platform::edge::EdgeConfig::permissive(),
         }))
         .await;
@@ -112,6 +114,31 @@ impl Services {
         self.commands
             .stack
             .projector(Arc::new(projection::EffectSink::new(index)))
+            .await
+    }
+
+    /// Starts the assistant, retrieving with `embedder` from [`Services::store`] and
+    /// answering through `router` (passages from a cosine of 0.1).
+    pub async fn assistant_projector(
+        &self,
+        embedder: Arc<dyn embeddings::Embedder>,
+        router: llm::router::Router,
+    ) -> testkit::RunningProjector {
+        let stack = &self.commands.stack;
+        let search =
+            semantic_index::Search::new(stack.db.pool.clone(), self.store.clone(), vec![embedder]);
+        let assistant = assistant::Assistant::new(
+            stack.service.clone(),
+            stack.db.pool.clone(),
+            Arc::new(search),
+            Arc::new(router),
+            assistant::AssistantSettings {
+                min_score: 0.1,
+                ..assistant::AssistantSettings::default()
+            },
+        );
+        stack
+            .projector(Arc::new(projection::EffectSink::new(assistant)))
             .await
     }
 

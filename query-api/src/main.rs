@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
         .context("opening the vector store")?;
     let search = semantic_index::Search::new(pool.clone(), store, vec![embedder]);
     let app = router(AppState {
-        reads: Arc::new(Reads::new(pool)),
+        reads: Arc::new(Reads::new(pool.clone())),
         search: Arc::new(search),
         auth: Authenticator::new(AuthConfig::from_env()?),
         read_wait_max: Duration::from_millis(config::parse_or("READ_WAIT_MAX_MS", 3000)?),
@@ -39,6 +39,10 @@ async fn main() -> anyhow::Result<()> {
             "AUDIT_STREAMS_MAX",
             32usize,
         )?)),
+        live: query_api::http::live::LiveStreams::listening(
+            config::parse_or("LIVE_STREAMS_PER_TENANT", 100usize)?,
+            pool.clone(),
+        ),
         edge: platform::edge::EdgeConfig::from_env()?,
     });
     let listener = tokio::net::TcpListener::bind(addr)

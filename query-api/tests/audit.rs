@@ -397,6 +397,7 @@ async fn a_database_that_cannot_be_reached_answers_503_with_retry_after() {
         read_wait_max: std::time::Duration::from_secs(1),
         stream_max: std::time::Duration::from_secs(60),
         streams: std::sync::Arc::new(tokio::sync::Semaphore::new(32)),
+        live: query_api::http::live::LiveStreams::new(100),
         edge: platform::edge::EdgeConfig::permissive(),
     });
     let (base, server) = testkit::serve(app).await;
@@ -473,6 +474,7 @@ async fn streams_beyond_the_limit_and_hidden_operational_routes_are_refused() {
         stream_max: std::time::Duration::from_secs(60),
         // Every place taken.
         streams: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+        live: query_api::http::live::LiveStreams::new(0),
         edge,
     });
     let (base, server) = testkit::serve(app).await;

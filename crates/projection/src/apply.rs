@@ -245,6 +245,9 @@ impl<P: TableProjection> Sink for TableSink<P> {
                     .await?;
             }
         }
+        if !to_apply.is_empty() {
+            bookkeeping::announce(&mut tx, self.name()).await?;
+        }
         unpark_redriven(&mut tx, &schema, events, &outcomes, pass).await?;
         tx.commit().await?;
         Ok(outcomes)
@@ -385,6 +388,9 @@ impl<P: EffectProjection> EffectSink<P> {
                     .collect();
                 bookkeeping::record_performed(&mut tx, name, &e.event_ref(), &ids, pass).await?;
             }
+        }
+        if !applied.is_empty() {
+            bookkeeping::announce(&mut tx, name).await?;
         }
         unpark_redriven(&mut tx, &schema, events, &outcomes, pass).await?;
         tx.commit().await?;

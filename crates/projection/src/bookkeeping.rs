@@ -96,6 +96,17 @@ pub(crate) async fn set_progress(
     Ok(())
 }
 
+/// Tells listeners (`progress::Announcements`) that `projection` moved on, when the
+/// transaction commits.
+pub(crate) async fn announce(tx: &mut PgConnection, projection: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::progress::CHANNEL)
+        .bind(projection)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 /// The lowest parked sequence of an aggregate, if it has parked events.
 pub(crate) async fn first_parked(
     db: &mut PgConnection,

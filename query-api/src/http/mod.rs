@@ -3,6 +3,7 @@
 
 mod audit;
 mod knowledge;
+pub mod live;
 mod openapi;
 mod reads;
 mod search;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub stream_max: Duration,
     /// Audit streams open at once (`AUDIT_STREAMS_MAX`, default 32); one more is a 503.
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// Live conversation streams per tenant (`LIVE_STREAMS_PER_TENANT`, default 100).
+    pub live: Arc<live::LiveStreams>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -55,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/conversations/{id}", get(reads::get_conversation))
         .route("/conversations/{id}/messages", get(reads::list_messages))
         .route("/conversations/{id}/documents", get(reads::list_documents))
+        .route("/conversations/{id}/stream", get(live::conversation_stream))
         .route("/documents/{id}", get(reads::get_document))
         .route("/knowledge", get(knowledge::list_knowledge))
         .route("/knowledge/{id}", get(knowledge::get_knowledge))

@@ -3,16 +3,17 @@
 use platform::http::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
-use super::{audit, knowledge, reads, search};
+use super::{audit, knowledge, live, reads, search};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Threadline query API", description = "Read models with read-your-writes (`position`), semantic search, and audit replays of event streams. Errors are application/problem+json with a stable `code`."),
+    info(title = "Threadline query API", description = "Read models with read-your-writes (`position`), live conversation streams (SSE), semantic search, and audit replays of event streams. Errors are application/problem+json with a stable `code`."),
     paths(
         reads::list_conversations,
         reads::get_conversation,
         reads::list_messages,
         reads::list_documents,
+        live::conversation_stream,
         reads::get_document,
         knowledge::list_knowledge,
         knowledge::get_knowledge,

@@ -63,6 +63,7 @@ impl ReadStack {
             read_wait_max: Duration::from_secs(5),
             stream_max: Duration::from_secs(60),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(32)),
+            live: query_api::http::live::LiveStreams::new(100),
             edge: platform::edge::EdgeConfig::permissive(),
         });
         let (query_base, server) = testkit::serve(app).await;

@@ -1,0 +1,186 @@
+//! The assistant end to end through both HTTP servers: a user message sent over HTTP is
+//! answered once, the reply arrives on the conversation's live stream (SSE) and in the
+//! query API, citing the knowledge it was written from. The LLM provider and the
+//! embeddings provider are real HTTP servers of the test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e::Services;
+use e2e::sse::read_until;
+use embeddings::openai::{OpenAiConfig, OpenAiEmbedder};
+use llm::config::LlmConfig;
+use platform::auth::Role;
+use serde_json::{Value, json};
+use testkit::chat_server::ChatServer;
+use testkit::embeddings_server::{DIMENSION, EmbeddingsServer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_sent_over_http_is_answered_once_live_on_the_stream_citing_its_sources() {
+    let embeddings = EmbeddingsServer::start().await;
+    let embedder: Arc<dyn embeddings::Embedder> = Arc::new(
+        OpenAiEmbedder::new(OpenAiConfig {
+            base_url: embeddings.base_url.clone(),
+            model: "bow".into(),
+            dimension: DIMENSION,
+            api_key: None,
+            batch: 16,
+            timeout: Duration::from_secs(5),
+            retries: 1,
+            max_retry_after: Duration::from_secs(5),
+        })
+        .expect("an embedder"),
+    );
+    let services = Services::spawn_with(vec![embedder.clone()]).await;
+    let _read_model = services.projector().await;
+    let _index = services.semantic_projector(embedder.clone()).await;
+    let llm = ChatServer::start().await;
+    let router = LlmConfig::from_vars([
+        ("LLM_PROVIDERS", "primary"),
+        ("LLM_PRIMARY_KIND", "openai"),
+        ("LLM_PRIMARY_URL", llm.base_url.as_str()),
+        ("LLM_PRIMARY_MODEL", "gpt-test"),
+    ])
+    .expect("LLM settings")
+    .build()
+    .expect("router");
+    let _assistant = services.assistant_projector(embedder, router).await;
+    let stack = &services.commands.stack;
+    let knowledge = testkit::commands::add_knowledge(
+        &stack.service,
+        "acme",
+        "Launch policy",
+        "text/plain",
+        b"The product launch happens in May, after the security review.",
+    )
+    .await
+    .aggregate_id;
+    wait_for_points(&services).await;
+
+    let http = reqwest::Client::new();
+    let token = services.commands.token("acme", &[Role::Member]);
+    let started: Value = http
+        .post(format!("{}/v1/conversations", services.commands.base))
+        .bearer_auth(&token)
+        .json(&json!({"title": "Launch"}))
+        .send()
+        .await
+        .expect("start")
+        .json()
+        .await
+        .expect("json");
+    let id = started["id"].as_str().expect("id").to_owned();
+    let stream_url = format!("{}/v1/conversations/{id}/stream", services.query_base);
+    // The read model may not have the conversation yet: the stream is 404 until then.
+    let mut stream = loop {
+        let resp = http
+            .get(&stream_url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("open the stream");
+        if resp.status() == 200 {
+            break resp;
+        }
+        assert_eq!(resp.status(), 404);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        stream.headers()["content-type"].to_str().ok(),
+        Some("text/event-stream")
+    );
+    let mut buffer = String::new();
+    let first = read_until(&mut stream, &mut buffer, |e| {
+        e.event == "ConversationStarted"
+    })
+    .await;
+    assert_eq!(first.last().and_then(|e| e.id.as_deref()), Some("1"));
+
+    let sent: Value = http
+        .post(format!(
+            "{}/v1/conversations/{id}/messages",
+            services.commands.base
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"role": "user", "content": "When is the product launch?"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let asked = sent["message_id"].as_str().expect("message id").to_owned();
+    let live = read_until(&mut stream, &mut buffer, |e| {
+        e.event == "MessageSent" && e.data["role"] == "assistant"
+    })
+    .await;
+    let reply = &live.last().expect("the reply").data;
+    assert_eq!(reply["reply_to"], asked.as_str());
+    assert_eq!(reply["content"], "Answer: When is the product launch?");
+    assert_eq!(reply["model"], "openai/gpt-test");
+    assert!(
+        reply["sources"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["id"] == knowledge.to_string().as_str())),
+        "{reply}"
+    );
+    assert_eq!(live.last().and_then(|e| e.id.as_deref()), Some("3"));
+
+    // The query API shows the same: the question replied, the reply with its sources.
+    let messages: Value = http
+        .get(format!(
+            "{}/v1/conversations/{id}/messages",
+            services.query_base
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("messages")
+        .json()
+        .await
+        .expect("json");
+    let items = messages["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "one question, one reply: {messages}");
+    assert_eq!(items[0]["reply_status"], "replied");
+    assert_eq!(items[1]["reply_to"], asked.as_str());
+    assert_eq!(items[1]["sources"][0]["kind"], "knowledge");
+
+    // Resuming after the question gives the reply first; another tenant sees nothing.
+    let mut resumed = http
+        .get(&stream_url)
+        .bearer_auth(&token)
+        .header("last-event-id", "2")
+        .send()
+        .await
+        .expect("resume");
+    let mut rest = String::new();
+    let again = read_until(&mut resumed, &mut rest, |_| true).await;
+    assert_eq!(again[0].id.as_deref(), Some("3"));
+    assert_eq!(again[0].data["reply_to"], asked.as_str());
+    let stranger = services.commands.token("globex", &[Role::Admin]);
+    let status = http
+        .get(&stream_url)
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .expect("another tenant")
+        .status();
+    assert_eq!(status, 404);
+    let bad = http
+        .get(&stream_url)
+        .bearer_auth(&token)
+        .header("last-event-id", "yesterday")
+        .send()
+        .await
+        .expect("bad resume")
+        .status();
+    assert_eq!(bad, 400);
+    assert_eq!(llm.calls(), 1, "one model call for one question");
+}
+
+async fn wait_for_points(services: &Services) {
+    testkit::wait_until("the knowledge indexed", || async {
+        testkit::semantic::live_points(&services.commands.stack.db.pool).await >= 1
+    })
+    .await;
+}

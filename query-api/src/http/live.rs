@@ -1,0 +1,277 @@
+//! `GET /v1/conversations/{id}/stream`: a conversation's events as Server-Sent Events, as
+//! the read model applies them, so a client sees the assistant's reply arrive without
+//! polling. Each SSE event is one domain event: `id` its version (what `Last-Event-ID`
+//! resumes after), `event` its type, `data` its JSON. Heartbeats keep proxies from
+//! closing an idle stream; the stream ends after the conversation's end, or at the time
+//! limit with an `end` event (an `EventSource` reconnects and resumes by itself).
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as Sse, KeepAlive};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use platform::auth::Principal;
+use platform::problem::Problem;
+use schemas::{AggregateKind, Version, VersionToken};
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::reads::viewer;
+use super::{AppState, read_failed};
+
+/// How often an open stream looks for newly applied events without announcements (tests
+/// without a listener), and with them (in case one was lost while reconnecting).
+const POLL: Duration = Duration::from_millis(100);
+const POLL_ANNOUNCED: Duration = Duration::from_secs(1);
+/// Events read from the store in one go.
+const PAGE: i64 = 200;
+
+/// Open live streams per tenant, each slot given back when its stream ends.
+#[derive(Debug)]
+pub struct LiveStreams {
+    per_tenant: usize,
+    open: Mutex<HashMap<String, usize>>,
+    /// Moves at each commit of the read model (PostgreSQL notifications).
+    announced: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl LiveStreams {
+    /// Streams that poll for new events.
+    pub fn new(per_tenant: usize) -> Arc<Self> {
+        Arc::new(LiveStreams {
+            per_tenant,
+            open: Mutex::new(HashMap::new()),
+            announced: None,
+        })
+    }
+
+    /// Streams woken by the read model's commit announcements (and a slow poll).
+    pub fn listening(per_tenant: usize, pool: PgPool) -> Arc<Self> {
+        Arc::new(LiveStreams {
+            per_tenant,
+            open: Mutex::new(HashMap::new()),
+            announced: Some(projection::progress::announcements(pool, read_model::NAME)),
+        })
+    }
+
+    fn take(self: &Arc<Self>, tenant: &str) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(tenant.to_owned()).or_default();
+        if *n >= self.per_tenant {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            streams: self.clone(),
+            tenant: tenant.to_owned(),
+        })
+    }
+}
+
+/// One open stream of a tenant.
+struct Slot {
+    streams: Arc<LiveStreams>,
+    tenant: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.streams.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct StreamQuery {
+    /// Start after this version (what `Last-Event-ID` says, for clients that cannot set
+    /// headers); default 0, the whole conversation.
+    pub after: Option<i64>,
+}
+
+/// A conversation's events as Server-Sent Events, live (see the module docs).
+#[utoipa::path(get, path = "/v1/conversations/{id}/stream",
+    params(("id" = Uuid, Path), StreamQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this version")),
+    responses((status = 200, content_type = "text/event-stream", description = "SSE: `id` = version, `event` = event type, `data` = the event"),
+              (status = 400), (status = 401), (status = 404), (status = 503)),
+    security(("bearer" = [])))]
+pub async fn conversation_stream(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let id: Uuid = id.parse().map_err(|_| Problem::not_found())?;
+    let resume = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .ok_or_else(|| {
+                    Problem::bad_request("invalid_last_event_id", "Last-Event-ID must be a version")
+                })?,
+        ),
+        None => None,
+    };
+    let after = resume.or(q.after).unwrap_or(0);
+    if after < 0 {
+        return Err(Problem::bad_request(
+            "invalid_query",
+            "after must not be negative",
+        ));
+    }
+    let seen = app
+        .reads
+        .conversation(&viewer(&who), id)
+        .await
+        .map_err(read_failed)?;
+    if seen.is_none() {
+        return Err(Problem::not_found());
+    }
+    let Some(slot) = app.live.take(&who.tenant_id) else {
+        return Err(Problem::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            "Too many live streams",
+        )
+        .detail("the tenant has as many live streams open as allowed; close one or retry later")
+        .retry_after(5));
+    };
+    let state = Live {
+        pool: app.reads.pool().clone(),
+        id,
+        sent: after,
+        pending: VecDeque::new(),
+        announced: app.live.announced.clone(),
+        deadline: tokio::time::Instant::now() + app.stream_max,
+        done: false,
+        _slot: slot,
+    };
+    Ok(axum::response::sse::Sse::new(events(state))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+struct Live {
+    pool: PgPool,
+    id: Uuid,
+    /// The last version read from the store.
+    sent: i64,
+    /// Read and not sent yet, oldest first.
+    pending: VecDeque<event_store::StoredEvent>,
+    announced: Option<tokio::sync::watch::Receiver<u64>>,
+    deadline: tokio::time::Instant,
+    done: bool,
+    _slot: Slot,
+}
+
+fn events(state: Live) -> impl Stream<Item = Result<Sse, Infallible>> {
+    futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(e) = s.pending.pop_front() {
+                if e.event_type == "ConversationEnded" {
+                    s.done = true;
+                    s.pending.clear();
+                }
+                let data = e
+                    .payload
+                    .get(&e.event_type)
+                    .cloned()
+                    .unwrap_or_else(|| e.payload.clone());
+                let item = Sse::default()
+                    .id(e.sequence.to_string())
+                    .event(e.event_type)
+                    .data(data.to_string());
+                return Some((Ok(item), s));
+            }
+            if s.done {
+                return None;
+            }
+            if tokio::time::Instant::now() >= s.deadline {
+                s.done = true;
+                let end = Sse::default()
+                    .event("end")
+                    .data(json!({"reason": "time_limit", "last_event_id": s.sent}).to_string());
+                return Some((Ok(end), s));
+            }
+            match next_batch(&s.pool, s.id, s.sent).await {
+                Err(e) => {
+                    s.done = true;
+                    tracing::warn!(error = %e, conversation = %s.id, "live stream ended by a database error");
+                    let error = Sse::default().event("error").data(
+                        json!({"code": "database_unavailable", "last_event_id": s.sent})
+                            .to_string(),
+                    );
+                    return Some((Ok(error), s));
+                }
+                Ok(batch) if batch.is_empty() => match s.announced.as_mut() {
+                    Some(announced) => {
+                        let _ = tokio::time::timeout(POLL_ANNOUNCED, announced.changed()).await;
+                    }
+                    None => tokio::time::sleep(POLL).await,
+                },
+                Ok(batch) => {
+                    if let Some(last) = batch.last() {
+                        s.sent = last.sequence;
+                    }
+                    s.pending.extend(batch);
+                }
+            }
+        }
+    })
+}
+
+/// Events of the conversation after version `sent` that the read model has applied.
+async fn next_batch(
+    pool: &PgPool,
+    id: Uuid,
+    sent: i64,
+) -> Result<Vec<event_store::StoredEvent>, sqlx::Error> {
+    let token = VersionToken {
+        kind: AggregateKind::Conversation,
+        id,
+        version: Version(0),
+    };
+    let applied =
+        projection::progress::applied_version(pool, read_model::NAME, &token).await? as i64;
+    if applied <= sent {
+        return Ok(Vec::new());
+    }
+    event_store::log::aggregate_events(
+        pool,
+        AggregateKind::Conversation.as_str(),
+        &id.to_string(),
+        sent + 1..=applied.min(sent + PAGE),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_tenant_has_its_own_slots_given_back_when_a_stream_ends() {
+        let streams = LiveStreams::new(2);
+        let a1 = streams.take("acme").expect("first");
+        let _a2 = streams.take("acme").expect("second");
+        assert!(streams.take("acme").is_none(), "the third is refused");
+        let _g = streams
+            .take("globex")
+            .expect("another tenant is not affected");
+        drop(a1);
+        assert!(streams.take("acme").is_some(), "a slot came back");
+    }
+}
