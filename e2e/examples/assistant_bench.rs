@@ -12,11 +12,11 @@
 use std::time::{Duration, Instant};
 
 use e2e::Services;
+use e2e::client::Client;
 use e2e::sse::read_until;
 use embeddings::EmbeddingConfig;
 use llm::config::LlmConfig;
 use platform::auth::Role;
-use serde_json::{Value, json};
 
 const QUESTIONS: usize = 100;
 
@@ -77,32 +77,9 @@ async fn main() {
 /// Times each message until the stream shows what it waits for: the reply (assistant
 /// on) or the message itself (assistant off). With it, the model's latency.
 async fn run(services: &Services, assistant: bool) -> Vec<(Duration, Duration)> {
-    let http = reqwest::Client::new();
-    let token = services.commands.token("bench", &[Role::Member]);
-    let started: Value = http
-        .post(format!("{}/v1/conversations", services.commands.base))
-        .bearer_auth(&token)
-        .json(&json!({"title": "Bench", "assistant": assistant}))
-        .send()
-        .await
-        .expect("start")
-        .json()
-        .await
-        .expect("json");
-    let id = started["id"].as_str().expect("id").to_owned();
-    let url = format!("{}/v1/conversations/{id}/stream", services.query_base);
-    let mut stream = loop {
-        let resp = http
-            .get(&url)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("stream");
-        if resp.status() == 200 {
-            break resp;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let client = Client::new(services, services.commands.token("bench", &[Role::Member]));
+    let id = client.start("Bench", assistant).await;
+    let mut stream = client.stream(&id).await;
     let mut buffer = String::new();
     read_until(&mut stream, &mut buffer, |e| {
         e.event == "ConversationStarted"
@@ -111,16 +88,9 @@ async fn run(services: &Services, assistant: bool) -> Vec<(Duration, Duration)> 
     let mut timings = Vec::new();
     for n in 0..QUESTIONS {
         let t = Instant::now();
-        let sent: Value = http
-            .post(format!("{}/v1/conversations/{id}/messages", services.commands.base))
-            .bearer_auth(&token)
-            .json(&json!({"role": "user", "content": format!("When do refunds arrive for order {n}?")}))
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
+        let sent = client
+            .ask(&id, &format!("When do refunds arrive for order {n}?"))
+            .await;
         let message = sent["message_id"].as_str().expect("message id").to_owned();
         let seen = read_until(&mut stream, &mut buffer, |e| {
             e.event == "MessageSent"

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e::Services;
+use e2e::client::Client;
 use embeddings::{Embedder, EmbeddingConfig};
 use platform::auth::Role;
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 use vectors::{IndexName, Payload, Point, SearchQuery, SourceKind, VectorStore, dot};
 
@@ -76,36 +77,14 @@ async fn main() {
 
 async fn command_to_search_hit(services: &Services, model: Arc<dyn Embedder>) {
     let projector = services.semantic_projector(model.clone()).await;
-    let http = reqwest::Client::new();
-    let token = services.commands.token("bench", &[Role::Member]);
-    let started: Value = http
-        .post(format!("{}/v1/conversations", services.commands.base))
-        .bearer_auth(&token)
-        .json(&json!({"title": "Search bench"}))
-        .send()
-        .await
-        .expect("start")
-        .json()
-        .await
-        .expect("json");
-    let id = started["id"].as_str().expect("id").to_owned();
+    let client = Client::new(services, services.commands.token("bench", &[Role::Member]));
+    // Off: the assistant's replies would be hits too.
+    let id = client.start("Search bench", false).await;
     let mut turnaround = Vec::new();
     for n in 0..QUERIES {
         let text = format!("Shipment {n} of the quarterly order leaves the harbour on day {n}.");
         let t = Instant::now();
-        let sent: Value = http
-            .post(format!(
-                "{}/v1/conversations/{id}/messages",
-                services.commands.base
-            ))
-            .bearer_auth(&token)
-            .json(&json!({"role": "user", "content": text}))
-            .send()
-            .await
-            .expect("command")
-            .json()
-            .await
-            .expect("json");
+        let sent = client.ask(&id, &text).await;
         let url = reqwest::Url::parse_with_params(
             &format!("{}/v1/search", services.query_base),
             &[
@@ -116,9 +95,10 @@ async fn command_to_search_hit(services: &Services, model: Arc<dyn Embedder>) {
             ],
         )
         .expect("a search URL");
-        let found: Value = http
+        let found: Value = client
+            .http
             .get(url)
-            .bearer_auth(&token)
+            .bearer_auth(&client.token)
             .send()
             .await
             .expect("search")

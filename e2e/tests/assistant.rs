@@ -3,34 +3,19 @@
 //! query API, citing the knowledge it was written from. The LLM provider and the
 //! embeddings provider are real HTTP servers of the test.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use e2e::Services;
+use e2e::client::Client;
 use e2e::sse::read_until;
-use embeddings::openai::{OpenAiConfig, OpenAiEmbedder};
 use llm::config::LlmConfig;
 use platform::auth::Role;
-use serde_json::{Value, json};
+use serde_json::Value;
 use testkit::chat_server::ChatServer;
-use testkit::embeddings_server::{DIMENSION, EmbeddingsServer};
+use testkit::embeddings_server::EmbeddingsServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_message_sent_over_http_is_answered_once_live_on_the_stream_citing_its_sources() {
     let embeddings = EmbeddingsServer::start().await;
-    let embedder: Arc<dyn embeddings::Embedder> = Arc::new(
-        OpenAiEmbedder::new(OpenAiConfig {
-            base_url: embeddings.base_url.clone(),
-            model: "bow".into(),
-            dimension: DIMENSION,
-            api_key: None,
-            batch: 16,
-            timeout: Duration::from_secs(5),
-            retries: 1,
-            max_retry_after: Duration::from_secs(5),
-        })
-        .expect("an embedder"),
-    );
+    let embedder = embeddings.embedder("bow");
     let services = Services::spawn_with(vec![embedder.clone()]).await;
     let _read_model = services.projector().await;
     let _index = services.semantic_projector(embedder.clone()).await;
@@ -57,34 +42,10 @@ async fn a_message_sent_over_http_is_answered_once_live_on_the_stream_citing_its
     .aggregate_id;
     wait_for_points(&services).await;
 
-    let http = reqwest::Client::new();
-    let token = services.commands.token("acme", &[Role::Member]);
-    let started: Value = http
-        .post(format!("{}/v1/conversations", services.commands.base))
-        .bearer_auth(&token)
-        .json(&json!({"title": "Launch"}))
-        .send()
-        .await
-        .expect("start")
-        .json()
-        .await
-        .expect("json");
-    let id = started["id"].as_str().expect("id").to_owned();
+    let client = Client::new(&services, services.commands.token("acme", &[Role::Member]));
+    let id = client.start("Launch", true).await;
     let stream_url = format!("{}/v1/conversations/{id}/stream", services.query_base);
-    // The read model may not have the conversation yet: the stream is 404 until then.
-    let mut stream = loop {
-        let resp = http
-            .get(&stream_url)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("open the stream");
-        if resp.status() == 200 {
-            break resp;
-        }
-        assert_eq!(resp.status(), 404);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut stream = client.stream(&id).await;
     assert_eq!(
         stream.headers()["content-type"].to_str().ok(),
         Some("text/event-stream")
@@ -96,19 +57,7 @@ async fn a_message_sent_over_http_is_answered_once_live_on_the_stream_citing_its
     .await;
     assert_eq!(first.last().and_then(|e| e.id.as_deref()), Some("1"));
 
-    let sent: Value = http
-        .post(format!(
-            "{}/v1/conversations/{id}/messages",
-            services.commands.base
-        ))
-        .bearer_auth(&token)
-        .json(&json!({"role": "user", "content": "When is the product launch?"}))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let sent = client.ask(&id, "When is the product launch?").await;
     let asked = sent["message_id"].as_str().expect("message id").to_owned();
     let live = read_until(&mut stream, &mut buffer, |e| {
         e.event == "MessageSent" && e.data["role"] == "assistant"
@@ -127,15 +76,9 @@ async fn a_message_sent_over_http_is_answered_once_live_on_the_stream_citing_its
     assert_eq!(live.last().and_then(|e| e.id.as_deref()), Some("3"));
 
     // The query API shows the same: the question replied, the reply with its sources.
-    let messages: Value = http
-        .get(format!(
-            "{}/v1/conversations/{id}/messages",
-            services.query_base
-        ))
-        .bearer_auth(&token)
-        .send()
+    let messages: Value = client
+        .get(&format!("/v1/conversations/{id}/messages"))
         .await
-        .expect("messages")
         .json()
         .await
         .expect("json");
@@ -146,9 +89,10 @@ async fn a_message_sent_over_http_is_answered_once_live_on_the_stream_citing_its
     assert_eq!(items[1]["sources"][0]["kind"], "knowledge");
 
     // Resuming after the question gives the reply first; another tenant sees nothing.
-    let mut resumed = http
+    let mut resumed = client
+        .http
         .get(&stream_url)
-        .bearer_auth(&token)
+        .bearer_auth(&client.token)
         .header("last-event-id", "2")
         .send()
         .await
@@ -158,7 +102,8 @@ async fn a_message_sent_over_http_is_answered_once_live_on_the_stream_citing_its
     assert_eq!(again[0].id.as_deref(), Some("3"));
     assert_eq!(again[0].data["reply_to"], asked.as_str());
     let stranger = services.commands.token("globex", &[Role::Admin]);
-    let status = http
+    let status = client
+        .http
         .get(&stream_url)
         .bearer_auth(&stranger)
         .send()
@@ -166,9 +111,10 @@ async fn a_message_sent_over_http_is_answered_once_live_on_the_stream_citing_its
         .expect("another tenant")
         .status();
     assert_eq!(status, 404);
-    let bad = http
+    let bad = client
+        .http
         .get(&stream_url)
-        .bearer_auth(&token)
+        .bearer_auth(&client.token)
         .header("last-event-id", "yesterday")
         .send()
         .await

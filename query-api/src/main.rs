@@ -20,14 +20,7 @@ async fn main() -> anyhow::Result<()> {
         .connect()
         .await
         .context("connecting to PostgreSQL")?;
-    let embedder = embeddings::EmbeddingConfig::from_env()?
-        .build()
-        .await
-        .context("loading the embedding model")?;
-    let store = vectors::StoreConfig::from_env()?
-        .build(pool.clone())
-        .await
-        .context("opening the vector store")?;
+    let (embedder, store) = semantic_index::setup::from_env(&pool).await?;
     let search = semantic_index::Search::new(pool.clone(), store, vec![embedder]);
     let app = router(AppState {
         reads: Arc::new(Reads::new(pool.clone())),

@@ -5,35 +5,17 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::ReadStack;
 use embeddings::chunk::ChunkConfig;
-use embeddings::openai::{OpenAiConfig, OpenAiEmbedder};
 use platform::auth::Role;
 use projection::EffectSink;
 use reqwest::StatusCode;
 use semantic_index::SemanticIndex;
 use serde_json::Value;
 use testkit::commands::{meta, user_message};
-use testkit::embeddings_server::{DIMENSION, EmbeddingsServer};
+use testkit::embeddings_server::EmbeddingsServer;
 use testkit::tokens::{SECRET, hs256_token};
-
-fn embedder(server: &EmbeddingsServer) -> Arc<dyn embeddings::Embedder> {
-    Arc::new(
-        OpenAiEmbedder::new(OpenAiConfig {
-            base_url: server.base_url.clone(),
-            model: "bow".into(),
-            dimension: DIMENSION,
-            api_key: None,
-            batch: 16,
-            timeout: Duration::from_secs(5),
-            retries: 1,
-            max_retry_after: Duration::from_secs(5),
-        })
-        .expect("a provider"),
-    )
-}
 
 async fn get(url: String, token: &str) -> (StatusCode, Value) {
     let resp = reqwest::Client::new()
@@ -49,7 +31,7 @@ async fn get(url: String, token: &str) -> (StatusCode, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn search_finds_sources_after_their_position_and_only_in_the_callers_tenant() {
     let server = EmbeddingsServer::start().await;
-    let stack = ReadStack::with_search(vec![embedder(&server)]).await;
+    let stack = ReadStack::with_search(vec![server.embedder("bow")]).await;
     let pool = stack.commands.db.pool.clone();
     let store = Arc::new(
         vectors::pg::PgStore::new(pool.clone())
@@ -57,7 +39,7 @@ async fn search_finds_sources_after_their_position_and_only_in_the_callers_tenan
             .expect("vector tables"),
     );
     let sink = SemanticIndex::new(
-        embedder(&server),
+        server.embedder("bow"),
         store,
         ChunkConfig::new(64, 8, 512).expect("chunking"),
         pool,
@@ -135,7 +117,7 @@ async fn search_finds_sources_after_their_position_and_only_in_the_callers_tenan
 #[tokio::test]
 async fn bad_search_requests_are_problems() {
     let server = EmbeddingsServer::start().await;
-    let stack = ReadStack::with_search(vec![embedder(&server)]).await;
+    let stack = ReadStack::with_search(vec![server.embedder("bow")]).await;
     let q = &stack.query_base;
     let member = testkit::tokens::token("acme", &[Role::Member]);
     for (query, status, code) in [

@@ -72,16 +72,8 @@ impl ChatServer {
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let base_url = format!(
-            "http://{}/v1",
-            listener.local_addr().expect("local address")
-        );
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (base, server) = crate::serve(app).await;
+        let base_url = format!("{base}/v1");
         ChatServer {
             base_url,
             inner,

@@ -133,21 +133,31 @@ impl EmbeddingsServer {
         let app = Router::new()
             .route("/v1/embeddings", post(embeddings))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let base_url = format!(
-            "http://{}/v1",
-            listener.local_addr().expect("local address")
-        );
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (base, server) = crate::serve(app).await;
+        let base_url = format!("{base}/v1");
         EmbeddingsServer {
             base_url,
             inner,
             server,
         }
+    }
+
+    /// An OpenAI-compatible provider of `model` talking to this server (batches of 16,
+    /// 5 s timeout, one retry).
+    pub fn embedder(&self, model: &str) -> Arc<dyn embeddings::Embedder> {
+        Arc::new(
+            embeddings::openai::OpenAiEmbedder::new(embeddings::openai::OpenAiConfig {
+                base_url: self.base_url.clone(),
+                model: model.into(),
+                dimension: DIMENSION,
+                api_key: None,
+                batch: 16,
+                timeout: std::time::Duration::from_secs(5),
+                retries: 1,
+                max_retry_after: std::time::Duration::from_secs(5),
+            })
+            .expect("a provider of the test server"),
+        )
     }
 
     /// Answers the next requests with `answers`, in order, then normally again.

@@ -13,12 +13,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use assistant::{Assistant, AssistantSettings};
 use commands::{CommandService, TemplateGenerator};
-use embeddings::EmbeddingConfig;
 use llm::config::LlmConfig;
 use platform::db::DbConfig;
 use projection::EffectSink;
 use semantic_index::Search;
-use vectors::StoreConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -26,18 +24,11 @@ async fn main() -> anyhow::Result<()> {
         .build()
         .context("configuring the LLM providers")?;
     let settings = AssistantSettings::from_env()?;
-    let embedder = EmbeddingConfig::from_env()?
-        .build()
-        .await
-        .context("loading the embedding model")?;
     let pool = DbConfig::from_env()?
         .connect()
         .await
         .context("connecting to PostgreSQL")?;
-    let store = StoreConfig::from_env()?
-        .build(pool.clone())
-        .await
-        .context("opening the vector store")?;
+    let (embedder, store) = semantic_index::setup::from_env(&pool).await?;
     let search = Search::new(pool.clone(), store, vec![embedder]);
     let service = CommandService::new(pool.clone(), Arc::new(TemplateGenerator));
     let assistant = Assistant::new(

@@ -8,28 +8,19 @@
 //!                                     the configured model), switch searches to it, exit
 
 use anyhow::Context;
-use embeddings::EmbeddingConfig;
 use embeddings::chunk::ChunkConfig;
 use platform::db::DbConfig;
 use projection::EffectSink;
 use semantic_index::SemanticIndex;
-use vectors::StoreConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let embedder = EmbeddingConfig::from_env()?
-        .build()
-        .await
-        .context("loading the embedding model")?;
-    let chunking = ChunkConfig::from_env(embedder.max_tokens())?;
     let pool = DbConfig::from_env()?
         .connect()
         .await
         .context("connecting to PostgreSQL")?;
-    let store = StoreConfig::from_env()?
-        .build(pool.clone())
-        .await
-        .context("opening the vector store")?;
+    let (embedder, store) = semantic_index::setup::from_env(&pool).await?;
+    let chunking = ChunkConfig::from_env(embedder.max_tokens())?;
     let index = SemanticIndex::new(embedder, store, chunking, pool);
     projector_runtime::service::main("embeddings-projector", EffectSink::new(index)).await?;
     Ok(())

@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use assistant::{Assistant, AssistantSettings};
 use embeddings::chunk::ChunkConfig;
-use embeddings::openai::{OpenAiConfig, OpenAiEmbedder};
 use llm::config::LlmConfig;
 use projection::{EffectSink, TableSink};
 use schemas::{Event, MessageSent, Role};
 use semantic_index::{Search, SemanticIndex};
 use testkit::chat_server::ChatServer;
 use testkit::commands::{add_knowledge, meta, user_message};
-use testkit::embeddings_server::{DIMENSION, EmbeddingsServer};
+use testkit::embeddings_server::EmbeddingsServer;
 use testkit::{RunningProjector, Stack, wait_until};
 use uuid::Uuid;
 use vectors::pg::PgStore;
@@ -32,7 +31,7 @@ impl World {
         let store = Arc::new(PgStore::new(stack.db.pool.clone()).await.expect("vectors"));
         let embeddings = EmbeddingsServer::start().await;
         let index = SemanticIndex::new(
-            embedder(&embeddings),
+            embeddings.embedder("bow"),
             store.clone(),
             ChunkConfig::new(200, 40, 512).expect("chunking"),
             stack.db.pool.clone(),
@@ -74,7 +73,7 @@ impl World {
         let search = Search::new(
             self.stack.db.pool.clone(),
             self.store.clone(),
-            vec![embedder(&self.embeddings)],
+            vec![self.embeddings.embedder("bow")],
         );
         Arc::new(EffectSink::new(Assistant::new(
             self.stack.service.clone(),
@@ -135,22 +134,6 @@ impl World {
             })
             .collect()
     }
-}
-
-fn embedder(server: &EmbeddingsServer) -> Arc<dyn embeddings::Embedder> {
-    Arc::new(
-        OpenAiEmbedder::new(OpenAiConfig {
-            base_url: server.base_url.clone(),
-            model: "bow".into(),
-            dimension: DIMENSION,
-            api_key: None,
-            batch: 16,
-            timeout: Duration::from_secs(5),
-            retries: 1,
-            max_retry_after: Duration::from_secs(5),
-        })
-        .expect("an embedder"),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

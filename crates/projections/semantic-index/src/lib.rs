@@ -18,6 +18,7 @@
 //!   starter: every member of the tenant sees it.
 
 pub mod search;
+pub mod setup;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

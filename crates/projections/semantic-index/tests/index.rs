@@ -6,13 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use embeddings::Embedder;
 use embeddings::chunk::ChunkConfig;
-use embeddings::openai::{OpenAiConfig, OpenAiEmbedder};
 use projection::EffectSink;
 use semantic_index::{Search, SearchRequest, SemanticIndex, index_name};
 use testkit::commands::{add_knowledge, meta, user_message};
-use testkit::embeddings_server::{DIMENSION, EmbeddingsServer, Scripted};
+use testkit::embeddings_server::{EmbeddingsServer, Scripted};
 use testkit::{RunningProjector, Stack, wait_until};
 use uuid::Uuid;
 use vectors::pg::PgStore;
@@ -21,22 +19,6 @@ use vectors::{SourceKind, VectorStore};
 /// Windows of 24 (approximate) tokens overlapping by 4: long texts make several points.
 fn chunking() -> ChunkConfig {
     ChunkConfig::new(24, 4, 512).expect("a valid configuration")
-}
-
-fn embedder(server: &EmbeddingsServer, model: &str) -> Arc<dyn Embedder> {
-    Arc::new(
-        OpenAiEmbedder::new(OpenAiConfig {
-            base_url: server.base_url.clone(),
-            model: model.into(),
-            dimension: DIMENSION,
-            api_key: None,
-            batch: 16,
-            timeout: Duration::from_secs(5),
-            retries: 1,
-            max_retry_after: Duration::from_secs(5),
-        })
-        .expect("a provider"),
-    )
 }
 
 struct Index {
@@ -62,7 +44,7 @@ impl Index {
 
     fn sink(&self, model: &str) -> Arc<EffectSink<SemanticIndex>> {
         Arc::new(EffectSink::new(SemanticIndex::new(
-            embedder(&self.server, model),
+            self.server.embedder(model),
             self.store.clone(),
             chunking(),
             self.stack.db.pool.clone(),
@@ -77,7 +59,7 @@ impl Index {
         Search::new(
             self.stack.db.pool.clone(),
             self.store.clone(),
-            models.iter().map(|m| embedder(&self.server, m)).collect(),
+            models.iter().map(|m| self.server.embedder(m)).collect(),
         )
     }
 
@@ -175,7 +157,7 @@ async fn every_window_is_one_point_after_redelivery_a_kill_and_a_rebuild() {
     assert_ne!(before, after);
     assert_eq!(
         after,
-        index_name(&report.schema, embedder(&index.server, "bow").model())
+        index_name(&report.schema, index.server.embedder("bow").model())
     );
     assert_eq!(index.points().await, (expected, expected as i64));
     assert_eq!(
