@@ -122,6 +122,38 @@ async fn a_message_sent_over_http_is_answered_once_live_on_the_stream_citing_its
         .status();
     assert_eq!(bad, 400);
     assert_eq!(llm.calls(), 1, "one model call for one question");
+
+    // A document asked of the LLM: 202 now, written by the model a moment later.
+    let resp = client
+        .http
+        .post(format!(
+            "{}/v1/conversations/{id}/documents",
+            services.commands.base
+        ))
+        .bearer_auth(&client.token)
+        .json(&serde_json::json!({"kind": "summary", "generator": "llm"}))
+        .send()
+        .await
+        .expect("ask for a document");
+    assert_eq!(resp.status(), 202);
+    let accepted: Value = resp.json().await.expect("json");
+    let document = accepted["id"].as_str().expect("document id").to_owned();
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let resp = client.get(&format!("/v1/documents/{document}")).await;
+        if resp.status() == 200 {
+            last = resp.json().await.expect("json");
+            if last["status"] == "generated" {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["status"], "generated", "{last}");
+    assert_eq!(last["generator_name"], "openai/gpt-test");
+    assert_eq!(last["generator_version"], "summary-v1");
+    assert_eq!(last["prompt_tokens"], 42);
+    assert_eq!(llm.calls(), 2, "one more model call, for the document");
 }
 
 async fn wait_for_points(services: &Services) {

@@ -132,6 +132,8 @@ impl Event {
             Event::KnowledgeDocumentRemoved(e) => encode(e),
             Event::AssistantReplyFailed(e) => encode(e),
             Event::AssistantReplyRequested(e) => encode(e),
+            Event::DocumentRequested(e) => encode(e),
+            Event::DocumentGenerationFailed(e) => encode(e),
         }
     }
 
@@ -147,6 +149,8 @@ impl Event {
             EventType::KnowledgeDocumentRemoved => Event::KnowledgeDocumentRemoved(decode(bytes)?),
             EventType::AssistantReplyFailed => Event::AssistantReplyFailed(decode(bytes)?),
             EventType::AssistantReplyRequested => Event::AssistantReplyRequested(decode(bytes)?),
+            EventType::DocumentRequested => Event::DocumentRequested(decode(bytes)?),
+            EventType::DocumentGenerationFailed => Event::DocumentGenerationFailed(decode(bytes)?),
         })
     }
 }

@@ -208,6 +208,40 @@ pub struct DocumentGenerated {
     pub generator: Generator,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     pub generated_at: DateTime<Utc>,
+    /// The model call's usage, when an LLM wrote it (schema v2).
+    #[serde(default)]
+    pub prompt_tokens: Option<i32>,
+    #[serde(default)]
+    pub completion_tokens: Option<i32>,
+    #[serde(default)]
+    pub latency_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentRequested {
+    #[serde(with = "uuid_text")]
+    pub document_id: Uuid,
+    pub tenant_id: String,
+    #[serde(with = "uuid_text")]
+    pub conversation_id: Uuid,
+    pub kind: DocumentKind,
+    #[serde(default)]
+    pub title: Option<String>,
+    pub requested_by: String,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub requested_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentGenerationFailed {
+    #[serde(with = "uuid_text")]
+    pub document_id: Uuid,
+    #[serde(with = "uuid_text")]
+    pub conversation_id: Uuid,
+    pub reason: String,
+    pub attempts: i32,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub failed_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,10 +280,12 @@ pub enum EventType {
     KnowledgeDocumentRemoved,
     AssistantReplyFailed,
     AssistantReplyRequested,
+    DocumentRequested,
+    DocumentGenerationFailed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 11] = [
         EventType::ConversationStarted,
         EventType::MessageSent,
         EventType::ConversationRenamed,
@@ -259,6 +295,8 @@ impl EventType {
         EventType::KnowledgeDocumentRemoved,
         EventType::AssistantReplyFailed,
         EventType::AssistantReplyRequested,
+        EventType::DocumentRequested,
+        EventType::DocumentGenerationFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -272,6 +310,8 @@ impl EventType {
             EventType::KnowledgeDocumentRemoved => "KnowledgeDocumentRemoved",
             EventType::AssistantReplyFailed => "AssistantReplyFailed",
             EventType::AssistantReplyRequested => "AssistantReplyRequested",
+            EventType::DocumentRequested => "DocumentRequested",
+            EventType::DocumentGenerationFailed => "DocumentGenerationFailed",
         }
     }
 
@@ -281,7 +321,9 @@ impl EventType {
 
     pub fn aggregate(self) -> AggregateKind {
         match self {
-            EventType::DocumentGenerated => AggregateKind::Document,
+            EventType::DocumentGenerated
+            | EventType::DocumentRequested
+            | EventType::DocumentGenerationFailed => AggregateKind::Document,
             EventType::KnowledgeDocumentAdded | EventType::KnowledgeDocumentRemoved => {
                 AggregateKind::Knowledge
             }
@@ -336,7 +378,9 @@ contract!(
     KnowledgeDocumentAdded,
     KnowledgeDocumentRemoved,
     AssistantReplyFailed,
-    AssistantReplyRequested
+    AssistantReplyRequested,
+    DocumentRequested,
+    DocumentGenerationFailed
 );
 
 impl Event {
@@ -352,6 +396,8 @@ impl Event {
             Event::KnowledgeDocumentRemoved(e) => e.knowledge_id,
             Event::AssistantReplyFailed(e) => e.conversation_id,
             Event::AssistantReplyRequested(e) => e.conversation_id,
+            Event::DocumentRequested(e) => e.document_id,
+            Event::DocumentGenerationFailed(e) => e.document_id,
         }
     }
 }

@@ -81,6 +81,14 @@ pub const TABLE: &[SchemaVersion] = &[
         1,
         "assistant_reply_requested/v1.avsc"
     ),
+    version!(13, DocumentGenerated, 2, "document_generated/v2.avsc"),
+    version!(14, DocumentRequested, 1, "document_requested/v1.avsc"),
+    version!(
+        15,
+        DocumentGenerationFailed,
+        1,
+        "document_generation_failed/v1.avsc"
+    ),
 ];
 
 pub(crate) struct Parsed {

@@ -115,6 +115,27 @@ fn samples() -> Vec<Event> {
                 version: "1".into(),
             },
             generated_at: at(4),
+            prompt_tokens: Some(900),
+            completion_tokens: Some(450),
+            latency_ms: Some(2_500),
+        }
+        .into(),
+        DocumentRequested {
+            document_id: Uuid::new_v4(),
+            tenant_id: "acme".into(),
+            conversation_id,
+            kind: DocumentKind::Summary,
+            title: None,
+            requested_by: "ann".into(),
+            requested_at: at(9),
+        }
+        .into(),
+        DocumentGenerationFailed {
+            document_id: Uuid::new_v4(),
+            conversation_id,
+            reason: "every provider failed".into(),
+            attempts: 2,
+            failed_at: at(10),
         }
         .into(),
         KnowledgeDocumentAdded {

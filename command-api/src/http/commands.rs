@@ -105,6 +105,20 @@ pub struct GenerateDocument {
     /// Overrides the generated title.
     #[schema(max_length = 200)]
     pub title: Option<String>,
+    /// `template` (default): written at once from the messages, 201. `llm`: asked of the
+    /// LLM `document` route, 202 with the document `requested`; it becomes `generated`
+    /// or `failed` (see the query API).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub generator: GeneratorChoice,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GeneratorChoice {
+    #[default]
+    Template,
+    Llm,
 }
 
 /// The answer to an accepted command.
@@ -412,7 +426,7 @@ pub async fn request_reply(
 
 #[utoipa::path(post, path = "/v1/conversations/{id}/documents", request_body = GenerateDocument,
     params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = CommandAccepted), (status = 404), (status = 409), (status = 502)),
+    responses((status = 201, body = CommandAccepted), (status = 202, body = CommandAccepted), (status = 404), (status = 409), (status = 502)),
     security(("bearer" = [])))]
 pub async fn generate_document(
     State(app): State<AppState>,
@@ -420,9 +434,18 @@ pub async fn generate_document(
     req: CommandRequest<GenerateDocument>,
 ) -> Result<Response, Problem> {
     let id = parse_id(&id)?;
+    let body = req.body;
+    if body.generator == GeneratorChoice::Llm {
+        let accepted = app
+            .service
+            .request_document(id, body.kind, body.title, &req.meta)
+            .await
+            .map_err(command_failed)?;
+        return Ok(respond(accepted, StatusCode::ACCEPTED));
+    }
     let accepted = app
         .service
-        .generate_document(id, req.body.kind, req.body.title, &req.meta)
+        .generate_document(id, body.kind, body.title, &req.meta)
         .await
         .map_err(command_failed)?;
     Ok(respond(accepted, StatusCode::CREATED))

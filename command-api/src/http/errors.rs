@@ -55,6 +55,11 @@ pub(crate) fn command_failed(e: CommandError) -> Problem {
                     "The message's reply has not failed",
                 )
                 .detail("a reply can be requested again only after the last one failed"),
+                DomainError::DocumentNotPending => Problem::new(
+                    S::CONFLICT,
+                    "document_not_pending",
+                    "The document is not waiting for its generator",
+                ),
             },
             CommandError::EventTooLarge { bytes, max } => Problem::new(
                 S::UNPROCESSABLE_ENTITY,

@@ -469,6 +469,89 @@ impl CommandService {
         .await
     }
 
+    /// Asks an LLM generator for a document of a conversation of the caller's tenant: the
+    /// documents process manager answers with [`CommandService::complete_document`] or
+    /// [`CommandService::fail_document`].
+    pub async fn request_document(
+        &self,
+        conversation_id: Uuid,
+        kind: DocumentKind,
+        title: Option<String>,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        self.transcript(conversation_id, meta)
+            .await?
+            .check_generatable()?;
+        let document_id = Uuid::now_v7();
+        let command = Command {
+            ctx: Self::ctx(meta, None),
+            body: DocumentCommand::Request {
+                document_id,
+                conversation_id,
+                kind,
+                title,
+            },
+        };
+        self.execute(
+            &self.documents,
+            AggregateKind::Document,
+            document_id,
+            "RequestDocument",
+            command,
+            meta,
+        )
+        .await
+    }
+
+    /// The generator's document for a requested one.
+    pub async fn complete_document(
+        &self,
+        document_id: Uuid,
+        source_message_count: usize,
+        generated: domain::GeneratedDocument,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        let command = Command {
+            ctx: Self::ctx(meta, None),
+            body: DocumentCommand::Complete {
+                source_message_count,
+                generated,
+            },
+        };
+        self.execute(
+            &self.documents,
+            AggregateKind::Document,
+            document_id,
+            "CompleteDocument",
+            command,
+            meta,
+        )
+        .await
+    }
+
+    /// Records that a requested document could not be generated.
+    pub async fn fail_document(
+        &self,
+        document_id: Uuid,
+        reason: String,
+        attempts: i32,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        let command = Command {
+            ctx: Self::ctx(meta, None),
+            body: DocumentCommand::Fail { reason, attempts },
+        };
+        self.execute(
+            &self.documents,
+            AggregateKind::Document,
+            document_id,
+            "FailDocument",
+            command,
+            meta,
+        )
+        .await
+    }
+
     /// Adds a file to the tenant's knowledge base: checks it against its media type,
     /// extracts its text, stores the original content-addressed (outside the event), then
     /// lets the Knowledge aggregate decide. A refused file leaves nothing behind.
@@ -531,7 +614,12 @@ impl CommandService {
 
     /// The conversation's transcript, read page by page: memory stays bounded by the
     /// page and [`domain::document::TRANSCRIPT_MAX_MESSAGES`], however long it is.
-    async fn transcript(&self, id: Uuid, meta: &RequestMeta) -> Result<Transcript, CommandError> {
+    /// The conversation as a generator reads it (what the caller may see of it).
+    pub async fn transcript(
+        &self,
+        id: Uuid,
+        meta: &RequestMeta,
+    ) -> Result<Transcript, CommandError> {
         let actor = Self::actor(meta);
         const PAGE: i64 = 500;
         let aggregate_id = id.to_string();

@@ -6,7 +6,10 @@
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use schemas::{DocumentFormat, DocumentGenerated, DocumentKind, Generator, Role};
+use schemas::{
+    DocumentFormat, DocumentGenerated, DocumentGenerationFailed, DocumentKind, DocumentRequested,
+    Generator, Role,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -65,6 +68,16 @@ pub struct GeneratedDocument {
     pub format: DocumentFormat,
     pub content: String,
     pub generator: Generator,
+    /// The model call's usage, when an LLM wrote it.
+    pub usage: Option<ModelUsage>,
+}
+
+/// What one model call cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelUsage {
+    pub prompt_tokens: i32,
+    pub completion_tokens: i32,
+    pub latency_ms: i64,
 }
 
 const EXCERPT: usize = 280;
@@ -128,6 +141,7 @@ pub fn template(kind: DocumentKind, t: &Transcript) -> GeneratedDocument {
             name: "template".into(),
             version: "1".into(),
         },
+        usage: None,
     }
 }
 
@@ -143,16 +157,36 @@ pub enum DocumentCommand {
         source_message_count: usize,
         generated: GeneratedDocument,
     },
+    /// Ask an LLM generator for the document: it answers with `Complete` or `Fail`.
+    Request {
+        document_id: Uuid,
+        conversation_id: Uuid,
+        kind: DocumentKind,
+        title: Option<String>,
+    },
+    Complete {
+        source_message_count: usize,
+        generated: GeneratedDocument,
+    },
+    Fail {
+        reason: String,
+        attempts: i32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DocumentEvent {
     DocumentGenerated(DocumentGenerated),
+    DocumentRequested(DocumentRequested),
+    DocumentGenerationFailed(DocumentGenerationFailed),
 }
 
 impl DomainEvent for DocumentEvent {
     fn event_type(&self) -> String {
-        schemas::EventType::DocumentGenerated.as_str().to_owned()
+        schemas::Event::from(self.clone())
+            .event_type()
+            .as_str()
+            .to_owned()
     }
 
     fn event_version(&self) -> String {
@@ -164,6 +198,8 @@ impl From<DocumentEvent> for schemas::Event {
     fn from(e: DocumentEvent) -> Self {
         match e {
             DocumentEvent::DocumentGenerated(e) => e.into(),
+            DocumentEvent::DocumentRequested(e) => e.into(),
+            DocumentEvent::DocumentGenerationFailed(e) => e.into(),
         }
     }
 }
@@ -174,6 +210,22 @@ pub struct Document {
     pub tenant_id: String,
     pub conversation_id: Option<Uuid>,
     pub version: Version,
+    /// Where an LLM-generated document stands.
+    #[serde(default)]
+    pub status: DocumentStatus,
+    /// What was requested (kind and title), until it is generated.
+    #[serde(default)]
+    pub requested: Option<(DocumentKind, Option<String>)>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentStatus {
+    #[default]
+    New,
+    Requested,
+    Generated,
+    Failed,
 }
 
 impl Aggregate for Document {
@@ -201,6 +253,19 @@ impl Aggregate for Document {
                 self.id = Some(e.document_id);
                 self.tenant_id = e.tenant_id;
                 self.conversation_id = Some(e.conversation_id);
+                self.status = DocumentStatus::Generated;
+                self.requested = None;
+            }
+            DocumentEvent::DocumentRequested(e) => {
+                self.id = Some(e.document_id);
+                self.tenant_id = e.tenant_id;
+                self.conversation_id = Some(e.conversation_id);
+                self.status = DocumentStatus::Requested;
+                self.requested = Some((e.kind, e.title));
+            }
+            DocumentEvent::DocumentGenerationFailed(_) => {
+                self.status = DocumentStatus::Failed;
+                self.requested = None;
             }
         }
     }
@@ -239,8 +304,81 @@ impl Document {
                     source_message_count: i32::try_from(source_message_count).unwrap_or(i32::MAX),
                     generator: generated.generator,
                     generated_at: ctx.at,
+                    prompt_tokens: generated.usage.map(|u| u.prompt_tokens),
+                    completion_tokens: generated.usage.map(|u| u.completion_tokens),
+                    latency_ms: generated.usage.map(|u| u.latency_ms),
                 }))
             }
+            DocumentCommand::Request {
+                document_id,
+                conversation_id,
+                kind,
+                title,
+            } => {
+                if self.id.is_some() {
+                    check_access(true, &self.tenant_id, None, self.version, &ctx)?;
+                    return Err(DomainError::AlreadyExists);
+                }
+                Ok(DocumentEvent::DocumentRequested(DocumentRequested {
+                    document_id,
+                    tenant_id: ctx.tenant_id,
+                    conversation_id,
+                    kind,
+                    title: validate::optional_text("title", title.as_deref(), TITLE_MAX)?,
+                    requested_by: ctx.actor.subject,
+                    requested_at: ctx.at,
+                }))
+            }
+            DocumentCommand::Complete {
+                source_message_count,
+                generated,
+            } => {
+                let (document_id, conversation_id, kind, title) = self.pending(&ctx)?;
+                Ok(DocumentEvent::DocumentGenerated(DocumentGenerated {
+                    document_id,
+                    tenant_id: ctx.tenant_id,
+                    conversation_id,
+                    kind,
+                    title: title
+                        .unwrap_or_else(|| generated.title.chars().take(TITLE_MAX).collect()),
+                    format: generated.format,
+                    content: generated.content,
+                    source_message_count: i32::try_from(source_message_count).unwrap_or(i32::MAX),
+                    generator: generated.generator,
+                    generated_at: ctx.at,
+                    prompt_tokens: generated.usage.map(|u| u.prompt_tokens),
+                    completion_tokens: generated.usage.map(|u| u.completion_tokens),
+                    latency_ms: generated.usage.map(|u| u.latency_ms),
+                }))
+            }
+            DocumentCommand::Fail { reason, attempts } => {
+                let (document_id, conversation_id, _, _) = self.pending(&ctx)?;
+                Ok(DocumentEvent::DocumentGenerationFailed(
+                    DocumentGenerationFailed {
+                        document_id,
+                        conversation_id,
+                        reason: validate::text("reason", &reason, validate::REASON_MAX, false)?,
+                        attempts: attempts.max(0),
+                        failed_at: ctx.at,
+                    },
+                ))
+            }
+        }
+    }
+
+    /// A requested document still waiting for its generator: its id, conversation,
+    /// kind and requested title.
+    #[allow(clippy::type_complexity)]
+    fn pending(
+        &self,
+        ctx: &super::CommandContext,
+    ) -> Result<(Uuid, Uuid, DocumentKind, Option<String>), DomainError> {
+        check_access(self.id.is_some(), &self.tenant_id, None, self.version, ctx)?;
+        match (&self.status, &self.requested, self.id, self.conversation_id) {
+            (DocumentStatus::Requested, Some((kind, title)), Some(id), Some(conversation)) => {
+                Ok((id, conversation, *kind, title.clone()))
+            }
+            _ => Err(DomainError::DocumentNotPending),
         }
     }
 }

@@ -19,7 +19,10 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 pub use conversation::{Conversation, ConversationCommand, ConversationEvent};
-pub use document::{Document, DocumentCommand, DocumentEvent, GeneratedDocument, Transcript};
+pub use document::{
+    Document, DocumentCommand, DocumentEvent, DocumentStatus, GeneratedDocument, ModelUsage,
+    Transcript,
+};
 pub use knowledge::{Knowledge, KnowledgeCommand, KnowledgeEvent};
 pub use schemas::Version;
 pub use validate::{CONTENT_MAX, MODEL_MAX, TITLE_MAX};
@@ -90,6 +93,9 @@ pub enum DomainError {
     /// A reply may be requested again only after the last attempt failed.
     #[error("the message's reply has not failed")]
     ReplyNotFailed,
+    /// A document's generator answered for a document that is not waiting for it.
+    #[error("the document is not waiting for its generator")]
+    DocumentNotPending,
 }
 
 /// Checks that the aggregate exists for this tenant, that the actor sees it (started

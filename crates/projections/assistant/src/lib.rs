@@ -14,18 +14,24 @@
 //!   refuses a second reply to the same message (`AlreadyReplied`) whatever the key;
 //! - a rebuild replays history: nothing is answered.
 //!
+//! The same process manager writes the documents asked of an LLM (`DocumentRequested`):
+//! the conversation's transcript into the kind's versioned template, the `document`
+//! route, then `DocumentGenerated` (model as generator, template version, usage) or
+//! `DocumentGenerationFailed`, under the same rules.
+//!
 //! The one window left: a kill after the model answered and before the reply was
 //! appended calls the model again for that message when the event is redelivered.
 
-pub mod conversation;
+pub mod documents;
 pub mod prompt;
+pub mod read;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use commands::{CommandError, CommandService, Idempotency, NewMessage, RequestMeta, Scope};
-use domain::DomainError;
 use domain::conversation::{Reply, Status};
+use domain::{DocumentStatus, DomainError};
 use llm::ContextItem;
 use llm::router::{Outcome, RouteError, Router};
 use platform::config::{self, ConfigError};
@@ -74,22 +80,32 @@ impl AssistantSettings {
     }
 }
 
-/// Answer the user message `message_id` of `conversation_id`.
+/// One piece of work, with the request that caused it (carried on to the answer).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReplyTo {
-    pub conversation_id: Uuid,
-    pub message_id: Uuid,
-    /// Of the request that caused the event, carried on to the reply.
+pub struct Work {
+    pub task: Task,
     pub correlation_id: Option<String>,
     pub traceparent: Option<String>,
 }
 
-/// What was decided for one reply, kept until it is appended: a retry after the event
-/// store was unavailable does not call the model again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Task {
+    /// Answer the user message `message_id` of `conversation_id`.
+    Reply {
+        conversation_id: Uuid,
+        message_id: Uuid,
+    },
+    /// Write the requested document `document_id`.
+    Document { document_id: Uuid },
+}
+
+/// What was decided, kept until it is appended: a retry after the event store was
+/// unavailable does not call the model again.
 #[derive(Debug, Clone)]
 enum Decided {
     Reply(NewMessage),
     Fail { reason: String, attempts: i32 },
+    Document(documents::Written),
 }
 
 pub struct Assistant {
@@ -123,37 +139,11 @@ impl Assistant {
         self.decided.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn reply(&self, planned: &Planned<ReplyTo>) -> Result<(), EffectError> {
-        let ReplyTo {
-            conversation_id,
-            message_id,
-            ..
-        } = planned.effect;
-        let tenant = planned.tenant_id.as_str();
-        let loaded = conversation::load(&self.pool, conversation_id)
-            .await
-            .map_err(|e| EffectError::Unavailable(format!("reading the conversation: {e}")))?;
-        let state = &loaded.state;
-        let pending = state.assistant
-            && state.status == Status::Open
-            && state.tenant_id == tenant
-            && state.replies.get(&message_id) == Some(&Reply::Pending);
-        if !pending {
-            tracing::debug!(%conversation_id, %message_id, "nothing to answer");
-            self.decided().remove(&planned.id);
-            return Ok(());
-        }
-        let cached = self.decided().get(&planned.id).cloned();
-        let decided = match cached {
-            Some(d) => d,
-            None => {
-                let d = self.decide(tenant, &loaded, message_id).await;
-                self.decided().insert(planned.id, d.clone());
-                d
-            }
-        };
-        let meta = RequestMeta {
-            tenant_id: tenant.to_owned(),
+    /// How the assistant's commands are recorded: as the tenant's service, caused by the
+    /// event, keyed by the effect.
+    fn meta(&self, planned: &Planned<Work>) -> RequestMeta {
+        RequestMeta {
+            tenant_id: planned.tenant_id.clone(),
             user_id: SUBJECT.to_owned(),
             scope: Scope::Tenant,
             correlation_id: planned
@@ -168,7 +158,79 @@ impl Assistant {
                 key: format!("assistant:{}", planned.id),
                 request_hash: NAME.to_owned(),
             }),
-        };
+        }
+    }
+
+    /// The decision for `planned`, made once (`decide`) and kept until appended.
+    async fn decided_once<F: std::future::Future<Output = Decided>>(
+        &self,
+        planned: &Planned<Work>,
+        decide: impl FnOnce() -> F,
+    ) -> Decided {
+        let cached = self.decided().get(&planned.id).cloned();
+        match cached {
+            Some(d) => d,
+            None => {
+                let d = decide().await;
+                self.decided().insert(planned.id, d.clone());
+                d
+            }
+        }
+    }
+
+    /// What an append's failure means for the effect: retry later, or done.
+    fn appended(
+        &self,
+        planned: &Planned<Work>,
+        outcome: Result<commands::Accepted, CommandError>,
+    ) -> Result<(), EffectError> {
+        match outcome {
+            Ok(_) => {}
+            Err(CommandError::Unavailable(e)) => {
+                return Err(EffectError::Unavailable(format!("appending: {e}")));
+            }
+            Err(CommandError::Contended(n)) => {
+                return Err(EffectError::Unavailable(format!(
+                    "the aggregate stayed contended after {n} attempts"
+                )));
+            }
+            // Answered meanwhile (another replica, or an earlier attempt whose key
+            // expired), ended, or refused: nothing more to do.
+            Err(CommandError::Domain(
+                DomainError::AlreadyReplied | DomainError::DocumentNotPending,
+            )) => {}
+            Err(e) => {
+                tracing::warn!(task = ?planned.effect.task, error = %e, "the answer was refused");
+            }
+        }
+        self.decided().remove(&planned.id);
+        Ok(())
+    }
+
+    async fn reply(
+        &self,
+        planned: &Planned<Work>,
+        conversation_id: Uuid,
+        message_id: Uuid,
+    ) -> Result<(), EffectError> {
+        let tenant = planned.tenant_id.as_str();
+        let loaded = read::load(&self.pool, conversation_id)
+            .await
+            .map_err(|e| EffectError::Unavailable(format!("reading the conversation: {e}")))?;
+        let state = &loaded.state;
+        let pending = state.assistant
+            && state.status == Status::Open
+            && state.tenant_id == tenant
+            && state.replies.get(&message_id) == Some(&Reply::Pending);
+        if !pending {
+            tracing::debug!(%conversation_id, %message_id, "nothing to answer");
+            self.decided().remove(&planned.id);
+            return Ok(());
+        }
+        let decided = self
+            .decided_once(planned, || self.decide(tenant, &loaded, message_id))
+            .await;
+        let meta = self.meta(planned);
         let outcome = match decided {
             Decided::Reply(message) => {
                 self.service
@@ -180,37 +242,82 @@ impl Assistant {
                     .fail_reply(conversation_id, message_id, reason, attempts, &meta)
                     .await
             }
+            Decided::Document(_) => return Ok(()),
         };
-        match outcome {
-            Ok(_) => {}
-            Err(CommandError::Unavailable(e)) => {
-                return Err(EffectError::Unavailable(format!(
-                    "appending the reply: {e}"
-                )));
-            }
-            Err(CommandError::Contended(n)) => {
-                return Err(EffectError::Unavailable(format!(
-                    "the conversation stayed contended after {n} attempts"
-                )));
-            }
-            // Answered meanwhile (another replica, or an earlier attempt whose key
-            // expired), ended, or refused: nothing more to do for this message.
-            Err(CommandError::Domain(DomainError::AlreadyReplied)) => {}
-            Err(e) => {
-                tracing::warn!(%conversation_id, %message_id, error = %e, "the reply was refused");
-            }
+        self.appended(planned, outcome)
+    }
+
+    async fn document(
+        &self,
+        planned: &Planned<Work>,
+        document_id: Uuid,
+    ) -> Result<(), EffectError> {
+        let tenant = planned.tenant_id.as_str();
+        let state = read::document(&self.pool, document_id)
+            .await
+            .map_err(|e| EffectError::Unavailable(format!("reading the document: {e}")))?;
+        let (Some(conversation_id), Some((kind, _))) = (state.conversation_id, state.requested)
+        else {
+            self.decided().remove(&planned.id);
+            return Ok(());
+        };
+        if state.status != DocumentStatus::Requested || state.tenant_id != tenant {
+            self.decided().remove(&planned.id);
+            return Ok(());
         }
-        self.decided().remove(&planned.id);
-        Ok(())
+        let meta = self.meta(planned);
+        let decided = self
+            .decided_once(planned, || async {
+                let transcript = match self.service.transcript(conversation_id, &meta).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return Decided::Fail {
+                            reason: format!("the conversation cannot be read: {e}"),
+                            attempts: 0,
+                        };
+                    }
+                };
+                let request = documents::request(kind, &transcript);
+                match self.router.route("document", tenant, &request).await {
+                    Ok(routed) if !routed.completion.text.trim().is_empty() => {
+                        Decided::Document(documents::written(kind, &transcript, &routed.completion))
+                    }
+                    Ok(routed) => Decided::Fail {
+                        reason: format!("{} wrote nothing", routed.completion.provider),
+                        attempts: routed.attempts.len() as i32,
+                    },
+                    Err(e) => {
+                        tracing::warn!(
+                            document = %documents::describe(document_id, kind),
+                            error = %e,
+                            "no document"
+                        );
+                        Decided::Fail {
+                            reason: truncate(&e.to_string(), 900),
+                            attempts: attempts_of(&e),
+                        }
+                    }
+                }
+            })
+            .await;
+        let outcome = match decided {
+            Decided::Document(w) => {
+                self.service
+                    .complete_document(document_id, w.source_message_count, w.document, &meta)
+                    .await
+            }
+            Decided::Fail { reason, attempts } => {
+                self.service
+                    .fail_document(document_id, reason, attempts, &meta)
+                    .await
+            }
+            Decided::Reply(_) => return Ok(()),
+        };
+        self.appended(planned, outcome)
     }
 
     /// Retrieval, prompt, model: the reply, or why there is none.
-    async fn decide(
-        &self,
-        tenant: &str,
-        loaded: &conversation::Loaded,
-        message_id: Uuid,
-    ) -> Decided {
+    async fn decide(&self, tenant: &str, loaded: &read::Loaded, message_id: Uuid) -> Decided {
         let Some(position) = loaded.messages.iter().position(|m| m.id == message_id) else {
             return Decided::Fail {
                 reason: "the message is not in the conversation's history".into(),
@@ -324,6 +431,17 @@ impl Assistant {
     }
 }
 
+/// Provider calls a failed route made (breakers that were open made none).
+fn attempts_of(e: &RouteError) -> i32 {
+    match e {
+        RouteError::AllFailed { attempts, .. } => attempts
+            .iter()
+            .filter(|a| !matches!(a.outcome, Outcome::CircuitOpen))
+            .count() as i32,
+        _ => 0,
+    }
+}
+
 /// At most `max` characters, cut at a character boundary.
 fn truncate(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
@@ -334,21 +452,29 @@ fn truncate(text: &str, max: usize) -> String {
 
 #[async_trait::async_trait]
 impl EffectProjection for Assistant {
-    type Effect = ReplyTo;
+    type Effect = Work;
 
     fn name(&self) -> &'static str {
         NAME
     }
 
-    fn plan(&self, e: &Envelope) -> Vec<ReplyTo> {
-        let (conversation_id, message_id) = match &e.event {
-            Event::MessageSent(m) if m.role == Role::User => (m.conversation_id, m.message_id),
-            Event::AssistantReplyRequested(r) => (r.conversation_id, r.message_id),
+    fn plan(&self, e: &Envelope) -> Vec<Work> {
+        let task = match &e.event {
+            Event::MessageSent(m) if m.role == Role::User => Task::Reply {
+                conversation_id: m.conversation_id,
+                message_id: m.message_id,
+            },
+            Event::AssistantReplyRequested(r) => Task::Reply {
+                conversation_id: r.conversation_id,
+                message_id: r.message_id,
+            },
+            Event::DocumentRequested(d) => Task::Document {
+                document_id: d.document_id,
+            },
             _ => return Vec::new(),
         };
-        vec![ReplyTo {
-            conversation_id,
-            message_id,
+        vec![Work {
+            task,
             correlation_id: e.correlation_id.clone(),
             traceparent: e.traceparent.clone(),
         }]
@@ -357,7 +483,7 @@ impl EffectProjection for Assistant {
     async fn perform(
         &self,
         _schema: &str,
-        effects: &[Planned<ReplyTo>],
+        effects: &[Planned<Work>],
         pass: Pass,
     ) -> Result<(), EffectError> {
         // History: those messages were answered (or not) long ago.
@@ -365,7 +491,13 @@ impl EffectProjection for Assistant {
             return Ok(());
         }
         for planned in effects {
-            self.reply(planned).await?;
+            match planned.effect.task {
+                Task::Reply {
+                    conversation_id,
+                    message_id,
+                } => self.reply(planned, conversation_id, message_id).await?,
+                Task::Document { document_id } => self.document(planned, document_id).await?,
+            }
         }
         Ok(())
     }

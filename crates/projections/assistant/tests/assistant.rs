@@ -401,3 +401,102 @@ async fn exactly_one_reply_per_message_across_a_kill_redelivery_and_rebuilds() {
         "{calls} model calls for {asked} messages"
     );
 }
+
+/// The document stream's events, in order.
+async fn document_events(stack: &Stack, document: Uuid) -> Vec<Event> {
+    event_store::log::aggregate_events(&stack.db.pool, "document", &document.to_string(), 1..=100)
+        .await
+        .expect("read the stream")
+        .iter()
+        .map(|e| e.event().expect("decodes"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_requested_document_is_written_by_the_model_once_or_fails_with_its_reason() {
+    let world = World::new().await;
+    let _relay = world.stack.relay();
+    let llm = ChatServer::start().await;
+    let _assistant = world
+        .stack
+        .projector(world.assistant(&[("primary", &llm)]))
+        .await;
+    let conversation = world.conversation("acme").await;
+    world
+        .ask(
+            "acme",
+            conversation,
+            "We need online payments with 3-D Secure.",
+        )
+        .await;
+    wait_until("the reply", || async {
+        world.replies(conversation).await.len() == 1
+    })
+    .await;
+    let calls = llm.calls();
+
+    let requested = world
+        .stack
+        .service
+        .request_document(
+            conversation,
+            schemas::DocumentKind::RequirementsSpec,
+            None,
+            &meta("acme"),
+        )
+        .await
+        .expect("request a document")
+        .aggregate_id;
+    wait_until("the document written", || async {
+        document_events(&world.stack, requested).await.len() == 2
+    })
+    .await;
+    let events = document_events(&world.stack, requested).await;
+    let Event::DocumentGenerated(doc) = &events[1] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(doc.content, "Answer: Write the document for \"Questions\".");
+    assert_eq!(doc.generator.name, "openai/primary-model");
+    assert_eq!(doc.generator.version, "requirements_spec-v1");
+    assert_eq!(
+        (doc.prompt_tokens, doc.completion_tokens),
+        (Some(42), Some(7))
+    );
+    assert_eq!(doc.source_message_count, 2);
+    assert_eq!(llm.calls(), calls + 1, "one model call for the document");
+    let prompt = llm.requests()[calls]["messages"][0]["content"]
+        .as_str()
+        .expect("the system prompt")
+        .to_owned();
+    assert!(prompt.contains("## Functional requirements"), "{prompt}");
+    assert!(
+        prompt.contains("user: We need online payments with 3-D Secure."),
+        "{prompt}"
+    );
+
+    // Every provider down: the document fails, with the reason.
+    llm.go_down(503);
+    let failing = world
+        .stack
+        .service
+        .request_document(
+            conversation,
+            schemas::DocumentKind::Summary,
+            None,
+            &meta("acme"),
+        )
+        .await
+        .expect("request another")
+        .aggregate_id;
+    wait_until("the failure recorded", || async {
+        document_events(&world.stack, failing).await.len() == 2
+    })
+    .await;
+    match &document_events(&world.stack, failing).await[1] {
+        Event::DocumentGenerationFailed(f) => {
+            assert!(f.reason.contains("primary"), "{}", f.reason);
+            assert_eq!(f.attempts, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+}

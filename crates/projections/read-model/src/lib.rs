@@ -102,7 +102,8 @@ impl TableProjection for ReadModel {
     }
 }
 
-/// The assistant's part (schema v3 of ConversationStarted, v2 of MessageSent): whether it
+/// The assistant's part (schema v3 of ConversationStarted, v2 of MessageSent, documents
+/// asked of an LLM): whether it
 /// answers a conversation; what a reply answers, its latency and sources; where the reply
 /// to each user message stands (`pending`, `failed` with its reason, `replied`; none
 /// when the assistant is off).
@@ -110,6 +111,14 @@ async fn add_assistant_columns(db: &mut PgConnection, s: &str) -> Result<(), sql
     for ddl in [
         format!(
             "ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS assistant boolean NOT NULL DEFAULT true"
+        ),
+        format!(
+            "ALTER TABLE {s}.documents
+                ADD COLUMN IF NOT EXISTS status            text NOT NULL DEFAULT 'generated',
+                ADD COLUMN IF NOT EXISTS failure           text,
+                ADD COLUMN IF NOT EXISTS prompt_tokens     integer,
+                ADD COLUMN IF NOT EXISTS completion_tokens integer,
+                ADD COLUMN IF NOT EXISTS latency_ms        bigint"
         ),
         format!(
             "ALTER TABLE {s}.messages
@@ -232,13 +241,21 @@ async fn apply_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), A
             }
             Event::DocumentGenerated(d) => sqlx::query(&format!(
                 "INSERT INTO {s}.documents (tenant_id, document_id, conversation_id, kind, title, format, content,
-                                            source_message_count, generator_name, generator_version, generated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                                            source_message_count, generator_name, generator_version, generated_at,
+                                            status, prompt_tokens, completion_tokens, latency_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'generated', $12, $13, $14)
+                 ON CONFLICT (document_id) DO UPDATE SET
+                    title = EXCLUDED.title, format = EXCLUDED.format, content = EXCLUDED.content,
+                    source_message_count = EXCLUDED.source_message_count,
+                    generator_name = EXCLUDED.generator_name, generator_version = EXCLUDED.generator_version,
+                    generated_at = EXCLUDED.generated_at, status = 'generated', failure = NULL,
+                    prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens,
+                    latency_ms = EXCLUDED.latency_ms"
             ))
             .bind(&d.tenant_id)
             .bind(d.document_id)
             .bind(d.conversation_id)
-            .bind(serde_json::to_value(d.kind).ok().and_then(|v| v.as_str().map(str::to_owned)))
+            .bind(kind_name(d.kind))
             .bind(&d.title)
             .bind(serde_json::to_value(d.format).ok().and_then(|v| v.as_str().map(str::to_owned)))
             .bind(&d.content)
@@ -246,6 +263,29 @@ async fn apply_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), A
             .bind(&d.generator.name)
             .bind(&d.generator.version)
             .bind(d.generated_at)
+            .bind(d.prompt_tokens)
+            .bind(d.completion_tokens)
+            .bind(d.latency_ms)
+            .execute(&mut *db)
+            .await?,
+            Event::DocumentRequested(d) => sqlx::query(&format!(
+                "INSERT INTO {s}.documents (tenant_id, document_id, conversation_id, kind, title, format, content,
+                                            source_message_count, generator_name, generator_version, generated_at, status)
+                 VALUES ($1, $2, $3, $4, $5, 'markdown', '', 0, '', '', $6, 'requested')"
+            ))
+            .bind(&d.tenant_id)
+            .bind(d.document_id)
+            .bind(d.conversation_id)
+            .bind(kind_name(d.kind))
+            .bind(d.title.as_deref().unwrap_or_default())
+            .bind(d.requested_at)
+            .execute(&mut *db)
+            .await?,
+            Event::DocumentGenerationFailed(f) => sqlx::query(&format!(
+                "UPDATE {s}.documents SET status = 'failed', failure = $2 WHERE document_id = $1"
+            ))
+            .bind(f.document_id)
+            .bind(&f.reason)
             .execute(&mut *db)
             .await?,
             Event::KnowledgeDocumentAdded(k) => sqlx::query(&format!(
@@ -317,4 +357,10 @@ async fn touch(
     .bind(at)
     .execute(&mut *db)
     .await?)
+}
+
+fn kind_name(kind: schemas::DocumentKind) -> Option<String> {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
 }

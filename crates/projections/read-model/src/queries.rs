@@ -73,7 +73,15 @@ pub struct DocumentView {
     pub source_message_count: i32,
     pub generator_name: String,
     pub generator_version: String,
+    /// When it was generated (or, while `requested`, asked for).
     pub generated_at: DateTime<Utc>,
+    /// `generated`; or, for a document asked of an LLM, `requested` (no content yet) or
+    /// `failed` (with `failure`).
+    pub status: String,
+    pub failure: Option<String>,
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+    pub latency_ms: Option<i64>,
 }
 
 /// A document of the knowledge base, without its text. Every member of the tenant sees
@@ -251,7 +259,8 @@ impl Reads {
         let (after_time, after_id) = after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
         Ok(sqlx::query_as(&format!(
             "SELECT document_id, conversation_id, kind, title, format, content, source_message_count,
-                    generator_name, generator_version, generated_at
+                    generator_name, generator_version, generated_at, status, failure,
+                    prompt_tokens, completion_tokens, latency_ms
              FROM {s}.documents d WHERE tenant_id = $1 AND conversation_id = $2
                AND ($3::timestamptz IS NULL OR (generated_at, document_id) > ($3, $4))
                AND EXISTS (SELECT 1 FROM {s}.conversations c
@@ -276,7 +285,8 @@ impl Reads {
         let s = self.schema().await?;
         Ok(sqlx::query_as(&format!(
             "SELECT document_id, conversation_id, kind, title, format, content, source_message_count,
-                    generator_name, generator_version, generated_at
+                    generator_name, generator_version, generated_at, status, failure,
+                    prompt_tokens, completion_tokens, latency_ms
              FROM {s}.documents d WHERE tenant_id = $1 AND document_id = $2
                AND EXISTS (SELECT 1 FROM {s}.conversations c
                            WHERE c.conversation_id = d.conversation_id AND {VISIBLE_AT_3})"

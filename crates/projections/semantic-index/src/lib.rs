@@ -359,7 +359,9 @@ impl EffectProjection for SemanticIndex {
             }],
             Event::ConversationEnded(_)
             | Event::AssistantReplyFailed(_)
-            | Event::AssistantReplyRequested(_) => Vec::new(),
+            | Event::AssistantReplyRequested(_)
+            | Event::DocumentRequested(_)
+            | Event::DocumentGenerationFailed(_) => Vec::new(),
         }
     }
 

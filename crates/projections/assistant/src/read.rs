@@ -1,9 +1,10 @@
-//! A conversation as the assistant needs it, read straight from the event store (never
-//! from a read model, which may lag or be rebuilding): the aggregate's state, which
-//! says whether a message still waits for its reply, and the messages in order.
+//! What the assistant reads, straight from the event store (never from a read model,
+//! which may lag or be rebuilding): a conversation's state, which says whether a message
+//! still waits for its reply, with its messages in order; a document's state, which says
+//! whether it still waits for its generator.
 
 use cqrs_es::Aggregate;
-use domain::{Conversation, ConversationEvent};
+use domain::{Conversation, ConversationEvent, Document, DocumentEvent};
 use event_store::log;
 use schemas::AggregateKind;
 use sqlx::PgPool;
@@ -66,4 +67,22 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Loaded, LoadError> {
         }
     }
     Ok(loaded)
+}
+
+/// The state of document `id` (the default state when it does not exist).
+pub async fn document(pool: &PgPool, id: Uuid) -> Result<Document, LoadError> {
+    let mut state = Document::default();
+    let events = log::aggregate_events(
+        pool,
+        AggregateKind::Document.as_str(),
+        &id.to_string(),
+        1..=i64::MAX,
+    )
+    .await?;
+    for stored in events {
+        let event: DocumentEvent =
+            serde_json::from_value(stored.payload).map_err(|e| LoadError::Decode(e.to_string()))?;
+        state.apply(event);
+    }
+    Ok(state)
 }
