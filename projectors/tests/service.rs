@@ -236,3 +236,106 @@ async fn the_semantic_index_survives_a_kill_9_with_one_point_per_window() {
     let _ = restarted.kill();
     let _ = restarted.wait();
 }
+
+/// `assistant-projector` answering through an OpenAI-compatible chat server of the
+/// test's, retrieving with an embeddings server of the test's.
+async fn assistant_projector(
+    stack: &testkit::Stack,
+    chat: &testkit::chat_server::ChatServer,
+    embeddings: &testkit::embeddings_server::EmbeddingsServer,
+) -> std::process::Child {
+    spawn_projector(
+        env!("CARGO_BIN_EXE_assistant-projector"),
+        stack,
+        &[
+            ("LLM_PROVIDERS", "primary"),
+            ("LLM_PRIMARY_KIND", "openai"),
+            ("LLM_PRIMARY_URL", &chat.base_url),
+            ("LLM_PRIMARY_MODEL", "gpt-test"),
+            ("EMBEDDING_PROVIDER", "openai"),
+            ("EMBEDDING_OPENAI_URL", &embeddings.base_url),
+            ("EMBEDDING_MODEL", "bow"),
+            ("EMBEDDING_DIMENSION", &DIMENSION.to_string()),
+            ("VECTOR_STORE", "postgres"),
+        ],
+    )
+    .await
+}
+
+/// Assistant replies in the event store: (replies, distinct user messages answered).
+async fn replies(stack: &testkit::Stack) -> (i64, i64) {
+    let row: (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT payload->'MessageSent'->>'reply_to')
+         FROM events WHERE payload->'MessageSent'->>'role' = 'assistant'",
+    )
+    .fetch_one(&stack.db.pool)
+    .await
+    .expect("count replies");
+    row
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_assistant_survives_a_kill_9_with_one_reply_per_message() {
+    let stack = testkit::Stack::new().await;
+    let _relay = stack.relay();
+    let chat = testkit::chat_server::ChatServer::start().await;
+    let embeddings = testkit::embeddings_server::EmbeddingsServer::start().await;
+    let mut projector = assistant_projector(&stack, &chat, &embeddings).await;
+    let mut conversations = Vec::new();
+    for _ in 0..10 {
+        conversations.push(
+            stack
+                .service
+                .start_conversation(
+                    "Questions".into(),
+                    Default::default(),
+                    &testkit::commands::meta("acme"),
+                )
+                .await
+                .expect("start")
+                .aggregate_id,
+        );
+    }
+    let writer = async {
+        for round in 0..4 {
+            for c in &conversations {
+                stack
+                    .service
+                    .send_message(
+                        *c,
+                        testkit::commands::user_message(&format!("question {round}?")),
+                        None,
+                        &testkit::commands::meta("acme"),
+                    )
+                    .await
+                    .expect("send");
+            }
+        }
+    };
+    let kill = async {
+        testkit::wait_until("replies under way", || async {
+            replies(&stack).await.0 >= 8
+        })
+        .await;
+        projector.kill().expect("kill -9");
+        let _ = projector.wait();
+    };
+    tokio::join!(writer, kill);
+    let asked = (conversations.len() * 4) as i64;
+    let mut restarted = assistant_projector(&stack, &chat, &embeddings).await;
+    testkit::wait_until("every question answered", || async {
+        replies(&stack).await.1 >= asked
+    })
+    .await;
+    // Nothing more comes: one reply per question, and at most one model call more than
+    // questions (the one in flight at the kill).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(replies(&stack).await, (asked, asked));
+    let calls = chat.calls() as i64;
+    assert!(
+        (asked..=asked + 1).contains(&calls),
+        "{calls} model calls for {asked} questions"
+    );
+    let _ = restarted.kill();
+    let _ = restarted.wait();
+}
