@@ -11,8 +11,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use assistant::budget::PgBudget;
 use assistant::{Assistant, AssistantSettings};
 use commands::{CommandService, TemplateGenerator};
+use llm::clock::SystemClock;
 use llm::config::LlmConfig;
 use platform::db::DbConfig;
 use projection::EffectSink;
@@ -20,14 +22,20 @@ use semantic_index::Search;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let router = LlmConfig::from_env()?
-        .build()
-        .context("configuring the LLM providers")?;
+    let llm = LlmConfig::from_env()?;
     let settings = AssistantSettings::from_env()?;
     let pool = DbConfig::from_env()?
         .connect()
         .await
         .context("connecting to PostgreSQL")?;
+    assistant::budget::migrate(&pool)
+        .await
+        .context("migrating the token budget table")?;
+    // One daily budget per tenant for every replica.
+    let budget = Arc::new(PgBudget::new(pool.clone(), llm.tenant_daily_tokens));
+    let router = llm
+        .build_with(budget, Arc::new(SystemClock))
+        .context("configuring the LLM providers")?;
     let (embedder, store) = semantic_index::setup::from_env(&pool).await?;
     let search = Search::new(pool.clone(), store, vec![embedder]);
     let service = CommandService::new(pool.clone(), Arc::new(TemplateGenerator));

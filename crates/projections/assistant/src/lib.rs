@@ -22,6 +22,7 @@
 //! The one window left: a kill after the model answered and before the reply was
 //! appended calls the model again for that message when the event is redelivered.
 
+pub mod budget;
 pub mod documents;
 pub mod prompt;
 pub mod read;
