@@ -17,6 +17,8 @@ use tokio::task::JoinHandle;
 struct Inner {
     /// `Some(status)`: every call is answered with it.
     down: Option<u16>,
+    /// Every call is answered 200 with a body that is no chat completion.
+    garbled: bool,
     requests: Vec<Value>,
 }
 
@@ -36,11 +38,14 @@ impl Drop for ChatServer {
 
 async fn complete(State(inner): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let down = {
+    let (down, garbled) = {
         let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.requests.push(request.clone());
-        inner.down
+        (inner.down, inner.garbled)
     };
+    if garbled {
+        return (StatusCode::OK, "{\"choices\": [{\"message\": ").into_response();
+    }
     if let Some(status) = down {
         return StatusCode::from_u16(status)
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -90,8 +95,15 @@ impl ChatServer {
         self.inner().down = Some(status);
     }
 
+    /// Every call from now on is answered 200 with a truncated, invalid body.
+    pub fn garble(&self) {
+        self.inner().garbled = true;
+    }
+
     pub fn heal(&self) {
-        self.inner().down = None;
+        let mut inner = self.inner();
+        inner.down = None;
+        inner.garbled = false;
     }
 
     /// Calls received, whatever the answer.

@@ -287,6 +287,22 @@ async fn the_backup_answers_when_the_primary_fails_and_a_failed_reply_can_be_ret
     );
     assert_eq!(failed.attempts, 2);
 
+    // Garbage from every provider is a failure too, never a stuck assistant.
+    backup.heal();
+    primary.heal();
+    primary.garble();
+    backup.garble();
+    let garbled = world.ask("acme", conversation, "third?").await;
+    wait_until("the garbled answers recorded as a failure", || async {
+        world
+            .events(conversation)
+            .await
+            .iter()
+            .any(|e| matches!(e, Event::AssistantReplyFailed(f) if f.message_id == garbled))
+    })
+    .await;
+    primary.go_down(500);
+
     // Back up, and asked again: the reply comes.
     backup.heal();
     world
