@@ -122,6 +122,7 @@ impl DevStack {
             .env("NOTIFICATIONS_PROJECTOR_ADDR", free_addr())
             .env("EMBEDDINGS_PROJECTOR_ADDR", free_addr())
             .env("ASSISTANT_PROJECTOR_ADDR", free_addr())
+            .env("ANALYTICS_PROJECTOR_ADDR", free_addr())
             .env("KAFKA_TOPIC_PREFIX", format!("{name}."))
             .envs(env.iter().copied())
             .stdout(Stdio::null())

@@ -82,6 +82,7 @@ impl Services {
             read_wait_max: Duration::from_secs(5),
             stream_max: Duration::from_secs(60),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(32)),
+            analytics: std::sync::Arc::new(analytics::queries::Usage::new(pool.clone())),
             live: query_api::http::live::LiveStreams::listening(100, pool.clone()),
             edge: platform::edge::EdgeConfig::permissive(),
         }))

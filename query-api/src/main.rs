@@ -32,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
             "AUDIT_STREAMS_MAX",
             32usize,
         )?)),
+        analytics: std::sync::Arc::new(analytics::queries::Usage::new(pool.clone())),
         live: query_api::http::live::LiveStreams::listening(
             config::parse_or("LIVE_STREAMS_PER_TENANT", 100usize)?,
             pool.clone(),

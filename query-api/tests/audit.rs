@@ -392,11 +392,12 @@ async fn a_database_that_cannot_be_reached_answers_503_with_retry_after() {
     let store = std::sync::Arc::new(vectors::pg::PgStore::migrated(pool.clone()));
     let app = query_api::http::router(query_api::http::AppState {
         search: std::sync::Arc::new(semantic_index::Search::new(pool.clone(), store, Vec::new())),
-        reads: std::sync::Arc::new(read_model::Reads::new(pool)),
+        reads: std::sync::Arc::new(read_model::Reads::new(pool.clone())),
         auth: testkit::tokens::authenticator(),
         read_wait_max: std::time::Duration::from_secs(1),
         stream_max: std::time::Duration::from_secs(60),
         streams: std::sync::Arc::new(tokio::sync::Semaphore::new(32)),
+        analytics: std::sync::Arc::new(analytics::queries::Usage::new(pool.clone())),
         live: query_api::http::live::LiveStreams::new(100),
         edge: platform::edge::EdgeConfig::permissive(),
     });
@@ -468,12 +469,13 @@ async fn streams_beyond_the_limit_and_hidden_operational_routes_are_refused() {
     let store = std::sync::Arc::new(vectors::pg::PgStore::migrated(pool.clone()));
     let app = query_api::http::router(query_api::http::AppState {
         search: std::sync::Arc::new(semantic_index::Search::new(pool.clone(), store, Vec::new())),
-        reads: std::sync::Arc::new(read_model::Reads::new(pool)),
+        reads: std::sync::Arc::new(read_model::Reads::new(pool.clone())),
         auth: testkit::tokens::authenticator(),
         read_wait_max: std::time::Duration::from_secs(1),
         stream_max: std::time::Duration::from_secs(60),
         // Every place taken.
         streams: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+        analytics: std::sync::Arc::new(analytics::queries::Usage::new(pool.clone())),
         live: query_api::http::live::LiveStreams::new(0),
         edge,
     });

@@ -1,6 +1,7 @@
 //! The REST surface: `/v1` reads, `/v1/search`, `/v1/audit` replays, `/openapi.json`, Swagger UI at
 //! `/docs`, health and metrics.
 
+mod analytics;
 mod audit;
 mod knowledge;
 pub mod live;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub stream_max: Duration,
     /// Audit streams open at once (`AUDIT_STREAMS_MAX`, default 32); one more is a 503.
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// Usage figures of the analytics projection.
+    pub analytics: Arc<::analytics::queries::Usage>,
     /// Live conversation streams per tenant (`LIVE_STREAMS_PER_TENANT`, default 100).
     pub live: Arc<live::LiveStreams>,
 }
@@ -64,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/knowledge/{id}", get(knowledge::get_knowledge))
         .route("/knowledge/{id}/original", get(knowledge::get_original))
         .route("/search", get(search::search))
+        .route("/analytics/usage", get(analytics::usage))
         .route("/audit/events", get(audit::tenant_events))
         .route(
             "/audit/{aggregate_type}/{id}/events",

@@ -3,7 +3,7 @@
 use platform::http::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
-use super::{audit, knowledge, live, reads, search};
+use super::{analytics, audit, knowledge, live, reads, search};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,11 +19,12 @@ use super::{audit, knowledge, live, reads, search};
         knowledge::get_knowledge,
         knowledge::get_original,
         search::search,
+        analytics::usage,
         audit::tenant_events,
         audit::aggregate_events,
         audit::state
     ),
-    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, search::SearchResults, search::SearchHit, search::HitSource)),
+    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, search::SearchResults, search::SearchHit, search::HitSource, analytics::UsageReport, ::analytics::UsageRow)),
     modifiers(&BearerAuth, &ProblemResponses)
 )]
 pub struct ApiDoc;

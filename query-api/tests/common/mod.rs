@@ -57,12 +57,13 @@ impl ReadStack {
             .expect("the vector tables");
         let search = semantic_index::Search::new(pool.clone(), Arc::new(store), embedders);
         let app = router(AppState {
-            reads: Arc::new(Reads::new(pool)),
+            reads: Arc::new(Reads::new(pool.clone())),
             search: Arc::new(search),
             auth: testkit::tokens::authenticator(),
             read_wait_max: Duration::from_secs(5),
             stream_max: Duration::from_secs(60),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(32)),
+            analytics: std::sync::Arc::new(analytics::queries::Usage::new(pool.clone())),
             live: query_api::http::live::LiveStreams::new(100),
             edge: platform::edge::EdgeConfig::permissive(),
         });
