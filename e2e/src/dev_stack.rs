@@ -85,6 +85,8 @@ pub struct DevStack {
     /// `host:port` of each API.
     pub commands: String,
     pub queries: String,
+    /// `host:port` of each projector's `/healthz`, `/metrics`, `/status`, by binary name.
+    pub projectors: Vec<(&'static str, String)>,
     /// `.stack/<name>`: its logs and pid files.
     pub state: PathBuf,
     _db: testkit::env::TestDatabase,
@@ -106,6 +108,16 @@ impl DevStack {
         let db = testkit::env::database().await;
         let name = format!("e2e-{}", uuid_simple());
         let (commands, queries) = (free_addr(), free_addr());
+        let projectors: Vec<(&'static str, &'static str, String)> = [
+            ("read-model-projector", "READ_MODEL_PROJECTOR_ADDR"),
+            ("notifications-projector", "NOTIFICATIONS_PROJECTOR_ADDR"),
+            ("embeddings-projector", "EMBEDDINGS_PROJECTOR_ADDR"),
+            ("assistant-projector", "ASSISTANT_PROJECTOR_ADDR"),
+            ("analytics-projector", "ANALYTICS_PROJECTOR_ADDR"),
+        ]
+        .into_iter()
+        .map(|(bin, var)| (bin, var, free_addr()))
+        .collect();
         let mut stack = Command::new(root.join("dev/stack"));
         stack
             .arg("run")
@@ -118,11 +130,11 @@ impl DevStack {
             .env("JWT_HS256_SECRET", SECRET)
             .env("COMMAND_API_ADDR", &commands)
             .env("QUERY_API_ADDR", &queries)
-            .env("READ_MODEL_PROJECTOR_ADDR", free_addr())
-            .env("NOTIFICATIONS_PROJECTOR_ADDR", free_addr())
-            .env("EMBEDDINGS_PROJECTOR_ADDR", free_addr())
-            .env("ASSISTANT_PROJECTOR_ADDR", free_addr())
-            .env("ANALYTICS_PROJECTOR_ADDR", free_addr())
+            .envs(
+                projectors
+                    .iter()
+                    .map(|(_, var, addr)| (*var, addr.as_str())),
+            )
             .env("KAFKA_TOPIC_PREFIX", format!("{name}."))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -134,6 +146,10 @@ impl DevStack {
             child,
             commands,
             queries,
+            projectors: projectors
+                .into_iter()
+                .map(|(bin, _, addr)| (bin, addr))
+                .collect(),
             state: root.join(".stack").join(&name),
             _db: db,
         };

@@ -4,6 +4,7 @@
 //! depends on more than one service; nothing depends on it.
 
 pub mod client;
+pub mod dashboards;
 pub mod dev_stack;
 pub mod sse;
 

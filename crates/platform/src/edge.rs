@@ -133,6 +133,7 @@ struct Limits {
 /// Wraps `app` in the edge: security headers, CORS, rate limits. Call it last, so it is
 /// the outermost layer.
 pub fn apply(app: Router, config: &EdgeConfig, auth: Arc<Authenticator>) -> Router {
+    metrics::counter!("http_rate_limited_total").increment(0);
     let limits = Arc::new(Limits {
         auth,
         subjects: RateLimiter::keyed(config.per_subject.quota())

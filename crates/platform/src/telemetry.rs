@@ -52,6 +52,8 @@ fn otlp_provider(service: &'static str, endpoint: &str) -> Result<SdkTracerProvi
 
 /// Installs the global subscriber. Call once, first thing in `main`.
 pub fn init(service: &'static str) -> Telemetry {
+    // The metrics recorder first: counters registered from here on are exported.
+    let _ = metrics();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = crate::config::var("LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
     let fmt = if json {

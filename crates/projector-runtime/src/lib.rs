@@ -173,6 +173,9 @@ impl<S: Sink> Runtime<S> {
     /// group. Returns early only with an error (the projector is then not working).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), RuntimeError> {
         let name = self.sink.name();
+        // Counters exist from the start (at 0), so dashboards and alerts see them before
+        // the first event parks.
+        metrics::counter!("projector_parked_events_total", "projector" => name).increment(0);
         let (schema, created) =
             generation::ensure_live_created(&self.pool, self.sink.as_ref()).await?;
         if created {

@@ -117,6 +117,10 @@ impl Relay {
     /// backoff from the saved cursor; meanwhile lag keeps being measured.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        // Exported from the start (at 0), for dashboards and alerts.
+        metrics::counter!("relay_publish_failures_total").increment(0);
+        metrics::counter!("relay_parked_events_total").increment(0);
+        metrics::gauge!("relay_stuck").set(0.0);
         loop {
             let result = tokio::select! {
                 result = self.lead() => result,

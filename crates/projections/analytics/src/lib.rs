@@ -182,10 +182,15 @@ impl TableProjection for Analytics {
         db: &mut PgConnection,
         s: &str,
         events: &[Envelope],
-        _pass: Pass,
+        pass: Pass,
     ) -> Result<(), ApplyError> {
         for e in events {
             for f in facts(&e.event) {
+                // Live business metrics (a rebuild recounts history: not news).
+                if pass == Pass::Live {
+                    metrics::counter!("analytics_facts_total", "metric" => f.metric)
+                        .increment(f.value.max(0) as u64);
+                }
                 sqlx::query(&format!(
                     "INSERT INTO {s}.usage (tenant_id, hour, metric, dimension, value)
                      VALUES ($1, $2, $3, $4, $5)

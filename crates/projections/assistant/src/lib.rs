@@ -186,7 +186,11 @@ impl Assistant {
         outcome: Result<commands::Accepted, CommandError>,
     ) -> Result<(), EffectError> {
         match outcome {
-            Ok(_) => {}
+            Ok(accepted) => {
+                for event in &accepted.events {
+                    count(event);
+                }
+            }
             Err(CommandError::Unavailable(e)) => {
                 return Err(EffectError::Unavailable(format!("appending: {e}")));
             }
@@ -429,6 +433,39 @@ impl Assistant {
             });
         }
         (context, sources)
+    }
+}
+
+/// Live business metrics of what the assistant appended (the analytics projection keeps
+/// the exact counts): `assistant_answers_total{task, outcome}` and
+/// `llm_tokens_total{model, type}`.
+fn count(event: &Event) {
+    let (task, outcome, model, prompt, completion) = match event {
+        Event::MessageSent(m) => (
+            "reply",
+            "answered",
+            m.model.clone(),
+            m.prompt_tokens,
+            m.completion_tokens,
+        ),
+        Event::AssistantReplyFailed(_) => ("reply", "failed", None, None, None),
+        Event::DocumentGenerated(d) => (
+            "document",
+            "answered",
+            Some(d.generator.name.clone()),
+            d.prompt_tokens,
+            d.completion_tokens,
+        ),
+        Event::DocumentGenerationFailed(_) => ("document", "failed", None, None, None),
+        _ => return,
+    };
+    metrics::counter!("assistant_answers_total", "task" => task, "outcome" => outcome).increment(1);
+    let model = model.unwrap_or_default();
+    for (kind, n) in [("prompt", prompt), ("completion", completion)] {
+        if let Some(n) = n {
+            metrics::counter!("llm_tokens_total", "model" => model.clone(), "type" => kind)
+                .increment(n.max(0) as u64);
+        }
     }
 }
 
