@@ -32,7 +32,11 @@ async fn main() -> anyhow::Result<()> {
             "AUDIT_STREAMS_MAX",
             32usize,
         )?)),
-        analytics: std::sync::Arc::new(analytics::queries::Usage::new(pool.clone())),
+        analytics: std::sync::Arc::new(analytics::queries::Usage::new(pool.clone()).with_prices(
+            analytics::queries::Prices::parse(
+                &config::var("ANALYTICS_PRICES").unwrap_or_default(),
+            )?,
+        )),
         live: query_api::http::live::LiveStreams::listening(
             config::parse_or("LIVE_STREAMS_PER_TENANT", 100usize)?,
             pool.clone(),

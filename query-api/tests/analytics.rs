@@ -18,6 +18,7 @@ async fn admins_read_usage_by_day_or_hour_as_json_or_csv() {
     let _analytics = stack
         .projector(Arc::new(TableSink(analytics::Analytics)))
         .await;
+    let _read_model = stack.read_model().await;
     let service = &stack.commands.service;
     let c = service
         .start_conversation("Usage".into(), Default::default(), &meta("acme"))
@@ -79,6 +80,34 @@ async fn admins_read_usage_by_day_or_hour_as_json_or_csv() {
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("bucket,metric,dimension,value"));
     assert!(lines.any(|l| l.contains(",messages,user,3")), "{text}");
+
+    // One conversation's summary, from the read model.
+    let summary: Value = http
+        .get(format!(
+            "{}/v1/analytics/conversations/{c}?position={position}",
+            stack.query_base
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("summary")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(summary["user_messages"], 3, "{summary}");
+    assert_eq!(summary["assistant_messages"], 0);
+    assert_eq!(summary["status"], "open");
+    let elsewhere = http
+        .get(format!(
+            "{}/v1/analytics/conversations/{c}",
+            stack.query_base
+        ))
+        .bearer_auth(stack.commands.token("globex", &[Role::Admin]))
+        .send()
+        .await
+        .expect("another tenant's summary")
+        .status();
+    assert_eq!(elsewhere, StatusCode::NOT_FOUND);
 
     // Another tenant's admin sees none of it; members may not read usage.
     let other: Value = http

@@ -12,8 +12,8 @@ use platform::problem::{Problem, Query};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::reads::{Consistency, consistent_in};
-use super::{AppState, checked_time, database_failed};
+use super::reads::{Consistency, consistent, consistent_in, viewer};
+use super::{AppState, checked_time, database_failed, read_failed};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +113,30 @@ pub async fn usage(
         items,
     })
     .into_response())
+}
+
+/// What one conversation amounted to (messages by role, replies and failures, tokens,
+/// response times p50/p95, documents), from the read model. Admins only.
+#[utoipa::path(get, path = "/v1/analytics/conversations/{id}",
+    params(("id" = uuid::Uuid, Path), Consistency),
+    responses((status = 200, body = read_model::queries::ConversationSummary),
+              (status = 401), (status = 403), (status = 404), (status = 503)),
+    security(("bearer" = [])))]
+pub async fn conversation(
+    State(app): State<AppState>,
+    who: Principal,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(position): Query<Consistency>,
+) -> Result<axum::Json<read_model::queries::ConversationSummary>, Problem> {
+    who.require_any(&[Role::Admin])?;
+    let id: uuid::Uuid = id.parse().map_err(|_| Problem::not_found())?;
+    consistent(&app, &position, &who).await?;
+    app.reads
+        .conversation_summary(&viewer(&who), id)
+        .await
+        .map_err(read_failed)?
+        .map(axum::Json)
+        .ok_or_else(Problem::not_found)
 }
 
 /// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).

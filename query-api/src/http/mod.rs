@@ -68,6 +68,10 @@ pub fn router(state: AppState) -> Router {
         .route("/knowledge/{id}/original", get(knowledge::get_original))
         .route("/search", get(search::search))
         .route("/analytics/usage", get(analytics::usage))
+        .route(
+            "/analytics/conversations/{id}",
+            get(analytics::conversation),
+        )
         .route("/audit/events", get(audit::tenant_events))
         .route(
             "/audit/{aggregate_type}/{id}/events",

@@ -20,11 +20,12 @@ use super::{analytics, audit, knowledge, live, reads, search};
         knowledge::get_original,
         search::search,
         analytics::usage,
+        analytics::conversation,
         audit::tenant_events,
         audit::aggregate_events,
         audit::state
     ),
-    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, search::SearchResults, search::SearchHit, search::HitSource, analytics::UsageReport, ::analytics::UsageRow)),
+    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, search::SearchResults, search::SearchHit, search::HitSource, analytics::UsageReport, ::analytics::UsageRow, read_model::queries::ConversationSummary)),
     modifiers(&BearerAuth, &ProblemResponses)
 )]
 pub struct ApiDoc;

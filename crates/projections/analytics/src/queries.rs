@@ -41,13 +41,85 @@ pub enum UsageError {
     Database(#[from] sqlx::Error),
 }
 
+/// Prices of models, in USD per million tokens (prompt, completion), from
+/// `ANALYTICS_PRICES`: `model=prompt/completion` pairs separated by commas, e.g.
+/// `openai/gpt-4o-mini=0.15/0.60,anthropic/claude-3-5-haiku=0.80/4.00`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Prices(std::collections::BTreeMap<String, (f64, f64)>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "ANALYTICS_PRICES: {0} (expected model=prompt/completion in USD per million tokens, comma-separated)"
+)]
+pub struct BadPrices(String);
+
+impl Prices {
+    pub fn parse(text: &str) -> Result<Self, BadPrices> {
+        let mut prices = std::collections::BTreeMap::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (model, pair) = entry
+                .rsplit_once('=')
+                .ok_or_else(|| BadPrices(format!("{entry:?} has no '='")))?;
+            let (p, c) = pair
+                .split_once('/')
+                .ok_or_else(|| BadPrices(format!("{entry:?} has no '/'")))?;
+            let number = |x: &str| {
+                x.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .ok_or_else(|| BadPrices(format!("{entry:?}: {x:?} is not a price")))
+            };
+            prices.insert(model.trim().to_owned(), (number(p)?, number(c)?));
+        }
+        Ok(Prices(prices))
+    }
+
+    /// `estimated_cost_usd` rows (by model) from the token rows of `rows`, for the
+    /// models that have a price.
+    pub fn costs(&self, rows: &[UsageRow]) -> Vec<UsageRow> {
+        let mut cost: std::collections::BTreeMap<(DateTime<Utc>, String), f64> =
+            std::collections::BTreeMap::new();
+        for r in rows {
+            let Some((prompt, completion)) = self.0.get(&r.dimension) else {
+                continue;
+            };
+            let per_million = match r.metric.as_str() {
+                "prompt_tokens" => prompt,
+                "completion_tokens" => completion,
+                _ => continue,
+            };
+            *cost.entry((r.bucket, r.dimension.clone())).or_default() +=
+                r.value * per_million / 1_000_000.0;
+        }
+        cost.into_iter()
+            .map(|((bucket, model), value)| UsageRow {
+                bucket,
+                metric: "estimated_cost_usd".into(),
+                dimension: model,
+                value,
+            })
+            .collect()
+    }
+}
+
 pub struct Usage {
     pool: PgPool,
+    prices: Prices,
 }
 
 impl Usage {
     pub fn new(pool: PgPool) -> Self {
-        Usage { pool }
+        Usage {
+            pool,
+            prices: Prices::default(),
+        }
+    }
+
+    /// With prices, answers carry `estimated_cost_usd` by model.
+    pub fn with_prices(mut self, prices: Prices) -> Self {
+        self.prices = prices;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -84,11 +156,51 @@ impl Usage {
               GROUP BY 1
              ORDER BY 1, 2, 3"
         );
-        Ok(sqlx::query_as(&sql)
+        let mut rows: Vec<UsageRow> = sqlx::query_as(&sql)
             .bind(tenant)
             .bind(from)
             .bind(to)
             .fetch_all(&self.pool)
-            .await?)
+            .await?;
+        let costs = self.prices.costs(&rows);
+        rows.extend(costs);
+        rows.sort_by(|a, b| {
+            (a.bucket, &a.metric, &a.dimension).cmp(&(b.bucket, &b.metric, &b.dimension))
+        });
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(metric: &str, model: &str, value: f64) -> UsageRow {
+        UsageRow {
+            bucket: DateTime::<Utc>::UNIX_EPOCH,
+            metric: metric.into(),
+            dimension: model.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn prices_parse_and_cost_the_tokens_of_priced_models_only() {
+        let prices =
+            Prices::parse("openai/gpt-x=0.15/0.60, local/extractive-v1=0/0").expect("prices");
+        let costs = prices.costs(&[
+            row("prompt_tokens", "openai/gpt-x", 2_000_000.0),
+            row("completion_tokens", "openai/gpt-x", 1_000_000.0),
+            row("prompt_tokens", "anthropic/unpriced", 5.0),
+            row("messages", "openai/gpt-x", 3.0),
+        ]);
+        assert_eq!(costs.len(), 1);
+        assert_eq!(costs[0].metric, "estimated_cost_usd");
+        assert_eq!(costs[0].dimension, "openai/gpt-x");
+        assert!((costs[0].value - 0.90).abs() < 1e-9, "{}", costs[0].value);
+        for bad in ["gpt", "gpt=1", "gpt=a/1", "gpt=-1/1", "gpt=1/NaN"] {
+            assert!(Prices::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Prices::parse("").expect("empty"), Prices::default());
     }
 }

@@ -62,6 +62,27 @@ pub struct MessageView {
     pub reply_error: Option<String>,
 }
 
+/// What one conversation amounted to: messages by role, the assistant's replies and
+/// failures, tokens, response times (from each question to its reply), documents.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct ConversationSummary {
+    pub conversation_id: Uuid,
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub last_activity_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub user_messages: i64,
+    pub assistant_messages: i64,
+    pub system_messages: i64,
+    /// User messages whose reply failed (and was not answered since).
+    pub failed_replies: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub reply_time_p50_ms: Option<f64>,
+    pub reply_time_p95_ms: Option<f64>,
+    pub documents: i64,
+}
+
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct DocumentView {
     pub document_id: Uuid,
@@ -213,6 +234,43 @@ impl Reads {
         Ok(sqlx::query_as(&format!(
             "SELECT conversation_id, title, status, message_count, metadata, version, started_at, last_activity_at, ended_at, assistant
              FROM {s}.conversations c WHERE tenant_id = $1 AND conversation_id = $2 AND {VISIBLE_AT_3}"
+        ))
+        .bind(viewer.tenant)
+        .bind(id)
+        .bind(viewer.only)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The summary of a conversation the viewer sees.
+    pub async fn conversation_summary(
+        &self,
+        viewer: &Viewer<'_>,
+        id: Uuid,
+    ) -> Result<Option<ConversationSummary>, ReadError> {
+        let s = self.schema().await?;
+        Ok(sqlx::query_as(&format!(
+            "SELECT c.conversation_id, c.status, c.started_at, c.last_activity_at, c.ended_at,
+                    count(m.message_id) FILTER (WHERE m.role = 'user') AS user_messages,
+                    count(m.message_id) FILTER (WHERE m.role = 'assistant') AS assistant_messages,
+                    count(m.message_id) FILTER (WHERE m.role = 'system') AS system_messages,
+                    count(m.message_id) FILTER (WHERE m.reply_status = 'failed') AS failed_replies,
+                    coalesce(sum(m.prompt_tokens), 0)::bigint AS prompt_tokens,
+                    coalesce(sum(m.completion_tokens), 0)::bigint AS completion_tokens,
+                    t.p50 AS reply_time_p50_ms, t.p95 AS reply_time_p95_ms,
+                    (SELECT count(*) FROM {s}.documents d
+                      WHERE d.conversation_id = c.conversation_id AND d.status = 'generated') AS documents
+             FROM {s}.conversations c
+             LEFT JOIN {s}.messages m ON m.conversation_id = c.conversation_id
+             LEFT JOIN LATERAL (
+                 SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+                        percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95
+                 FROM (SELECT EXTRACT(EPOCH FROM (r.sent_at - q.sent_at)) * 1000 AS ms
+                       FROM {s}.messages r JOIN {s}.messages q ON q.message_id = r.reply_to
+                       WHERE r.conversation_id = c.conversation_id) times
+             ) t ON true
+             WHERE c.tenant_id = $1 AND c.conversation_id = $2 AND {VISIBLE_AT_3}
+             GROUP BY c.conversation_id, t.p50, t.p95"
         ))
         .bind(viewer.tenant)
         .bind(id)

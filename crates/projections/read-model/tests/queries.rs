@@ -65,6 +65,13 @@ async fn every_query_runs_on_the_tables_the_projection_creates() {
                 .is_empty()
         );
         assert!(reads.conversation(&viewer, id).await.unwrap().is_none());
+        assert!(
+            reads
+                .conversation_summary(&viewer, id)
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(reads.messages(&viewer, id, 0, 10).await.unwrap().is_empty());
         assert!(
             reads
