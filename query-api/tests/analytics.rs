@@ -81,6 +81,26 @@ async fn admins_read_usage_by_day_or_hour_as_json_or_csv() {
     assert_eq!(lines.next(), Some("bucket,metric,dimension,value"));
     assert!(lines.any(|l| l.contains(",messages,user,3")), "{text}");
 
+    // Totals per metric.
+    let totals: Value = http
+        .get(url(&format!("?group_by=metric&position={position}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("totals")
+        .json()
+        .await
+        .expect("json");
+    let messages: Vec<&Value> = totals["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|r| r["metric"] == "messages")
+        .collect();
+    assert_eq!(messages.len(), 1, "{totals}");
+    assert_eq!(messages[0]["dimension"], "");
+    assert_eq!(messages[0]["value"].as_f64(), Some(3.0));
+
     // One conversation's summary, from the read model.
     let summary: Value = http
         .get(format!(
@@ -134,6 +154,7 @@ async fn admins_read_usage_by_day_or_hour_as_json_or_csv() {
         "?from=2026-03-01T00:00:00Z&to=2026-01-01T00:00:00Z",
         "?from=yesterday",
         "?colour=blue",
+        "?group_by=tenant",
     ] {
         let status = http
             .get(url(bad))

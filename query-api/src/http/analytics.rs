@@ -24,6 +24,9 @@ pub struct UsageParams {
     pub to: Option<DateTime<Utc>>,
     /// `hour` (at most 31 days) or `day` (default; at most 366 days).
     pub bucket: Option<String>,
+    /// `dimension` (default: each metric broken down by role, kind, model …) or
+    /// `metric` (each metric's total; percentiles are left as they are).
+    pub group_by: Option<String>,
     /// A `position` a command returned: waits until the analytics have it.
     pub position: Option<String>,
     pub wait_ms: Option<u64>,
@@ -59,6 +62,11 @@ pub async fn usage(
         "day" => (Bucket::Day, "day", TimeDelta::days(366)),
         _ => return Err(bad("bucket must be hour or day")),
     };
+    let by_metric = match p.group_by.as_deref().unwrap_or("dimension") {
+        "dimension" => false,
+        "metric" => true,
+        _ => return Err(bad("group_by must be dimension or metric")),
+    };
     let to = checked_time("to", p.to)?.unwrap_or_else(Utc::now);
     let from = checked_time("from", p.from)?.unwrap_or(to - TimeDelta::days(7));
     if from >= to {
@@ -89,6 +97,7 @@ pub async fn usage(
             .retry_after(5),
             UsageError::Database(e) => database_failed(&e),
         })?;
+    let items = if by_metric { totals(items) } else { items };
     let wants_csv = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -137,6 +146,24 @@ pub async fn conversation(
         .map_err(read_failed)?
         .map(axum::Json)
         .ok_or_else(Problem::not_found)
+}
+
+/// Each metric's total per bucket, over its dimensions (response time percentiles have
+/// none, and are kept).
+fn totals(items: Vec<UsageRow>) -> Vec<UsageRow> {
+    let mut out: Vec<UsageRow> = Vec::new();
+    for mut r in items {
+        if let Some(last) = out.last_mut()
+            && last.bucket == r.bucket
+            && last.metric == r.metric
+        {
+            last.value += r.value;
+            continue;
+        }
+        r.dimension.clear();
+        out.push(r);
+    }
+    out
 }
 
 /// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).

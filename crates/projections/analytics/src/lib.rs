@@ -6,7 +6,8 @@
 //!
 //! Facts (`usage`: tenant, hour, metric, dimension, value):
 //! `conversations_started`, `conversations_ended`, `messages` (by role),
-//! `documents_generated` (by kind), `documents_failed`, `knowledge_added`,
+//! `documents_generated` (by kind), `documents_by_generator` (template or the model),
+//! `documents_failed`, `knowledge_added`,
 //! `knowledge_removed`, `assistant_replies` (by model), `assistant_failures`,
 //! `prompt_tokens` and `completion_tokens` (by model, replies and documents).
 //! Beside them: who was active in an hour (`active_users`), and each reply's response
@@ -77,12 +78,15 @@ pub fn facts(event: &Event) -> Vec<Fact> {
         }
         Event::AssistantReplyFailed(r) => vec![fact(r.failed_at, "assistant_failures", "", 1)],
         Event::DocumentGenerated(d) => {
-            let mut f = vec![fact(
-                d.generated_at,
-                "documents_generated",
-                &kind_name(d.kind),
-                1,
-            )];
+            let mut f = vec![
+                fact(d.generated_at, "documents_generated", &kind_name(d.kind), 1),
+                fact(
+                    d.generated_at,
+                    "documents_by_generator",
+                    &d.generator.name,
+                    1,
+                ),
+            ];
             tokens(
                 &mut f,
                 d.generated_at,

@@ -67,6 +67,12 @@ async fn recount(stack: &Stack) -> BTreeMap<Key, i64> {
                     DocumentKind::Summary => "summary",
                 };
                 add(d.generated_at, "documents_generated", kind, 1);
+                add(
+                    d.generated_at,
+                    "documents_by_generator",
+                    &d.generator.name,
+                    1,
+                );
             }
             Event::KnowledgeDocumentAdded(k) => add(k.added_at, "knowledge_added", "", 1),
             Event::KnowledgeDocumentRemoved(k) => add(k.removed_at, "knowledge_removed", "", 1),
