@@ -271,6 +271,32 @@ impl Aggregate for Document {
     }
 }
 
+/// The document a generator wrote, as its event: the requested title if there was one,
+/// else the generator's (cut to the longest title).
+fn generated_event(
+    (document_id, conversation_id, kind): (Uuid, Uuid, DocumentKind),
+    ctx: super::CommandContext,
+    title: Option<String>,
+    source_message_count: usize,
+    generated: GeneratedDocument,
+) -> DocumentEvent {
+    DocumentEvent::DocumentGenerated(DocumentGenerated {
+        document_id,
+        tenant_id: ctx.tenant_id,
+        conversation_id,
+        kind,
+        title: title.unwrap_or_else(|| generated.title.chars().take(TITLE_MAX).collect()),
+        format: generated.format,
+        content: generated.content,
+        source_message_count: i32::try_from(source_message_count).unwrap_or(i32::MAX),
+        generator: generated.generator,
+        generated_at: ctx.at,
+        prompt_tokens: generated.usage.map(|u| u.prompt_tokens),
+        completion_tokens: generated.usage.map(|u| u.completion_tokens),
+        latency_ms: generated.usage.map(|u| u.latency_ms),
+    })
+}
+
 impl Document {
     /// The event a command produces, or why it is refused. Pure: no I/O.
     pub fn decide(&self, command: Command<DocumentCommand>) -> Result<DocumentEvent, DomainError> {
@@ -293,21 +319,13 @@ impl Document {
                 if source_message_count == 0 {
                     return Err(DomainError::NothingToGenerateFrom);
                 }
-                Ok(DocumentEvent::DocumentGenerated(DocumentGenerated {
-                    document_id,
-                    tenant_id: ctx.tenant_id,
-                    conversation_id,
-                    kind,
-                    title: title.unwrap_or(generated.title),
-                    format: generated.format,
-                    content: generated.content,
-                    source_message_count: i32::try_from(source_message_count).unwrap_or(i32::MAX),
-                    generator: generated.generator,
-                    generated_at: ctx.at,
-                    prompt_tokens: generated.usage.map(|u| u.prompt_tokens),
-                    completion_tokens: generated.usage.map(|u| u.completion_tokens),
-                    latency_ms: generated.usage.map(|u| u.latency_ms),
-                }))
+                Ok(generated_event(
+                    (document_id, conversation_id, kind),
+                    ctx,
+                    title,
+                    source_message_count,
+                    generated,
+                ))
             }
             DocumentCommand::Request {
                 document_id,
@@ -334,22 +352,13 @@ impl Document {
                 generated,
             } => {
                 let (document_id, conversation_id, kind, title) = self.pending(&ctx)?;
-                Ok(DocumentEvent::DocumentGenerated(DocumentGenerated {
-                    document_id,
-                    tenant_id: ctx.tenant_id,
-                    conversation_id,
-                    kind,
-                    title: title
-                        .unwrap_or_else(|| generated.title.chars().take(TITLE_MAX).collect()),
-                    format: generated.format,
-                    content: generated.content,
-                    source_message_count: i32::try_from(source_message_count).unwrap_or(i32::MAX),
-                    generator: generated.generator,
-                    generated_at: ctx.at,
-                    prompt_tokens: generated.usage.map(|u| u.prompt_tokens),
-                    completion_tokens: generated.usage.map(|u| u.completion_tokens),
-                    latency_ms: generated.usage.map(|u| u.latency_ms),
-                }))
+                Ok(generated_event(
+                    (document_id, conversation_id, kind),
+                    ctx,
+                    title,
+                    source_message_count,
+                    generated,
+                ))
             }
             DocumentCommand::Fail { reason, attempts } => {
                 let (document_id, conversation_id, _, _) = self.pending(&ctx)?;
