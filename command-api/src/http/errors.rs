@@ -98,7 +98,7 @@ pub(crate) fn command_failed(e: CommandError) -> Problem {
             }
             CommandError::Unavailable(reason) => {
                 tracing::warn!(%reason, "event store unavailable");
-                database_unavailable()
+                Problem::database_unavailable()
             }
             CommandError::Storage(reason) => {
                 tracing::error!(%reason, "event store failure");
@@ -106,17 +106,6 @@ pub(crate) fn command_failed(e: CommandError) -> Problem {
             }
         }
     }
-}
-
-/// 503 `database_unavailable` with `Retry-After`: the database cannot be reached right now.
-pub(crate) fn database_unavailable() -> Problem {
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "database_unavailable",
-        "The database is unavailable",
-    )
-    .detail("the database cannot be reached right now; retry shortly")
-    .retry_after(1)
 }
 
 /// How a refused upload looks: 415 for a media type not taken, 413 for a file too large,

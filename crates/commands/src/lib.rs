@@ -429,6 +429,60 @@ impl CommandService {
         .await
     }
 
+    async fn document(
+        &self,
+        id: Uuid,
+        body: DocumentCommand,
+        expected: Option<Version>,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        let name = match &body {
+            DocumentCommand::Generate { .. } => "GenerateDocument",
+            DocumentCommand::Request { .. } => "RequestDocument",
+            DocumentCommand::Complete { .. } => "CompleteDocument",
+            DocumentCommand::Fail { .. } => "FailDocument",
+        };
+        let command = Command {
+            ctx: Self::ctx(meta, expected),
+            body,
+        };
+        self.execute(
+            &self.documents,
+            AggregateKind::Document,
+            id,
+            name,
+            command,
+            meta,
+        )
+        .await
+    }
+
+    async fn knowledge_document(
+        &self,
+        id: Uuid,
+        body: KnowledgeCommand,
+        expected: Option<Version>,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        let name = match &body {
+            KnowledgeCommand::Add { .. } => "AddKnowledgeDocument",
+            KnowledgeCommand::Remove => "RemoveKnowledgeDocument",
+        };
+        let command = Command {
+            ctx: Self::ctx(meta, expected),
+            body,
+        };
+        self.execute(
+            &self.knowledge,
+            AggregateKind::Knowledge,
+            id,
+            name,
+            command,
+            meta,
+        )
+        .await
+    }
+
     /// Generates a document from a conversation of the caller's tenant: reads the
     /// transcript, has the generator write the document (outside the aggregate, which
     /// stays pure), then lets the Document aggregate decide.
@@ -447,26 +501,15 @@ impl CommandService {
             .await
             .map_err(CommandError::Generator)?;
         let document_id = Uuid::now_v7();
-        let command = Command {
-            ctx: Self::ctx(meta, None),
-            body: DocumentCommand::Generate {
-                document_id,
-                conversation_id,
-                kind,
-                title,
-                source_message_count: transcript.total_messages,
-                generated,
-            },
-        };
-        self.execute(
-            &self.documents,
-            AggregateKind::Document,
+        let body = DocumentCommand::Generate {
             document_id,
-            "GenerateDocument",
-            command,
-            meta,
-        )
-        .await
+            conversation_id,
+            kind,
+            title,
+            source_message_count: transcript.total_messages,
+            generated,
+        };
+        self.document(document_id, body, None, meta).await
     }
 
     /// Asks an LLM generator for a document of a conversation of the caller's tenant: the
@@ -483,24 +526,13 @@ impl CommandService {
             .await?
             .check_generatable()?;
         let document_id = Uuid::now_v7();
-        let command = Command {
-            ctx: Self::ctx(meta, None),
-            body: DocumentCommand::Request {
-                document_id,
-                conversation_id,
-                kind,
-                title,
-            },
-        };
-        self.execute(
-            &self.documents,
-            AggregateKind::Document,
+        let body = DocumentCommand::Request {
             document_id,
-            "RequestDocument",
-            command,
-            meta,
-        )
-        .await
+            conversation_id,
+            kind,
+            title,
+        };
+        self.document(document_id, body, None, meta).await
     }
 
     /// The generator's document for a requested one.
@@ -511,22 +543,11 @@ impl CommandService {
         generated: domain::GeneratedDocument,
         meta: &RequestMeta,
     ) -> Result<Accepted, CommandError> {
-        let command = Command {
-            ctx: Self::ctx(meta, None),
-            body: DocumentCommand::Complete {
-                source_message_count,
-                generated,
-            },
+        let body = DocumentCommand::Complete {
+            source_message_count,
+            generated,
         };
-        self.execute(
-            &self.documents,
-            AggregateKind::Document,
-            document_id,
-            "CompleteDocument",
-            command,
-            meta,
-        )
-        .await
+        self.document(document_id, body, None, meta).await
     }
 
     /// Records that a requested document could not be generated.
@@ -537,19 +558,8 @@ impl CommandService {
         attempts: i32,
         meta: &RequestMeta,
     ) -> Result<Accepted, CommandError> {
-        let command = Command {
-            ctx: Self::ctx(meta, None),
-            body: DocumentCommand::Fail { reason, attempts },
-        };
-        self.execute(
-            &self.documents,
-            AggregateKind::Document,
-            document_id,
-            "FailDocument",
-            command,
-            meta,
-        )
-        .await
+        let body = DocumentCommand::Fail { reason, attempts };
+        self.document(document_id, body, None, meta).await
     }
 
     /// Adds a file to the tenant's knowledge base: checks it against its media type,
@@ -567,26 +577,16 @@ impl CommandService {
             .await
             .map_err(db)?;
         let knowledge_id = Uuid::now_v7();
-        let command = Command {
-            ctx: Self::ctx(meta, None),
-            body: KnowledgeCommand::Add {
-                knowledge_id,
-                title: upload.title,
-                media_type: media_type.to_owned(),
-                sha256,
-                size_bytes: upload.bytes.len() as u64,
-                text,
-            },
-        };
-        self.execute(
-            &self.knowledge,
-            AggregateKind::Knowledge,
+        let body = KnowledgeCommand::Add {
             knowledge_id,
-            "AddKnowledgeDocument",
-            command,
-            meta,
-        )
-        .await
+            title: upload.title,
+            media_type: media_type.to_owned(),
+            sha256,
+            size_bytes: upload.bytes.len() as u64,
+            text,
+        };
+        self.knowledge_document(knowledge_id, body, None, meta)
+            .await
     }
 
     /// Removes a document from the tenant's knowledge base (its original stays stored:
@@ -597,24 +597,13 @@ impl CommandService {
         expected: Option<Version>,
         meta: &RequestMeta,
     ) -> Result<Accepted, CommandError> {
-        let command = Command {
-            ctx: Self::ctx(meta, expected),
-            body: KnowledgeCommand::Remove,
-        };
-        self.execute(
-            &self.knowledge,
-            AggregateKind::Knowledge,
-            id,
-            "RemoveKnowledgeDocument",
-            command,
-            meta,
-        )
-        .await
+        let body = KnowledgeCommand::Remove;
+        self.knowledge_document(id, body, expected, meta).await
     }
 
-    /// The conversation's transcript, read page by page: memory stays bounded by the
-    /// page and [`domain::document::TRANSCRIPT_MAX_MESSAGES`], however long it is.
-    /// The conversation as a generator reads it (what the caller may see of it).
+    /// The conversation as a generator reads it (what the caller may see of it), read page
+    /// by page: memory stays bounded by the page and
+    /// [`domain::document::TRANSCRIPT_MAX_MESSAGES`], however long it is.
     pub async fn transcript(
         &self,
         id: Uuid,

@@ -64,6 +64,18 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "not_found", "Not found")
     }
 
+    /// 503 `database_unavailable` with `Retry-After`: the database cannot be reached (or
+    /// is overloaded) right now.
+    pub fn database_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "The database is unavailable",
+        )
+        .detail("the database cannot be reached right now; retry shortly")
+        .retry_after(1)
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

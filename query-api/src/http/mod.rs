@@ -119,13 +119,7 @@ pub(crate) fn checked_time(
 pub(crate) fn database_failed(e: &sqlx::Error) -> Problem {
     if event_store::is_unavailable(e) {
         tracing::warn!(error = %e, "database unavailable");
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
-            "The database is unavailable",
-        )
-        .detail("the database cannot be reached right now; retry shortly")
-        .retry_after(1)
+        Problem::database_unavailable()
     } else {
         tracing::error!(error = %e, "read failed");
         Problem::internal()
