@@ -58,10 +58,15 @@ async fn main() -> anyhow::Result<()> {
 
     let knowledge_max: usize =
         config::parse_or("KNOWLEDGE_MAX_BYTES", commands::intake::DEFAULT_MAX_BYTES)?;
-    let service = Arc::new(
-        CommandService::new(pool, Arc::new(TemplateGenerator))
-            .with_knowledge_max_bytes(knowledge_max),
-    );
+    let mut service = CommandService::new(pool, Arc::new(TemplateGenerator))
+        .with_knowledge_max_bytes(knowledge_max);
+    match commands::WebhookSettings::from_env()? {
+        Some(webhooks) => service = service.with_webhooks(webhooks),
+        None => {
+            tracing::info!("WEBHOOK_SECRET_KEY is not set: webhook endpoints cannot be created")
+        }
+    }
+    let service = Arc::new(service);
     let limits = http::HttpLimits::from_env(command_api::http::transport_body_limit(&service))?;
     let ttl = Duration::from_secs(3600 * config::parse_or("IDEMPOTENCY_KEY_TTL_HOURS", 24u64)?);
     let expiry = tokio::spawn({

@@ -904,3 +904,248 @@ async fn a_removed_knowledge_document_is_gone_and_another_tenant_cannot_remove_o
     assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
     assert_eq!(app.event_count().await, 2);
 }
+
+impl Client {
+    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .patch(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn an_admin_manages_webhook_endpoints_and_sees_each_secret_once() {
+    let app = TestApp::spawn().await;
+    let admin = Client::new(&app, "acme", &[Role::Admin]);
+    let endpoint = json!({"url": "http://127.0.0.1:9/hook", "event_types": ["message.sent", "message.sent"], "description": "CRM"});
+    let (status, body, headers) = admin
+        .post(
+            "/v1/webhooks/endpoints",
+            endpoint.clone(),
+            &[("idempotency-key", "hook-1")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["aggregate"], "webhook_endpoint");
+    assert_eq!(headers["cache-control"], "no-store");
+    let secret = body["secret"].as_str().expect("a secret").to_owned();
+    assert!(
+        secret.starts_with("whsec_") && secret.len() > 40,
+        "{secret}"
+    );
+    let id = body["id"].as_str().expect("id").to_owned();
+    // The same request again: the same answer, the same secret.
+    let (status, again, _) = admin
+        .post(
+            "/v1/webhooks/endpoints",
+            endpoint,
+            &[("idempotency-key", "hook-1")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(
+        (
+            again["id"].clone(),
+            again["secret"].clone(),
+            again["replayed"].clone()
+        ),
+        (json!(id), json!(secret), json!(true))
+    );
+
+    let (status, rotated, _) = admin
+        .post(
+            &format!("/v1/webhooks/endpoints/{id}/rotate-secret"),
+            json!({"grace_seconds": 3600}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    assert!(
+        rotated["secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("whsec_") && s != secret)
+    );
+
+    let (status, body) = admin
+        .patch(
+            &format!("/v1/webhooks/endpoints/{id}"),
+            json!({"event_types": ["*"]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["version"].clone()),
+        (StatusCode::OK, json!(3)),
+        "{body}"
+    );
+    let disable = format!("/v1/webhooks/endpoints/{id}/disable");
+    let (status, body, _) = admin
+        .post(&disable, json!({"reason": "maintenance"}), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body, _) = admin.post(&disable, json!({}), &[]).await;
+    assert_problem(status, &body, StatusCode::CONFLICT, "unchanged");
+    let (status, body, _) = admin
+        .post(
+            &format!("/v1/webhooks/endpoints/{id}/enable"),
+            json!({}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let redeliver = format!("/v1/webhooks/endpoints/{id}/redeliver");
+    let (status, body, _) = admin.post(&redeliver, json!({}), &[]).await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let (status, body, _) = admin
+        .post(&redeliver, json!({"since": "2026-01-01T00:00:00Z"}), &[])
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // Another tenant's admin does not see it; a member may not manage endpoints.
+    let other = Client::new(&app, "globex", &[Role::Admin]);
+    let (status, body, _) = other.post(&disable, json!({}), &[]).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body, _) = member(&app)
+        .post(
+            "/v1/webhooks/endpoints",
+            json!({"url": "https://h.example/x", "event_types": ["*"]}),
+            &[],
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+
+    let (status, body) = admin.delete(&format!("/v1/webhooks/endpoints/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = admin.delete(&format!("/v1/webhooks/endpoints/{id}")).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn bad_webhook_endpoints_are_refused_with_problems_and_nothing_is_stored() {
+    let app = TestApp::spawn().await;
+    let admin = Client::new(&app, "acme", &[Role::Admin]);
+    for (body, status, code) in [
+        (
+            json!({"url": "https://h.example/x", "event_types": ["message.snt"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"url": "https://h.example/x", "event_types": []}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"url": "ftp://h.example/x", "event_types": ["*"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "url_refused",
+        ),
+        (
+            json!({"url": "https://10.1.2.3/x", "event_types": ["*"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "url_refused",
+        ),
+        (
+            json!({"url": "https://169.254.169.254/latest", "event_types": ["*"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "url_refused",
+        ),
+        (
+            json!({"url": "https://user:pw@h.example/x", "event_types": ["*"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "url_refused",
+        ),
+        (
+            json!({"url": "not a url", "event_types": ["*"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "url_refused",
+        ),
+        (
+            json!({"url": "https://h.example/x", "event_types": ["*"], "secret": "mine"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+    ] {
+        let (got, problem, _) = admin
+            .post("/v1/webhooks/endpoints", body.clone(), &[])
+            .await;
+        assert_eq!(got, status, "{body} → {problem}");
+        assert_eq!(problem["code"], code, "{body} → {problem}");
+    }
+    let (status, body, _) = admin
+        .post(
+            &format!(
+                "/v1/webhooks/endpoints/{}/rotate-secret",
+                uuid::Uuid::new_v4()
+            ),
+            json!({"grace_seconds": 9_000_000_000_000_000_000i64}),
+            &[],
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {body}");
+    assert_eq!(app.event_count().await, 0);
+}
+
+#[tokio::test]
+async fn registration_refuses_every_internal_address_unless_loopback_is_allowed_explicitly() {
+    use webhooks::ssrf::Guard;
+    let app = TestApp::spawn().await;
+    let strict = commands::CommandService::new(
+        app.db.pool.clone(),
+        std::sync::Arc::new(commands::TemplateGenerator),
+    )
+    .with_webhooks(commands::WebhookSettings {
+        guard: Guard::default(),
+        ..testkit::webhooks::settings()
+    });
+    let meta = testkit::commands::meta("acme");
+    for url in [
+        "https://127.0.0.1/x",
+        "https://localhost/x",
+        "https://10.0.0.1/",
+        "https://172.16.5.4/",
+        "https://192.168.1.1/",
+        "https://100.64.0.1/",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[::1]/",
+        "https://[::ffff:127.0.0.1]/",
+        "https://[fd00::1]/",
+        "https://[fe80::1]/",
+        "https://224.0.0.1/",
+        "https://0.0.0.0/",
+        "https://2130706433/",
+        "http://h.example/plain-http",
+    ] {
+        let refused = strict
+            .create_webhook_endpoint(
+                commands::NewEndpoint {
+                    url: url.into(),
+                    event_types: vec!["*".into()],
+                    description: None,
+                },
+                &meta,
+            )
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(commands::CommandError::Webhook(
+                    commands::WebhookError::UrlRefused(_)
+                ))
+            ),
+            "{url}: {refused:?}"
+        );
+    }
+    assert_eq!(app.event_count().await, 0);
+}

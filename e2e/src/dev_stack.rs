@@ -114,6 +114,7 @@ impl DevStack {
             ("embeddings-projector", "EMBEDDINGS_PROJECTOR_ADDR"),
             ("assistant-projector", "ASSISTANT_PROJECTOR_ADDR"),
             ("analytics-projector", "ANALYTICS_PROJECTOR_ADDR"),
+            ("webhooks-projector", "WEBHOOKS_PROJECTOR_ADDR"),
         ]
         .into_iter()
         .map(|(bin, var)| (bin, var, free_addr()))

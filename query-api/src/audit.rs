@@ -11,8 +11,8 @@ use std::convert::Infallible;
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
-use domain::state::{ConversationState, DocumentState, KnowledgeState};
-use domain::{Conversation, Document, Knowledge};
+use domain::state::{ConversationState, DocumentState, KnowledgeState, WebhookEndpointState};
+use domain::{Conversation, Document, Knowledge, WebhookEndpoint};
 use event_store::StoredEvent;
 use event_store::log;
 use futures::Stream;
@@ -311,6 +311,9 @@ pub async fn state_at(
         }
         AggregateKind::Knowledge => {
             fold::<Knowledge, KnowledgeState>(pool, tenant, kind, id, as_of).await
+        }
+        AggregateKind::WebhookEndpoint => {
+            fold::<WebhookEndpoint, WebhookEndpointState>(pool, tenant, kind, id, as_of).await
         }
     }
 }

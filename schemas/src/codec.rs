@@ -134,6 +134,14 @@ impl Event {
             Event::AssistantReplyRequested(e) => encode(e),
             Event::DocumentRequested(e) => encode(e),
             Event::DocumentGenerationFailed(e) => encode(e),
+            Event::WebhookEndpointCreated(e) => encode(e),
+            Event::WebhookEndpointUpdated(e) => encode(e),
+            Event::WebhookSecretRotated(e) => encode(e),
+            Event::WebhookEndpointDisabled(e) => encode(e),
+            Event::WebhookEndpointEnabled(e) => encode(e),
+            Event::WebhookEndpointDeleted(e) => encode(e),
+            Event::WebhookMessageFailed(e) => encode(e),
+            Event::WebhookRedeliveryRequested(e) => encode(e),
         }
     }
 
@@ -151,6 +159,16 @@ impl Event {
             EventType::AssistantReplyRequested => Event::AssistantReplyRequested(decode(bytes)?),
             EventType::DocumentRequested => Event::DocumentRequested(decode(bytes)?),
             EventType::DocumentGenerationFailed => Event::DocumentGenerationFailed(decode(bytes)?),
+            EventType::WebhookEndpointCreated => Event::WebhookEndpointCreated(decode(bytes)?),
+            EventType::WebhookEndpointUpdated => Event::WebhookEndpointUpdated(decode(bytes)?),
+            EventType::WebhookSecretRotated => Event::WebhookSecretRotated(decode(bytes)?),
+            EventType::WebhookEndpointDisabled => Event::WebhookEndpointDisabled(decode(bytes)?),
+            EventType::WebhookEndpointEnabled => Event::WebhookEndpointEnabled(decode(bytes)?),
+            EventType::WebhookEndpointDeleted => Event::WebhookEndpointDeleted(decode(bytes)?),
+            EventType::WebhookMessageFailed => Event::WebhookMessageFailed(decode(bytes)?),
+            EventType::WebhookRedeliveryRequested => {
+                Event::WebhookRedeliveryRequested(decode(bytes)?)
+            }
         })
     }
 }

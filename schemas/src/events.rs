@@ -268,6 +268,108 @@ pub struct KnowledgeDocumentRemoved {
     pub removed_at: DateTime<Utc>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointCreated {
+    #[serde(with = "uuid_text")]
+    pub endpoint_id: Uuid,
+    pub tenant_id: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    /// The signing secret, sealed with the services' key: never the secret itself.
+    pub sealed_secret: String,
+    pub created_by: String,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointUpdated {
+    #[serde(with = "uuid_text")]
+    pub endpoint_id: Uuid,
+    pub url: String,
+    pub event_types: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSecretRotated {
+    #[serde(with = "uuid_text")]
+    pub endpoint_id: Uuid,
+    pub sealed_secret: String,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub previous_valid_until: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub rotated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointDisabled {
+    #[serde(with = "uuid_text")]
+    pub endpoint_id: Uuid,
+    /// True when the delivery service disabled it because it kept failing.
+    pub automatic: bool,
+    pub reason: String,
+    /// The endpoint's creator, who is told.
+    pub owner: String,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub disabled_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointEnabled {
+    #[serde(with = "uuid_text")]
+    pub endpoint_id: Uuid,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub enabled_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointDeleted {
+    #[serde(with = "uuid_text")]
+    pub endpoint_id: Uuid,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub deleted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookMessageFailed {
+    #[serde(with = "uuid_text")]
+    pub endpoint_id: Uuid,
+    /// The message's `webhook-id`.
+    pub message_id: String,
+    #[serde(with = "uuid_text")]
+    pub event_id: Uuid,
+    /// Its webhook type (`message.sent`).
+    pub event_type: String,
+    pub attempts: i32,
+    pub last_error: String,
+    /// The endpoint's creator, who is told.
+    pub owner: String,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub failed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookRedeliveryRequested {
+    #[serde(with = "uuid_text")]
+    pub endpoint_id: Uuid,
+    /// One message to send again whatever became of it; `None` for a range of dead ones.
+    #[serde(default)]
+    pub message_id: Option<String>,
+    #[serde(default, with = "chrono::serde::ts_milliseconds_option")]
+    pub since: Option<DateTime<Utc>>,
+    #[serde(default, with = "chrono::serde::ts_milliseconds_option")]
+    pub until: Option<DateTime<Utc>>,
+    pub requested_by: String,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub requested_at: DateTime<Utc>,
+}
+
 /// Name of an event type, as stored in the event store and sent in the `event_type` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
@@ -282,10 +384,18 @@ pub enum EventType {
     AssistantReplyRequested,
     DocumentRequested,
     DocumentGenerationFailed,
+    WebhookEndpointCreated,
+    WebhookEndpointUpdated,
+    WebhookSecretRotated,
+    WebhookEndpointDisabled,
+    WebhookEndpointEnabled,
+    WebhookEndpointDeleted,
+    WebhookMessageFailed,
+    WebhookRedeliveryRequested,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 19] = [
         EventType::ConversationStarted,
         EventType::MessageSent,
         EventType::ConversationRenamed,
@@ -297,6 +407,14 @@ impl EventType {
         EventType::AssistantReplyRequested,
         EventType::DocumentRequested,
         EventType::DocumentGenerationFailed,
+        EventType::WebhookEndpointCreated,
+        EventType::WebhookEndpointUpdated,
+        EventType::WebhookSecretRotated,
+        EventType::WebhookEndpointDisabled,
+        EventType::WebhookEndpointEnabled,
+        EventType::WebhookEndpointDeleted,
+        EventType::WebhookMessageFailed,
+        EventType::WebhookRedeliveryRequested,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -312,11 +430,51 @@ impl EventType {
             EventType::AssistantReplyRequested => "AssistantReplyRequested",
             EventType::DocumentRequested => "DocumentRequested",
             EventType::DocumentGenerationFailed => "DocumentGenerationFailed",
+            EventType::WebhookEndpointCreated => "WebhookEndpointCreated",
+            EventType::WebhookEndpointUpdated => "WebhookEndpointUpdated",
+            EventType::WebhookSecretRotated => "WebhookSecretRotated",
+            EventType::WebhookEndpointDisabled => "WebhookEndpointDisabled",
+            EventType::WebhookEndpointEnabled => "WebhookEndpointEnabled",
+            EventType::WebhookEndpointDeleted => "WebhookEndpointDeleted",
+            EventType::WebhookMessageFailed => "WebhookMessageFailed",
+            EventType::WebhookRedeliveryRequested => "WebhookRedeliveryRequested",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// The event's name in webhooks (`message.sent`), the `type` of a delivered message
+    /// and what an endpoint subscribes to; `None` for the webhook endpoints' own events,
+    /// which are not delivered.
+    pub fn webhook_type(self) -> Option<&'static str> {
+        Some(match self {
+            EventType::ConversationStarted => "conversation.started",
+            EventType::MessageSent => "message.sent",
+            EventType::ConversationRenamed => "conversation.renamed",
+            EventType::ConversationEnded => "conversation.ended",
+            EventType::DocumentGenerated => "document.generated",
+            EventType::KnowledgeDocumentAdded => "knowledge.added",
+            EventType::KnowledgeDocumentRemoved => "knowledge.removed",
+            EventType::AssistantReplyFailed => "assistant.reply_failed",
+            EventType::AssistantReplyRequested => "assistant.reply_requested",
+            EventType::DocumentRequested => "document.requested",
+            EventType::DocumentGenerationFailed => "document.generation_failed",
+            EventType::WebhookEndpointCreated
+            | EventType::WebhookEndpointUpdated
+            | EventType::WebhookSecretRotated
+            | EventType::WebhookEndpointDisabled
+            | EventType::WebhookEndpointEnabled
+            | EventType::WebhookEndpointDeleted
+            | EventType::WebhookMessageFailed
+            | EventType::WebhookRedeliveryRequested => return None,
+        })
+    }
+
+    /// Every webhook type an endpoint may subscribe to.
+    pub fn webhook_types() -> impl Iterator<Item = &'static str> {
+        Self::ALL.into_iter().filter_map(Self::webhook_type)
     }
 
     pub fn aggregate(self) -> AggregateKind {
@@ -333,6 +491,14 @@ impl EventType {
             | EventType::ConversationEnded
             | EventType::AssistantReplyFailed
             | EventType::AssistantReplyRequested => AggregateKind::Conversation,
+            EventType::WebhookEndpointCreated
+            | EventType::WebhookEndpointUpdated
+            | EventType::WebhookSecretRotated
+            | EventType::WebhookEndpointDisabled
+            | EventType::WebhookEndpointEnabled
+            | EventType::WebhookEndpointDeleted
+            | EventType::WebhookMessageFailed
+            | EventType::WebhookRedeliveryRequested => AggregateKind::WebhookEndpoint,
         }
     }
 }
@@ -380,7 +546,15 @@ contract!(
     AssistantReplyFailed,
     AssistantReplyRequested,
     DocumentRequested,
-    DocumentGenerationFailed
+    DocumentGenerationFailed,
+    WebhookEndpointCreated,
+    WebhookEndpointUpdated,
+    WebhookSecretRotated,
+    WebhookEndpointDisabled,
+    WebhookEndpointEnabled,
+    WebhookEndpointDeleted,
+    WebhookMessageFailed,
+    WebhookRedeliveryRequested
 );
 
 impl Event {
@@ -398,6 +572,14 @@ impl Event {
             Event::AssistantReplyRequested(e) => e.conversation_id,
             Event::DocumentRequested(e) => e.document_id,
             Event::DocumentGenerationFailed(e) => e.document_id,
+            Event::WebhookEndpointCreated(e) => e.endpoint_id,
+            Event::WebhookEndpointUpdated(e) => e.endpoint_id,
+            Event::WebhookSecretRotated(e) => e.endpoint_id,
+            Event::WebhookEndpointDisabled(e) => e.endpoint_id,
+            Event::WebhookEndpointEnabled(e) => e.endpoint_id,
+            Event::WebhookEndpointDeleted(e) => e.endpoint_id,
+            Event::WebhookMessageFailed(e) => e.endpoint_id,
+            Event::WebhookRedeliveryRequested(e) => e.endpoint_id,
         }
     }
 }

@@ -89,6 +89,54 @@ pub const TABLE: &[SchemaVersion] = &[
         1,
         "document_generation_failed/v1.avsc"
     ),
+    version!(
+        16,
+        WebhookEndpointCreated,
+        1,
+        "webhook_endpoint_created/v1.avsc"
+    ),
+    version!(
+        17,
+        WebhookEndpointUpdated,
+        1,
+        "webhook_endpoint_updated/v1.avsc"
+    ),
+    version!(
+        18,
+        WebhookSecretRotated,
+        1,
+        "webhook_secret_rotated/v1.avsc"
+    ),
+    version!(
+        19,
+        WebhookEndpointDisabled,
+        1,
+        "webhook_endpoint_disabled/v1.avsc"
+    ),
+    version!(
+        20,
+        WebhookEndpointEnabled,
+        1,
+        "webhook_endpoint_enabled/v1.avsc"
+    ),
+    version!(
+        21,
+        WebhookEndpointDeleted,
+        1,
+        "webhook_endpoint_deleted/v1.avsc"
+    ),
+    version!(
+        22,
+        WebhookMessageFailed,
+        1,
+        "webhook_message_failed/v1.avsc"
+    ),
+    version!(
+        23,
+        WebhookRedeliveryRequested,
+        1,
+        "webhook_redelivery_requested/v1.avsc"
+    ),
 ];
 
 pub(crate) struct Parsed {

@@ -9,13 +9,16 @@ pub enum AggregateKind {
     Document,
     /// A document of the tenant's knowledge base.
     Knowledge,
+    /// A tenant's webhook subscription.
+    WebhookEndpoint,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 3] = [
+    pub const ALL: [AggregateKind; 4] = [
         AggregateKind::Conversation,
         AggregateKind::Document,
         AggregateKind::Knowledge,
+        AggregateKind::WebhookEndpoint,
     ];
 
     /// The `aggregate_type` stored in the event store for this kind.
@@ -24,6 +27,7 @@ impl AggregateKind {
             AggregateKind::Conversation => "conversation",
             AggregateKind::Document => "document",
             AggregateKind::Knowledge => "knowledge",
+            AggregateKind::WebhookEndpoint => "webhook_endpoint",
         }
     }
 

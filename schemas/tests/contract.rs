@@ -170,6 +170,79 @@ fn samples() -> Vec<Event> {
             requested_at: at(8),
         }
         .into(),
+        WebhookEndpointCreated {
+            endpoint_id: Uuid::new_v4(),
+            tenant_id: "acme".into(),
+            url: "https://hooks.example.com/threadline".into(),
+            event_types: vec!["message.sent".into(), "document.generated".into()],
+            description: "CRM".into(),
+            sealed_secret: "v1.00000000.AAAA".into(),
+            created_by: "ann".into(),
+            created_at: at(11),
+        }
+        .into(),
+        WebhookEndpointUpdated {
+            endpoint_id: Uuid::new_v4(),
+            url: "https://hooks.example.com/v2".into(),
+            event_types: vec!["*".into()],
+            description: String::new(),
+            updated_at: at(12),
+        }
+        .into(),
+        WebhookSecretRotated {
+            endpoint_id: Uuid::new_v4(),
+            sealed_secret: "v1.00000000.BBBB".into(),
+            previous_valid_until: at(86_400_000),
+            rotated_at: at(13),
+        }
+        .into(),
+        WebhookEndpointDisabled {
+            endpoint_id: Uuid::new_v4(),
+            automatic: true,
+            reason: "failing since 2026-12-01".into(),
+            owner: "ann".into(),
+            disabled_at: at(14),
+        }
+        .into(),
+        WebhookEndpointEnabled {
+            endpoint_id: Uuid::new_v4(),
+            enabled_at: at(15),
+        }
+        .into(),
+        WebhookEndpointDeleted {
+            endpoint_id: Uuid::new_v4(),
+            deleted_at: at(16),
+        }
+        .into(),
+        WebhookMessageFailed {
+            endpoint_id: Uuid::new_v4(),
+            message_id: "msg_0123".into(),
+            event_id: Uuid::new_v4(),
+            event_type: "message.sent".into(),
+            attempts: 9,
+            last_error: "HTTP 503".into(),
+            owner: "ann".into(),
+            failed_at: at(17),
+        }
+        .into(),
+        WebhookRedeliveryRequested {
+            endpoint_id: Uuid::new_v4(),
+            message_id: None,
+            since: Some(at(1_000)),
+            until: None,
+            requested_by: "ann".into(),
+            requested_at: at(18),
+        }
+        .into(),
+        WebhookRedeliveryRequested {
+            endpoint_id: Uuid::new_v4(),
+            message_id: Some("msg_0123".into()),
+            since: None,
+            until: Some(at(2_000)),
+            requested_by: "ann".into(),
+            requested_at: at(19),
+        }
+        .into(),
     ]
 }
 

@@ -124,7 +124,7 @@ pub enum GeneratorChoice {
 /// The answer to an accepted command.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CommandAccepted {
-    /// `conversation` or `document`.
+    /// `conversation`, `document`, `knowledge` or `webhook_endpoint`.
     pub aggregate: String,
     pub id: Uuid,
     /// The aggregate's version after the command; send it back in `If-Match`.
@@ -140,24 +140,12 @@ pub struct CommandAccepted {
 }
 
 pub(super) fn respond(a: Accepted, status: StatusCode) -> Response {
-    let mut message_id = None;
-    let mut conversation_id = None;
-    for e in &a.events {
-        match e {
-            Event::MessageSent(m) => message_id = Some(m.message_id),
-            Event::DocumentGenerated(d) => conversation_id = Some(d.conversation_id),
-            _ => {}
-        }
-    }
-    let body = CommandAccepted {
-        aggregate: a.kind.to_string(),
-        id: a.aggregate_id,
-        version: a.version.0,
-        position: a.token().to_string(),
-        message_id,
-        conversation_id,
-        replayed: a.replayed,
-    };
+    respond_with(&a, status, accepted_body(&a))
+}
+
+/// `body` (the accepted command, possibly with more) with the version's `ETag` and the
+/// replay marker.
+pub(super) fn respond_with(a: &Accepted, status: StatusCode, body: impl Serialize) -> Response {
     let mut response = (status, axum::Json(body)).into_response();
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", a.version)) {
@@ -167,6 +155,27 @@ pub(super) fn respond(a: Accepted, status: StatusCode) -> Response {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
+}
+
+pub(super) fn accepted_body(a: &Accepted) -> CommandAccepted {
+    let mut message_id = None;
+    let mut conversation_id = None;
+    for e in &a.events {
+        match e {
+            Event::MessageSent(m) => message_id = Some(m.message_id),
+            Event::DocumentGenerated(d) => conversation_id = Some(d.conversation_id),
+            _ => {}
+        }
+    }
+    CommandAccepted {
+        aggregate: a.kind.to_string(),
+        id: a.aggregate_id,
+        version: a.version.0,
+        position: a.token().to_string(),
+        message_id,
+        conversation_id,
+        replayed: a.replayed,
+    }
 }
 
 /// `If-Match: "3"` (or `3`); `*` or absent: no expectation.

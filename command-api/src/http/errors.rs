@@ -3,7 +3,7 @@
 use axum::http::{StatusCode, header};
 use platform::problem::Problem;
 
-use commands::{CommandError, IntakeError};
+use commands::{CommandError, IntakeError, WebhookError};
 use domain::DomainError;
 
 /// How a failed command looks to clients.
@@ -55,12 +55,16 @@ pub(crate) fn command_failed(e: CommandError) -> Problem {
                     "The message's reply has not failed",
                 )
                 .detail("a reply can be requested again only after the last one failed"),
+                DomainError::Unchanged(what) => {
+                    Problem::new(S::CONFLICT, "unchanged", "Nothing to change").detail(what)
+                }
                 DomainError::DocumentNotPending => Problem::new(
                     S::CONFLICT,
                     "document_not_pending",
                     "The document is not waiting for its generator",
                 ),
             },
+            CommandError::Webhook(w) => webhook_refused(w),
             CommandError::EventTooLarge { bytes, max } => Problem::new(
                 S::UNPROCESSABLE_ENTITY,
                 "event_too_large",
@@ -146,4 +150,28 @@ fn upload_refused(e: IntakeError) -> Problem {
         ),
     };
     problem.detail(detail)
+}
+
+/// A webhook endpoint refused: its URL (422 `url_refused`), webhooks off on this server
+/// (503 `webhooks_not_configured`), or a secret that does not open (500, logged).
+fn webhook_refused(e: WebhookError) -> Problem {
+    use StatusCode as S;
+    match e {
+        WebhookError::UrlRefused(refused) => Problem::new(
+            S::UNPROCESSABLE_ENTITY,
+            "url_refused",
+            "The endpoint URL is not allowed",
+        )
+        .detail(refused.to_string()),
+        WebhookError::NotConfigured => Problem::new(
+            S::SERVICE_UNAVAILABLE,
+            "webhooks_not_configured",
+            "Webhooks are not configured on this server",
+        )
+        .detail("set WEBHOOK_SECRET_KEY on command-api"),
+        WebhookError::Seal(reason) => {
+            tracing::error!(%reason, "a webhook secret does not seal or open");
+            Problem::internal()
+        }
+    }
 }

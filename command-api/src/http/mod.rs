@@ -4,6 +4,7 @@ mod commands;
 mod errors;
 mod knowledge;
 mod openapi;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -80,6 +81,27 @@ pub fn router(state: AppState) -> Router {
             post(knowledge::add_knowledge).layer(DefaultBodyLimit::max(knowledge_max)),
         )
         .route("/knowledge/{id}", delete(knowledge::remove_knowledge))
+        .route("/webhooks/endpoints", post(webhooks::create_endpoint))
+        .route(
+            "/webhooks/endpoints/{id}",
+            axum::routing::patch(webhooks::update_endpoint).delete(webhooks::delete_endpoint),
+        )
+        .route(
+            "/webhooks/endpoints/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route(
+            "/webhooks/endpoints/{id}/disable",
+            post(webhooks::disable_endpoint),
+        )
+        .route(
+            "/webhooks/endpoints/{id}/enable",
+            post(webhooks::enable_endpoint),
+        )
+        .route(
+            "/webhooks/endpoints/{id}/redeliver",
+            post(webhooks::redeliver),
+        )
         .route("/admin/relay", get(commands::relay_status))
         .route("/admin/relay/redrive", post(commands::relay_redrive))
         .method_not_allowed_fallback(|| async { platform::problem::Problem::method_not_allowed() })

@@ -3,11 +3,11 @@
 use platform::http::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
-use super::{commands, knowledge};
+use super::{commands, knowledge, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Threadline command API", description = "Commands on conversations, documents and the knowledge base. Errors are application/problem+json with a stable `code`."),
+    info(title = "Threadline command API", description = "Commands on conversations, documents, the knowledge base and webhook endpoints. Errors are application/problem+json with a stable `code`."),
     paths(
         commands::start_conversation,
         commands::send_message,
@@ -17,6 +17,13 @@ use super::{commands, knowledge};
         commands::generate_document,
         knowledge::add_knowledge,
         knowledge::remove_knowledge,
+        webhooks::create_endpoint,
+        webhooks::update_endpoint,
+        webhooks::rotate_secret,
+        webhooks::disable_endpoint,
+        webhooks::enable_endpoint,
+        webhooks::delete_endpoint,
+        webhooks::redeliver,
         commands::relay_status,
         commands::relay_redrive
     ),
@@ -27,7 +34,14 @@ use super::{commands, knowledge};
         commands::RequestReply,
         commands::EndConversation,
         commands::GenerateDocument,
-        commands::CommandAccepted
+        commands::CommandAccepted,
+        webhooks::CreateEndpoint,
+        webhooks::UpdateEndpoint,
+        webhooks::RotateSecret,
+        webhooks::DisableEndpoint,
+        webhooks::EnableEndpoint,
+        webhooks::Redeliver,
+        webhooks::EndpointSecret
     )),
     modifiers(&BearerAuth, &ProblemResponses)
 )]

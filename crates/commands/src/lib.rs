@@ -10,6 +10,7 @@
 
 mod generator;
 pub mod intake;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,7 +21,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
 use domain::{
     Actor, Command, CommandContext, Conversation, ConversationCommand, Document, DocumentCommand,
-    DomainError, Knowledge, KnowledgeCommand, Transcript, Version,
+    DomainError, Knowledge, KnowledgeCommand, Transcript, Version, WebhookEndpoint,
 };
 use event_store::{Store, blobs, idempotency, log};
 use platform::backoff::Backoff;
@@ -33,6 +34,7 @@ use uuid::Uuid;
 pub use domain::Scope;
 pub use generator::{DocumentGenerator, TemplateGenerator};
 pub use intake::IntakeError;
+pub use webhooks::{EndpointChanges, NewEndpoint, WebhookError, WebhookSettings};
 
 /// Who sent a command and how it relates to other work. Stored on every event.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +122,9 @@ pub enum CommandError {
     Intake(#[from] IntakeError),
     #[error("the event would be {bytes} bytes; at most {max} are published")]
     EventTooLarge { bytes: usize, max: usize },
+    /// A webhook endpoint's URL, secret or configuration.
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
     #[error("event store: {0}")]
     Storage(String),
     /// The database is unreachable, restarting or overloaded: retry later.
@@ -205,6 +210,8 @@ pub struct CommandService {
     conversations: Store<Conversation>,
     documents: Store<Document>,
     knowledge: Store<Knowledge>,
+    webhook_endpoints: Store<WebhookEndpoint>,
+    webhooks_settings: Option<WebhookSettings>,
     generator: Arc<dyn DocumentGenerator>,
     locks: AggregateLocks,
     max_attempts: u32,
@@ -273,6 +280,8 @@ impl CommandService {
             conversations: event_store::store(pool.clone()),
             documents: event_store::store(pool.clone()),
             knowledge: event_store::store(pool.clone()),
+            webhook_endpoints: event_store::store(pool.clone()),
+            webhooks_settings: None,
             pool,
             generator,
             locks: AggregateLocks::default(),
@@ -284,6 +293,12 @@ impl CommandService {
     /// The largest file the knowledge base takes (default [`intake::DEFAULT_MAX_BYTES`]).
     pub fn with_knowledge_max_bytes(mut self, max: usize) -> Self {
         self.knowledge_max_bytes = max;
+        self
+    }
+
+    /// Enables creating endpoints and rotating their secrets (sealing key, URL rules).
+    pub fn with_webhooks(mut self, settings: WebhookSettings) -> Self {
+        self.webhooks_settings = Some(settings);
         self
     }
 

@@ -14,6 +14,7 @@ pub mod document;
 pub mod knowledge;
 pub mod state;
 mod validate;
+pub mod webhook;
 
 use chrono::{DateTime, Utc};
 use thiserror::Error;
@@ -26,6 +27,7 @@ pub use document::{
 pub use knowledge::{Knowledge, KnowledgeCommand, KnowledgeEvent};
 pub use schemas::Version;
 pub use validate::{CONTENT_MAX, MODEL_MAX, TITLE_MAX};
+pub use webhook::{WebhookCommand, WebhookEndpoint, WebhookEvent};
 
 /// Who is acting: a subject of a tenant, and how much of the tenant they see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +98,9 @@ pub enum DomainError {
     /// A document's generator answered for a document that is not waiting for it.
     #[error("the document is not waiting for its generator")]
     DocumentNotPending,
+    /// The command would change nothing (an endpoint already in that state).
+    #[error("{0}")]
+    Unchanged(&'static str),
 }
 
 /// Checks that the aggregate exists for this tenant, that the actor sees it (started

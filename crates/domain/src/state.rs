@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::conversation::{Conversation, Status};
 use crate::document::Document;
 use crate::knowledge::Knowledge;
+use crate::webhook::WebhookEndpoint;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConversationState {
@@ -78,6 +79,39 @@ impl From<&Knowledge> for KnowledgeState {
             sha256: k.sha256.clone(),
             removed: k.removed,
             version: k.version.0,
+        }
+    }
+}
+
+/// A webhook endpoint as auditors see it: where it pointed and what it took, never its
+/// secret (not even sealed), only whether one was rotated out and until when it signed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebhookEndpointState {
+    pub endpoint_id: Option<Uuid>,
+    pub tenant_id: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub description: String,
+    pub enabled: bool,
+    pub deleted: bool,
+    pub created_by: String,
+    pub previous_secret_valid_until: Option<chrono::DateTime<chrono::Utc>>,
+    pub version: u64,
+}
+
+impl From<&WebhookEndpoint> for WebhookEndpointState {
+    fn from(w: &WebhookEndpoint) -> Self {
+        WebhookEndpointState {
+            endpoint_id: w.id,
+            tenant_id: w.tenant_id.clone(),
+            url: w.url.clone(),
+            event_types: w.event_types.clone(),
+            description: w.description.clone(),
+            enabled: w.enabled,
+            deleted: w.deleted,
+            created_by: w.created_by.clone(),
+            previous_secret_valid_until: w.previous_secret.as_ref().map(|p| p.valid_until),
+            version: w.version.0,
         }
     }
 }

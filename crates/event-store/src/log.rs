@@ -158,6 +158,35 @@ pub async fn aggregate_events(
     rows.iter().map(StoredEvent::from_row).collect()
 }
 
+/// The webhook endpoints' events after `after` and up to `until` (both committed
+/// positions), in global order, at most `limit`: what the delivery service folds to know
+/// which endpoints were subscribed when an event was committed. Served by a partial index
+/// of those rows alone (migration 1004).
+pub async fn webhook_endpoint_events(
+    db: impl PgExecutor<'_>,
+    after: CommitPosition,
+    until: CommitPosition,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events
+         WHERE aggregate_type = 'webhook_endpoint'
+           AND (tx_id, global_position) > ($1::text::xid8, $2)
+           AND (tx_id, global_position) <= ($3::text::xid8, $4)
+           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY tx_id, global_position LIMIT $5"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.tx_id.to_string())
+        .bind(after.global)
+        .bind(until.tx_id.to_string())
+        .bind(until.global)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
 /// Which of a tenant's events a replay wants.
 #[derive(Debug, Clone, Default)]
 pub struct TenantFilter {

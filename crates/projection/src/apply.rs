@@ -408,6 +408,10 @@ impl<P: EffectProjection> Sink for EffectSink<P> {
         self.projection.create_tables(db, schema).await
     }
 
+    async fn upgrade_tables(&self, db: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error> {
+        self.projection.upgrade_tables(db, schema).await
+    }
+
     async fn apply(
         &self,
         pool: &PgPool,

@@ -179,6 +179,16 @@ pub trait EffectProjection: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Brings an existing generation's tables up to what [`Self::create_tables`] creates
+    /// now (idempotent DDL), at every start; see `TableProjection::upgrade_tables`.
+    async fn upgrade_tables(
+        &self,
+        _db: &mut PgConnection,
+        _schema: &str,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
     /// The effects `event` calls for, in order; most events call for none. Deterministic:
     /// a redelivered event must plan the same effects.
     fn plan(&self, event: &Envelope) -> Vec<Self::Effect>;

@@ -48,12 +48,35 @@ pub enum ServiceError {
     Projection(#[from] ProjectionError),
     #[error("unknown command {0:?}: use run, redrive or rebuild")]
     Usage(String),
+    #[error("the companion task stopped: {0}")]
+    Companion(String),
 }
+
+/// A task that runs beside the consumer while the projector consumes (the webhook
+/// dispatcher beside the fan-out projection): given the pool and the stop signal, it runs
+/// until the signal turns true. If it ends on its own it failed: the process turns
+/// unhealthy and exits, like a failed consumer.
+pub type Companion = Box<
+    dyn FnOnce(
+            sqlx::PgPool,
+            watch::Receiver<bool>,
+        ) -> futures::future::BoxFuture<'static, Result<(), String>>
+        + Send,
+>;
 
 /// Runs the projector `service` around `sink`, per the command-line argument.
 pub async fn main<S: Sink>(service: &'static str, sink: S) -> Result<(), ServiceError> {
+    main_with(service, sink, None).await
+}
+
+/// [`main`] with a [`Companion`] task running beside the consumer.
+pub async fn main_with<S: Sink>(
+    service: &'static str,
+    sink: S,
+    companion: Option<Companion>,
+) -> Result<(), ServiceError> {
     let telemetry = telemetry::init(service);
-    let result = command(Arc::new(sink)).await;
+    let result = command(Arc::new(sink), companion).await;
     if let Err(e) = &result {
         tracing::error!(error = %e, "{service} failed");
     }
@@ -61,7 +84,7 @@ pub async fn main<S: Sink>(service: &'static str, sink: S) -> Result<(), Service
     result
 }
 
-async fn command<S: Sink>(sink: Arc<S>) -> Result<(), ServiceError> {
+async fn command<S: Sink>(sink: Arc<S>, companion: Option<Companion>) -> Result<(), ServiceError> {
     let pool = DbConfig::from_env()?
         .connect()
         .await
@@ -72,7 +95,7 @@ async fn command<S: Sink>(sink: Arc<S>) -> Result<(), ServiceError> {
     event_store::migrate(&pool).await?;
     projection::migrate(&pool).await?;
     match std::env::args().nth(1).as_deref() {
-        None | Some("run") => consume(pool, sink).await,
+        None | Some("run") => consume(pool, sink, companion).await,
         Some("redrive") => {
             let report = projection::redrive(&pool, sink.as_ref()).await?;
             println!("{}", serde_json::json!(report));
@@ -87,7 +110,11 @@ async fn command<S: Sink>(sink: Arc<S>) -> Result<(), ServiceError> {
     }
 }
 
-async fn consume<S: Sink>(pool: sqlx::PgPool, sink: Arc<S>) -> Result<(), ServiceError> {
+async fn consume<S: Sink>(
+    pool: sqlx::PgPool,
+    sink: Arc<S>,
+    companion: Option<Companion>,
+) -> Result<(), ServiceError> {
     let shutdown = Shutdown::from_env()?;
     let settings = Settings::for_projection(sink.name())?;
     let kafka = KafkaConfig::from_env()?;
@@ -99,6 +126,17 @@ async fn consume<S: Sink>(pool: sqlx::PgPool, sink: Arc<S>) -> Result<(), Servic
     let (runtime, status) = Runtime::new(pool.clone(), sink, kafka, settings);
     let (stop, stopped) = watch::channel(false);
     let mut consumer = tokio::spawn(runtime.run(stopped.clone()));
+    let mut companion = match companion {
+        Some(task) => tokio::spawn(task(pool.clone(), stopped.clone())),
+        // Nothing beside the consumer: a task that waits for the stop signal.
+        None => {
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+                Ok(())
+            })
+        }
+    };
 
     let liveness = Liveness::default();
     let app = http::health_routes(pool, liveness.clone(), true).route(
@@ -119,10 +157,27 @@ async fn consume<S: Sink>(pool: sqlx::PgPool, sink: Arc<S>) -> Result<(), Servic
             let _ = stop.send(true);
             // The runtime commits and leaves within its own bound; the grace period
             // started by the signal covers anything that still hangs.
-            match consumer.await {
+            let consumed = match consumer.await {
                 Ok(result) => result.map_err(ServiceError::from),
                 Err(e) => Err(e.into()),
+            };
+            match companion.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "companion task failed while stopping"),
+                Err(e) => tracing::warn!(error = %e, "companion task panicked while stopping"),
+                Ok(Ok(())) => {}
             }
+            consumed
+        }
+        ended = &mut companion => {
+            let error = ServiceError::Companion(match ended {
+                Ok(Ok(())) => "it ended on its own".to_owned(),
+                Ok(Err(e)) => e,
+                Err(e) => e.to_string(),
+            });
+            liveness.fail(error.to_string());
+            let _ = stop.send(true);
+            let _ = consumer.await;
+            Err(error)
         }
         ended = &mut consumer => {
             // The consumer only ends on its own when it failed: nothing is consumed any more.
@@ -133,6 +188,7 @@ async fn consume<S: Sink>(pool: sqlx::PgPool, sink: Arc<S>) -> Result<(), Servic
             };
             liveness.fail(error.to_string());
             let _ = stop.send(true);
+            let _ = companion.await;
             Err(error)
         }
     };

@@ -28,5 +28,6 @@ pub mod receiver;
 pub mod semantic;
 pub mod stack;
 pub mod tokens;
+pub mod webhooks;
 
 pub use stack::{RunningProjector, RunningRelay, Stack, serve, serve_with, wait_until};

@@ -17,8 +17,20 @@ use tokio::task::JoinHandle;
 pub struct Received {
     pub idempotency_key: Option<String>,
     pub body: Value,
+    /// The body as it came, byte for byte (what a signature covers).
+    pub raw: String,
+    /// Every header, names in lowercase.
+    pub headers: HashMap<String, String>,
+    /// When it arrived.
+    pub at: std::time::Instant,
     /// What the receiver answered.
     pub status: u16,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
 }
 
 #[derive(Default)]
@@ -28,6 +40,10 @@ struct Inner {
     failing: HashMap<String, u16>,
     /// Answer for every request, instead of 200 (an outage).
     down: Option<u16>,
+    /// Where `/redirect` sends its callers (307).
+    redirect_to: Option<String>,
+    /// How long each answer takes (a slow endpoint).
+    delay: Option<std::time::Duration>,
 }
 
 /// The server; stops when dropped.
@@ -49,6 +65,11 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
+    let delay = inner.lock().unwrap_or_else(|p| p.into_inner()).delay;
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    let raw = String::from_utf8_lossy(&body).into_owned();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let text = body.to_string();
     let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -65,9 +86,31 @@ async fn receive(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         body,
+        raw,
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect(),
+        at: std::time::Instant::now(),
         status,
     });
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Sends the caller elsewhere (307), to see that it does not follow.
+async fn redirect(State(inner): State<Arc<Mutex<Inner>>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let to = inner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .redirect_to
+        .clone()
+        .unwrap_or_else(|| "http://169.254.169.254/latest/meta-data/".to_owned());
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(axum::http::header::LOCATION, to)],
+    )
+        .into_response()
 }
 
 impl Receiver {
@@ -75,6 +118,7 @@ impl Receiver {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new()
             .route("/hook", post(receive))
+            .route("/redirect", post(redirect))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -104,6 +148,32 @@ impl Receiver {
         let mut inner = self.inner();
         inner.failing.clear();
         inner.down = None;
+    }
+
+    /// Answers every request only after `delay` (a slow endpoint).
+    pub fn set_delay(&self, delay: Option<std::time::Duration>) {
+        self.inner().delay = delay;
+    }
+
+    /// Where `/redirect` (at [`Receiver::redirect_url`]) sends its callers.
+    pub fn redirect_to(&self, url: &str) {
+        self.inner().redirect_to = Some(url.to_owned());
+    }
+
+    /// `http://127.0.0.1:<port>/redirect`: answers 307 to [`Receiver::redirect_to`].
+    pub fn redirect_url(&self) -> String {
+        self.url.replace("/hook", "/redirect")
+    }
+
+    /// Successful deliveries per value of `header`: what a receiver that de-duplicates
+    /// by that header (`webhook-id`) sees once each.
+    pub fn delivered_by(&self, header: &str) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for r in self.inner().received.iter().filter(|r| r.status < 300) {
+            *out.entry(r.header(header).unwrap_or_default().to_owned())
+                .or_insert(0) += 1;
+        }
+        out
     }
 
     /// Every request so far.

@@ -93,10 +93,10 @@ impl Stack {
         projection::migrate(&db.pool)
             .await
             .expect("projection migrations");
-        let service = Arc::new(CommandService::new(
-            db.pool.clone(),
-            Arc::new(TemplateGenerator),
-        ));
+        let service = Arc::new(
+            CommandService::new(db.pool.clone(), Arc::new(TemplateGenerator))
+                .with_webhooks(crate::webhooks::settings()),
+        );
         Stack {
             db,
             kafka: env::kafka(),

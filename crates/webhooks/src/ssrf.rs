@@ -148,6 +148,11 @@ impl Guard {
     pub async fn resolve(&self, url: &Url) -> Result<Vec<SocketAddr>, Refused> {
         let host = url.host_str().ok_or(Refused::NoHost)?;
         let port = url.port_or_known_default().unwrap_or(443);
+        self.resolve_host(host, port).await
+    }
+
+    /// [`Guard::resolve`] for a host name and port (what an HTTP client's resolver gets).
+    pub async fn resolve_host(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refused> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
             .await

@@ -8,6 +8,7 @@ pub mod live;
 mod openapi;
 mod reads;
 mod search;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,16 @@ pub fn router(state: AppState) -> Router {
         .route("/knowledge/{id}", get(knowledge::get_knowledge))
         .route("/knowledge/{id}/original", get(knowledge::get_original))
         .route("/search", get(search::search))
+        .route("/webhooks/endpoints", get(webhooks::list_endpoints))
+        .route("/webhooks/endpoints/{id}", get(webhooks::get_endpoint))
+        .route(
+            "/webhooks/endpoints/{id}/messages",
+            get(webhooks::list_messages),
+        )
+        .route(
+            "/webhooks/endpoints/{id}/attempts",
+            get(webhooks::list_attempts),
+        )
         .route("/analytics/usage", get(analytics::usage))
         .route(
             "/analytics/conversations/{id}",

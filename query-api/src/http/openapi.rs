@@ -3,11 +3,11 @@
 use platform::http::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
-use super::{analytics, audit, knowledge, live, reads, search};
+use super::{analytics, audit, knowledge, live, reads, search, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Threadline query API", description = "Read models with read-your-writes (`position`), live conversation streams (SSE), semantic search, and audit replays of event streams. Errors are application/problem+json with a stable `code`."),
+    info(title = "Threadline query API", description = "Read models with read-your-writes (`position`), live conversation streams (SSE), semantic search, webhook endpoints with their delivery ledger, and audit replays of event streams. Errors are application/problem+json with a stable `code`."),
     paths(
         reads::list_conversations,
         reads::get_conversation,
@@ -19,13 +19,17 @@ use super::{analytics, audit, knowledge, live, reads, search};
         knowledge::get_knowledge,
         knowledge::get_original,
         search::search,
+        webhooks::list_endpoints,
+        webhooks::get_endpoint,
+        webhooks::list_messages,
+        webhooks::list_attempts,
         analytics::usage,
         analytics::conversation,
         audit::tenant_events,
         audit::aggregate_events,
         audit::state
     ),
-    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, search::SearchResults, search::SearchHit, search::HitSource, analytics::UsageReport, ::analytics::UsageRow, read_model::queries::ConversationSummary)),
+    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, search::SearchResults, search::SearchHit, search::HitSource, analytics::UsageReport, ::analytics::UsageRow, read_model::queries::ConversationSummary, read_model::queries::WebhookEndpointView, webhooks::MessageStatus, webhook_delivery::ledger::MessageView, webhook_delivery::ledger::AttemptView)),
     modifiers(&BearerAuth, &ProblemResponses)
 )]
 pub struct ApiDoc;

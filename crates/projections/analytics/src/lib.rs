@@ -99,9 +99,22 @@ pub fn facts(event: &Event) -> Vec<Fact> {
         Event::DocumentGenerationFailed(d) => vec![fact(d.failed_at, "documents_failed", "", 1)],
         Event::KnowledgeDocumentAdded(k) => vec![fact(k.added_at, "knowledge_added", "", 1)],
         Event::KnowledgeDocumentRemoved(k) => vec![fact(k.removed_at, "knowledge_removed", "", 1)],
+        Event::WebhookMessageFailed(w) => {
+            vec![fact(w.failed_at, "webhook_messages_dead", &w.event_type, 1)]
+        }
+        Event::WebhookEndpointDisabled(w) if w.automatic => {
+            vec![fact(w.disabled_at, "webhook_endpoints_disabled", "", 1)]
+        }
         Event::ConversationRenamed(_)
         | Event::AssistantReplyRequested(_)
-        | Event::DocumentRequested(_) => Vec::new(),
+        | Event::DocumentRequested(_)
+        | Event::WebhookEndpointCreated(_)
+        | Event::WebhookEndpointUpdated(_)
+        | Event::WebhookSecretRotated(_)
+        | Event::WebhookEndpointDisabled(_)
+        | Event::WebhookEndpointEnabled(_)
+        | Event::WebhookEndpointDeleted(_)
+        | Event::WebhookRedeliveryRequested(_) => Vec::new(),
     }
 }
 
@@ -134,6 +147,14 @@ pub fn event_time(event: &Event) -> DateTime<Utc> {
         Event::AssistantReplyRequested(e) => e.requested_at,
         Event::DocumentRequested(e) => e.requested_at,
         Event::DocumentGenerationFailed(e) => e.failed_at,
+        Event::WebhookEndpointCreated(e) => e.created_at,
+        Event::WebhookEndpointUpdated(e) => e.updated_at,
+        Event::WebhookSecretRotated(e) => e.rotated_at,
+        Event::WebhookEndpointDisabled(e) => e.disabled_at,
+        Event::WebhookEndpointEnabled(e) => e.enabled_at,
+        Event::WebhookEndpointDeleted(e) => e.deleted_at,
+        Event::WebhookMessageFailed(e) => e.failed_at,
+        Event::WebhookRedeliveryRequested(e) => e.requested_at,
     }
 }
 

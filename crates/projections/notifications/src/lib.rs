@@ -1,5 +1,6 @@
 //! The notifications projection, a side-effect projection: when a document a user asked
-//! for is generated, or a conversation ends, the user is told through a channel (a log
+//! for is generated, a conversation ends, or a webhook endpoint a user created loses a
+//! message or is disabled for failing, the user is told through a channel (a log
 //! line, or an HTTP POST to a configured endpoint), and the notification lands in the
 //! user's in-app inbox (a table of this projection's generation).
 //!
@@ -27,6 +28,10 @@ pub const NAME: &str = "notifications";
 pub enum Kind {
     DocumentReady,
     ConversationEnded,
+    /// A webhook message to an endpoint the recipient created failed its last attempt.
+    WebhookMessageFailed,
+    /// An endpoint the recipient created was disabled because it kept failing.
+    WebhookEndpointDisabled,
 }
 
 impl Kind {
@@ -34,6 +39,8 @@ impl Kind {
         match self {
             Kind::DocumentReady => "document_ready",
             Kind::ConversationEnded => "conversation_ended",
+            Kind::WebhookMessageFailed => "webhook_message_failed",
+            Kind::WebhookEndpointDisabled => "webhook_endpoint_disabled",
         }
     }
 }
@@ -45,8 +52,9 @@ pub struct Notification {
     /// The user to tell: the one whose command caused the event.
     pub recipient: String,
     pub subject: String,
-    pub conversation_id: Uuid,
+    pub conversation_id: Option<Uuid>,
     pub document_id: Option<Uuid>,
+    pub endpoint_id: Option<Uuid>,
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -116,8 +124,9 @@ impl EffectProjection for Notifications {
                     recipient       text        NOT NULL,
                     kind            text        NOT NULL,
                     subject         text        NOT NULL,
-                    conversation_id uuid        NOT NULL,
+                    conversation_id uuid,
                     document_id     uuid,
+                    endpoint_id     uuid,
                     occurred_at     timestamptz NOT NULL)"
             ),
             format!("CREATE INDEX ON {s}.inbox (tenant_id, recipient, occurred_at DESC)"),
@@ -127,29 +136,65 @@ impl EffectProjection for Notifications {
         Ok(())
     }
 
+    async fn upgrade_tables(&self, db: &mut PgConnection, s: &str) -> Result<(), sqlx::Error> {
+        // Notifications about webhook endpoints concern no conversation.
+        sqlx::query(&format!(
+            "ALTER TABLE {s}.inbox ALTER COLUMN conversation_id DROP NOT NULL,
+                 ADD COLUMN IF NOT EXISTS endpoint_id uuid"
+        ))
+        .execute(&mut *db)
+        .await?;
+        Ok(())
+    }
+
     fn plan(&self, e: &Envelope) -> Vec<Notification> {
-        let Some(recipient) = e.user_id.clone() else {
-            return Vec::new();
-        };
+        let caller = e.user_id.clone();
         let notification = match &e.event {
             Event::DocumentGenerated(d) => Notification {
                 kind: Kind::DocumentReady,
-                recipient,
+                recipient: caller.unwrap_or_default(),
                 subject: format!("Your document \"{}\" is ready", d.title),
-                conversation_id: d.conversation_id,
+                conversation_id: Some(d.conversation_id),
                 document_id: Some(d.document_id),
+                endpoint_id: None,
                 occurred_at: d.generated_at,
             },
             Event::ConversationEnded(c) => Notification {
                 kind: Kind::ConversationEnded,
-                recipient,
+                recipient: caller.unwrap_or_default(),
                 subject: "The conversation has ended".to_owned(),
-                conversation_id: c.conversation_id,
+                conversation_id: Some(c.conversation_id),
                 document_id: None,
+                endpoint_id: None,
                 occurred_at: c.ended_at,
+            },
+            // The endpoint's creator hears of its failures, whoever recorded them.
+            Event::WebhookMessageFailed(w) => Notification {
+                kind: Kind::WebhookMessageFailed,
+                recipient: w.owner.clone(),
+                subject: format!(
+                    "A {} webhook could not be delivered after {} attempts ({})",
+                    w.event_type, w.attempts, w.last_error
+                ),
+                conversation_id: None,
+                document_id: None,
+                endpoint_id: Some(w.endpoint_id),
+                occurred_at: w.failed_at,
+            },
+            Event::WebhookEndpointDisabled(w) if w.automatic => Notification {
+                kind: Kind::WebhookEndpointDisabled,
+                recipient: w.owner.clone(),
+                subject: format!("Your webhook endpoint was disabled: {}", w.reason),
+                conversation_id: None,
+                document_id: None,
+                endpoint_id: Some(w.endpoint_id),
+                occurred_at: w.disabled_at,
             },
             _ => return Vec::new(),
         };
+        if notification.recipient.is_empty() {
+            return Vec::new();
+        }
         vec![notification]
     }
 
@@ -184,8 +229,8 @@ impl EffectProjection for Notifications {
         for planned in applied.iter().flat_map(|(_, p)| p) {
             let n = &planned.effect;
             sqlx::query(&format!(
-                "INSERT INTO {s}.inbox (notification_id, tenant_id, recipient, kind, subject, conversation_id, document_id, occurred_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
+                "INSERT INTO {s}.inbox (notification_id, tenant_id, recipient, kind, subject, conversation_id, document_id, endpoint_id, occurred_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"
             ))
             .bind(planned.id.0)
             .bind(&planned.tenant_id)
@@ -194,6 +239,7 @@ impl EffectProjection for Notifications {
             .bind(&n.subject)
             .bind(n.conversation_id)
             .bind(n.document_id)
+            .bind(n.endpoint_id)
             .bind(n.occurred_at)
             .execute(&mut *db)
             .await?;

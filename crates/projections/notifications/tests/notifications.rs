@@ -48,10 +48,10 @@ async fn a_generated_summary_and_an_ended_conversation_notify_the_user_once_each
         vec![
             json!({"tenant_id": "acme", "kind": "conversation_ended", "recipient": "writer",
                    "subject": "The conversation has ended",
-                   "conversation_id": c, "document_id": null}),
+                   "conversation_id": c, "document_id": null, "endpoint_id": null}),
             json!({"tenant_id": "acme", "kind": "document_ready", "recipient": "writer",
                    "subject": "Your document \"Summary: Launch plan\" is ready",
-                   "conversation_id": c, "document_id": doc}),
+                   "conversation_id": c, "document_id": doc, "endpoint_id": null}),
         ]
     );
     assert_eq!(

@@ -73,6 +73,7 @@ impl TableProjection for ReadModel {
             sqlx::query(&ddl).execute(&mut *db).await?;
         }
         create_knowledge(db, s).await?;
+        create_webhook_endpoints(db, s).await?;
         add_assistant_columns(db, s).await
     }
 
@@ -85,6 +86,7 @@ impl TableProjection for ReadModel {
         .execute(&mut *db)
         .await?;
         create_knowledge(db, s).await?;
+        create_webhook_endpoints(db, s).await?;
         add_assistant_columns(db, s).await
     }
 
@@ -153,6 +155,38 @@ async fn create_knowledge(db: &mut PgConnection, s: &str) -> Result<(), sqlx::Er
         ),
         format!(
             "CREATE INDEX IF NOT EXISTS knowledge_by_tenant ON {s}.knowledge (tenant_id, added_at DESC, knowledge_id DESC)"
+        ),
+    ] {
+        sqlx::query(&ddl).execute(&mut *db).await?;
+    }
+    Ok(())
+}
+
+/// The tenants' webhook endpoints as admins list them: never their secrets, only when
+/// they were last rotated.
+async fn create_webhook_endpoints(db: &mut PgConnection, s: &str) -> Result<(), sqlx::Error> {
+    for ddl in [
+        format!(
+            "CREATE TABLE IF NOT EXISTS {s}.webhook_endpoints (
+                tenant_id            text        NOT NULL,
+                endpoint_id          uuid        PRIMARY KEY,
+                url                  text        NOT NULL,
+                event_types          text[]      NOT NULL,
+                description          text        NOT NULL,
+                enabled              boolean     NOT NULL,
+                disabled_reason      text,
+                disabled_automatic   boolean,
+                created_by           text        NOT NULL,
+                created_at           timestamptz NOT NULL,
+                updated_at           timestamptz NOT NULL,
+                secret_rotated_at    timestamptz,
+                previous_secret_until timestamptz,
+                dead_messages        bigint      NOT NULL DEFAULT 0,
+                last_dead_at         timestamptz,
+                deleted_at           timestamptz)"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS webhook_endpoints_by_tenant ON {s}.webhook_endpoints (tenant_id, created_at DESC, endpoint_id DESC)"
         ),
     ] {
         sqlx::query(&ddl).execute(&mut *db).await?;
@@ -308,6 +342,77 @@ async fn apply_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), A
             ))
             .bind(k.knowledge_id)
             .bind(k.removed_at)
+            .execute(&mut *db)
+            .await?,
+            Event::WebhookEndpointCreated(w) => sqlx::query(&format!(
+                "INSERT INTO {s}.webhook_endpoints (tenant_id, endpoint_id, url, event_types, description, enabled, created_by, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, true, $6, $7, $7)"
+            ))
+            .bind(&w.tenant_id)
+            .bind(w.endpoint_id)
+            .bind(&w.url)
+            .bind(&w.event_types)
+            .bind(&w.description)
+            .bind(&w.created_by)
+            .bind(w.created_at)
+            .execute(&mut *db)
+            .await?,
+            Event::WebhookEndpointUpdated(w) => sqlx::query(&format!(
+                "UPDATE {s}.webhook_endpoints SET url = $2, event_types = $3, description = $4, updated_at = $5
+                 WHERE endpoint_id = $1"
+            ))
+            .bind(w.endpoint_id)
+            .bind(&w.url)
+            .bind(&w.event_types)
+            .bind(&w.description)
+            .bind(w.updated_at)
+            .execute(&mut *db)
+            .await?,
+            Event::WebhookSecretRotated(w) => sqlx::query(&format!(
+                "UPDATE {s}.webhook_endpoints SET secret_rotated_at = $2, previous_secret_until = $3, updated_at = $2
+                 WHERE endpoint_id = $1"
+            ))
+            .bind(w.endpoint_id)
+            .bind(w.rotated_at)
+            .bind(w.previous_valid_until)
+            .execute(&mut *db)
+            .await?,
+            Event::WebhookEndpointDisabled(w) => sqlx::query(&format!(
+                "UPDATE {s}.webhook_endpoints SET enabled = false, disabled_reason = $2, disabled_automatic = $3, updated_at = $4
+                 WHERE endpoint_id = $1"
+            ))
+            .bind(w.endpoint_id)
+            .bind(&w.reason)
+            .bind(w.automatic)
+            .bind(w.disabled_at)
+            .execute(&mut *db)
+            .await?,
+            Event::WebhookEndpointEnabled(w) => sqlx::query(&format!(
+                "UPDATE {s}.webhook_endpoints SET enabled = true, disabled_reason = NULL, disabled_automatic = NULL, updated_at = $2
+                 WHERE endpoint_id = $1"
+            ))
+            .bind(w.endpoint_id)
+            .bind(w.enabled_at)
+            .execute(&mut *db)
+            .await?,
+            Event::WebhookEndpointDeleted(w) => sqlx::query(&format!(
+                "UPDATE {s}.webhook_endpoints SET deleted_at = $2, enabled = false, updated_at = $2 WHERE endpoint_id = $1"
+            ))
+            .bind(w.endpoint_id)
+            .bind(w.deleted_at)
+            .execute(&mut *db)
+            .await?,
+            Event::WebhookMessageFailed(w) => sqlx::query(&format!(
+                "UPDATE {s}.webhook_endpoints SET dead_messages = dead_messages + 1, last_dead_at = $2 WHERE endpoint_id = $1"
+            ))
+            .bind(w.endpoint_id)
+            .bind(w.failed_at)
+            .execute(&mut *db)
+            .await?,
+            Event::WebhookRedeliveryRequested(w) => sqlx::query(&format!(
+                "UPDATE {s}.webhook_endpoints SET updated_at = updated_at WHERE endpoint_id = $1"
+            ))
+            .bind(w.endpoint_id)
             .execute(&mut *db)
             .await?,
         };

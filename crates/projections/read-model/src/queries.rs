@@ -130,6 +130,30 @@ pub struct KnowledgeDocumentView {
     pub text: String,
 }
 
+/// A webhook endpoint as its tenant's admins list it: never its secret.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct WebhookEndpointView {
+    pub endpoint_id: Uuid,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub description: String,
+    pub enabled: bool,
+    /// Why it is disabled, and whether the delivery service did it (it kept failing).
+    pub disabled_reason: Option<String>,
+    pub disabled_automatic: Option<bool>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub secret_rotated_at: Option<DateTime<Utc>>,
+    /// Until when the rotated-out secret also signs.
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    /// Messages whose every attempt failed.
+    pub dead_messages: i64,
+    pub last_dead_at: Option<DateTime<Utc>>,
+}
+
+const WEBHOOK_COLUMNS: &str = "endpoint_id, url, event_types, description, enabled, disabled_reason, disabled_automatic, created_by, created_at, updated_at, secret_rotated_at, previous_secret_until, dead_messages, last_dead_at";
+
 const KNOWLEDGE_COLUMNS: &str = "knowledge_id, title, media_type, sha256, size_bytes, char_length(text) AS characters, added_by, added_at";
 
 /// Who reads: a tenant, and for a member the subject whose conversations they see
@@ -389,6 +413,46 @@ impl Reads {
         Ok(sqlx::query_as(&format!(
             "SELECT {KNOWLEDGE_COLUMNS}, text FROM {s}.knowledge
              WHERE tenant_id = $1 AND knowledge_id = $2 AND removed_at IS NULL"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The tenant's webhook endpoints (not deleted), newest first, after the keyset
+    /// `before` (`created_at`, `endpoint_id`), at most `limit`.
+    pub async fn webhook_endpoints(
+        &self,
+        tenant: &str,
+        before: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<WebhookEndpointView>, ReadError> {
+        let s = self.schema().await?;
+        let (time, id) = before.map_or((None, None), |(t, id)| (Some(t), Some(id)));
+        Ok(sqlx::query_as(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM {s}.webhook_endpoints
+             WHERE tenant_id = $1 AND deleted_at IS NULL
+               AND ($2::timestamptz IS NULL OR (created_at, endpoint_id) < ($2, $3))
+             ORDER BY created_at DESC, endpoint_id DESC LIMIT $4"
+        ))
+        .bind(tenant)
+        .bind(time)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn webhook_endpoint(
+        &self,
+        tenant: &str,
+        id: Uuid,
+    ) -> Result<Option<WebhookEndpointView>, ReadError> {
+        let s = self.schema().await?;
+        Ok(sqlx::query_as(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM {s}.webhook_endpoints
+             WHERE tenant_id = $1 AND endpoint_id = $2 AND deleted_at IS NULL"
         ))
         .bind(tenant)
         .bind(id)

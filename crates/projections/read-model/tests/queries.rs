@@ -96,6 +96,14 @@ async fn every_query_runs_on_the_tables_the_projection_creates() {
             .unwrap()
             .is_none()
     );
+    assert!(
+        reads
+            .webhook_endpoints("acme", Some((chrono::Utc::now(), id)), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(reads.webhook_endpoint("acme", id).await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

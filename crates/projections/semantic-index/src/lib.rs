@@ -361,7 +361,15 @@ impl EffectProjection for SemanticIndex {
             | Event::AssistantReplyFailed(_)
             | Event::AssistantReplyRequested(_)
             | Event::DocumentRequested(_)
-            | Event::DocumentGenerationFailed(_) => Vec::new(),
+            | Event::DocumentGenerationFailed(_)
+            | Event::WebhookEndpointCreated(_)
+            | Event::WebhookEndpointUpdated(_)
+            | Event::WebhookSecretRotated(_)
+            | Event::WebhookEndpointDisabled(_)
+            | Event::WebhookEndpointEnabled(_)
+            | Event::WebhookEndpointDeleted(_)
+            | Event::WebhookMessageFailed(_)
+            | Event::WebhookRedeliveryRequested(_) => Vec::new(),
         }
     }
 

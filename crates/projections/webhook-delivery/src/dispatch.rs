@@ -1,0 +1,284 @@
+//! The dispatcher: claims due messages from the ledger, sends them concurrently (a bounded
+//! number in all and per endpoint, so a slow or failing endpoint holds only its own share),
+//! records every attempt and the next step of each message's schedule. A message whose
+//! schedule runs out is dead: its endpoint's owner is told through an event. An endpoint
+//! that has failed without a success for `disable_after` is disabled.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use commands::{CommandError, CommandService, Idempotency, RequestMeta, Scope};
+use domain::{DomainError, WebhookCommand, WebhookEndpoint};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+use webhooks::sealed::Sealer;
+use webhooks::signature::Secret;
+
+use crate::client::Client;
+use crate::ledger::{self, Attempt, Claimed, Next};
+use crate::{DeliverySettings, endpoints};
+
+/// The subject the dispatcher's commands are recorded under.
+pub const SUBJECT: &str = "webhook-delivery";
+
+pub struct Dispatcher {
+    pool: PgPool,
+    client: Client,
+    sealer: Arc<Sealer>,
+    commands: CommandService,
+    settings: DeliverySettings,
+}
+
+enum Outcome {
+    Settled,
+    /// Not settled (the database or the command service failed): the lease brings the
+    /// message back.
+    Unsettled(String),
+}
+
+impl Dispatcher {
+    pub fn new(
+        pool: PgPool,
+        commands: CommandService,
+        settings: DeliverySettings,
+    ) -> Result<Dispatcher, reqwest::Error> {
+        Ok(Dispatcher {
+            client: Client::new(settings.webhooks.guard, settings.timeout)?,
+            sealer: settings.webhooks.sealer.clone(),
+            pool,
+            commands,
+            settings,
+        })
+    }
+
+    /// Runs until `stop` turns true. Attempts in flight then get a moment to finish; one
+    /// cut short is tried again after its lease.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+        let this = Arc::new(self);
+        let s = &this.settings;
+        let mut in_flight: HashMap<Uuid, usize> = HashMap::new();
+        let mut tasks: JoinSet<Uuid> = JoinSet::new();
+        let mut failures =
+            platform::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        while !*stop.borrow() {
+            let room = s.concurrency.saturating_sub(tasks.len());
+            let mut full = room == 0;
+            if room > 0 {
+                let busy: Vec<Uuid> = in_flight
+                    .iter()
+                    .filter(|(_, n)| **n >= s.per_endpoint)
+                    .map(|(id, _)| *id)
+                    .collect();
+                match ledger::claim(
+                    &this.pool,
+                    &busy,
+                    s.per_endpoint as i64,
+                    room as i64,
+                    s.lease,
+                )
+                .await
+                {
+                    Ok(claimed) => {
+                        failures.reset();
+                        full = claimed.len() == room;
+                        let mut states: HashMap<Uuid, Option<Arc<WebhookEndpoint>>> =
+                            HashMap::new();
+                        for c in claimed {
+                            let endpoint = match states.get(&c.endpoint_id) {
+                                Some(state) => state.clone(),
+                                None => {
+                                    let state = endpoints::current(&this.pool, c.endpoint_id)
+                                        .await
+                                        .map(Arc::new)
+                                        .inspect_err(|e| tracing::warn!(error = %e, "reading a webhook endpoint"))
+                                        .ok();
+                                    states.insert(c.endpoint_id, state.clone());
+                                    state
+                                }
+                            };
+                            // Unreadable now: its lease brings it back.
+                            let Some(endpoint) = endpoint else { continue };
+                            *in_flight.entry(c.endpoint_id).or_default() += 1;
+                            let this = this.clone();
+                            tasks.spawn(async move {
+                                let id = c.endpoint_id;
+                                if let Outcome::Unsettled(reason) = this.attempt(c, endpoint).await {
+                                    tracing::warn!(endpoint_id = %id, %reason, "a webhook attempt was not recorded; its lease brings it back");
+                                }
+                                id
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming due webhook messages");
+                        tokio::select! {
+                            () = tokio::time::sleep(failures.next_delay()) => {}
+                            _ = stop.changed() => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            let poll = tokio::time::sleep(s.poll);
+            tokio::select! {
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => finished(&mut in_flight, done),
+                () = poll, if !full => {}
+                _ = stop.changed() => {}
+            }
+            while let Some(done) = tasks.try_join_next() {
+                finished(&mut in_flight, done);
+            }
+        }
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                "webhook attempts still in flight at shutdown are retried after their lease"
+            );
+        }
+        Ok(())
+    }
+
+    async fn attempt(&self, c: Claimed, endpoint: Arc<WebhookEndpoint>) -> Outcome {
+        if endpoint.id.is_none() || endpoint.deleted {
+            return self.settle(&c, None, Next::Dropped).await;
+        }
+        if !endpoint.enabled {
+            return self.settle(&c, None, Next::Paused).await;
+        }
+        let now = Utc::now();
+        let secrets: Result<Vec<Secret>, _> = endpoint
+            .signing_secrets(now)
+            .into_iter()
+            .map(|sealed| self.sealer.open(sealed))
+            .collect();
+        let attempt = match secrets {
+            Ok(secrets) => {
+                self.client
+                    .send(&endpoint.url, &c.message_id, &secrets, &c.body)
+                    .await
+            }
+            // A key missing from WEBHOOK_SECRET_KEY: an operator's mistake, retried on the
+            // schedule so it can be fixed before the message dies.
+            Err(e) => Attempt {
+                at: now,
+                url: endpoint.url.clone(),
+                status_code: None,
+                latency_ms: 0,
+                error: Some(format!("the signing secret does not open: {e}")),
+                response: None,
+                succeeded: false,
+            },
+        };
+        let outcome = if attempt.succeeded {
+            "delivered"
+        } else {
+            "failed"
+        };
+        metrics::counter!("webhook_attempts_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("webhook_attempt_seconds")
+            .record(f64::from(attempt.latency_ms) / 1000.0);
+        let made = usize::try_from(c.attempts).unwrap_or(0) + 1;
+        let next = if attempt.succeeded {
+            Next::Delivered
+        } else {
+            match self.settings.schedule.after(made) {
+                Some(delay) => Next::RetryIn(delay),
+                None => Next::Dead,
+            }
+        };
+        if next == Next::Dead {
+            let report = WebhookCommand::ReportDeadMessage {
+                message_id: c.message_id.clone(),
+                event_id: c.event_id,
+                event_type: c.event_type.clone(),
+                attempts: c.total_attempts + 1,
+                last_error: attempt.error.clone().unwrap_or_default(),
+            };
+            let key = format!("webhook-dead:{}:{}", c.message_id, c.total_attempts + 1);
+            if let Err(e) = self.command(&c, report, key).await {
+                return Outcome::Unsettled(format!("reporting a dead message: {e}"));
+            }
+            metrics::counter!("webhook_messages_dead_total").increment(1);
+        }
+        let failing_since = match ledger::settle(&self.pool, &c, Some(&attempt), next).await {
+            Ok(since) => since,
+            Err(e) => return Outcome::Unsettled(e.to_string()),
+        };
+        if let Some(since) = failing_since
+            && Utc::now() - since >= self.settings.disable_after
+        {
+            let disable = WebhookCommand::Disable {
+                automatic: true,
+                reason: format!(
+                    "every delivery has failed since {} (last: {})",
+                    since.to_rfc3339(),
+                    attempt.error.as_deref().unwrap_or("no answer")
+                ),
+            };
+            let key = format!(
+                "webhook-disable:{}:{}",
+                c.endpoint_id,
+                since.timestamp_millis()
+            );
+            match self.command(&c, disable, key).await {
+                Ok(()) | Err(CommandError::Domain(DomainError::Unchanged(_))) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, endpoint_id = %c.endpoint_id, "disabling a failing endpoint")
+                }
+            }
+        }
+        Outcome::Settled
+    }
+
+    async fn settle(&self, c: &Claimed, attempt: Option<&Attempt>, next: Next) -> Outcome {
+        match ledger::settle(&self.pool, c, attempt, next).await {
+            Ok(_) => Outcome::Settled,
+            Err(e) => Outcome::Unsettled(e.to_string()),
+        }
+    }
+
+    async fn command(
+        &self,
+        c: &Claimed,
+        body: WebhookCommand,
+        key: String,
+    ) -> Result<(), CommandError> {
+        let meta = RequestMeta {
+            tenant_id: c.tenant_id.clone(),
+            user_id: SUBJECT.to_owned(),
+            scope: Scope::Tenant,
+            correlation_id: c.message_id.clone(),
+            causation_id: c.event_id.to_string(),
+            traceparent: None,
+            tracestate: None,
+            idempotency: Some(Idempotency {
+                request_hash: key.clone(),
+                key,
+            }),
+        };
+        self.commands
+            .webhook_endpoint(c.endpoint_id, body, None, &meta)
+            .await
+            .map(|_| ())
+    }
+}
+
+fn finished(in_flight: &mut HashMap<Uuid, usize>, done: Result<Uuid, tokio::task::JoinError>) {
+    let Ok(id) = done else {
+        tracing::error!("a webhook attempt panicked; its lease brings it back");
+        return;
+    };
+    if let Some(n) = in_flight.get_mut(&id) {
+        *n -= 1;
+        if *n == 0 {
+            in_flight.remove(&id);
+        }
+    }
+}

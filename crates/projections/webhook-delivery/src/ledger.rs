@@ -1,0 +1,368 @@
+//! The delivery ledger (migration 5001): messages with their schedule, every attempt, and
+//! each endpoint's health. The fan-out writes messages, the dispatcher claims and records,
+//! query-api reads ([`list_messages`], [`list_attempts`]).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgExecutor, PgPool, Row};
+use uuid::Uuid;
+
+/// A message to write: one event for one endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    pub message_id: String,
+    pub tenant_id: String,
+    pub endpoint_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub body: String,
+}
+
+/// Writes messages (due after `first_delay`); one already written is left as it is, so
+/// a redelivered or re-driven event never creates a second message.
+pub async fn insert_messages(
+    db: &mut PgConnection,
+    messages: &[NewMessage],
+    first_delay: std::time::Duration,
+) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&NewMessage) -> String| messages.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO webhook_messages (message_id, tenant_id, endpoint_id, event_id, event_type, body, next_attempt_at)
+         SELECT m, t, e, v, ty, b, now() + make_interval(secs => $7)
+         FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[]) AS x(m, t, e, v, ty, b)
+         ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(col(|m| m.message_id.clone()))
+    .bind(col(|m| m.tenant_id.clone()))
+    .bind(messages.iter().map(|m| m.endpoint_id).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.event_id).collect::<Vec<_>>())
+    .bind(col(|m| m.event_type.clone()))
+    .bind(col(|m| m.body.clone()))
+    .bind(first_delay.as_secs_f64())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// An enabled endpoint's paused messages are due now.
+pub async fn resume_endpoint(
+    db: impl PgExecutor<'_>,
+    endpoint_id: Uuid,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhook_messages SET status = 'pending', next_attempt_at = now()
+         WHERE endpoint_id = $1 AND status = 'paused'",
+    )
+    .bind(endpoint_id)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected())
+}
+
+/// A deleted endpoint's undelivered messages are dropped.
+pub async fn drop_endpoint(db: impl PgExecutor<'_>, endpoint_id: Uuid) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhook_messages SET status = 'dropped', next_attempt_at = NULL
+         WHERE endpoint_id = $1 AND status IN ('pending', 'paused')",
+    )
+    .bind(endpoint_id)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected())
+}
+
+/// Sends again, from the start of the schedule: one message whatever became of it, or
+/// the endpoint's dead messages created in `[since, until)`.
+pub async fn redeliver(
+    db: impl PgExecutor<'_>,
+    endpoint_id: Uuid,
+    message_id: Option<&str>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhook_messages SET status = 'pending', attempts = 0, next_attempt_at = now()
+         WHERE endpoint_id = $1 AND status <> 'dropped'
+           AND CASE WHEN $2::text IS NOT NULL THEN message_id = $2
+                    ELSE status = 'dead' AND created_at >= $3
+                         AND ($4::timestamptz IS NULL OR created_at < $4) END",
+    )
+    .bind(endpoint_id)
+    .bind(message_id)
+    .bind(since)
+    .bind(until)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected())
+}
+
+/// A message claimed for an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub message_id: String,
+    pub tenant_id: String,
+    pub endpoint_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub body: String,
+    /// Failed attempts so far in the current schedule.
+    pub attempts: i32,
+    pub total_attempts: i32,
+}
+
+/// Claims due messages for an attempt: at most `per_endpoint` of each endpoint, none of
+/// `busy` endpoints, `limit` in all. A claim moves the message's due time `lease` ahead,
+/// so if this process dies mid-attempt the message is tried again after the lease,
+/// by any replica; two replicas never claim the same message at once.
+pub async fn claim(
+    db: &PgPool,
+    busy: &[Uuid],
+    per_endpoint: i64,
+    limit: i64,
+    lease: std::time::Duration,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let rows = sqlx::query(
+        "WITH candidates AS (
+             SELECT message_id FROM (
+                 SELECT message_id,
+                        row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS n
+                 FROM webhook_messages
+                 WHERE status = 'pending' AND next_attempt_at <= now()
+                   AND NOT (endpoint_id = ANY($1))
+             ) ranked
+             WHERE n <= $2 LIMIT $3)
+         UPDATE webhook_messages m SET next_attempt_at = now() + make_interval(secs => $4)
+         WHERE m.message_id IN (SELECT message_id FROM candidates)
+           AND m.status = 'pending' AND m.next_attempt_at <= now()
+         RETURNING m.message_id, m.tenant_id, m.endpoint_id, m.event_id, m.event_type, m.body,
+                   m.attempts, m.total_attempts",
+    )
+    .bind(busy)
+    .bind(per_endpoint)
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Claimed {
+                message_id: r.try_get("message_id")?,
+                tenant_id: r.try_get("tenant_id")?,
+                endpoint_id: r.try_get("endpoint_id")?,
+                event_id: r.try_get("event_id")?,
+                event_type: r.try_get("event_type")?,
+                body: r.try_get("body")?,
+                attempts: r.try_get("attempts")?,
+                total_attempts: r.try_get("total_attempts")?,
+            })
+        })
+        .collect()
+}
+
+/// What one attempt got.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub at: DateTime<Utc>,
+    pub url: String,
+    pub status_code: Option<u16>,
+    pub latency_ms: i32,
+    pub error: Option<String>,
+    pub response: Option<String>,
+    pub succeeded: bool,
+}
+
+/// What becomes of the message after the attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Next {
+    Delivered,
+    RetryIn(std::time::Duration),
+    Dead,
+    /// The endpoint is disabled: the message waits until it is enabled.
+    Paused,
+    /// The endpoint is gone.
+    Dropped,
+}
+
+/// Records an attempt (if one was made) and the message's next state, and the endpoint's
+/// health, in one transaction. Returns since when the endpoint has been failing (`None`
+/// after a success). A message another process already settled is left alone.
+pub async fn settle(
+    db: &PgPool,
+    claimed: &Claimed,
+    attempt: Option<&Attempt>,
+    next: Next,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let made = i32::from(attempt.is_some());
+    let (status, delay, error): (&str, Option<f64>, Option<String>) = match next {
+        Next::Delivered => ("delivered", None, None),
+        Next::RetryIn(d) => ("pending", Some(d.as_secs_f64()), attempt.and_then(describe)),
+        Next::Dead => ("dead", None, attempt.and_then(describe)),
+        Next::Paused => ("paused", None, None),
+        Next::Dropped => ("dropped", None, None),
+    };
+    sqlx::query(
+        "UPDATE webhook_messages SET status = $2, attempts = attempts + $3,
+             total_attempts = total_attempts + $3,
+             next_attempt_at = CASE WHEN $4::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $4) END,
+             delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END,
+             last_error = COALESCE($5, last_error)
+         WHERE message_id = $1 AND status = 'pending'",
+    )
+    .bind(&claimed.message_id)
+    .bind(status)
+    .bind(made)
+    .bind(delay)
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
+    let mut failing_since = None;
+    if let Some(a) = attempt {
+        sqlx::query(
+            "INSERT INTO webhook_attempts (message_id, endpoint_id, tenant_id, attempted_at, url, status_code, latency_ms, error, response, succeeded)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&claimed.message_id)
+        .bind(claimed.endpoint_id)
+        .bind(&claimed.tenant_id)
+        .bind(a.at)
+        .bind(&a.url)
+        .bind(a.status_code.map(i32::from))
+        .bind(a.latency_ms)
+        .bind(&a.error)
+        .bind(&a.response)
+        .bind(a.succeeded)
+        .execute(&mut *tx)
+        .await?;
+        failing_since = sqlx::query_scalar(
+            "INSERT INTO webhook_endpoint_health AS h (endpoint_id, failing_since, last_success_at)
+             VALUES ($1, CASE WHEN $2 THEN NULL ELSE $3 END, CASE WHEN $2 THEN $3 END)
+             ON CONFLICT (endpoint_id) DO UPDATE SET
+                 failing_since = CASE WHEN $2 THEN NULL ELSE COALESCE(h.failing_since, $3) END,
+                 last_success_at = CASE WHEN $2 THEN $3 ELSE h.last_success_at END
+             RETURNING failing_since",
+        )
+        .bind(claimed.endpoint_id)
+        .bind(a.succeeded)
+        .bind(a.at)
+        .fetch_one(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(failing_since)
+}
+
+/// A failed attempt, in one line for the message's `last_error`.
+fn describe(a: &Attempt) -> Option<String> {
+    match (&a.error, a.status_code) {
+        (Some(e), _) => Some(e.clone()),
+        (None, Some(code)) => Some(format!("HTTP {code}")),
+        (None, None) => None,
+    }
+}
+
+/// A message as admins see it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct MessageView {
+    pub message_id: String,
+    pub endpoint_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An endpoint's messages, newest first, optionally of one status, up to `limit`.
+pub async fn list_messages(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    endpoint_id: Uuid,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<MessageView>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT message_id, endpoint_id, event_id, event_type, status, total_attempts,
+                next_attempt_at, delivered_at, last_error, created_at
+         FROM webhook_messages
+         WHERE tenant_id = $1 AND endpoint_id = $2 AND ($3::text IS NULL OR status = $3)
+         ORDER BY created_at DESC, message_id LIMIT $4",
+    )
+    .bind(tenant)
+    .bind(endpoint_id)
+    .bind(status)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(MessageView {
+                message_id: r.try_get("message_id")?,
+                endpoint_id: r.try_get("endpoint_id")?,
+                event_id: r.try_get("event_id")?,
+                event_type: r.try_get("event_type")?,
+                status: r.try_get("status")?,
+                attempts: r.try_get("total_attempts")?,
+                next_attempt_at: r.try_get("next_attempt_at")?,
+                delivered_at: r.try_get("delivered_at")?,
+                last_error: r.try_get("last_error")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+/// One attempt as admins see it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct AttemptView {
+    pub message_id: String,
+    pub attempted_at: DateTime<Utc>,
+    pub url: String,
+    pub status_code: Option<i32>,
+    pub latency_ms: i32,
+    pub error: Option<String>,
+    pub response: Option<String>,
+    pub succeeded: bool,
+}
+
+/// An endpoint's attempts (or one message's), newest first, up to `limit`.
+pub async fn list_attempts(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    endpoint_id: Uuid,
+    message_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<AttemptView>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT message_id, attempted_at, url, status_code, latency_ms, error, response, succeeded
+         FROM webhook_attempts
+         WHERE tenant_id = $1 AND endpoint_id = $2 AND ($3::text IS NULL OR message_id = $3)
+         ORDER BY attempted_at DESC, attempt_id DESC LIMIT $4",
+    )
+    .bind(tenant)
+    .bind(endpoint_id)
+    .bind(message_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AttemptView {
+                message_id: r.try_get("message_id")?,
+                attempted_at: r.try_get("attempted_at")?,
+                url: r.try_get("url")?,
+                status_code: r.try_get("status_code")?,
+                latency_ms: r.try_get("latency_ms")?,
+                error: r.try_get("error")?,
+                response: r.try_get("response")?,
+                succeeded: r.try_get("succeeded")?,
+            })
+        })
+        .collect()
+}
