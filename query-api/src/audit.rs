@@ -11,8 +11,10 @@ use std::convert::Infallible;
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
-use domain::state::{ConversationState, DocumentState, KnowledgeState, WebhookEndpointState};
-use domain::{Conversation, Document, Knowledge, WebhookEndpoint};
+use domain::state::{
+    ConversationState, DocumentState, InboxState, KnowledgeState, WebhookEndpointState,
+};
+use domain::{Conversation, Document, Inbox, Knowledge, WebhookEndpoint};
 use event_store::StoredEvent;
 use event_store::log;
 use futures::Stream;
@@ -315,5 +317,6 @@ pub async fn state_at(
         AggregateKind::WebhookEndpoint => {
             fold::<WebhookEndpoint, WebhookEndpointState>(pool, tenant, kind, id, as_of).await
         }
+        AggregateKind::Inbox => fold::<Inbox, InboxState>(pool, tenant, kind, id, as_of).await,
     }
 }

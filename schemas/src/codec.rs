@@ -142,6 +142,7 @@ impl Event {
             Event::WebhookEndpointDeleted(e) => encode(e),
             Event::WebhookMessageFailed(e) => encode(e),
             Event::WebhookRedeliveryRequested(e) => encode(e),
+            Event::NotificationsRead(e) => encode(e),
         }
     }
 
@@ -169,6 +170,7 @@ impl Event {
             EventType::WebhookRedeliveryRequested => {
                 Event::WebhookRedeliveryRequested(decode(bytes)?)
             }
+            EventType::NotificationsRead => Event::NotificationsRead(decode(bytes)?),
         })
     }
 }

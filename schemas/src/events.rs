@@ -370,6 +370,18 @@ pub struct WebhookRedeliveryRequested {
     pub requested_at: DateTime<Utc>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationsRead {
+    #[serde(with = "uuid_text")]
+    pub inbox_id: Uuid,
+    pub tenant_id: String,
+    pub user_id: String,
+    /// UUIDs of the notifications read, as text.
+    pub notification_ids: Vec<String>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub read_at: DateTime<Utc>,
+}
+
 /// Name of an event type, as stored in the event store and sent in the `event_type` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
@@ -392,10 +404,11 @@ pub enum EventType {
     WebhookEndpointDeleted,
     WebhookMessageFailed,
     WebhookRedeliveryRequested,
+    NotificationsRead,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 19] = [
+    pub const ALL: [EventType; 20] = [
         EventType::ConversationStarted,
         EventType::MessageSent,
         EventType::ConversationRenamed,
@@ -415,6 +428,7 @@ impl EventType {
         EventType::WebhookEndpointDeleted,
         EventType::WebhookMessageFailed,
         EventType::WebhookRedeliveryRequested,
+        EventType::NotificationsRead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -438,6 +452,7 @@ impl EventType {
             EventType::WebhookEndpointDeleted => "WebhookEndpointDeleted",
             EventType::WebhookMessageFailed => "WebhookMessageFailed",
             EventType::WebhookRedeliveryRequested => "WebhookRedeliveryRequested",
+            EventType::NotificationsRead => "NotificationsRead",
         }
     }
 
@@ -468,7 +483,9 @@ impl EventType {
             | EventType::WebhookEndpointEnabled
             | EventType::WebhookEndpointDeleted
             | EventType::WebhookMessageFailed
-            | EventType::WebhookRedeliveryRequested => return None,
+            | EventType::WebhookRedeliveryRequested
+            // A user's own reading, nobody else's business.
+            | EventType::NotificationsRead => return None,
         })
     }
 
@@ -499,6 +516,7 @@ impl EventType {
             | EventType::WebhookEndpointDeleted
             | EventType::WebhookMessageFailed
             | EventType::WebhookRedeliveryRequested => AggregateKind::WebhookEndpoint,
+            EventType::NotificationsRead => AggregateKind::Inbox,
         }
     }
 }
@@ -554,7 +572,8 @@ contract!(
     WebhookEndpointEnabled,
     WebhookEndpointDeleted,
     WebhookMessageFailed,
-    WebhookRedeliveryRequested
+    WebhookRedeliveryRequested,
+    NotificationsRead
 );
 
 impl Event {
@@ -580,6 +599,7 @@ impl Event {
             Event::WebhookEndpointDeleted(e) => e.endpoint_id,
             Event::WebhookMessageFailed(e) => e.endpoint_id,
             Event::WebhookRedeliveryRequested(e) => e.endpoint_id,
+            Event::NotificationsRead(e) => e.inbox_id,
         }
     }
 }

@@ -137,6 +137,7 @@ pub const TABLE: &[SchemaVersion] = &[
         1,
         "webhook_redelivery_requested/v1.avsc"
     ),
+    version!(24, NotificationsRead, 1, "notifications_read/v1.avsc"),
 ];
 
 pub(crate) struct Parsed {

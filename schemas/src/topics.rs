@@ -11,14 +11,17 @@ pub enum AggregateKind {
     Knowledge,
     /// A tenant's webhook subscription.
     WebhookEndpoint,
+    /// A user's in-app notification inbox (what they have read).
+    Inbox,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 4] = [
+    pub const ALL: [AggregateKind; 5] = [
         AggregateKind::Conversation,
         AggregateKind::Document,
         AggregateKind::Knowledge,
         AggregateKind::WebhookEndpoint,
+        AggregateKind::Inbox,
     ];
 
     /// The `aggregate_type` stored in the event store for this kind.
@@ -28,6 +31,7 @@ impl AggregateKind {
             AggregateKind::Document => "document",
             AggregateKind::Knowledge => "knowledge",
             AggregateKind::WebhookEndpoint => "webhook_endpoint",
+            AggregateKind::Inbox => "inbox",
         }
     }
 

@@ -234,6 +234,14 @@ fn samples() -> Vec<Event> {
             requested_at: at(18),
         }
         .into(),
+        NotificationsRead {
+            inbox_id: Uuid::new_v4(),
+            tenant_id: "acme".into(),
+            user_id: "ann".into(),
+            notification_ids: vec![Uuid::new_v4().to_string()],
+            read_at: at(20),
+        }
+        .into(),
         WebhookRedeliveryRequested {
             endpoint_id: Uuid::new_v4(),
             message_id: Some("msg_0123".into()),

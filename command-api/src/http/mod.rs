@@ -2,6 +2,7 @@
 
 mod commands;
 mod errors;
+mod inbox;
 mod knowledge;
 mod openapi;
 mod webhooks;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
             post(knowledge::add_knowledge).layer(DefaultBodyLimit::max(knowledge_max)),
         )
         .route("/knowledge/{id}", delete(knowledge::remove_knowledge))
+        .route("/notifications/read", post(inbox::mark_read))
         .route("/webhooks/endpoints", post(webhooks::create_endpoint))
         .route(
             "/webhooks/endpoints/{id}",

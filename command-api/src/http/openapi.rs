@@ -3,7 +3,7 @@
 use platform::http::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
-use super::{commands, knowledge, webhooks};
+use super::{commands, inbox, knowledge, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,7 @@ use super::{commands, knowledge, webhooks};
         commands::generate_document,
         knowledge::add_knowledge,
         knowledge::remove_knowledge,
+        inbox::mark_read,
         webhooks::create_endpoint,
         webhooks::update_endpoint,
         webhooks::rotate_secret,
@@ -35,6 +36,7 @@ use super::{commands, knowledge, webhooks};
         commands::EndConversation,
         commands::GenerateDocument,
         commands::CommandAccepted,
+        inbox::MarkRead,
         webhooks::CreateEndpoint,
         webhooks::UpdateEndpoint,
         webhooks::RotateSecret,

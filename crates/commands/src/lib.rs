@@ -21,7 +21,8 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
 use domain::{
     Actor, Command, CommandContext, Conversation, ConversationCommand, Document, DocumentCommand,
-    DomainError, Knowledge, KnowledgeCommand, Transcript, Version, WebhookEndpoint,
+    DomainError, Inbox, InboxCommand, Knowledge, KnowledgeCommand, Transcript, Version,
+    WebhookEndpoint,
 };
 use event_store::{Store, blobs, idempotency, log};
 use platform::backoff::Backoff;
@@ -211,6 +212,7 @@ pub struct CommandService {
     documents: Store<Document>,
     knowledge: Store<Knowledge>,
     webhook_endpoints: Store<WebhookEndpoint>,
+    inboxes: Store<Inbox>,
     webhooks_settings: Option<WebhookSettings>,
     generator: Arc<dyn DocumentGenerator>,
     locks: AggregateLocks,
@@ -281,6 +283,7 @@ impl CommandService {
             documents: event_store::store(pool.clone()),
             knowledge: event_store::store(pool.clone()),
             webhook_endpoints: event_store::store(pool.clone()),
+            inboxes: event_store::store(pool.clone()),
             webhooks_settings: None,
             pool,
             generator,
@@ -602,6 +605,29 @@ impl CommandService {
         };
         self.knowledge_document(knowledge_id, body, None, meta)
             .await
+    }
+
+    /// Marks notifications of the caller's own inbox read (ids of other users'
+    /// notifications change nothing: the projection matches them to the recipient).
+    pub async fn mark_notifications_read(
+        &self,
+        notification_ids: Vec<Uuid>,
+        meta: &RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        let id = domain::inbox::inbox_id(&meta.tenant_id, &meta.user_id);
+        let command = Command {
+            ctx: Self::ctx(meta, None),
+            body: InboxCommand::MarkRead { notification_ids },
+        };
+        self.execute(
+            &self.inboxes,
+            AggregateKind::Inbox,
+            id,
+            "MarkNotificationsRead",
+            command,
+            meta,
+        )
+        .await
     }
 
     /// Removes a document from the tenant's knowledge base (its original stays stored:

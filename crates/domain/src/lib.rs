@@ -11,6 +11,7 @@
 
 pub mod conversation;
 pub mod document;
+pub mod inbox;
 pub mod knowledge;
 pub mod state;
 mod validate;
@@ -24,6 +25,7 @@ pub use document::{
     Document, DocumentCommand, DocumentEvent, DocumentStatus, GeneratedDocument, ModelUsage,
     Transcript,
 };
+pub use inbox::{Inbox, InboxCommand, InboxEvent};
 pub use knowledge::{Knowledge, KnowledgeCommand, KnowledgeEvent};
 pub use schemas::Version;
 pub use validate::{CONTENT_MAX, MODEL_MAX, TITLE_MAX};

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::conversation::{Conversation, Status};
 use crate::document::Document;
+use crate::inbox::Inbox;
 use crate::knowledge::Knowledge;
 use crate::webhook::WebhookEndpoint;
 
@@ -112,6 +113,28 @@ impl From<&WebhookEndpoint> for WebhookEndpointState {
             created_by: w.created_by.clone(),
             previous_secret_valid_until: w.previous_secret.as_ref().map(|p| p.valid_until),
             version: w.version.0,
+        }
+    }
+}
+
+/// A user's inbox: whose it is and how many notifications they marked read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InboxState {
+    pub inbox_id: Option<Uuid>,
+    pub tenant_id: String,
+    pub user_id: String,
+    pub read: u64,
+    pub version: u64,
+}
+
+impl From<&Inbox> for InboxState {
+    fn from(i: &Inbox) -> Self {
+        InboxState {
+            inbox_id: i.id,
+            tenant_id: i.tenant_id.clone(),
+            user_id: i.user_id.clone(),
+            read: i.read,
+            version: i.version.0,
         }
     }
 }

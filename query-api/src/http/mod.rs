@@ -5,6 +5,7 @@ mod analytics;
 mod audit;
 mod knowledge;
 pub mod live;
+mod notifications;
 mod openapi;
 mod reads;
 mod search;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/knowledge/{id}", get(knowledge::get_knowledge))
         .route("/knowledge/{id}/original", get(knowledge::get_original))
         .route("/search", get(search::search))
+        .route("/notifications", get(notifications::list))
         .route("/webhooks/endpoints", get(webhooks::list_endpoints))
         .route("/webhooks/endpoints/{id}", get(webhooks::get_endpoint))
         .route(

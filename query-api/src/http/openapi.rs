@@ -3,7 +3,7 @@
 use platform::http::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
-use super::{analytics, audit, knowledge, live, reads, search, webhooks};
+use super::{analytics, audit, knowledge, live, notifications, reads, search, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use super::{analytics, audit, knowledge, live, reads, search, webhooks};
         knowledge::get_knowledge,
         knowledge::get_original,
         search::search,
+        notifications::list,
         webhooks::list_endpoints,
         webhooks::get_endpoint,
         webhooks::list_messages,
@@ -29,7 +30,7 @@ use super::{analytics, audit, knowledge, live, reads, search, webhooks};
         audit::aggregate_events,
         audit::state
     ),
-    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, search::SearchResults, search::SearchHit, search::HitSource, analytics::UsageReport, ::analytics::UsageRow, read_model::queries::ConversationSummary, read_model::queries::WebhookEndpointView, webhooks::MessageStatus, webhook_delivery::ledger::MessageView, webhook_delivery::ledger::AttemptView)),
+    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, search::SearchResults, search::SearchHit, search::HitSource, analytics::UsageReport, ::analytics::UsageRow, read_model::queries::ConversationSummary, read_model::queries::WebhookEndpointView, webhooks::MessageStatus, webhook_delivery::ledger::MessageView, webhook_delivery::ledger::AttemptView, ::notifications::queries::InboxItem)),
     modifiers(&BearerAuth, &ProblemResponses)
 )]
 pub struct ApiDoc;

@@ -139,6 +139,8 @@ async fn visible(
     // A document goes with its conversation; the knowledge base is the whole tenant's.
     let conversation = match first_event.event() {
         Ok(Event::KnowledgeDocumentAdded(_)) => return Ok(true),
+        // An inbox is its user's alone.
+        Ok(Event::NotificationsRead(r)) => return Ok(r.user_id == subject),
         Ok(Event::DocumentGenerated(d)) => {
             first(AggregateKind::Conversation, d.conversation_id.to_string())
                 .await?

@@ -114,7 +114,8 @@ pub fn facts(event: &Event) -> Vec<Fact> {
         | Event::WebhookEndpointDisabled(_)
         | Event::WebhookEndpointEnabled(_)
         | Event::WebhookEndpointDeleted(_)
-        | Event::WebhookRedeliveryRequested(_) => Vec::new(),
+        | Event::WebhookRedeliveryRequested(_)
+        | Event::NotificationsRead(_) => Vec::new(),
     }
 }
 
@@ -155,6 +156,7 @@ pub fn event_time(event: &Event) -> DateTime<Utc> {
         Event::WebhookEndpointDeleted(e) => e.deleted_at,
         Event::WebhookMessageFailed(e) => e.failed_at,
         Event::WebhookRedeliveryRequested(e) => e.requested_at,
+        Event::NotificationsRead(e) => e.read_at,
     }
 }
 

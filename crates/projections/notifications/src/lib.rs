@@ -9,6 +9,7 @@
 //! crash makes the runtime send it. A rebuild refills the inbox and sends nothing.
 
 mod channel;
+pub mod queries;
 
 use chrono::{DateTime, Utc};
 use platform::config::{self, ConfigError};
@@ -127,7 +128,8 @@ impl EffectProjection for Notifications {
                     conversation_id uuid,
                     document_id     uuid,
                     endpoint_id     uuid,
-                    occurred_at     timestamptz NOT NULL)"
+                    occurred_at     timestamptz NOT NULL,
+                    read_at         timestamptz)"
             ),
             format!("CREATE INDEX ON {s}.inbox (tenant_id, recipient, occurred_at DESC)"),
         ] {
@@ -140,7 +142,8 @@ impl EffectProjection for Notifications {
         // Notifications about webhook endpoints concern no conversation.
         sqlx::query(&format!(
             "ALTER TABLE {s}.inbox ALTER COLUMN conversation_id DROP NOT NULL,
-                 ADD COLUMN IF NOT EXISTS endpoint_id uuid"
+                 ADD COLUMN IF NOT EXISTS endpoint_id uuid,
+                 ADD COLUMN IF NOT EXISTS read_at timestamptz"
         ))
         .execute(&mut *db)
         .await?;
@@ -226,6 +229,26 @@ impl EffectProjection for Notifications {
         applied: &[(Envelope, Vec<Planned<Notification>>)],
         _pass: Pass,
     ) -> Result<(), ApplyError> {
+        // What users read: their own notifications only (the recipient must match).
+        for (e, _) in applied {
+            if let Event::NotificationsRead(r) = &e.event {
+                let ids: Vec<Uuid> = r
+                    .notification_ids
+                    .iter()
+                    .filter_map(|id| id.parse().ok())
+                    .collect();
+                sqlx::query(&format!(
+                    "UPDATE {s}.inbox SET read_at = COALESCE(read_at, $4)
+                     WHERE tenant_id = $1 AND recipient = $2 AND notification_id = ANY($3)"
+                ))
+                .bind(&r.tenant_id)
+                .bind(&r.user_id)
+                .bind(&ids)
+                .bind(r.read_at)
+                .execute(&mut *db)
+                .await?;
+            }
+        }
         for planned in applied.iter().flat_map(|(_, p)| p) {
             let n = &planned.effect;
             sqlx::query(&format!(

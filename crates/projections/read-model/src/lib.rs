@@ -197,6 +197,8 @@ async fn create_webhook_endpoints(db: &mut PgConnection, s: &str) -> Result<(), 
 async fn apply_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), ApplyError> {
     {
         let done = match &e.event {
+            // The inbox is the notifications projection's.
+            Event::NotificationsRead(_) => return Ok(()),
             Event::ConversationStarted(c) => sqlx::query(&format!(
                 "INSERT INTO {s}.conversations (tenant_id, conversation_id, title, status, metadata, version, started_at, last_activity_at, started_by, assistant)
                  VALUES ($1, $2, $3, 'open', $4, $5, $6, $6, $7, $8)"

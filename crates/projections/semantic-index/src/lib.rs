@@ -369,7 +369,8 @@ impl EffectProjection for SemanticIndex {
             | Event::WebhookEndpointEnabled(_)
             | Event::WebhookEndpointDeleted(_)
             | Event::WebhookMessageFailed(_)
-            | Event::WebhookRedeliveryRequested(_) => Vec::new(),
+            | Event::WebhookRedeliveryRequested(_)
+            | Event::NotificationsRead(_) => Vec::new(),
         }
     }
 
