@@ -26,6 +26,7 @@ pub mod fuzz;
 pub mod projection;
 pub mod receiver;
 pub mod semantic;
+pub mod smtp;
 pub mod stack;
 pub mod tokens;
 pub mod webhooks;

@@ -80,7 +80,8 @@ impl Notifications {
 
     /// `NOTIFY_CHANNEL`: `log` (default) writes one structured log line per notification;
     /// `http` POSTs each as JSON to `NOTIFY_HTTP_URL` (timeout `NOTIFY_HTTP_TIMEOUT_MS`,
-    /// default 10000).
+    /// default 10000); `email` sends each through the SMTP relay `NOTIFY_SMTP_URL` from
+    /// `NOTIFY_EMAIL_FROM` to `NOTIFY_EMAIL_TO` (default `{user}`: subjects are addresses).
     pub fn from_env() -> Result<Self, ConfigError> {
         let channel = match config::var("NOTIFY_CHANNEL").as_deref() {
             None | Some("log") => Channel::Log,
@@ -96,11 +97,26 @@ impl Notifications {
                     reason,
                 })?
             }
+            Some("email") => {
+                let url = config::required("NOTIFY_SMTP_URL")?;
+                let from = config::required("NOTIFY_EMAIL_FROM")?;
+                let to = config::var("NOTIFY_EMAIL_TO").unwrap_or_else(|| "{user}".to_owned());
+                let timeout = std::time::Duration::from_millis(config::parse_or(
+                    "NOTIFY_HTTP_TIMEOUT_MS",
+                    10_000u64,
+                )?);
+                Channel::email(&url, &from, to, timeout).map_err(|reason| ConfigError::Invalid {
+                    name: "NOTIFY_SMTP_URL",
+                    // The URL may carry a password.
+                    value: "***".into(),
+                    reason,
+                })?
+            }
             Some(other) => {
                 return Err(ConfigError::Invalid {
                     name: "NOTIFY_CHANNEL",
                     value: other.to_owned(),
-                    reason: "use log or http".into(),
+                    reason: "use log, http or email".into(),
                 });
             }
         };

@@ -64,3 +64,48 @@ async fn a_generated_summary_and_an_ended_conversation_notify_the_user_once_each
     );
     kit.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn email_goes_through_a_real_smtp_server_once_per_notification_after_an_outage() {
+    let smtp = testkit::smtp::SmtpServer::start().await;
+    smtp.set_down(true);
+    let channel = Channel::email(
+        &smtp.url,
+        "Threadline <noreply@threadline.test>",
+        "{user}@example.com".into(),
+        Duration::from_secs(5),
+    )
+    .expect("an email channel");
+    let kit = Kit::start(Arc::new(EffectSink::new(Notifications::new(channel)))).await;
+    let c = kit.start_conversation("acme", "Mail me").await;
+    kit.send("acme", c, "Ship in May").await;
+    kit.end("acme", c).await;
+    // The relay refuses (451) for a while: nothing is lost, nothing is parked.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(smtp.mails().is_empty());
+    smtp.set_down(false);
+    kit.settle().await;
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0];
+    assert_eq!(mail.to, ["writer@example.com"]);
+    assert_eq!(mail.from, "noreply@threadline.test");
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("The conversation has ended")
+    );
+    let rows = kit
+        .rows("SELECT notification_id::text AS id FROM {schema}.inbox")
+        .await;
+    let id = rows[0]["id"].as_str().expect("an id").to_owned();
+    assert_eq!(
+        mail.header("Message-ID"),
+        Some(format!("<{id}@threadline>"))
+    );
+    assert!(mail.data.contains(&c.to_string()), "{}", mail.data);
+    assert_eq!(
+        kit.rows("SELECT count(*) AS n FROM {schema}.parked").await,
+        vec![json!({"n": 0})]
+    );
+    kit.stop().await;
+}
