@@ -22,7 +22,13 @@ use uuid::Uuid;
 use webhook_delivery::{DeliverySettings, Dispatcher, Fanout, Schedule};
 
 const MESSAGES: usize = 2_000;
-const PER_ENDPOINT: usize = 8;
+/// `WEBHOOK_PER_ENDPOINT`'s default; `BENCH_PER_ENDPOINT` to try another.
+fn per_endpoint() -> usize {
+    std::env::var("BENCH_PER_ENDPOINT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
+}
 
 fn admin() -> RequestMeta {
     RequestMeta {
@@ -38,7 +44,7 @@ fn settings() -> DeliverySettings {
         schedule: Schedule::parse("0s,1s,1s").expect("a schedule"),
         timeout: Duration::from_secs(15),
         concurrency: 64,
-        per_endpoint: PER_ENDPOINT,
+        per_endpoint: per_endpoint(),
         lease: Duration::from_secs(45),
         poll: Duration::from_millis(200),
         disable_after: chrono::Duration::hours(120),
@@ -70,7 +76,11 @@ async fn count(stack: &Stack, sql: &str) -> i64 {
 async fn fan_out(stack: &Stack, n: usize, total_messages: i64) {
     let c = stack
         .service
-        .start_conversation("bench".into(), Default::default(), &admin())
+        .start_conversation(
+            "bench".into(),
+            Default::default(),
+            &testkit::commands::meta("bench"),
+        )
         .await
         .expect("conversation")
         .aggregate_id;
@@ -148,11 +158,12 @@ async fn main() {
     )
     .await;
     let ours = MESSAGES as f64 / took.as_secs_f64();
-    let raw = raw_posts(&fast.url, MESSAGES, PER_ENDPOINT).await;
+    let raw = raw_posts(&fast.url, MESSAGES, per_endpoint()).await;
     let baseline = MESSAGES as f64 / raw.as_secs_f64();
     println!(
-        "deliveries to one endpoint: {MESSAGES} in {:.2} s = {ours:.0}/s; raw POSTs, {PER_ENDPOINT} in flight: {baseline:.0}/s; ratio {:.2}",
+        "deliveries to one endpoint: {MESSAGES} in {:.2} s = {ours:.0}/s; raw POSTs, {} in flight: {baseline:.0}/s; ratio {:.2}",
         took.as_secs_f64(),
+        per_endpoint(),
         ours / baseline
     );
 

@@ -19,12 +19,11 @@ use webhooks::sealed::Sealer;
 use webhooks::signature::Secret;
 
 use crate::client::Client;
-use crate::ledger::{self, Attempt, Claimed, Next};
+use crate::ledger::{self, Attempt, Claimed, Next, Settled};
 use crate::{DeliverySettings, endpoints};
 
 /// The subject the dispatcher's commands are recorded under.
 pub const SUBJECT: &str = "webhook-delivery";
-
 pub struct Dispatcher {
     pool: PgPool,
     client: Client,
@@ -33,11 +32,12 @@ pub struct Dispatcher {
     settings: DeliverySettings,
 }
 
-enum Outcome {
-    Settled,
-    /// Not settled (the database or the command service failed): the lease brings the
-    /// message back.
-    Unsettled(String),
+/// What an attempt task hands back to the loop, which records outcomes in batches.
+struct Done {
+    settled: Settled,
+    /// Whether the endpoint was enabled when attempted (only an enabled one is disabled
+    /// for failing).
+    enabled: bool,
 }
 
 impl Dispatcher {
@@ -57,14 +57,22 @@ impl Dispatcher {
 
     /// Runs until `stop` turns true. Attempts in flight then get a moment to finish; one
     /// cut short is tried again after its lease.
+    ///
+    /// Attempt tasks send and hand their outcome back; the loop records every outcome
+    /// that is ready in one transaction (one commit for many deliveries), then claims
+    /// more.
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), String> {
         let this = Arc::new(self);
         let s = &this.settings;
         let mut in_flight: HashMap<Uuid, usize> = HashMap::new();
-        let mut tasks: JoinSet<Uuid> = JoinSet::new();
+        let mut tasks: JoinSet<(Uuid, Option<Done>)> = JoinSet::new();
+        let mut finished: Vec<Done> = Vec::new();
         let mut failures =
             platform::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         while !*stop.borrow() {
+            if !finished.is_empty() {
+                this.record(std::mem::take(&mut finished)).await;
+            }
             let room = s.concurrency.saturating_sub(tasks.len());
             let mut full = room == 0;
             if room > 0 {
@@ -73,15 +81,15 @@ impl Dispatcher {
                     .filter(|(_, n)| **n >= s.per_endpoint)
                     .map(|(id, _)| *id)
                     .collect();
-                match ledger::claim(
+                let claimed = ledger::claim(
                     &this.pool,
                     &busy,
                     s.per_endpoint as i64,
                     room as i64,
                     s.lease,
                 )
-                .await
-                {
+                .await;
+                match claimed {
                     Ok(claimed) => {
                         failures.reset();
                         full = claimed.len() == room;
@@ -94,7 +102,9 @@ impl Dispatcher {
                                     let state = endpoints::current(&this.pool, c.endpoint_id)
                                         .await
                                         .map(Arc::new)
-                                        .inspect_err(|e| tracing::warn!(error = %e, "reading a webhook endpoint"))
+                                        .inspect_err(|e| {
+                                            tracing::warn!(error = %e, "reading a webhook endpoint")
+                                        })
                                         .ok();
                                     states.insert(c.endpoint_id, state.clone());
                                     state
@@ -106,10 +116,7 @@ impl Dispatcher {
                             let this = this.clone();
                             tasks.spawn(async move {
                                 let id = c.endpoint_id;
-                                if let Outcome::Unsettled(reason) = this.attempt(c, endpoint).await {
-                                    tracing::warn!(endpoint_id = %id, %reason, "a webhook attempt was not recorded; its lease brings it back");
-                                }
-                                id
+                                (id, this.attempt(c, endpoint).await)
                             });
                         }
                     }
@@ -125,15 +132,21 @@ impl Dispatcher {
             }
             let poll = tokio::time::sleep(s.poll);
             tokio::select! {
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => finished(&mut in_flight, done),
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    collect(&mut in_flight, &mut finished, done);
+                }
                 () = poll, if !full => {}
                 _ = stop.changed() => {}
             }
             while let Some(done) = tasks.try_join_next() {
-                finished(&mut in_flight, done);
+                collect(&mut in_flight, &mut finished, done);
             }
         }
-        let drain = async { while tasks.join_next().await.is_some() {} };
+        let drain = async {
+            while let Some(done) = tasks.join_next().await {
+                collect(&mut in_flight, &mut finished, done);
+            }
+        };
         if tokio::time::timeout(Duration::from_secs(5), drain)
             .await
             .is_err()
@@ -142,15 +155,77 @@ impl Dispatcher {
                 "webhook attempts still in flight at shutdown are retried after their lease"
             );
         }
+        this.record(finished).await;
         Ok(())
     }
 
-    async fn attempt(&self, c: Claimed, endpoint: Arc<WebhookEndpoint>) -> Outcome {
+    /// Records outcomes in one transaction, then disables the endpoints that have failed
+    /// too long. When recording fails the messages stay claimed: their lease brings them
+    /// back (sent again: receivers de-duplicate by `webhook-id`).
+    async fn record(&self, finished: Vec<Done>) {
+        if finished.is_empty() {
+            return;
+        }
+        let mut attempted: HashMap<Uuid, (bool, Claimed, Option<String>)> = HashMap::new();
+        for d in &finished {
+            let c = &d.settled.claimed;
+            let last = d.settled.attempt.as_ref().and_then(|a| a.error.clone());
+            attempted.insert(c.endpoint_id, (d.enabled, c.clone(), last));
+        }
+        let outcomes: Vec<Settled> = finished.into_iter().map(|d| d.settled).collect();
+        let failing = match ledger::settle(&self.pool, &outcomes).await {
+            Ok(failing) => failing,
+            Err(e) => {
+                tracing::warn!(error = %e, messages = outcomes.len(),
+                    "recording webhook attempts failed; their lease brings them back");
+                return;
+            }
+        };
+        for (endpoint_id, since) in failing {
+            let Some(since) = since else { continue };
+            let Some((true, claimed, last)) = attempted.get(&endpoint_id) else {
+                continue;
+            };
+            if Utc::now() - since < self.settings.disable_after {
+                continue;
+            }
+            let disable = WebhookCommand::Disable {
+                automatic: true,
+                reason: format!(
+                    "every delivery has failed since {} (last: {})",
+                    since.to_rfc3339(),
+                    last.as_deref().unwrap_or("no answer")
+                ),
+            };
+            let key = format!("webhook-disable:{endpoint_id}:{}", since.timestamp_millis());
+            match self.command(claimed, disable, key).await {
+                Ok(()) | Err(CommandError::Domain(DomainError::Unchanged(_))) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, %endpoint_id, "disabling a failing endpoint")
+                }
+            }
+        }
+    }
+
+    /// One message's attempt; `None` when its outcome cannot be recorded now (a dead
+    /// message's report failed): its lease brings it back.
+    async fn attempt(&self, c: Claimed, endpoint: Arc<WebhookEndpoint>) -> Option<Done> {
+        let enabled = endpoint.enabled;
+        let done = |claimed: Claimed, attempt: Option<Attempt>, next: Next| {
+            Some(Done {
+                settled: Settled {
+                    claimed,
+                    attempt,
+                    next,
+                },
+                enabled,
+            })
+        };
         if endpoint.id.is_none() || endpoint.deleted {
-            return self.settle(&c, None, Next::Dropped).await;
+            return done(c, None, Next::Dropped);
         }
         if !endpoint.enabled {
-            return self.settle(&c, None, Next::Paused).await;
+            return done(c, None, Next::Paused);
         }
         let now = Utc::now();
         let secrets: Result<Vec<Secret>, _> = endpoint
@@ -203,45 +278,13 @@ impl Dispatcher {
             };
             let key = format!("webhook-dead:{}:{}", c.message_id, c.total_attempts + 1);
             if let Err(e) = self.command(&c, report, key).await {
-                return Outcome::Unsettled(format!("reporting a dead message: {e}"));
+                tracing::warn!(error = %e, message_id = %c.message_id,
+                    "reporting a dead webhook message; its lease brings it back");
+                return None;
             }
             metrics::counter!("webhook_messages_dead_total").increment(1);
         }
-        let failing_since = match ledger::settle(&self.pool, &c, Some(&attempt), next).await {
-            Ok(since) => since,
-            Err(e) => return Outcome::Unsettled(e.to_string()),
-        };
-        if let Some(since) = failing_since
-            && Utc::now() - since >= self.settings.disable_after
-        {
-            let disable = WebhookCommand::Disable {
-                automatic: true,
-                reason: format!(
-                    "every delivery has failed since {} (last: {})",
-                    since.to_rfc3339(),
-                    attempt.error.as_deref().unwrap_or("no answer")
-                ),
-            };
-            let key = format!(
-                "webhook-disable:{}:{}",
-                c.endpoint_id,
-                since.timestamp_millis()
-            );
-            match self.command(&c, disable, key).await {
-                Ok(()) | Err(CommandError::Domain(DomainError::Unchanged(_))) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, endpoint_id = %c.endpoint_id, "disabling a failing endpoint")
-                }
-            }
-        }
-        Outcome::Settled
-    }
-
-    async fn settle(&self, c: &Claimed, attempt: Option<&Attempt>, next: Next) -> Outcome {
-        match ledger::settle(&self.pool, c, attempt, next).await {
-            Ok(_) => Outcome::Settled,
-            Err(e) => Outcome::Unsettled(e.to_string()),
-        }
+        done(c, Some(attempt), next)
     }
 
     async fn command(
@@ -270,8 +313,12 @@ impl Dispatcher {
     }
 }
 
-fn finished(in_flight: &mut HashMap<Uuid, usize>, done: Result<Uuid, tokio::task::JoinError>) {
-    let Ok(id) = done else {
+fn collect(
+    in_flight: &mut HashMap<Uuid, usize>,
+    finished: &mut Vec<Done>,
+    joined: Result<(Uuid, Option<Done>), tokio::task::JoinError>,
+) {
+    let Ok((id, done)) = joined else {
         tracing::error!("a webhook attempt panicked; its lease brings it back");
         return;
     };
@@ -281,4 +328,5 @@ fn finished(in_flight: &mut HashMap<Uuid, usize>, done: Result<Uuid, tokio::task
             in_flight.remove(&id);
         }
     }
+    finished.extend(done);
 }

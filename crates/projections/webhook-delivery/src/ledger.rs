@@ -2,6 +2,8 @@
 //! each endpoint's health. The fan-out writes messages, the dispatcher claims and records,
 //! query-api reads ([`list_messages`], [`list_attempts`]).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor, PgPool, Row};
@@ -186,73 +188,121 @@ pub enum Next {
     Dropped,
 }
 
-/// Records an attempt (if one was made) and the message's next state, and the endpoint's
-/// health, in one transaction. Returns since when the endpoint has been failing (`None`
-/// after a success). A message another process already settled is left alone.
+/// One message's outcome: the attempt made (none when the message was only paused or
+/// dropped) and what becomes of it.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    pub claimed: Claimed,
+    pub attempt: Option<Attempt>,
+    pub next: Next,
+}
+
+/// Records outcomes together, in one transaction (one commit for many attempts): each
+/// attempt, each message's next state, and the health of the endpoints attempted.
+/// Returns, per endpoint attempted, since when it has been failing (`None` after a
+/// success). A message another process already settled is left alone.
 pub async fn settle(
     db: &PgPool,
-    claimed: &Claimed,
-    attempt: Option<&Attempt>,
-    next: Next,
-) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    outcomes: &[Settled],
+) -> Result<HashMap<Uuid, Option<DateTime<Utc>>>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let made = i32::from(attempt.is_some());
-    let (status, delay, error): (&str, Option<f64>, Option<String>) = match next {
-        Next::Delivered => ("delivered", None, None),
-        Next::RetryIn(d) => ("pending", Some(d.as_secs_f64()), attempt.and_then(describe)),
-        Next::Dead => ("dead", None, attempt.and_then(describe)),
-        Next::Paused => ("paused", None, None),
-        Next::Dropped => ("dropped", None, None),
-    };
+    // Per endpoint: the last success and the first failure of this batch.
+    let mut health: HashMap<Uuid, (Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = HashMap::new();
+    // Two multi-row statements for the whole batch, whatever its size.
+    let mut ids = Vec::with_capacity(outcomes.len());
+    let mut statuses = Vec::with_capacity(outcomes.len());
+    let mut made = Vec::with_capacity(outcomes.len());
+    let mut delays: Vec<Option<f64>> = Vec::with_capacity(outcomes.len());
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
+    let mut tried: Vec<(&Claimed, &Attempt)> = Vec::new();
+    for Settled {
+        claimed,
+        attempt,
+        next,
+    } in outcomes
+    {
+        let (status, delay, error) = match next {
+            Next::Delivered => ("delivered", None, None),
+            Next::RetryIn(d) => (
+                "pending",
+                Some(d.as_secs_f64()),
+                attempt.as_ref().and_then(describe),
+            ),
+            Next::Dead => ("dead", None, attempt.as_ref().and_then(describe)),
+            Next::Paused => ("paused", None, None),
+            Next::Dropped => ("dropped", None, None),
+        };
+        ids.push(claimed.message_id.clone());
+        statuses.push(status);
+        made.push(i32::from(attempt.is_some()));
+        delays.push(delay);
+        errors.push(error);
+        let Some(a) = attempt else { continue };
+        tried.push((claimed, a));
+        let h = health.entry(claimed.endpoint_id).or_default();
+        if a.succeeded {
+            h.0 = h.0.max(Some(a.at));
+        } else {
+            h.1 = Some(h.1.map_or(a.at, |t| t.min(a.at)));
+        }
+    }
     sqlx::query(
-        "UPDATE webhook_messages SET status = $2, attempts = attempts + $3,
-             total_attempts = total_attempts + $3,
-             next_attempt_at = CASE WHEN $4::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $4) END,
-             delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END,
-             last_error = COALESCE($5, last_error)
-         WHERE message_id = $1 AND status = 'pending'",
+        "UPDATE webhook_messages m SET status = x.status, attempts = m.attempts + x.made,
+             total_attempts = m.total_attempts + x.made,
+             next_attempt_at = CASE WHEN x.delay IS NULL THEN NULL ELSE now() + make_interval(secs => x.delay) END,
+             delivered_at = CASE WHEN x.status = 'delivered' THEN now() ELSE m.delivered_at END,
+             last_error = COALESCE(x.error, m.last_error)
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::float8[], $5::text[]) AS x(id, status, made, delay, error)
+         WHERE m.message_id = x.id AND m.status = 'pending'",
     )
-    .bind(&claimed.message_id)
-    .bind(status)
-    .bind(made)
-    .bind(delay)
-    .bind(error)
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&made)
+    .bind(&delays)
+    .bind(&errors)
     .execute(&mut *tx)
     .await?;
-    let mut failing_since = None;
-    if let Some(a) = attempt {
+    if !tried.is_empty() {
+        let text = |f: fn(&(&Claimed, &Attempt)) -> Option<String>| {
+            tried.iter().map(f).collect::<Vec<_>>()
+        };
         sqlx::query(
             "INSERT INTO webhook_attempts (message_id, endpoint_id, tenant_id, attempted_at, url, status_code, latency_ms, error, response, succeeded)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::int[], $7::int[], $8::text[], $9::text[], $10::bool[])",
         )
-        .bind(&claimed.message_id)
-        .bind(claimed.endpoint_id)
-        .bind(&claimed.tenant_id)
-        .bind(a.at)
-        .bind(&a.url)
-        .bind(a.status_code.map(i32::from))
-        .bind(a.latency_ms)
-        .bind(&a.error)
-        .bind(&a.response)
-        .bind(a.succeeded)
+        .bind(text(|(c, _)| Some(c.message_id.clone())))
+        .bind(tried.iter().map(|(c, _)| c.endpoint_id).collect::<Vec<_>>())
+        .bind(text(|(c, _)| Some(c.tenant_id.clone())))
+        .bind(tried.iter().map(|(_, a)| a.at).collect::<Vec<_>>())
+        .bind(text(|(_, a)| Some(a.url.clone())))
+        .bind(tried.iter().map(|(_, a)| a.status_code.map(i32::from)).collect::<Vec<_>>())
+        .bind(tried.iter().map(|(_, a)| a.latency_ms).collect::<Vec<_>>())
+        .bind(text(|(_, a)| a.error.clone()))
+        .bind(text(|(_, a)| a.response.clone()))
+        .bind(tried.iter().map(|(_, a)| a.succeeded).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
-        failing_since = sqlx::query_scalar(
+    }
+    let mut failing = HashMap::with_capacity(health.len());
+    for (endpoint_id, (success, failure)) in health {
+        // A success in the batch clears the failing streak.
+        let since: Option<DateTime<Utc>> = sqlx::query_scalar(
             "INSERT INTO webhook_endpoint_health AS h (endpoint_id, failing_since, last_success_at)
-             VALUES ($1, CASE WHEN $2 THEN NULL ELSE $3 END, CASE WHEN $2 THEN $3 END)
+             VALUES ($1, CASE WHEN $2::timestamptz IS NULL THEN $3 END, $2)
              ON CONFLICT (endpoint_id) DO UPDATE SET
-                 failing_since = CASE WHEN $2 THEN NULL ELSE COALESCE(h.failing_since, $3) END,
-                 last_success_at = CASE WHEN $2 THEN $3 ELSE h.last_success_at END
+                 failing_since = CASE WHEN $2::timestamptz IS NULL THEN COALESCE(h.failing_since, $3) END,
+                 last_success_at = COALESCE($2, h.last_success_at)
              RETURNING failing_since",
         )
-        .bind(claimed.endpoint_id)
-        .bind(a.succeeded)
-        .bind(a.at)
+        .bind(endpoint_id)
+        .bind(success)
+        .bind(failure)
         .fetch_one(&mut *tx)
         .await?;
+        failing.insert(endpoint_id, since);
     }
     tx.commit().await?;
-    Ok(failing_since)
+    Ok(failing)
 }
 
 /// A failed attempt, in one line for the message's `last_error`.
