@@ -188,6 +188,13 @@ pub enum Next {
     Dropped,
 }
 
+/// An endpoint's attempts in one batch: its last success and its first failure.
+#[derive(Debug, Default)]
+struct Streak {
+    last_success: Option<DateTime<Utc>>,
+    first_failure: Option<DateTime<Utc>>,
+}
+
 /// One message's outcome: the attempt made (none when the message was only paused or
 /// dropped) and what becomes of it.
 #[derive(Debug, Clone)]
@@ -207,7 +214,7 @@ pub async fn settle(
 ) -> Result<HashMap<Uuid, Option<DateTime<Utc>>>, sqlx::Error> {
     let mut tx = db.begin().await?;
     // Per endpoint: the last success and the first failure of this batch.
-    let mut health: HashMap<Uuid, (Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = HashMap::new();
+    let mut health: HashMap<Uuid, Streak> = HashMap::new();
     // Two multi-row statements for the whole batch, whatever its size.
     let mut ids = Vec::with_capacity(outcomes.len());
     let mut statuses = Vec::with_capacity(outcomes.len());
@@ -241,9 +248,9 @@ pub async fn settle(
         tried.push((claimed, a));
         let h = health.entry(claimed.endpoint_id).or_default();
         if a.succeeded {
-            h.0 = h.0.max(Some(a.at));
+            h.last_success = h.last_success.max(Some(a.at));
         } else {
-            h.1 = Some(h.1.map_or(a.at, |t| t.min(a.at)));
+            h.first_failure = Some(h.first_failure.map_or(a.at, |t| t.min(a.at)));
         }
     }
     sqlx::query(
@@ -284,7 +291,14 @@ pub async fn settle(
         .await?;
     }
     let mut failing = HashMap::with_capacity(health.len());
-    for (endpoint_id, (success, failure)) in health {
+    for (
+        endpoint_id,
+        Streak {
+            last_success: success,
+            first_failure: failure,
+        },
+    ) in health
+    {
         // A success in the batch clears the failing streak.
         let since: Option<DateTime<Utc>> = sqlx::query_scalar(
             "INSERT INTO webhook_endpoint_health AS h (endpoint_id, failing_since, last_success_at)

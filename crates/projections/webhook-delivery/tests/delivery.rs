@@ -388,3 +388,83 @@ async fn redirects_are_not_followed_and_a_name_resolving_to_loopback_is_refused_
     );
     kit.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_endpoint_failing_too_long_is_disabled_and_its_dead_messages_can_be_redelivered() {
+    let kit = world().await;
+    let receiver = Receiver::start().await;
+    receiver.set_down(Some(503));
+    // Two attempts per message; an endpoint failing for 150 ms is disabled.
+    let mut s = settings("0s,100ms");
+    s.disable_after = chrono::Duration::milliseconds(150);
+    let d = dispatcher(&kit, s);
+    let (endpoint_id, _) = endpoint(&kit, &receiver.url, &["conversation.started"]).await;
+    kit.start_conversation("acme", "First").await;
+    wait_until("the first message dead", || async {
+        scalar(
+            &kit,
+            "SELECT count(*) FROM webhook_messages WHERE status = 'dead'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    // Still failing a while later: the second message's attempt disables the endpoint,
+    // and its retry waits (paused) instead of being attempted.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kit.start_conversation("acme", "Second").await;
+    wait_until("the automatic disable", || async {
+        scalar(&kit, "SELECT count(*) FROM events WHERE event_type = 'WebhookEndpointDisabled' AND payload -> 'WebhookEndpointDisabled' ->> 'automatic' = 'true'").await == 1
+    })
+    .await;
+    wait_until("the second message paused", || async {
+        scalar(
+            &kit,
+            "SELECT count(*) FROM webhook_messages WHERE status = 'paused'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    let attempts = receiver.received().len();
+    assert_eq!(attempts, 3, "two for the first message, one for the second");
+
+    // The receiver is fixed: enable the endpoint (the paused message goes) and redeliver
+    // the dead one.
+    receiver.heal();
+    let admin = admin("acme");
+    kit.stack
+        .service
+        .webhook_endpoint(endpoint_id, domain::WebhookCommand::Enable, None, &admin)
+        .await
+        .expect("enabled");
+    kit.stack
+        .service
+        .webhook_endpoint(
+            endpoint_id,
+            domain::WebhookCommand::Redeliver {
+                message_id: None,
+                since: Some(chrono::Utc::now() - chrono::Duration::hours(1)),
+                until: None,
+            },
+            None,
+            &admin,
+        )
+        .await
+        .expect("redelivery requested");
+    wait_until("both delivered", || async {
+        receiver.delivered_by("webhook-id").len() == 2
+    })
+    .await;
+    assert!(receiver.received().len() > attempts);
+    assert_eq!(
+        scalar(
+            &kit,
+            "SELECT count(*) FROM webhook_messages WHERE status = 'delivered'"
+        )
+        .await,
+        2
+    );
+    d.stop().await;
+    kit.stop().await;
+}
