@@ -79,6 +79,8 @@ impl Role {
 pub enum DocumentKind {
     RequirementsSpec,
     Summary,
+    /// Schema v3 of DocumentGenerated, v2 of DocumentRequested.
+    MeetingNotes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -154,6 +156,9 @@ pub struct AssistantReplyFailed {
     pub attempts: i32,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     pub failed_at: DateTime<Utc>,
+    /// Who asked (schema v2): the one told of the failure.
+    #[serde(default)]
+    pub asked_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +220,9 @@ pub struct DocumentGenerated {
     pub completion_tokens: Option<i32>,
     #[serde(default)]
     pub latency_ms: Option<i64>,
+    /// Who asked for it (schema v3): the one told it is ready.
+    #[serde(default)]
+    pub requested_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

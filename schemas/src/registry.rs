@@ -138,6 +138,14 @@ pub const TABLE: &[SchemaVersion] = &[
         "webhook_redelivery_requested/v1.avsc"
     ),
     version!(24, NotificationsRead, 1, "notifications_read/v1.avsc"),
+    version!(25, DocumentGenerated, 3, "document_generated/v3.avsc"),
+    version!(26, DocumentRequested, 2, "document_requested/v2.avsc"),
+    version!(
+        27,
+        AssistantReplyFailed,
+        2,
+        "assistant_reply_failed/v2.avsc"
+    ),
 ];
 
 pub(crate) struct Parsed {

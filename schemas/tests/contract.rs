@@ -118,6 +118,37 @@ fn samples() -> Vec<Event> {
             prompt_tokens: Some(900),
             completion_tokens: Some(450),
             latency_ms: Some(2_500),
+            requested_by: Some("ann".into()),
+        }
+        .into(),
+        DocumentGenerated {
+            document_id: Uuid::new_v4(),
+            tenant_id: "acme".into(),
+            conversation_id,
+            kind: DocumentKind::MeetingNotes,
+            title: "Weekly sync".into(),
+            format: DocumentFormat::Markdown,
+            content: "# Weekly sync\n\n## Decisions\n\n- ship".into(),
+            source_message_count: 7,
+            generator: Generator {
+                name: "template".into(),
+                version: "1".into(),
+            },
+            generated_at: at(5),
+            prompt_tokens: None,
+            completion_tokens: None,
+            latency_ms: None,
+            requested_by: None,
+        }
+        .into(),
+        DocumentRequested {
+            document_id: Uuid::new_v4(),
+            tenant_id: "acme".into(),
+            conversation_id,
+            kind: DocumentKind::MeetingNotes,
+            title: None,
+            requested_by: "bob".into(),
+            requested_at: at(8),
         }
         .into(),
         DocumentRequested {
@@ -161,6 +192,7 @@ fn samples() -> Vec<Event> {
             reason: "primary: 503; backup: timed out after 60 s".into(),
             attempts: 4,
             failed_at: at(7),
+            asked_by: Some("ann".into()),
         }
         .into(),
         AssistantReplyRequested {

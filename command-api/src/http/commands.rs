@@ -40,6 +40,7 @@ enum MessageRole {
 enum Kind {
     RequirementsSpec,
     Summary,
+    MeetingNotes,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

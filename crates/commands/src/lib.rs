@@ -366,19 +366,21 @@ impl CommandService {
         self.conversation(id, body, expected, meta).await
     }
 
-    /// Records that the assistant could not answer the user message `message_id`.
+    /// Records that the assistant could not answer the user message `message_id`, which
+    /// `asked_by` sent (or asked to be answered again): they are told.
     pub async fn fail_reply(
         &self,
         id: Uuid,
         message_id: Uuid,
-        reason: String,
-        attempts: i32,
+        (reason, attempts): (String, i32),
+        asked_by: Option<String>,
         meta: &RequestMeta,
     ) -> Result<Accepted, CommandError> {
         let body = ConversationCommand::FailReply {
             message_id,
             reason,
             attempts,
+            asked_by,
         };
         self.conversation(id, body, None, meta).await
     }

@@ -40,6 +40,8 @@ pub enum ConversationCommand {
         message_id: Uuid,
         reason: String,
         attempts: i32,
+        /// Who asked (told of the failure).
+        asked_by: Option<String>,
     },
     /// Try again to answer `message_id`, whose reply failed.
     RequestReply {
@@ -285,6 +287,7 @@ impl Conversation {
                 message_id,
                 reason,
                 attempts,
+                asked_by,
             } => {
                 self.unanswered(message_id)?;
                 ConversationEvent::AssistantReplyFailed(AssistantReplyFailed {
@@ -293,6 +296,7 @@ impl Conversation {
                     reason: validate::text("reason", &reason, REASON_MAX, false)?,
                     attempts: attempts.max(0),
                     failed_at: ctx.at,
+                    asked_by,
                 })
             }
             ConversationCommand::RequestReply { message_id } => {
@@ -443,6 +447,7 @@ mod tests {
             message_id: asked,
             reason: "down".into(),
             attempts: 1,
+            asked_by: None,
         };
         assert_eq!(run(&mut c, fail), Err(DomainError::AlreadyReplied));
         assert_eq!(
@@ -470,6 +475,7 @@ mod tests {
             message_id: asked,
             reason: "every provider is down".into(),
             attempts: 3,
+            asked_by: Some("ann".into()),
         };
         run(&mut c, fail).expect("failed");
         assert_eq!(c.replies[&asked], Reply::Failed);
@@ -552,6 +558,7 @@ mod tests {
                 message_id: asked,
                 reason: "x".into(),
                 attempts: 0,
+                asked_by: None,
             },
         )
         .expect("a failure can still be recorded");

@@ -132,6 +132,58 @@ pub fn template(kind: DocumentKind, t: &Transcript) -> GeneratedDocument {
             }
             (format!("Summary: {}", t.title), doc)
         }
+        DocumentKind::MeetingNotes => {
+            // Who spoke, what was said in order, and the lines that read as decisions or
+            // actions (by their words: the offline generator does not understand them).
+            let mut doc = format!("# Meeting notes: {}\n\n## Participants\n\n", t.title);
+            for role in [Role::User, Role::Assistant, Role::System] {
+                let n = by(role).count();
+                if n > 0 {
+                    doc.push_str(&format!("- {} ({n} messages)\n", role.as_str()));
+                }
+            }
+            doc.push_str("\n## Discussion\n\n");
+            for (role, text) in &t.messages {
+                doc.push_str(&format!("- **{}**: {}\n", role.as_str(), excerpt(text)));
+            }
+            let marked = |words: &[&str]| -> Vec<String> {
+                t.messages
+                    .iter()
+                    .map(|(_, m)| excerpt(m))
+                    .filter(|m| {
+                        let lower = m.to_lowercase();
+                        words.iter().any(|w| lower.contains(w))
+                    })
+                    .collect()
+            };
+            for (heading, words) in [
+                (
+                    "Decisions",
+                    &["decided", "agreed", "decision", "we will"][..],
+                ),
+                (
+                    "Action items",
+                    &[
+                        "todo",
+                        "action",
+                        "will ",
+                        "follow up",
+                        "by friday",
+                        "deadline",
+                    ][..],
+                ),
+            ] {
+                doc.push_str(&format!("\n## {heading}\n\n"));
+                let lines = marked(words);
+                if lines.is_empty() {
+                    doc.push_str("- none recorded\n");
+                }
+                for line in lines {
+                    doc.push_str(&format!("- {line}\n"));
+                }
+            }
+            (format!("Meeting notes: {}", t.title), doc)
+        }
     };
     GeneratedDocument {
         title: title.chars().take(TITLE_MAX).collect(),
@@ -216,6 +268,9 @@ pub struct Document {
     /// What was requested (kind and title), until it is generated.
     #[serde(default)]
     pub requested: Option<(DocumentKind, Option<String>)>,
+    /// Who asked for it.
+    #[serde(default)]
+    pub requested_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +317,7 @@ impl Aggregate for Document {
                 self.conversation_id = Some(e.conversation_id);
                 self.status = DocumentStatus::Requested;
                 self.requested = Some((e.kind, e.title));
+                self.requested_by = Some(e.requested_by);
             }
             DocumentEvent::DocumentGenerationFailed(_) => {
                 self.status = DocumentStatus::Failed;
@@ -275,6 +331,7 @@ impl Aggregate for Document {
 /// else the generator's (cut to the longest title).
 fn generated_event(
     (document_id, conversation_id, kind): (Uuid, Uuid, DocumentKind),
+    requested_by: String,
     ctx: super::CommandContext,
     title: Option<String>,
     source_message_count: usize,
@@ -294,6 +351,7 @@ fn generated_event(
         prompt_tokens: generated.usage.map(|u| u.prompt_tokens),
         completion_tokens: generated.usage.map(|u| u.completion_tokens),
         latency_ms: generated.usage.map(|u| u.latency_ms),
+        requested_by: Some(requested_by),
     })
 }
 
@@ -319,8 +377,10 @@ impl Document {
                 if source_message_count == 0 {
                     return Err(DomainError::NothingToGenerateFrom);
                 }
+                let requested_by = ctx.actor.subject.clone();
                 Ok(generated_event(
                     (document_id, conversation_id, kind),
+                    requested_by,
                     ctx,
                     title,
                     source_message_count,
@@ -352,8 +412,14 @@ impl Document {
                 generated,
             } => {
                 let (document_id, conversation_id, kind, title) = self.pending(&ctx)?;
+                // The requester is told, not the generator that completed it.
+                let requested_by = self
+                    .requested_by
+                    .clone()
+                    .unwrap_or_else(|| ctx.actor.subject.clone());
                 Ok(generated_event(
                     (document_id, conversation_id, kind),
+                    requested_by,
                     ctx,
                     title,
                     source_message_count,
@@ -439,5 +505,37 @@ mod tests {
             &doc.content[..200]
         );
         assert!(doc.content.len() < 80_000, "{} bytes", doc.content.len());
+    }
+
+    #[test]
+    fn meeting_notes_list_participants_discussion_decisions_and_actions() {
+        let mut t = Transcript::new(Uuid::new_v4(), "Weekly sync".into());
+        t.push(Role::User, "We agreed to ship the beta on Monday.".into());
+        t.push(
+            Role::Assistant,
+            "Noted. Who will update the release notes?".into(),
+        );
+        t.push(Role::User, "Ann will update them by Friday.".into());
+        let doc = template(DocumentKind::MeetingNotes, &t);
+        assert_eq!(doc.title, "Meeting notes: Weekly sync");
+        for part in [
+            "## Participants",
+            "- user (2 messages)",
+            "## Discussion",
+            "## Decisions\n\n- We agreed to ship the beta on Monday.",
+            "## Action items",
+            "- Ann will update them by Friday.",
+        ] {
+            assert!(
+                doc.content.contains(part),
+                "{part} missing from:\n{}",
+                doc.content
+            );
+        }
+        assert_eq!(
+            doc,
+            template(DocumentKind::MeetingNotes, &t),
+            "deterministic"
+        );
     }
 }

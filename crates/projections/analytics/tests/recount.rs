@@ -65,6 +65,7 @@ async fn recount(stack: &Stack) -> BTreeMap<Key, i64> {
                 let kind = match d.kind {
                     DocumentKind::RequirementsSpec => "requirements_spec",
                     DocumentKind::Summary => "summary",
+                    DocumentKind::MeetingNotes => "meeting_notes",
                 };
                 add(d.generated_at, "documents_generated", kind, 1);
                 add(
@@ -129,7 +130,7 @@ async fn load(stack: &Stack, tenant: &str, n: usize) {
             };
             if q == 2 {
                 service
-                    .fail_reply(c, asked.message_id, "down".into(), 2, &assistant)
+                    .fail_reply(c, asked.message_id, ("down".into(), 2), None, &assistant)
                     .await
                     .expect("fail");
                 continue;

@@ -16,6 +16,10 @@ pub fn template(kind: DocumentKind) -> (&'static str, &'static str) {
             "requirements_spec-v1",
         ),
         DocumentKind::Summary => (include_str!("../prompts/summary-v1.md"), "summary-v1"),
+        DocumentKind::MeetingNotes => (
+            include_str!("../prompts/meeting_notes-v1.md"),
+            "meeting_notes-v1",
+        ),
     }
 }
 
@@ -73,6 +77,7 @@ pub fn written(kind: DocumentKind, t: &Transcript, c: &Completion) -> Written {
         None => match kind {
             DocumentKind::RequirementsSpec => format!("Requirements: {}", t.title),
             DocumentKind::Summary => format!("Summary: {}", t.title),
+            DocumentKind::MeetingNotes => format!("Meeting notes: {}", t.title),
         },
     };
     Written {

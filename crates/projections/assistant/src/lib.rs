@@ -85,6 +85,8 @@ impl AssistantSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Work {
     pub task: Task,
+    /// Who caused the event (the user who asked, or asked again): told of a failure.
+    pub asked_by: Option<String>,
     pub correlation_id: Option<String>,
     pub traceparent: Option<String>,
 }
@@ -244,7 +246,13 @@ impl Assistant {
             }
             Decided::Fail { reason, attempts } => {
                 self.service
-                    .fail_reply(conversation_id, message_id, reason, attempts, &meta)
+                    .fail_reply(
+                        conversation_id,
+                        message_id,
+                        (reason, attempts),
+                        planned.effect.asked_by.clone(),
+                        &meta,
+                    )
                     .await
             }
             Decided::Document(_) => return Ok(()),
@@ -513,6 +521,7 @@ impl EffectProjection for Assistant {
         };
         vec![Work {
             task,
+            asked_by: e.user_id.clone(),
             correlation_id: e.correlation_id.clone(),
             traceparent: e.traceparent.clone(),
         }]

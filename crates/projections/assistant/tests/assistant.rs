@@ -286,6 +286,8 @@ async fn the_backup_answers_when_the_primary_fails_and_a_failed_reply_can_be_ret
         failed.reason
     );
     assert_eq!(failed.attempts, 2);
+    // The one who asked is named, so they are told.
+    assert_eq!(failed.asked_by.as_deref(), Some("writer"));
 
     // Garbage from every provider is a failure too, never a stuck assistant.
     backup.heal();
@@ -479,6 +481,8 @@ async fn a_requested_document_is_written_by_the_model_once_or_fails_with_its_rea
         (Some(42), Some(7))
     );
     assert_eq!(doc.source_message_count, 2);
+    // The requester, not the assistant that completed it, is the one to tell.
+    assert_eq!(doc.requested_by.as_deref(), Some("writer"));
     assert_eq!(llm.calls(), calls + 1, "one model call for the document");
     let prompt = llm.requests()[calls]["messages"][0]["content"]
         .as_str()
@@ -487,6 +491,37 @@ async fn a_requested_document_is_written_by_the_model_once_or_fails_with_its_rea
     assert!(prompt.contains("## Functional requirements"), "{prompt}");
     assert!(
         prompt.contains("user: We need online payments with 3-D Secure."),
+        "{prompt}"
+    );
+
+    // Meeting notes, from their own versioned template.
+    let notes = world
+        .stack
+        .service
+        .request_document(
+            conversation,
+            schemas::DocumentKind::MeetingNotes,
+            None,
+            &meta("acme"),
+        )
+        .await
+        .expect("request meeting notes")
+        .aggregate_id;
+    wait_until("the notes written", || async {
+        document_events(&world.stack, notes).await.len() == 2
+    })
+    .await;
+    let Event::DocumentGenerated(notes) = &document_events(&world.stack, notes).await[1] else {
+        panic!("no meeting notes")
+    };
+    assert_eq!(notes.kind, schemas::DocumentKind::MeetingNotes);
+    assert_eq!(notes.generator.version, "meeting_notes-v1");
+    let prompt = llm.requests()[calls + 1]["messages"][0]["content"]
+        .as_str()
+        .expect("the system prompt")
+        .to_owned();
+    assert!(
+        prompt.contains("## Action items") && prompt.contains("## Participants"),
         "{prompt}"
     );
 

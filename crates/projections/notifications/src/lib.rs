@@ -1,6 +1,7 @@
 //! The notifications projection, a side-effect projection: when a document a user asked
-//! for is generated, a conversation ends, or a webhook endpoint a user created loses a
-//! message or is disabled for failing, the user is told through a channel (a log
+//! for is generated, a conversation ends, the assistant cannot answer a user's message,
+//! or a webhook endpoint a user created loses a message or is disabled for failing, the
+//! user is told through a channel (a log
 //! line, or an HTTP POST to a configured endpoint), and the notification lands in the
 //! user's in-app inbox (a table of this projection's generation).
 //!
@@ -29,6 +30,8 @@ pub const NAME: &str = "notifications";
 pub enum Kind {
     DocumentReady,
     ConversationEnded,
+    /// The assistant could not answer the recipient's message.
+    AssistantReplyFailed,
     /// A webhook message to an endpoint the recipient created failed its last attempt.
     WebhookMessageFailed,
     /// An endpoint the recipient created was disabled because it kept failing.
@@ -40,6 +43,7 @@ impl Kind {
         match self {
             Kind::DocumentReady => "document_ready",
             Kind::ConversationEnded => "conversation_ended",
+            Kind::AssistantReplyFailed => "assistant_reply_failed",
             Kind::WebhookMessageFailed => "webhook_message_failed",
             Kind::WebhookEndpointDisabled => "webhook_endpoint_disabled",
         }
@@ -169,9 +173,11 @@ impl EffectProjection for Notifications {
     fn plan(&self, e: &Envelope) -> Vec<Notification> {
         let caller = e.user_id.clone();
         let notification = match &e.event {
+            // Who asked for it (schema v3), else who caused the event (a template
+            // document is made by the asker's own command).
             Event::DocumentGenerated(d) => Notification {
                 kind: Kind::DocumentReady,
-                recipient: caller.unwrap_or_default(),
+                recipient: d.requested_by.clone().or(caller).unwrap_or_default(),
                 subject: format!("Your document \"{}\" is ready", d.title),
                 conversation_id: Some(d.conversation_id),
                 document_id: Some(d.document_id),
@@ -186,6 +192,16 @@ impl EffectProjection for Notifications {
                 document_id: None,
                 endpoint_id: None,
                 occurred_at: c.ended_at,
+            },
+            // Who asked (schema v2); a failure recorded before it names nobody.
+            Event::AssistantReplyFailed(f) => Notification {
+                kind: Kind::AssistantReplyFailed,
+                recipient: f.asked_by.clone().unwrap_or_default(),
+                subject: format!("The assistant could not answer your message: {}", f.reason),
+                conversation_id: Some(f.conversation_id),
+                document_id: None,
+                endpoint_id: None,
+                occurred_at: f.failed_at,
             },
             // The endpoint's creator hears of its failures, whoever recorded them.
             Event::WebhookMessageFailed(w) => Notification {
@@ -284,5 +300,88 @@ impl EffectProjection for Notifications {
             .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::{
+        AssistantReplyFailed, CommitPosition, DocumentFormat, DocumentGenerated, DocumentKind,
+        Generator,
+    };
+
+    fn envelope(event: Event, caller: &str) -> Envelope {
+        Envelope {
+            event,
+            event_id: Uuid::new_v4(),
+            aggregate_type: "document".into(),
+            aggregate_id: Uuid::new_v4().to_string(),
+            sequence: 2,
+            commit_position: CommitPosition {
+                tx_id: 1,
+                global: 1,
+            },
+            tenant_id: "acme".into(),
+            user_id: Some(caller.into()),
+            recorded_at: schemas::timestamp_now(),
+            correlation_id: None,
+            traceparent: None,
+        }
+    }
+
+    #[test]
+    fn the_one_who_asked_is_told_not_the_assistant_that_answered() {
+        let n = Notifications::new(Channel::Log);
+        let document = DocumentGenerated {
+            document_id: Uuid::new_v4(),
+            tenant_id: "acme".into(),
+            conversation_id: Uuid::new_v4(),
+            kind: DocumentKind::MeetingNotes,
+            title: "Notes".into(),
+            format: DocumentFormat::Markdown,
+            content: "# Notes".into(),
+            source_message_count: 3,
+            generator: Generator {
+                name: "local".into(),
+                version: "meeting_notes-v1".into(),
+            },
+            generated_at: schemas::timestamp_now(),
+            prompt_tokens: None,
+            completion_tokens: None,
+            latency_ms: None,
+            requested_by: Some("ann".into()),
+        };
+        let planned = n.plan(&envelope(Event::DocumentGenerated(document), "assistant"));
+        assert_eq!(planned.len(), 1);
+        assert_eq!(
+            (planned[0].kind, planned[0].recipient.as_str()),
+            (Kind::DocumentReady, "ann")
+        );
+
+        let failed = |asked_by: Option<&str>| AssistantReplyFailed {
+            conversation_id: Uuid::new_v4(),
+            message_id: Uuid::new_v4(),
+            reason: "every provider is down".into(),
+            attempts: 2,
+            failed_at: schemas::timestamp_now(),
+            asked_by: asked_by.map(str::to_owned),
+        };
+        let planned = n.plan(&envelope(
+            Event::AssistantReplyFailed(failed(Some("bob"))),
+            "assistant",
+        ));
+        assert_eq!(
+            (planned[0].kind, planned[0].recipient.as_str()),
+            (Kind::AssistantReplyFailed, "bob")
+        );
+        // Recorded before the event named the asker: nobody to tell.
+        assert!(
+            n.plan(&envelope(
+                Event::AssistantReplyFailed(failed(None)),
+                "assistant"
+            ))
+            .is_empty()
+        );
     }
 }

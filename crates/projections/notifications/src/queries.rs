@@ -9,8 +9,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct InboxItem {
     pub notification_id: Uuid,
-    /// `document_ready`, `conversation_ended`, `webhook_message_failed`,
-    /// `webhook_endpoint_disabled`.
+    /// `document_ready`, `conversation_ended`, `assistant_reply_failed`,
+    /// `webhook_message_failed`, `webhook_endpoint_disabled`.
     pub kind: String,
     pub subject: String,
     pub conversation_id: Option<Uuid>,
