@@ -8,56 +8,21 @@ use std::time::{Duration, Instant};
 use e2e::Services;
 use platform::auth::Role;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-use testkit::tokens::{SECRET, hs256_token};
+use serde_json::json;
+use testkit::tokens::SECRET;
 
-struct Caller {
-    http: reqwest::Client,
-    token: String,
-}
-
-impl Caller {
-    fn new(subject: &str, roles: &[Role]) -> Caller {
-        Caller {
-            http: reqwest::Client::new(),
-            token: hs256_token(SECRET, "acme", subject, roles, 600),
-        }
-    }
-
-    async fn post(&self, url: String, body: Value) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .post(url)
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, url: String) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .get(url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
-    }
-}
+use e2e::caller::Caller;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_sees_and_changes_only_their_own_conversations() {
     let services = Services::spawn().await;
     let projector = services.projector().await;
     let (cmd, q) = (&services.commands.base, &services.query_base);
-    let ann = Caller::new("ann", &[Role::Member]);
-    let bob = Caller::new("bob", &[Role::Member]);
-    let admin = Caller::new("root", &[Role::Admin]);
-    let auditor = Caller::new("eve", &[Role::Auditor]);
-    let assistant = Caller::new("assistant", &[Role::Service]);
+    let ann = Caller::new(SECRET, "ann", &[Role::Member]);
+    let bob = Caller::new(SECRET, "bob", &[Role::Member]);
+    let admin = Caller::new(SECRET, "root", &[Role::Admin]);
+    let auditor = Caller::new(SECRET, "eve", &[Role::Auditor]);
+    let assistant = Caller::new(SECRET, "assistant", &[Role::Service]);
 
     let (status, started) = ann
         .post(

@@ -3,49 +3,13 @@
 //! refusing dies on a short schedule, its endpoint's creator finds it in their in-app
 //! notifications, marks it read, and reads their own write.
 
+use e2e::caller::Caller;
 use e2e::dev_stack::{DevStack, SECRET};
 use platform::auth::Role;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::receiver::Receiver;
 use testkit::stack::wait_until;
-
-struct Caller {
-    http: reqwest::Client,
-    token: String,
-}
-
-impl Caller {
-    fn new(subject: &str, roles: &[Role]) -> Caller {
-        Caller {
-            http: reqwest::Client::new(),
-            token: testkit::tokens::hs256_token(SECRET.as_bytes(), "acme", subject, roles, 600),
-        }
-    }
-
-    async fn post(&self, url: String, body: Value) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .post(url)
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .expect("post");
-        (r.status(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, url: String) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .get(url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("get");
-        (r.status(), r.json().await.unwrap_or(Value::Null))
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_subscribed_receiver_gets_events_and_a_dead_message_reaches_the_owners_inbox() {
@@ -54,8 +18,8 @@ async fn a_subscribed_receiver_gets_events_and_a_dead_message_reaches_the_owners
         format!("http://{}", stack.commands),
         format!("http://{}", stack.queries),
     );
-    let admin = Caller::new("ada", &[Role::Admin]);
-    let member = Caller::new("mo", &[Role::Member]);
+    let admin = Caller::new(SECRET.as_bytes(), "ada", &[Role::Admin]);
+    let member = Caller::new(SECRET.as_bytes(), "mo", &[Role::Member]);
     let good = Receiver::start().await;
     let bad = Receiver::start().await;
     bad.set_down(Some(500));

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgExecutor, PgPool, Row};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 /// A message to write: one event for one endpoint.
@@ -102,7 +102,7 @@ pub async fn redeliver(
 }
 
 /// A message claimed for an attempt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Claimed {
     pub message_id: String,
     pub tenant_id: String,
@@ -126,7 +126,7 @@ pub async fn claim(
     limit: i64,
     lease: std::time::Duration,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    let rows = sqlx::query(
+    sqlx::query_as(
         "WITH candidates AS (
              SELECT message_id FROM (
                  SELECT message_id,
@@ -147,21 +147,7 @@ pub async fn claim(
     .bind(limit)
     .bind(lease.as_secs_f64())
     .fetch_all(db)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Claimed {
-                message_id: r.try_get("message_id")?,
-                tenant_id: r.try_get("tenant_id")?,
-                endpoint_id: r.try_get("endpoint_id")?,
-                event_id: r.try_get("event_id")?,
-                event_type: r.try_get("event_type")?,
-                body: r.try_get("body")?,
-                attempts: r.try_get("attempts")?,
-                total_attempts: r.try_get("total_attempts")?,
-            })
-        })
-        .collect()
+    .await
 }
 
 /// What one attempt got.
@@ -329,7 +315,7 @@ fn describe(a: &Attempt) -> Option<String> {
 }
 
 /// A message as admins see it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct MessageView {
     pub message_id: String,
     pub endpoint_id: Uuid,
@@ -351,8 +337,8 @@ pub async fn list_messages(
     status: Option<&str>,
     limit: i64,
 ) -> Result<Vec<MessageView>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT message_id, endpoint_id, event_id, event_type, status, total_attempts,
+    sqlx::query_as(
+        "SELECT message_id, endpoint_id, event_id, event_type, status, total_attempts AS attempts,
                 next_attempt_at, delivered_at, last_error, created_at
          FROM webhook_messages
          WHERE tenant_id = $1 AND endpoint_id = $2 AND ($3::text IS NULL OR status = $3)
@@ -363,27 +349,11 @@ pub async fn list_messages(
     .bind(status)
     .bind(limit)
     .fetch_all(db)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(MessageView {
-                message_id: r.try_get("message_id")?,
-                endpoint_id: r.try_get("endpoint_id")?,
-                event_id: r.try_get("event_id")?,
-                event_type: r.try_get("event_type")?,
-                status: r.try_get("status")?,
-                attempts: r.try_get("total_attempts")?,
-                next_attempt_at: r.try_get("next_attempt_at")?,
-                delivered_at: r.try_get("delivered_at")?,
-                last_error: r.try_get("last_error")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .collect()
+    .await
 }
 
 /// One attempt as admins see it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AttemptView {
     pub message_id: String,
     pub attempted_at: DateTime<Utc>,
@@ -403,7 +373,7 @@ pub async fn list_attempts(
     message_id: Option<&str>,
     limit: i64,
 ) -> Result<Vec<AttemptView>, sqlx::Error> {
-    let rows = sqlx::query(
+    sqlx::query_as(
         "SELECT message_id, attempted_at, url, status_code, latency_ms, error, response, succeeded
          FROM webhook_attempts
          WHERE tenant_id = $1 AND endpoint_id = $2 AND ($3::text IS NULL OR message_id = $3)
@@ -414,19 +384,5 @@ pub async fn list_attempts(
     .bind(message_id)
     .bind(limit)
     .fetch_all(db)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(AttemptView {
-                message_id: r.try_get("message_id")?,
-                attempted_at: r.try_get("attempted_at")?,
-                url: r.try_get("url")?,
-                status_code: r.try_get("status_code")?,
-                latency_ms: r.try_get("latency_ms")?,
-                error: r.try_get("error")?,
-                response: r.try_get("response")?,
-                succeeded: r.try_get("succeeded")?,
-            })
-        })
-        .collect()
+    .await
 }

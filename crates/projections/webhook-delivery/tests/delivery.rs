@@ -457,14 +457,16 @@ async fn an_endpoint_failing_too_long_is_disabled_and_its_dead_messages_can_be_r
     })
     .await;
     assert!(receiver.received().len() > attempts);
-    assert_eq!(
+    // Recorded a moment after the receiver answered.
+    wait_until("both recorded delivered", || async {
         scalar(
             &kit,
-            "SELECT count(*) FROM webhook_messages WHERE status = 'delivered'"
+            "SELECT count(*) FROM webhook_messages WHERE status = 'delivered'",
         )
-        .await,
-        2
-    );
+        .await
+            == 2
+    })
+    .await;
     d.stop().await;
     kit.stop().await;
 }
