@@ -7,6 +7,7 @@
 //! * [`topics`]: topic names per aggregate type.
 //! * [`headers`]: the Kafka header names of a published event, and their typed form.
 //! * [`positions`]: `CommitPosition`, `Version`, `VersionToken` and their text forms.
+//! * [`published`]: the contract as data (schema-id table, AsyncAPI), for other languages.
 //!
 //! Schema files are append-only: a new version is a new file (`vN.avsc`) and a new row
 //! in the registry; the latest version of each event must read every older one.
@@ -15,6 +16,7 @@ pub mod codec;
 pub mod events;
 pub mod headers;
 pub mod positions;
+pub mod published;
 pub mod registry;
 pub mod topics;
 
