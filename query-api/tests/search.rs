@@ -149,6 +149,12 @@ async fn bad_search_requests_are_problems() {
             "invalid_position",
         ),
         ("q=x&unknown=1", StatusCode::BAD_REQUEST, "invalid_query"),
+        ("q=x&wait_ms=-1", StatusCode::BAD_REQUEST, "invalid_wait"),
+        (
+            "q=x&wait_ms=99999999999999999999",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
         // Nothing indexed yet: the projector has not made its index.
         (
             "q=x",

@@ -73,7 +73,8 @@ pub async fn add_knowledge(
 /// from. Its events and original stay for audit.
 #[utoipa::path(delete, path = "/v1/knowledge/{id}",
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = super::commands::CommandAccepted), (status = 403), (status = 404), (status = 412)),
+    responses((status = 200, body = super::commands::CommandAccepted), (status = 403), (status = 404), (status = 412),
+        (status = 422, description = "idempotency_key_reused")),
     security(("bearer" = [])))]
 pub async fn remove_knowledge(
     State(app): State<AppState>,

@@ -167,7 +167,7 @@ pub async fn update_endpoint(
 /// for `grace_seconds`, so receivers can switch without losing a message.
 #[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/rotate-secret", request_body = RotateSecret,
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = EndpointSecret), (status = 403), (status = 404), (status = 422)),
+    responses((status = 200, body = EndpointSecret), (status = 403), (status = 404), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn rotate_secret(
     State(app): State<AppState>,
@@ -207,7 +207,7 @@ async fn endpoint_command(
 /// Stops deliveries to the endpoint; its messages wait until it is enabled.
 #[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/disable", request_body = DisableEndpoint,
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 403), (status = 404), (status = 409)),
+    responses((status = 200, body = CommandAccepted), (status = 403), (status = 404), (status = 409), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn disable_endpoint(
     State(app): State<AppState>,
@@ -229,7 +229,7 @@ pub async fn disable_endpoint(
 /// Resumes deliveries: the messages that waited are sent.
 #[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/enable", request_body = EnableEndpoint,
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 403), (status = 404), (status = 409)),
+    responses((status = 200, body = CommandAccepted), (status = 403), (status = 404), (status = 409), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn enable_endpoint(
     State(app): State<AppState>,
@@ -251,7 +251,8 @@ pub async fn enable_endpoint(
 /// Deletes the endpoint: nothing more is sent to it. Its history stays for audit.
 #[utoipa::path(delete, path = "/v1/webhooks/endpoints/{id}",
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 403), (status = 404)),
+    responses((status = 200, body = CommandAccepted), (status = 403), (status = 404), (status = 412),
+        (status = 422, description = "idempotency_key_reused")),
     security(("bearer" = [])))]
 pub async fn delete_endpoint(
     State(app): State<AppState>,

@@ -23,13 +23,19 @@ pub struct UsageParams {
     /// End (exclusive); default now.
     pub to: Option<DateTime<Utc>>,
     /// `hour` (at most 31 days) or `day` (default; at most 366 days).
+    #[param(pattern = "^(hour|day)$")]
     pub bucket: Option<String>,
     /// `dimension` (default: each metric broken down by role, kind, model …) or
     /// `metric` (each metric's total; percentiles are left as they are).
+    #[param(pattern = "^(dimension|metric)$")]
     pub group_by: Option<String>,
     /// A `position` a command returned: waits until the analytics have it.
+    #[param(
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+    )]
     pub position: Option<String>,
-    pub wait_ms: Option<u64>,
+    #[param(minimum = 0)]
+    pub wait_ms: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

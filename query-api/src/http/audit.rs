@@ -61,8 +61,10 @@ fn db_error(e: sqlx::Error) -> Problem {
 #[serde(deny_unknown_fields)]
 pub struct TenantEvents {
     /// Start after this position (`<tx_id>.<global_position>`, from a previous line).
+    #[param(pattern = r"^[0-9]+\.[0-9]+$")]
     pub after: Option<String>,
     /// Stop at this position, inclusive.
+    #[param(pattern = r"^[0-9]+\.[0-9]+$")]
     pub until: Option<String>,
     /// Only events recorded at or after this time (RFC 3339).
     pub from_time: Option<DateTime<Utc>>,

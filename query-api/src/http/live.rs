@@ -97,6 +97,7 @@ impl Drop for Slot {
 pub struct StreamQuery {
     /// Start after this version (what `Last-Event-ID` says, for clients that cannot set
     /// headers); default 0, the whole conversation.
+    #[param(minimum = 0)]
     pub after: Option<i64>,
 }
 

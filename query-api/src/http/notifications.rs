@@ -21,11 +21,16 @@ pub struct ListNotifications {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// A `position` from `POST /v1/notifications/read` (or any command): waits until the
     /// inbox has it.
+    #[param(
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+    )]
     pub position: Option<String>,
-    pub wait_ms: Option<u64>,
+    #[param(minimum = 0)]
+    pub wait_ms: Option<i64>,
 }
 
 /// The caller's notifications, newest first.

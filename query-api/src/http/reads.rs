@@ -23,9 +23,13 @@ pub const READERS: &[Role] = &[Role::Member, Role::Admin, Role::Auditor, Role::S
 #[serde(deny_unknown_fields)]
 pub struct Consistency {
     /// A `position` a command returned: the answer waits until the read model has it.
+    #[param(
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+    )]
     pub position: Option<String>,
     /// How long to wait for `position`, in ms (capped by the server's maximum).
-    pub wait_ms: Option<u64>,
+    #[param(minimum = 0)]
+    pub wait_ms: Option<i64>,
 }
 
 /// Waits for the caller's position in the read model, if given; 503
@@ -50,15 +54,21 @@ pub(super) async fn consistent_in(
     c: &Consistency,
     who: &Principal,
 ) -> Result<(), Problem> {
+    let wait = match c.wait_ms {
+        None => app.read_wait_max,
+        Some(ms) => {
+            let ms = u64::try_from(ms).map_err(|_| {
+                Problem::bad_request("invalid_wait", "wait_ms must not be negative")
+            })?;
+            std::time::Duration::from_millis(ms).min(app.read_wait_max)
+        }
+    };
     let Some(raw) = &c.position else {
         return Ok(());
     };
     let token: VersionToken = raw
         .parse()
         .map_err(|e: BadVersionToken| Problem::bad_request("invalid_position", e.to_string()))?;
-    let wait = c.wait_ms.map_or(app.read_wait_max, |ms| {
-        std::time::Duration::from_millis(ms).min(app.read_wait_max)
-    });
     let pool = app.reads.pool();
     let visible = visible(app, &viewer(who), &token)
         .await
@@ -173,11 +183,16 @@ pub struct ListConversations {
     /// Only conversations last active before this time (RFC 3339).
     pub active_before: Option<DateTime<Utc>>,
     /// 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    #[param(
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+    )]
     pub position: Option<String>,
-    pub wait_ms: Option<u64>,
+    #[param(minimum = 0)]
+    pub wait_ms: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -299,9 +314,14 @@ pub struct ListMessages {
     /// Messages after this conversation version (`next_cursor` of the previous page).
     pub cursor: Option<String>,
     /// 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    #[param(
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+    )]
     pub position: Option<String>,
-    pub wait_ms: Option<u64>,
+    #[param(minimum = 0)]
+    pub wait_ms: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/v1/conversations/{id}/messages", params(("id" = Uuid, Path), ListMessages),
@@ -342,9 +362,14 @@ pub struct ListDocuments {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    #[param(
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+    )]
     pub position: Option<String>,
-    pub wait_ms: Option<u64>,
+    #[param(minimum = 0)]
+    pub wait_ms: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/v1/conversations/{id}/documents", params(("id" = Uuid, Path), ListDocuments),

@@ -26,18 +26,24 @@ const SNIPPET_CHARS: usize = 300;
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
     /// What to look for, in words: 1-1000 characters.
+    #[param(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub q: String,
     /// `messages`, `documents`, `knowledge` or `all` (default).
     pub scope: Option<String>,
     /// Only hits of this conversation (messages and its documents).
     pub conversation_id: Option<String>,
     /// 1-50, default 10.
+    #[param(minimum = 1, maximum = 50)]
     pub limit: Option<i64>,
     /// Cosine similarity from -1 to 1; hits below it are left out.
     pub min_score: Option<f32>,
     /// A `position` a command returned: waits until the index has it.
+    #[param(
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+    )]
     pub position: Option<String>,
-    pub wait_ms: Option<u64>,
+    #[param(minimum = 0)]
+    pub wait_ms: Option<i64>,
 }
 
 /// Where a hit comes from.

@@ -24,9 +24,14 @@ pub struct ListEndpoints {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    #[param(
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+    )]
     pub position: Option<String>,
-    pub wait_ms: Option<u64>,
+    #[param(minimum = 0)]
+    pub wait_ms: Option<i64>,
 }
 
 /// The tenant's webhook endpoints, newest first.
@@ -103,6 +108,7 @@ pub struct ListMessages {
     /// Only messages in this state.
     pub status: Option<MessageStatus>,
     /// 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
@@ -131,6 +137,7 @@ pub struct ListAttempts {
     /// Only the attempts of this message (its `webhook-id`).
     pub message_id: Option<String>,
     /// 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 

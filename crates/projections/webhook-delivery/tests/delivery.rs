@@ -394,9 +394,10 @@ async fn an_endpoint_failing_too_long_is_disabled_and_its_dead_messages_can_be_r
     let kit = world().await;
     let receiver = Receiver::start().await;
     receiver.set_down(Some(503));
-    // Two attempts per message; an endpoint failing for 150 ms is disabled.
+    // Two attempts per message (100 ms apart); an endpoint failing for 1.5 s is disabled:
+    // the first message dies well before that, the second message's attempt after it.
     let mut s = settings("0s,100ms");
-    s.disable_after = chrono::Duration::milliseconds(150);
+    s.disable_after = chrono::Duration::milliseconds(1_500);
     let d = dispatcher(&kit, s);
     let (endpoint_id, _) = endpoint(&kit, &receiver.url, &["conversation.started"]).await;
     kit.start_conversation("acme", "First").await;
@@ -411,7 +412,7 @@ async fn an_endpoint_failing_too_long_is_disabled_and_its_dead_messages_can_be_r
     .await;
     // Still failing a while later: the second message's attempt disables the endpoint,
     // and its retry waits (paused) instead of being attempted.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
     kit.start_conversation("acme", "Second").await;
     wait_until("the automatic disable", || async {
         scalar(&kit, "SELECT count(*) FROM events WHERE event_type = 'WebhookEndpointDisabled' AND payload -> 'WebhookEndpointDisabled' ->> 'automatic' = 'true'").await == 1
