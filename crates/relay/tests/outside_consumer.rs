@@ -13,7 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemas::AggregateKind;
 
-use commands::{NewEndpoint, RequestMeta, Scope};
+use commands::NewEndpoint;
 use serde_json::Value;
 use testkit::Stack;
 use testkit::commands::meta;
@@ -22,11 +22,7 @@ use testkit::commands::meta;
 async fn every_event_type(stack: &Stack) {
     let service = &stack.service;
     let user = meta("acme");
-    let admin = RequestMeta {
-        user_id: "ada".into(),
-        scope: Scope::Tenant,
-        ..meta("acme")
-    };
+    let admin = testkit::commands::admin_meta("acme");
     let c = service
         .start_conversation("Outside".into(), Default::default(), &user)
         .await

@@ -18,6 +18,15 @@ pub fn meta(tenant: &str) -> RequestMeta {
     }
 }
 
+/// Request metadata of an admin of `tenant` (subject `ada`), who sees the whole tenant.
+pub fn admin_meta(tenant: &str) -> RequestMeta {
+    RequestMeta {
+        user_id: "ada".into(),
+        scope: commands::Scope::Tenant,
+        ..meta(tenant)
+    }
+}
+
 /// Starts `n` conversations of `tenant` titled `c0`, `c1`, ...; returns their ids.
 pub async fn start_conversations(
     service: &CommandService,

@@ -13,7 +13,8 @@
 
 use std::sync::Arc;
 
-use projection::Sink;
+use projection::{Envelope, Sink};
+use schemas::{CommitPosition, Event};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -140,5 +141,26 @@ impl<S: Sink> Kit<S> {
         if let Some(r) = self.relay.take() {
             r.stop().await;
         }
+    }
+}
+
+/// `event` of tenant `acme` as a projection receives it, caused by `user`: for tests of a
+/// projection's pure parts (what it plans for one event) without a stack.
+pub fn envelope(event: Event, user: &str) -> Envelope {
+    Envelope {
+        event_id: Uuid::new_v4(),
+        aggregate_type: event.event_type().aggregate().as_str().to_owned(),
+        aggregate_id: event.aggregate_id().to_string(),
+        sequence: 2,
+        commit_position: CommitPosition {
+            tx_id: 1,
+            global: 1,
+        },
+        tenant_id: "acme".into(),
+        user_id: Some(user.into()),
+        recorded_at: schemas::timestamp_now(),
+        correlation_id: None,
+        traceparent: None,
+        event,
     }
 }

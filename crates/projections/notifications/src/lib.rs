@@ -307,28 +307,9 @@ impl EffectProjection for Notifications {
 mod tests {
     use super::*;
     use schemas::{
-        AssistantReplyFailed, CommitPosition, DocumentFormat, DocumentGenerated, DocumentKind,
-        Generator,
+        AssistantReplyFailed, DocumentFormat, DocumentGenerated, DocumentKind, Generator,
     };
-
-    fn envelope(event: Event, caller: &str) -> Envelope {
-        Envelope {
-            event,
-            event_id: Uuid::new_v4(),
-            aggregate_type: "document".into(),
-            aggregate_id: Uuid::new_v4().to_string(),
-            sequence: 2,
-            commit_position: CommitPosition {
-                tx_id: 1,
-                global: 1,
-            },
-            tenant_id: "acme".into(),
-            user_id: Some(caller.into()),
-            recorded_at: schemas::timestamp_now(),
-            correlation_id: None,
-            traceparent: None,
-        }
-    }
+    use testkit::projection::envelope;
 
     #[test]
     fn the_one_who_asked_is_told_not_the_assistant_that_answered() {

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use commands::{NewEndpoint, RequestMeta, Scope};
+use commands::NewEndpoint;
 use projection::TableSink;
 use testkit::receiver::Receiver;
 use testkit::stack::Stack;
@@ -28,14 +28,6 @@ fn per_endpoint() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8)
-}
-
-fn admin() -> RequestMeta {
-    RequestMeta {
-        user_id: "bench".into(),
-        scope: Scope::Tenant,
-        ..testkit::commands::meta("bench")
-    }
 }
 
 fn settings() -> DeliverySettings {
@@ -60,7 +52,7 @@ async fn endpoint(stack: &Stack, url: &str) -> Uuid {
                 event_types: vec!["message.sent".into()],
                 description: None,
             },
-            &admin(),
+            &testkit::commands::admin_meta("bench"),
         )
         .await
         .expect("endpoint")
@@ -182,7 +174,12 @@ async fn main() {
     // The same fast backlog without the slow endpoint: delete it first.
     stack
         .service
-        .webhook_endpoint(slow_id, domain::WebhookCommand::Delete, None, &admin())
+        .webhook_endpoint(
+            slow_id,
+            domain::WebhookCommand::Delete,
+            None,
+            &testkit::commands::admin_meta("bench"),
+        )
         .await
         .expect("delete the slow endpoint");
     while count(&stack, &format!("SELECT count(*) FROM webhook_messages WHERE endpoint_id = '{slow_id}' AND status = 'pending'")).await > 0 {

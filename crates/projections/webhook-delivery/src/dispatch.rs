@@ -93,32 +93,7 @@ impl Dispatcher {
                     Ok(claimed) => {
                         failures.reset();
                         full = claimed.len() == room;
-                        let mut states: HashMap<Uuid, Option<Arc<WebhookEndpoint>>> =
-                            HashMap::new();
-                        for c in claimed {
-                            let endpoint = match states.get(&c.endpoint_id) {
-                                Some(state) => state.clone(),
-                                None => {
-                                    let state = endpoints::current(&this.pool, c.endpoint_id)
-                                        .await
-                                        .map(Arc::new)
-                                        .inspect_err(|e| {
-                                            tracing::warn!(error = %e, "reading a webhook endpoint")
-                                        })
-                                        .ok();
-                                    states.insert(c.endpoint_id, state.clone());
-                                    state
-                                }
-                            };
-                            // Unreadable now: its lease brings it back.
-                            let Some(endpoint) = endpoint else { continue };
-                            *in_flight.entry(c.endpoint_id).or_default() += 1;
-                            let this = this.clone();
-                            tasks.spawn(async move {
-                                let id = c.endpoint_id;
-                                (id, this.attempt(c, endpoint).await)
-                            });
-                        }
+                        Self::start_attempts(&this, claimed, &mut tasks, &mut in_flight).await;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "claiming due webhook messages");
@@ -157,6 +132,38 @@ impl Dispatcher {
         }
         this.record(finished).await;
         Ok(())
+    }
+
+    /// Starts one attempt task per claimed message, reading each endpoint once for the
+    /// batch. A message whose endpoint cannot be read now is left to its lease.
+    async fn start_attempts(
+        this: &Arc<Self>,
+        claimed: Vec<Claimed>,
+        tasks: &mut JoinSet<(Uuid, Option<Done>)>,
+        in_flight: &mut HashMap<Uuid, usize>,
+    ) {
+        let mut states: HashMap<Uuid, Option<Arc<WebhookEndpoint>>> = HashMap::new();
+        for c in claimed {
+            let endpoint = match states.get(&c.endpoint_id) {
+                Some(state) => state.clone(),
+                None => {
+                    let state = endpoints::current(&this.pool, c.endpoint_id)
+                        .await
+                        .map(Arc::new)
+                        .inspect_err(|e| tracing::warn!(error = %e, "reading a webhook endpoint"))
+                        .ok();
+                    states.insert(c.endpoint_id, state.clone());
+                    state
+                }
+            };
+            let Some(endpoint) = endpoint else { continue };
+            *in_flight.entry(c.endpoint_id).or_default() += 1;
+            let this = this.clone();
+            tasks.spawn(async move {
+                let id = c.endpoint_id;
+                (id, this.attempt(c, endpoint).await)
+            });
+        }
     }
 
     /// Records outcomes in one transaction, then disables the endpoints that have failed

@@ -50,10 +50,9 @@ mod tests {
     use schemas::{Event, MessageSent, Role};
 
     fn envelope(content: String) -> Envelope {
-        let conversation_id = Uuid::new_v4();
-        Envelope {
-            event: Event::MessageSent(MessageSent {
-                conversation_id,
+        testkit::projection::envelope(
+            Event::MessageSent(MessageSent {
+                conversation_id: Uuid::new_v4(),
                 message_id: Uuid::new_v4(),
                 role: Role::User,
                 content,
@@ -65,20 +64,8 @@ mod tests {
                 latency_ms: None,
                 sources: Vec::new(),
             }),
-            event_id: Uuid::new_v4(),
-            aggregate_type: "conversation".into(),
-            aggregate_id: conversation_id.to_string(),
-            sequence: 2,
-            commit_position: schemas::CommitPosition {
-                tx_id: 1,
-                global: 1,
-            },
-            tenant_id: "acme".into(),
-            user_id: Some("ann".into()),
-            recorded_at: schemas::timestamp_now(),
-            correlation_id: None,
-            traceparent: None,
-        }
+            "ann",
+        )
     }
 
     #[test]

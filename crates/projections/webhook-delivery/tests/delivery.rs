@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use commands::{NewEndpoint, RequestMeta, Scope};
+use commands::NewEndpoint;
 use projection::TableSink;
+use testkit::commands::admin_meta;
 use testkit::projection::Kit;
 use testkit::receiver::Receiver;
 use testkit::stack::wait_until;
@@ -15,14 +16,6 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 use webhook_delivery::{DeliverySettings, Dispatcher, Fanout, Schedule};
 use webhooks::ssrf::Guard;
-
-fn admin(tenant: &str) -> RequestMeta {
-    RequestMeta {
-        user_id: "ada".into(),
-        scope: Scope::Tenant,
-        ..testkit::commands::meta(tenant)
-    }
-}
 
 fn settings(schedule: &str) -> DeliverySettings {
     DeliverySettings {
@@ -87,7 +80,7 @@ async fn endpoint(kit: &Kit<TableSink<Fanout>>, url: &str, types: &[&str]) -> (U
                 event_types: types.iter().map(|t| (*t).to_owned()).collect(),
                 description: Some("test receiver".into()),
             },
-            &admin("acme"),
+            &admin_meta("acme"),
         )
         .await
         .expect("endpoint created");
@@ -443,7 +436,7 @@ async fn an_endpoint_failing_too_long_is_disabled_and_its_dead_messages_can_be_r
     // The receiver is fixed: enable the endpoint (the paused message goes) and redeliver
     // the dead one.
     receiver.heal();
-    let admin = admin("acme");
+    let admin = admin_meta("acme");
     kit.stack
         .service
         .webhook_endpoint(endpoint_id, domain::WebhookCommand::Enable, None, &admin)

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use commands::{NewEndpoint, RequestMeta, Scope};
+use commands::NewEndpoint;
 use projection::TableSink;
 use read_model::ReadModel;
 use testkit::projection::Kit;
@@ -77,11 +77,7 @@ async fn the_secret_is_nowhere_in_clear_after_creation_rotation_and_deliveries()
     .expect("the HTTP client");
     let dispatching = tokio::spawn(dispatcher.run(stopped));
 
-    let admin = RequestMeta {
-        user_id: "ada".into(),
-        scope: Scope::Tenant,
-        ..testkit::commands::meta("acme")
-    };
+    let admin = testkit::commands::admin_meta("acme");
     let service = &kit.stack.service;
     let created = service
         .create_webhook_endpoint(
