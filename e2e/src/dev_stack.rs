@@ -66,8 +66,7 @@ pub fn signal_group(pgid: u32, signal: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-async fn wait_ready(http: &reqwest::Client, url: &str, within: Duration) {
-    let deadline = Instant::now() + within;
+async fn wait_ready(http: &reqwest::Client, url: &str, deadline: Instant) {
     loop {
         if let Ok(r) = http.get(url).send().await
             && r.status().is_success()
@@ -89,14 +88,24 @@ pub struct DevStack {
     pub projectors: Vec<(&'static str, String)>,
     /// `.stack/<name>`: its logs and pid files.
     pub state: PathBuf,
+    /// The script's own stderr.
+    output: PathBuf,
     _db: testkit::env::TestDatabase,
 }
 
 impl Drop for DevStack {
     fn drop(&mut self) {
         signal_group(self.child.id(), "-KILL");
+        if std::thread::panicking() {
+            self.print_log_tails();
+        }
         let _ = std::fs::remove_dir_all(&self.state);
+        let _ = std::fs::remove_file(&self.output);
     }
+}
+
+fn stack_output(path: &Path) -> Stdio {
+    std::fs::File::create(path).map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
 impl DevStack {
@@ -107,6 +116,8 @@ impl DevStack {
         build_binaries(&root);
         let db = testkit::env::database().await;
         let name = format!("e2e-{}", uuid_simple());
+        // What the script itself says (a service that exited, say), kept beside the state.
+        let output = std::env::temp_dir().join(format!("threadline-{name}.out"));
         let (commands, queries) = (free_addr(), free_addr());
         let projectors: Vec<(&'static str, &'static str, String)> = [
             ("read-model-projector", "READ_MODEL_PROJECTOR_ADDR"),
@@ -139,7 +150,7 @@ impl DevStack {
             .env("KAFKA_TOPIC_PREFIX", format!("{name}."))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stack_output(&output))
             // Its own process group, like a shell job: Ctrl-C signals all of it.
             .process_group(0);
         let child = stack.spawn().expect("start dev/stack run");
@@ -152,22 +163,42 @@ impl DevStack {
                 .map(|(bin, _, addr)| (bin, addr))
                 .collect(),
             state: root.join(".stack").join(&name),
+            output,
             _db: db,
         };
+        // Eight debug binaries start at once, two of them loading the embedding model,
+        // while other tests keep both cores busy: one generous deadline for both APIs.
         let http = reqwest::Client::new();
-        wait_ready(
-            &http,
-            &format!("http://{}/readyz", dev.commands),
-            Duration::from_secs(120),
-        )
-        .await;
-        wait_ready(
-            &http,
-            &format!("http://{}/readyz", dev.queries),
-            Duration::from_secs(60),
-        )
-        .await;
+        let deadline = Instant::now() + Duration::from_secs(180);
+        for api in [&dev.commands, &dev.queries] {
+            wait_ready(&http, &format!("http://{api}/readyz"), deadline).await;
+        }
         dev
+    }
+
+    /// The last lines of every service's log, on stderr: what a failed test leaves to
+    /// read, since the state directory goes with the stack.
+    fn print_log_tails(&self) {
+        let said = std::fs::read_to_string(&self.output).unwrap_or_default();
+        eprintln!("--- dev/stack run said:\n{said}");
+        let Ok(entries) = std::fs::read_dir(&self.state) else {
+            eprintln!("no logs: {} is missing", self.state.display());
+            return;
+        };
+        let mut logs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(25)..];
+            eprintln!("--- {} (last {} lines)", log.display(), tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
     }
 
     /// The process group (the script's pid).
