@@ -77,8 +77,10 @@ pub struct SendMessage {
     pub content: String,
     #[schema(max_length = 200)]
     pub model: Option<String>,
+    #[serde(default, deserialize_with = "platform::whole_number::option")]
     #[schema(minimum = 0)]
     pub prompt_tokens: Option<i32>,
+    #[serde(default, deserialize_with = "platform::whole_number::option")]
     #[schema(minimum = 0)]
     pub completion_tokens: Option<i32>,
 }
@@ -110,11 +112,10 @@ pub struct GenerateDocument {
     /// LLM `document` route, 202 with the document `requested`; it becomes `generated`
     /// or `failed` (see the query API).
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub generator: GeneratorChoice,
+    pub generator: Option<GeneratorChoice>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GeneratorChoice {
     #[default]
@@ -177,6 +178,31 @@ pub(super) fn accepted_body(a: &Accepted) -> CommandAccepted {
         conversation_id,
         replayed: a.replayed,
     }
+}
+
+/// The `Idempotency-Key` header every command takes, as the documents state it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read from the headers by `idempotency`; here for the documents
+pub struct IdempotencyHeader {
+    /// Replays the first answer for the same request (1-255 visible ASCII characters).
+    #[param(rename = "Idempotency-Key", value_type = String, required = false, pattern = r"^[!-~]{1,255}$")]
+    idempotency_key: Option<String>,
+}
+
+/// The headers of a command on an existing aggregate: the version it expects and the
+/// `Idempotency-Key`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read from the headers by `expected_version` and `idempotency`
+pub struct WriteHeaders {
+    /// The aggregate version the command expects (`"3"`, `3`, or `*` for any): a
+    /// different current version is 412.
+    #[param(rename = "If-Match", value_type = String, required = false, pattern = r#"^(\*|"?[0-9]{1,19}"?)$"#)]
+    if_match: Option<String>,
+    /// Replays the first answer for the same request (1-255 visible ASCII characters).
+    #[param(rename = "Idempotency-Key", value_type = String, required = false, pattern = r"^[!-~]{1,255}$")]
+    idempotency_key: Option<String>,
 }
 
 /// `If-Match: "3"` (or `3`); `*` or absent: no expectation.
@@ -321,7 +347,7 @@ pub(super) fn parse_id(raw: &str) -> Result<Uuid, Problem> {
 }
 
 #[utoipa::path(post, path = "/v1/conversations", request_body = StartConversation,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same request")),
+    params(IdempotencyHeader),
     responses((status = 201, body = CommandAccepted), (status = 401), (status = 403), (status = 422)),
     security(("bearer" = [])))]
 pub async fn start_conversation(
@@ -344,7 +370,7 @@ pub async fn start_conversation(
 }
 
 #[utoipa::path(post, path = "/v1/conversations/{id}/messages", request_body = SendMessage,
-    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = Uuid, Path), WriteHeaders),
     responses((status = 201, body = CommandAccepted), (status = 404), (status = 409), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn send_message(
@@ -377,7 +403,7 @@ pub async fn send_message(
 }
 
 #[utoipa::path(post, path = "/v1/conversations/{id}/rename", request_body = RenameConversation,
-    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = Uuid, Path), WriteHeaders),
     responses((status = 200, body = CommandAccepted), (status = 404), (status = 409), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn rename_conversation(
@@ -395,7 +421,7 @@ pub async fn rename_conversation(
 }
 
 #[utoipa::path(post, path = "/v1/conversations/{id}/end", request_body = EndConversation,
-    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = Uuid, Path), WriteHeaders),
     responses((status = 200, body = CommandAccepted), (status = 404), (status = 409), (status = 412)),
     security(("bearer" = [])))]
 pub async fn end_conversation(
@@ -416,7 +442,7 @@ pub async fn end_conversation(
 /// query API): try again. 409 `reply_not_failed` while a reply is pending, 409
 /// `already_replied` once it came.
 #[utoipa::path(post, path = "/v1/conversations/{id}/messages/{message_id}/reply", request_body = RequestReply,
-    params(("id" = Uuid, Path), ("message_id" = Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = Uuid, Path), ("message_id" = Uuid, Path), WriteHeaders),
     responses((status = 202, body = CommandAccepted), (status = 404), (status = 409), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn request_reply(
@@ -435,7 +461,7 @@ pub async fn request_reply(
 }
 
 #[utoipa::path(post, path = "/v1/conversations/{id}/documents", request_body = GenerateDocument,
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = Uuid, Path), IdempotencyHeader),
     responses((status = 201, body = CommandAccepted), (status = 202, body = CommandAccepted), (status = 404), (status = 409), (status = 502)),
     security(("bearer" = [])))]
 pub async fn generate_document(
@@ -445,7 +471,7 @@ pub async fn generate_document(
 ) -> Result<Response, Problem> {
     let id = parse_id(&id)?;
     let body = req.body;
-    if body.generator == GeneratorChoice::Llm {
+    if body.generator.unwrap_or_default() == GeneratorChoice::Llm {
         let accepted = app
             .service
             .request_document(id, body.kind, body.title, &req.meta)

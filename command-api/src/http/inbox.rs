@@ -9,20 +9,21 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
-use super::commands::{CommandAccepted, CommandRequest, respond};
+use super::commands::{CommandAccepted, CommandRequest, IdempotencyHeader, respond};
 use super::errors::command_failed;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkRead {
     /// 1 to 100 ids from `GET /v1/notifications`; ids that are not the caller's change nothing.
+    #[schema(min_items = 1, max_items = 100)]
     pub notification_ids: Vec<Uuid>,
 }
 
 /// Marks notifications of the caller's inbox read. The answer's `position` makes
 /// `GET /v1/notifications?position=` show them read.
 #[utoipa::path(post, path = "/v1/notifications/read", request_body = MarkRead,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same request")),
+    params(IdempotencyHeader),
     responses((status = 200, body = CommandAccepted), (status = 403), (status = 422)),
     security(("bearer" = [])))]
 pub async fn mark_read(

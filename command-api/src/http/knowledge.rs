@@ -14,8 +14,16 @@ use utoipa::IntoParams;
 use ::commands::Upload;
 
 use super::AppState;
-use super::commands::{Caller, expected_version, parse_id, respond};
+use super::commands::{
+    Caller, IdempotencyHeader, WriteHeaders, expected_version, parse_id, respond,
+};
 use super::errors::command_failed;
+
+/// A file's bytes, as the documents state a request body that is the file itself.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // the handler reads the body as bytes; this type is for the documents
+pub struct FileBytes(Vec<u8>);
 
 const CURATORS: &[CallerRole] = &[CallerRole::Admin];
 
@@ -34,8 +42,9 @@ pub struct AddKnowledge {
 /// without text (422).
 #[utoipa::path(post, path = "/v1/knowledge", params(AddKnowledge,
         ("Content-Type" = String, Header, description = "text/plain, text/markdown (UTF-8) or application/pdf"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same request")),
-    request_body(content = Vec<u8>, description = "The file", content_type = "application/octet-stream"),
+        IdempotencyHeader),
+    request_body(description = "The file", content(
+        (FileBytes = "text/plain"), (FileBytes = "text/markdown"), (FileBytes = "application/pdf"))),
     responses((status = 201, body = super::commands::CommandAccepted), (status = 403), (status = 415)),
     security(("bearer" = [])))]
 pub async fn add_knowledge(
@@ -72,7 +81,7 @@ pub async fn add_knowledge(
 /// Removes a document from the knowledge base: it stops being searched and answered
 /// from. Its events and original stay for audit.
 #[utoipa::path(delete, path = "/v1/knowledge/{id}",
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = uuid::Uuid, Path), WriteHeaders),
     responses((status = 200, body = super::commands::CommandAccepted), (status = 403), (status = 404), (status = 412),
         (status = 422, description = "idempotency_key_reused")),
     security(("bearer" = [])))]

@@ -16,8 +16,8 @@ use domain::WebhookCommand;
 
 use super::AppState;
 use super::commands::{
-    Caller, CommandAccepted, CommandRequest, accepted_body, expected_version, parse_id, respond,
-    respond_with,
+    Caller, CommandAccepted, CommandRequest, IdempotencyHeader, WriteHeaders, accepted_body,
+    expected_version, parse_id, respond, respond_with,
 };
 use super::errors::command_failed;
 
@@ -34,10 +34,41 @@ pub struct CreateEndpoint {
     #[schema(max_length = 2048)]
     pub url: String,
     /// Webhook types such as `message.sent` and `document.generated`, or `*` for all.
+    #[schema(schema_with = event_types)]
     pub event_types: Vec<String>,
     #[serde(default)]
     #[schema(max_length = 500)]
     pub description: Option<String>,
+}
+
+/// `event_types` as the documents state it: one or more known webhook types, or `*`.
+fn event_types() -> utoipa::openapi::schema::Array {
+    event_types_array(utoipa::openapi::schema::Type::Array.into())
+}
+
+fn event_types_or_null() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    event_types_array(SchemaType::from_iter([Type::Array, Type::Null]))
+}
+
+fn event_types_array(
+    schema_type: utoipa::openapi::schema::SchemaType,
+) -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let mut names: Vec<&str> = std::iter::once(domain::webhook::ALL_TYPES)
+        .chain(schemas::EventType::webhook_types())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    ArrayBuilder::new()
+        .schema_type(schema_type)
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(names)),
+        )
+        .min_items(Some(1))
+        .build()
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -46,6 +77,7 @@ pub struct UpdateEndpoint {
     #[serde(default)]
     pub url: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = event_types_or_null)]
     pub event_types: Option<Vec<String>>,
     #[serde(default)]
     pub description: Option<String>,
@@ -56,7 +88,8 @@ pub struct UpdateEndpoint {
 pub struct RotateSecret {
     /// How long the current secret keeps signing beside the new one (default 86400,
     /// at most 604800).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "platform::whole_number::option")]
+    #[schema(minimum = 0, maximum = 604_800)]
     pub grace_seconds: Option<i64>,
 }
 
@@ -117,7 +150,7 @@ fn with_secret(
 /// Subscribes an endpoint to the tenant's events. The answer carries its signing secret,
 /// once.
 #[utoipa::path(post, path = "/v1/webhooks/endpoints", request_body = CreateEndpoint,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same request")),
+    params(IdempotencyHeader),
     responses((status = 201, body = EndpointSecret), (status = 403), (status = 422), (status = 503)),
     security(("bearer" = [])))]
 pub async fn create_endpoint(
@@ -140,7 +173,7 @@ pub async fn create_endpoint(
 
 /// Changes an endpoint's URL, event types or description; what is not given stays.
 #[utoipa::path(patch, path = "/v1/webhooks/endpoints/{id}", request_body = UpdateEndpoint,
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = uuid::Uuid, Path), WriteHeaders),
     responses((status = 200, body = CommandAccepted), (status = 403), (status = 404), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn update_endpoint(
@@ -166,7 +199,7 @@ pub async fn update_endpoint(
 /// A new signing secret, in the answer, once. The current one keeps signing beside it
 /// for `grace_seconds`, so receivers can switch without losing a message.
 #[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/rotate-secret", request_body = RotateSecret,
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = uuid::Uuid, Path), WriteHeaders),
     responses((status = 200, body = EndpointSecret), (status = 403), (status = 404), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn rotate_secret(
@@ -206,7 +239,7 @@ async fn endpoint_command(
 
 /// Stops deliveries to the endpoint; its messages wait until it is enabled.
 #[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/disable", request_body = DisableEndpoint,
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = uuid::Uuid, Path), WriteHeaders),
     responses((status = 200, body = CommandAccepted), (status = 403), (status = 404), (status = 409), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn disable_endpoint(
@@ -228,7 +261,7 @@ pub async fn disable_endpoint(
 
 /// Resumes deliveries: the messages that waited are sent.
 #[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/enable", request_body = EnableEndpoint,
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = uuid::Uuid, Path), WriteHeaders),
     responses((status = 200, body = CommandAccepted), (status = 403), (status = 404), (status = 409), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn enable_endpoint(
@@ -250,7 +283,7 @@ pub async fn enable_endpoint(
 
 /// Deletes the endpoint: nothing more is sent to it. Its history stays for audit.
 #[utoipa::path(delete, path = "/v1/webhooks/endpoints/{id}",
-    params(("id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = uuid::Uuid, Path), WriteHeaders),
     responses((status = 200, body = CommandAccepted), (status = 403), (status = 404), (status = 412),
         (status = 422, description = "idempotency_key_reused")),
     security(("bearer" = [])))]
@@ -277,7 +310,7 @@ pub async fn delete_endpoint(
 /// Sends again one message (whatever became of it), or the dead messages created in a
 /// time range. The attempts start again from the beginning of the schedule.
 #[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/redeliver", request_body = Redeliver,
-    params(("id" = uuid::Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = uuid::Uuid, Path), IdempotencyHeader),
     responses((status = 202, body = CommandAccepted), (status = 403), (status = 404), (status = 422)),
     security(("bearer" = [])))]
 pub async fn redeliver(

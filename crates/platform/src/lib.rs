@@ -24,3 +24,4 @@ pub mod http;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
+pub mod whole_number;

@@ -31,7 +31,7 @@ pub struct UsageParams {
     pub group_by: Option<String>,
     /// A `position` a command returned: waits until the analytics have it.
     #[param(
-        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]{1,19}$"
     )]
     pub position: Option<String>,
     #[param(minimum = 0)]
@@ -75,11 +75,13 @@ pub async fn usage(
     };
     let to = checked_time("to", p.to)?.unwrap_or_else(Utc::now);
     let from = checked_time("from", p.from)?.unwrap_or(to - TimeDelta::days(7));
+    // Each parameter is well formed here; together they may still ask for too much.
+    let range = |detail: String| Problem::bad_request("invalid_range", detail);
     if from >= to {
-        return Err(bad("from must be before to"));
+        return Err(range("from must be before to".into()));
     }
     if to - from > longest {
-        return Err(bad(format!(
+        return Err(range(format!(
             "at most {} days by {name}",
             longest.num_days()
         )));

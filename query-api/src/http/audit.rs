@@ -61,17 +61,28 @@ fn db_error(e: sqlx::Error) -> Problem {
 #[serde(deny_unknown_fields)]
 pub struct TenantEvents {
     /// Start after this position (`<tx_id>.<global_position>`, from a previous line).
-    #[param(pattern = r"^[0-9]+\.[0-9]+$")]
+    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,19}$")]
     pub after: Option<String>,
     /// Stop at this position, inclusive.
-    #[param(pattern = r"^[0-9]+\.[0-9]+$")]
+    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,19}$")]
     pub until: Option<String>,
     /// Only events recorded at or after this time (RFC 3339).
     pub from_time: Option<DateTime<Utc>>,
     /// Only events recorded before this time (RFC 3339).
     pub to_time: Option<DateTime<Utc>>,
     /// Comma-separated event types, e.g. `MessageSent,ConversationEnded`.
+    #[param(schema_with = event_type_list)]
     pub types: Option<String>,
+}
+
+/// `types` as the documents state it: known event type names, comma-separated.
+fn event_type_list() -> utoipa::openapi::schema::Object {
+    let names: Vec<&str> = EventType::ALL.into_iter().map(EventType::as_str).collect();
+    let one = format!("({})", names.join("|"));
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(format!("^$|^{one}(,{one})*$")))
+        .build()
 }
 
 fn position(raw: Option<&str>, name: &str) -> Result<Option<CommitPosition>, Problem> {

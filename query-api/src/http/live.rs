@@ -101,9 +101,19 @@ pub struct StreamQuery {
     pub after: Option<i64>,
 }
 
+/// The header an SSE client sends when it reconnects.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read from the headers by `stream`; here for the documents
+pub struct LastEventId {
+    /// Resume after this version (wins over `after`).
+    #[param(rename = "Last-Event-ID", value_type = String, required = false, pattern = r"^[0-9]{1,18}$")]
+    last_event_id: Option<String>,
+}
+
 /// A conversation's events as Server-Sent Events, live (see the module docs).
 #[utoipa::path(get, path = "/v1/conversations/{id}/stream",
-    params(("id" = Uuid, Path), StreamQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this version")),
+    params(("id" = Uuid, Path), StreamQuery, LastEventId),
     responses((status = 200, content_type = "text/event-stream", description = "SSE: `id` = version, `event` = event type, `data` = the event"),
               (status = 400), (status = 401), (status = 404), (status = 503)),
     security(("bearer" = [])))]

@@ -26,7 +26,7 @@ pub struct ListNotifications {
     /// A `position` from `POST /v1/notifications/read` (or any command): waits until the
     /// inbox has it.
     #[param(
-        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]{1,19}$"
     )]
     pub position: Option<String>,
     #[param(minimum = 0)]

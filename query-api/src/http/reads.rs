@@ -24,7 +24,7 @@ pub const READERS: &[Role] = &[Role::Member, Role::Admin, Role::Auditor, Role::S
 pub struct Consistency {
     /// A `position` a command returned: the answer waits until the read model has it.
     #[param(
-        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]{1,19}$"
     )]
     pub position: Option<String>,
     /// How long to wait for `position`, in ms (capped by the server's maximum).
@@ -177,6 +177,7 @@ pub(super) fn parse_id(raw: &str) -> Result<Uuid, Problem> {
 #[serde(deny_unknown_fields)]
 pub struct ListConversations {
     /// `open` or `ended`.
+    #[param(pattern = "^(open|ended)$")]
     pub status: Option<String>,
     /// Only conversations active at or after this time (RFC 3339).
     pub active_after: Option<DateTime<Utc>>,
@@ -188,7 +189,7 @@ pub struct ListConversations {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     #[param(
-        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]{1,19}$"
     )]
     pub position: Option<String>,
     #[param(minimum = 0)]
@@ -317,7 +318,7 @@ pub struct ListMessages {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     #[param(
-        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]{1,19}$"
     )]
     pub position: Option<String>,
     #[param(minimum = 0)]
@@ -365,7 +366,7 @@ pub struct ListDocuments {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     #[param(
-        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]{1,19}$"
     )]
     pub position: Option<String>,
     #[param(minimum = 0)]

@@ -25,21 +25,28 @@ const SNIPPET_CHARS: usize = 300;
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
-    /// What to look for, in words: 1-1000 characters.
-    #[param(min_length = 1, max_length = 1000, pattern = r"\S")]
+    /// What to look for, in words: 1-1000 characters, not blank, no control characters.
+    #[param(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub q: String,
     /// `messages`, `documents`, `knowledge` or `all` (default).
+    #[param(pattern = "^(messages|documents|knowledge|all)$")]
     pub scope: Option<String>,
     /// Only hits of this conversation (messages and its documents).
+    #[param(value_type = Option<Uuid>)]
     pub conversation_id: Option<String>,
     /// 1-50, default 10.
     #[param(minimum = 1, maximum = 50)]
     pub limit: Option<i64>,
     /// Cosine similarity from -1 to 1; hits below it are left out.
+    #[param(minimum = -1, maximum = 1)]
     pub min_score: Option<f32>,
     /// A `position` a command returned: waits until the index has it.
     #[param(
-        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]{1,19}$"
     )]
     pub position: Option<String>,
     #[param(minimum = 0)]

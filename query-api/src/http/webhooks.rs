@@ -27,7 +27,7 @@ pub struct ListEndpoints {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     #[param(
-        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+$"
+        pattern = r"^(conversation|document|knowledge|webhook_endpoint|inbox):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]{1,19}$"
     )]
     pub position: Option<String>,
     #[param(minimum = 0)]
