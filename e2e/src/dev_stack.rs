@@ -88,13 +88,24 @@ pub struct DevStack {
     pub projectors: Vec<(&'static str, String)>,
     /// `.stack/<name>`: its logs and pid files.
     pub state: PathBuf,
+    /// `KAFKA_TOPIC_PREFIX` of its services.
+    pub topic_prefix: String,
     /// The script's own stderr.
     output: PathBuf,
-    _db: testkit::env::TestDatabase,
+    _db: Option<testkit::env::TestDatabase>,
 }
 
 impl Drop for DevStack {
     fn drop(&mut self) {
+        if self._db.is_none() {
+            // A stack with a cluster and a broker of its own stops them itself (the script
+            // does on SIGTERM); a SIGKILL would leave them running.
+            signal_group(self.child.id(), "-TERM");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         signal_group(self.child.id(), "-KILL");
         if std::thread::panicking() {
             self.print_log_tails();
@@ -109,12 +120,27 @@ fn stack_output(path: &Path) -> Stdio {
 }
 
 impl DevStack {
-    /// Starts `dev/stack run` and waits until both APIs are ready. `env` adds settings
-    /// (a log level, say).
+    /// Starts `dev/stack run` on a database of the test cluster and the test broker, and
+    /// waits until both APIs are ready. `env` adds settings (a log level, say).
     pub async fn start(env: &[(&str, &str)]) -> DevStack {
+        Self::launch(env, true).await
+    }
+
+    /// Like [`DevStack::start`], but the stack starts a PostgreSQL cluster and a broker of
+    /// its own, as `dev/stack run` does on a developer's machine (durable, the broker's
+    /// topics in that cluster): for a test that kills or restarts them.
+    pub async fn start_alone(env: &[(&str, &str)]) -> DevStack {
+        Self::launch(env, false).await
+    }
+
+    async fn launch(env: &[(&str, &str)], shared_infra: bool) -> DevStack {
         let root = repo();
         build_binaries(&root);
-        let db = testkit::env::database().await;
+        let db = if shared_infra {
+            Some(testkit::env::database().await)
+        } else {
+            None
+        };
         let name = format!("e2e-{}", uuid_simple());
         // What the script itself says (a service that exited, say), kept beside the state.
         let output = std::env::temp_dir().join(format!("threadline-{name}.out"));
@@ -134,7 +160,7 @@ impl DevStack {
         stack
             .arg("run")
             .current_dir(&root)
-            .env("DATABASE_URL", &db.config.url)
+            .env_remove("DATABASE_URL")
             .env_remove("KAFKA_BROKERS")
             .env_remove("THREADLINE_KAFKA_PORT")
             .env("THREADLINE_STACK_NAME", &name)
@@ -153,6 +179,9 @@ impl DevStack {
             .stderr(stack_output(&output))
             // Its own process group, like a shell job: Ctrl-C signals all of it.
             .process_group(0);
+        if let Some(db) = &db {
+            stack.env("DATABASE_URL", &db.config.url);
+        }
         let child = stack.spawn().expect("start dev/stack run");
         let dev = DevStack {
             child,
@@ -163,6 +192,7 @@ impl DevStack {
                 .map(|(bin, _, addr)| (bin, addr))
                 .collect(),
             state: root.join(".stack").join(&name),
+            topic_prefix: format!("{name}."),
             output,
             _db: db,
         };
@@ -199,6 +229,38 @@ impl DevStack {
                 eprintln!("{line}");
             }
         }
+    }
+
+    /// `DATABASE_URL` and `KAFKA_BROKERS` of the running stack, as it wrote them.
+    pub fn stack_env(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.state.join("stack.env")).expect("stack.env");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{name} is not in stack.env"))
+            .to_owned()
+    }
+
+    /// The pid of a service (`command-api`, `read-model-projector`, ...), of `broker`, or
+    /// of `postgres` (the postmaster of a stack started alone), as running now.
+    pub fn pid(&self, what: &str) -> u32 {
+        self.try_pid(what)
+            .unwrap_or_else(|| panic!("no pid recorded for {what}"))
+    }
+
+    /// [`DevStack::pid`], or `None` while none is recorded (a restart in progress).
+    pub fn try_pid(&self, what: &str) -> Option<u32> {
+        let file = match what {
+            "postgres" => {
+                let data = std::fs::read_to_string(self.state.join("pg.path"))
+                    .map(|p| PathBuf::from(p.trim()))
+                    .unwrap_or_else(|_| self.state.join("pg"));
+                data.join("postmaster.pid")
+            }
+            "broker" => self.state.join("broker.pid"),
+            service => self.state.join(format!("{service}.pid")),
+        };
+        let text = std::fs::read_to_string(&file).ok()?;
+        text.lines().next().and_then(|l| l.trim().parse().ok())
     }
 
     /// The process group (the script's pid).
