@@ -73,6 +73,7 @@ impl Services {
                 .await
                 .expect("the vector tables"),
         );
+        let progress = projection::progress::Announcements::listen(pool.clone());
         let (query_base, b) = serve(query_router(QueryState {
             search: Arc::new(semantic_index::Search::new(
                 pool.clone(),
@@ -85,7 +86,8 @@ impl Services {
             stream_max: Duration::from_secs(60),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(32)),
             analytics: std::sync::Arc::new(analytics::queries::Usage::new(pool.clone())),
-            live: query_api::http::live::LiveStreams::listening(100, pool.clone()),
+            live: query_api::http::live::LiveStreams::listening(100, &progress),
+            progress: Some(progress.clone()),
             edge: platform::edge::EdgeConfig::permissive(),
         }))
         .await;

@@ -22,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
         .context("connecting to PostgreSQL")?;
     let (embedder, store) = semantic_index::setup::from_env(&pool).await?;
     let search = semantic_index::Search::new(pool.clone(), store, vec![embedder]);
+    let progress = projection::progress::Announcements::listen(pool.clone());
     let app = router(AppState {
         reads: Arc::new(Reads::new(pool.clone())),
         search: Arc::new(search),
@@ -39,8 +40,9 @@ async fn main() -> anyhow::Result<()> {
         )),
         live: query_api::http::live::LiveStreams::listening(
             config::parse_or("LIVE_STREAMS_PER_TENANT", 100usize)?,
-            pool.clone(),
+            &progress,
         ),
+        progress: Some(progress),
         edge: platform::edge::EdgeConfig::from_env()?,
     });
     let listener = tokio::net::TcpListener::bind(addr)

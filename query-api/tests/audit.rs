@@ -399,6 +399,7 @@ async fn a_database_that_cannot_be_reached_answers_503_with_retry_after() {
         streams: std::sync::Arc::new(tokio::sync::Semaphore::new(32)),
         analytics: std::sync::Arc::new(analytics::queries::Usage::new(pool.clone())),
         live: query_api::http::live::LiveStreams::new(100),
+        progress: None,
         edge: platform::edge::EdgeConfig::permissive(),
     });
     let (base, server) = testkit::serve(app).await;
@@ -477,6 +478,7 @@ async fn streams_beyond_the_limit_and_hidden_operational_routes_are_refused() {
         streams: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
         analytics: std::sync::Arc::new(analytics::queries::Usage::new(pool.clone())),
         live: query_api::http::live::LiveStreams::new(0),
+        progress: None,
         edge,
     });
     let (base, server) = testkit::serve(app).await;

@@ -1,6 +1,8 @@
 //! How far a projection's live generation has got with one aggregate: what a reader
 //! waits on to read its own write (a version token a command returned).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use schemas::VersionToken;
@@ -26,24 +28,54 @@ pub async fn applied_version(
     Ok(v.max(0) as u64)
 }
 
-/// Waits until `projection` has applied the token's version, polling, for at most
-/// `max`. `Err(applied)` when it gives up.
+/// How often a waiter woken by announcements still looks by itself: notifications are
+/// lost while the listening connection reconnects, and a new generation going live is
+/// not announced.
+const POLL_ANNOUNCED: Duration = Duration::from_millis(250);
+
+/// How often a waiter without announcements looks.
+const POLL: Duration = Duration::from_millis(15);
+
+/// Waits until `projection` has applied the token's version, for at most `max`.
+/// `Err(applied)` when it gives up. With `wake` (the projection's
+/// [`Announcements::of`]) it looks again at the projection's next commit (at most every
+/// 15 ms: a projection committing faster does not make its waiters query faster than
+/// polling would), and every [`POLL_ANNOUNCED`] besides; without, it polls every 15 ms.
 pub async fn wait_for(
     pool: &PgPool,
     projection: &str,
     token: &VersionToken,
     max: Duration,
+    mut wake: Option<watch::Receiver<u64>>,
 ) -> Result<Result<(), u64>, sqlx::Error> {
     let deadline = tokio::time::Instant::now() + max;
     loop {
+        // Commits announced from here on wake the wait below, also those that land
+        // while the version is being read.
+        if let Some(w) = wake.as_mut() {
+            w.borrow_and_update();
+        }
+        let looked = tokio::time::Instant::now();
         let applied = applied_version(pool, projection, token).await?;
         if applied >= token.version.0 {
             return Ok(Ok(()));
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return Ok(Err(applied));
         }
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        match wake.as_mut() {
+            Some(w) => {
+                let until = deadline.min(now + POLL_ANNOUNCED);
+                match tokio::time::timeout_at(until, w.changed()).await {
+                    Ok(Ok(())) => tokio::time::sleep_until(deadline.min(looked + POLL)).await,
+                    // The listener is gone: poll from now on.
+                    Ok(Err(_)) => wake = None,
+                    Err(_) => {}
+                }
+            }
+            None => tokio::time::sleep(POLL.min(deadline - now)).await,
+        }
     }
 }
 
@@ -51,53 +83,85 @@ pub async fn wait_for(
 /// payload is its name).
 pub const CHANNEL: &str = "threadline_progress";
 
-/// Commits of one projection as they happen: a counter that moves at each of its
-/// announced commits. Readers that wait for a projection (live streams) wake on it
-/// instead of polling fast; notifications can be lost while the listening connection
-/// reconnects, so they keep a slow poll as well.
-pub fn announcements(pool: PgPool, projection: &'static str) -> watch::Receiver<u64> {
-    let (tx, rx) = watch::channel(0u64);
-    tokio::spawn(async move {
-        loop {
-            if tx.is_closed() {
-                return;
-            }
-            let mut listener = match PgListener::connect_with(&pool).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::debug!(error = %e, "progress listener: cannot connect, retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            if let Err(e) = listener.listen(CHANNEL).await {
-                tracing::debug!(error = %e, "progress listener: LISTEN failed, retrying");
+/// Commits of every projection as they happen, over one listening connection: a counter
+/// per projection that moves at each of its announced commits. Readers that wait for a
+/// projection (position waits, live streams) wake on it instead of polling fast.
+#[derive(Clone, Debug)]
+pub struct Announcements {
+    counters: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+}
+
+impl Announcements {
+    /// Starts listening on `pool`'s database (reconnecting while it cannot) until the
+    /// last clone is dropped and a notification arrives.
+    pub fn listen(pool: PgPool) -> Announcements {
+        let counters = Arc::new(Mutex::new(HashMap::new()));
+        tokio::spawn(listen(pool, Arc::downgrade(&counters)));
+        Announcements { counters }
+    }
+
+    /// `projection`'s counter.
+    pub fn of(&self, projection: &str) -> watch::Receiver<u64> {
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        counters
+            .entry(projection.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+}
+
+type Counters = Mutex<HashMap<String, watch::Sender<u64>>>;
+
+/// Moves the counter of `projection`, or of every projection (`None`: what happened is
+/// unknown). False once nobody holds the [`Announcements`] any more.
+fn bump(counters: &std::sync::Weak<Counters>, projection: Option<&str>) -> bool {
+    let Some(counters) = counters.upgrade() else {
+        return false;
+    };
+    let counters = counters.lock().unwrap_or_else(|p| p.into_inner());
+    for (name, counter) in counters.iter() {
+        if projection.is_none_or(|p| p == name) {
+            counter.send_modify(|c| *c = c.wrapping_add(1));
+        }
+    }
+    true
+}
+
+async fn listen(pool: PgPool, counters: std::sync::Weak<Counters>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "progress listener: cannot connect, retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
-            loop {
-                match listener.try_recv().await {
-                    Ok(Some(n)) if n.payload() == projection => {
-                        tx.send_modify(|c| *c = c.wrapping_add(1));
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::debug!(error = %e, "progress listener: LISTEN failed, retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            let alive = match listener.try_recv().await {
+                Ok(Some(n)) => bump(&counters, Some(n.payload())),
+                // The connection was lost: what happened meanwhile is unknown, so wake
+                // every waiter, then listen again.
+                Ok(None) => {
+                    if !bump(&counters, None) {
+                        return;
                     }
-                    Ok(Some(_)) => {}
-                    // The connection was lost: what happened meanwhile is unknown, so
-                    // wake the waiters, then listen again.
-                    Ok(None) => {
-                        tx.send_modify(|c| *c = c.wrapping_add(1));
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "progress listener failed, reconnecting");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        break;
-                    }
+                    break;
                 }
-                if tx.is_closed() {
-                    return;
+                Err(e) => {
+                    tracing::debug!(error = %e, "progress listener failed, reconnecting");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
                 }
+            };
+            if !alive {
+                return;
             }
         }
-    });
-    rx
+    }
 }

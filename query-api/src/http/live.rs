@@ -53,11 +53,14 @@ impl LiveStreams {
     }
 
     /// Streams woken by the read model's commit announcements (and a slow poll).
-    pub fn listening(per_tenant: usize, pool: PgPool) -> Arc<Self> {
+    pub fn listening(
+        per_tenant: usize,
+        progress: &projection::progress::Announcements,
+    ) -> Arc<Self> {
         Arc::new(LiveStreams {
             per_tenant,
             open: Mutex::new(HashMap::new()),
-            announced: Some(projection::progress::announcements(pool, read_model::NAME)),
+            announced: Some(progress.of(read_model::NAME)),
         })
     }
 

@@ -47,6 +47,9 @@ pub struct AppState {
     pub analytics: Arc<::analytics::queries::Usage>,
     /// Live conversation streams per tenant (`LIVE_STREAMS_PER_TENANT`, default 100).
     pub live: Arc<live::LiveStreams>,
+    /// The projections' commit announcements: reads waiting on a `position` and live
+    /// streams wake on them. `None`: they poll.
+    pub progress: Option<projection::progress::Announcements>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {

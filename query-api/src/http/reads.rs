@@ -74,7 +74,8 @@ pub(super) async fn consistent_in(
         .await
         .map_err(|e| database_failed(&e))?;
     let outcome = if visible {
-        projection::progress::wait_for(pool, projection, &token, wait)
+        let wake = app.progress.as_ref().map(|a| a.of(projection));
+        projection::progress::wait_for(pool, projection, &token, wait, wake)
             .await
             .map_err(|e| database_failed(&e))?
     } else {

@@ -65,6 +65,7 @@ impl ReadStack {
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(32)),
             analytics: std::sync::Arc::new(analytics::queries::Usage::new(pool.clone())),
             live: query_api::http::live::LiveStreams::new(100),
+            progress: Some(projection::progress::Announcements::listen(pool.clone())),
             edge: platform::edge::EdgeConfig::permissive(),
         });
         let (query_base, server) = testkit::serve(app).await;

@@ -216,7 +216,7 @@ impl Reads {
         token: &VersionToken,
         max: Duration,
     ) -> Result<Result<(), u64>, ReadError> {
-        Ok(progress::wait_for(&self.pool, NAME, token, max).await?)
+        Ok(progress::wait_for(&self.pool, NAME, token, max, None).await?)
     }
 
     pub async fn conversations(

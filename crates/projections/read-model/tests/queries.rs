@@ -133,3 +133,53 @@ async fn a_conversation_with_a_summary_reads_back_as_it_was_written() {
     );
     kit.stop().await;
 }
+
+/// The read model's commits are announced: a counter subscribed before a write moves when
+/// the projector applies it, and a wait given that counter returns with the write.
+#[tokio::test]
+async fn each_commit_of_the_read_model_is_announced_to_its_waiters() {
+    let kit = Kit::start(Arc::new(TableSink(ReadModel))).await;
+    let announcements = projection::progress::Announcements::listen(kit.stack.db.pool.clone());
+    let mut counter = announcements.of(read_model::NAME);
+    let other = announcements.of("another_projection");
+    // The listener is connected once a first commit is seen: write until then.
+    let first = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            kit.start_conversation("acme", "Warm-up").await;
+            if tokio::time::timeout(Duration::from_secs(2), counter.changed())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(first.is_ok(), "no commit of the read model was announced");
+    let c = kit.start_conversation("acme", "Launch plan").await;
+    kit.send("acme", c, "Ship in May").await;
+    let token = VersionToken {
+        kind: AggregateKind::Conversation,
+        id: c,
+        version: Version(2),
+    };
+    let waited = projection::progress::wait_for(
+        &kit.stack.db.pool,
+        read_model::NAME,
+        &token,
+        Duration::from_secs(30),
+        Some(announcements.of(read_model::NAME)),
+    )
+    .await
+    .expect("wait");
+    assert_eq!(waited, Ok(()));
+    assert!(
+        counter.has_changed().expect("listening"),
+        "the write was announced"
+    );
+    assert!(
+        !other.has_changed().expect("listening"),
+        "another projection's counter moved with the read model's commits"
+    );
+    kit.stop().await;
+}

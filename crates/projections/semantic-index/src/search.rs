@@ -144,6 +144,6 @@ impl Search {
         token: &VersionToken,
         max: Duration,
     ) -> Result<Result<(), u64>, SearchError> {
-        Ok(progress::wait_for(&self.pool, NAME, token, max).await?)
+        Ok(progress::wait_for(&self.pool, NAME, token, max, None).await?)
     }
 }
