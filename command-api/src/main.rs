@@ -43,6 +43,8 @@ async fn main() -> anyhow::Result<()> {
     let auth = Authenticator::new(AuthConfig::from_env()?);
 
     let (stop, stopped) = watch::channel(false);
+    // Each commit wakes the relay of this process: published at once, not at its next poll.
+    let commits = Arc::new(tokio::sync::Notify::new());
     let (relay, relay_status) = if config::parse_or("RELAY_ENABLED", true)? {
         let (relay, status) = Relay::new(RelayConfig {
             name: relay_name.clone(),
@@ -51,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
             batch_size: config::parse_or("RELAY_BATCH_SIZE", 500)?,
             idle_poll: Duration::from_millis(config::parse_or("RELAY_IDLE_POLL_MS", 20)?),
         });
+        let relay = relay.woken_by(commits.clone());
         (Some(tokio::spawn(relay.run(stopped))), Some(status))
     } else {
         (None, None)
@@ -59,7 +62,12 @@ async fn main() -> anyhow::Result<()> {
     let knowledge_max: usize =
         config::parse_or("KNOWLEDGE_MAX_BYTES", commands::intake::DEFAULT_MAX_BYTES)?;
     let mut service = CommandService::new(pool, Arc::new(TemplateGenerator))
-        .with_knowledge_max_bytes(knowledge_max);
+        .with_knowledge_max_bytes(knowledge_max)
+        .with_cached_aggregates(config::parse_or(
+            "AGGREGATE_CACHE_SIZE",
+            commands::CACHED_AGGREGATES,
+        )?)
+        .with_commit_signal(commits);
     match commands::WebhookSettings::from_env()? {
         Some(webhooks) => service = service.with_webhooks(webhooks),
         None => {

@@ -10,6 +10,7 @@
 
 mod generator;
 pub mod intake;
+mod recent;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -24,8 +25,9 @@ use domain::{
     DomainError, Inbox, InboxCommand, Knowledge, KnowledgeCommand, Transcript, Version,
     WebhookEndpoint,
 };
-use event_store::{Store, blobs, idempotency, log};
+use event_store::{blobs, idempotency, log};
 use platform::backoff::Backoff;
+use recent::Aggregates;
 use schemas::{AggregateKind, DocumentKind, Event, Role, VersionToken};
 use sqlx::PgPool;
 use thiserror::Error;
@@ -208,16 +210,18 @@ impl AggregateLocks {
 
 pub struct CommandService {
     pool: PgPool,
-    conversations: Store<Conversation>,
-    documents: Store<Document>,
-    knowledge: Store<Knowledge>,
-    webhook_endpoints: Store<WebhookEndpoint>,
-    inboxes: Store<Inbox>,
+    conversations: Aggregates<Conversation>,
+    documents: Aggregates<Document>,
+    knowledge: Aggregates<Knowledge>,
+    webhook_endpoints: Aggregates<WebhookEndpoint>,
+    inboxes: Aggregates<Inbox>,
     webhooks_settings: Option<WebhookSettings>,
     generator: Arc<dyn DocumentGenerator>,
     locks: AggregateLocks,
     max_attempts: u32,
     knowledge_max_bytes: usize,
+    /// Notified after every commit (`with_commit_signal`).
+    committed: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// A file for the knowledge base, as uploaded.
@@ -276,21 +280,43 @@ impl Default for ConversationOptions {
     }
 }
 
+/// Recently used aggregates kept in memory per aggregate type, by default.
+pub const CACHED_AGGREGATES: usize = 10_000;
+
 impl CommandService {
     pub fn new(pool: PgPool, generator: Arc<dyn DocumentGenerator>) -> Self {
         Self {
-            conversations: event_store::store(pool.clone()),
-            documents: event_store::store(pool.clone()),
-            knowledge: event_store::store(pool.clone()),
-            webhook_endpoints: event_store::store(pool.clone()),
-            inboxes: event_store::store(pool.clone()),
+            conversations: Aggregates::new(event_store::store(pool.clone()), CACHED_AGGREGATES),
+            documents: Aggregates::new(event_store::store(pool.clone()), CACHED_AGGREGATES),
+            knowledge: Aggregates::new(event_store::store(pool.clone()), CACHED_AGGREGATES),
+            webhook_endpoints: Aggregates::new(event_store::store(pool.clone()), CACHED_AGGREGATES),
+            inboxes: Aggregates::new(event_store::store(pool.clone()), CACHED_AGGREGATES),
             webhooks_settings: None,
             pool,
             generator,
             locks: AggregateLocks::default(),
             max_attempts: 10,
             knowledge_max_bytes: intake::DEFAULT_MAX_BYTES,
+            committed: None,
         }
+    }
+
+    /// Notifies `signal` after every commit: an outbox relay in the same process waits
+    /// on it to publish at once instead of at its next poll.
+    pub fn with_commit_signal(mut self, signal: Arc<tokio::sync::Notify>) -> Self {
+        self.committed = Some(signal);
+        self
+    }
+
+    /// Keeps at most `n` recently used aggregates of each type in memory (default
+    /// [`CACHED_AGGREGATES`]; 0: every command loads its aggregate from the store).
+    pub fn with_cached_aggregates(self, n: usize) -> Self {
+        self.conversations.set_capacity(n);
+        self.documents.set_capacity(n);
+        self.knowledge.set_capacity(n);
+        self.webhook_endpoints.set_capacity(n);
+        self.inboxes.set_capacity(n);
+        self
     }
 
     /// The largest file the knowledge base takes (default [`intake::DEFAULT_MAX_BYTES`]).
@@ -701,7 +727,7 @@ impl CommandService {
     /// same aggregate, or a concurrent request with the same idempotency key won).
     async fn execute<A>(
         &self,
-        store: &Store<A>,
+        aggregates: &Aggregates<A>,
         kind: AggregateKind,
         id: Uuid,
         name: &str,
@@ -722,22 +748,44 @@ impl CommandService {
         let metadata = meta.to_metadata(name);
         // Random jitter: replicas contending for one aggregate do not retry in step.
         let mut backoff = Backoff::new(Duration::from_millis(4), Duration::from_millis(100));
+        let key = id.to_string();
         for attempt in 1..=self.max_attempts {
-            let mut context = store
-                .load_aggregate(&id.to_string())
-                .await
-                .map_err(aggregate_error)?;
+            let recent::Loaded {
+                mut context,
+                cached,
+            } = aggregates.take(&key).await.map_err(aggregate_error)?;
             let sink = EventSink::default();
-            context
+            if let Err(refused) = context
                 .aggregate()
                 .handle(command.clone(), &(), &sink)
-                .await?;
+                .await
+            {
+                if cached {
+                    // Decided on what this process last saw: decide again on the store's.
+                    continue;
+                }
+                aggregates.put(&key, context.aggregate, context.current_sequence);
+                return Err(refused.into());
+            }
             let events = sink.collect().await;
             for event in &events {
                 check_size(event.clone().into())?;
             }
-            match store.commit(events, context, metadata.clone()).await {
+            // `handle` applied its events to the state as it wrote them (cqrs-es's
+            // `EventSink::write`): once committed, it is the store's. The store reads
+            // only the id and sequence of the context, so the state stays here.
+            let state = std::mem::take(&mut context.aggregate);
+            let sequence = context.current_sequence;
+            match aggregates
+                .store
+                .commit(events, context, metadata.clone())
+                .await
+            {
                 Ok(committed) => {
+                    if let Some(signal) = &self.committed {
+                        signal.notify_one();
+                    }
+                    aggregates.put(&key, state, sequence + committed.len());
                     let version = committed.last().map_or(0, |e| e.sequence as u64);
                     return Ok(Accepted {
                         kind,
@@ -812,6 +860,76 @@ impl CommandService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_meta() -> RequestMeta {
+        RequestMeta {
+            tenant_id: "acme".into(),
+            user_id: "writer".into(),
+            scope: Scope::Own,
+            correlation_id: "corr".into(),
+            causation_id: "cause".into(),
+            traceparent: None,
+            tracestate: None,
+            idempotency: None,
+        }
+    }
+
+    /// What a service keeps in memory after a mix of commands (accepted and refused) is
+    /// what a full replay of the store gives.
+    #[tokio::test]
+    async fn the_aggregates_kept_in_memory_equal_a_full_replay() {
+        let db = testkit::env::database().await;
+        event_store::migrate(&db.pool).await.expect("migrate");
+        let service = CommandService::new(db.pool.clone(), Arc::new(TemplateGenerator));
+        let meta = test_meta();
+        let c = service
+            .start_conversation("Plan".into(), ConversationOptions::default(), &meta)
+            .await
+            .expect("start")
+            .aggregate_id;
+        for n in 0..20 {
+            let sent = service
+                .send_message(c, NewMessage::new(Role::User, format!("m{n}")), None, &meta)
+                .await
+                .expect("send");
+            let Some(Event::MessageSent(m)) = sent.events.first() else {
+                panic!("{sent:?}");
+            };
+            if n % 5 == 0 {
+                service
+                    .fail_reply(c, m.message_id, ("down".into(), 3), None, &meta)
+                    .await
+                    .expect("fail reply");
+            }
+            // Refused (a stale If-Match): changes nothing, kept state included.
+            assert!(
+                service
+                    .rename_conversation(c, "Late".into(), Some(Version(1)), &meta)
+                    .await
+                    .is_err()
+            );
+        }
+        service
+            .rename_conversation(c, "Renamed".into(), None, &meta)
+            .await
+            .expect("rename");
+        service
+            .generate_document(c, DocumentKind::Summary, None, &meta)
+            .await
+            .expect("summary");
+        service
+            .end_conversation(c, None, None, &meta)
+            .await
+            .expect("end");
+        let key = c.to_string();
+        let (kept, sequence) = service.conversations.kept(&key).expect("kept in memory");
+        let replayed = event_store::store::<Conversation>(db.pool.clone())
+            .load_aggregate(&key)
+            .await
+            .expect("replay");
+        assert_eq!(kept, replayed.aggregate);
+        assert_eq!(sequence, replayed.current_sequence);
+    }
 
     #[test]
     fn an_event_larger_than_the_contract_allows_is_refused_before_it_is_stored() {

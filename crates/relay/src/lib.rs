@@ -22,6 +22,7 @@
 
 mod publish;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -32,7 +33,7 @@ use platform::backoff::Backoff;
 use schemas::{AggregateKind, CommitPosition};
 use sqlx::{ConnectOptions, PgConnection};
 use thiserror::Error;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 pub use publish::Outcome;
 
@@ -92,6 +93,10 @@ pub struct RelayStatus {
 pub struct Relay {
     config: RelayConfig,
     status: watch::Sender<RelayStatus>,
+    /// Cuts an idle wait short (`Relay::woken_by`): the command service of the same
+    /// process signals its commits on it. Commits of other processes are found by the
+    /// idle poll.
+    wake: Arc<Notify>,
 }
 
 /// Every how often lag is measured while publishing.
@@ -102,7 +107,23 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 impl Relay {
     pub fn new(config: RelayConfig) -> (Self, watch::Receiver<RelayStatus>) {
         let (status, rx) = watch::channel(RelayStatus::default());
-        (Self { config, status }, rx)
+        let wake = Arc::new(Notify::new());
+        (
+            Self {
+                config,
+                status,
+                wake,
+            },
+            rx,
+        )
+    }
+
+    /// Wakes an idle relay when `signal` is notified (the command service's
+    /// `with_commit_signal`), so it publishes a commit at once rather than at its next
+    /// poll; a notification while it is busy is kept for its next idle wait.
+    pub fn woken_by(mut self, signal: Arc<Notify>) -> Self {
+        self.wake = signal;
+        self
     }
 
     async fn connect(&self) -> Result<PgConnection, RelayError> {
@@ -234,7 +255,10 @@ impl Relay {
                 last_lag = Instant::now();
             }
             if batch.is_empty() {
-                tokio::time::sleep(self.config.idle_poll).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(self.config.idle_poll) => {}
+                    _ = self.wake.notified() => {}
+                }
             }
         }
     }

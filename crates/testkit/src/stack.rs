@@ -20,6 +20,8 @@ pub struct Stack {
     pub db: TestDatabase,
     pub kafka: KafkaConfig,
     pub service: Arc<CommandService>,
+    /// What the service notifies after each commit; the stack's relays wake on it.
+    pub commits: Arc<tokio::sync::Notify>,
 }
 
 /// A running relay; [`RunningRelay::stop`] stops it gracefully, dropping it does not.
@@ -93,14 +95,17 @@ impl Stack {
         projection::migrate(&db.pool)
             .await
             .expect("projection migrations");
+        let commits = Arc::new(tokio::sync::Notify::new());
         let service = Arc::new(
             CommandService::new(db.pool.clone(), Arc::new(TemplateGenerator))
-                .with_webhooks(crate::webhooks::settings()),
+                .with_webhooks(crate::webhooks::settings())
+                .with_commit_signal(commits.clone()),
         );
         Stack {
             db,
             kafka: env::kafka(),
             service,
+            commits,
         }
     }
 
@@ -122,6 +127,7 @@ impl Stack {
             batch_size,
             idle_poll: Duration::from_millis(10),
         });
+        let relay = relay.woken_by(self.commits.clone());
         let (stop, stopped) = watch::channel(false);
         RunningRelay {
             task: tokio::spawn(relay.run(stopped)),
