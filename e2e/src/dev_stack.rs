@@ -110,6 +110,11 @@ impl Drop for DevStack {
         if std::thread::panicking() {
             self.print_log_tails();
         }
+        // A named run keeps its cluster's data; where the repository is out of the
+        // cluster user's reach it lives in /tmp, named in pg.path.
+        if let Ok(data) = std::fs::read_to_string(self.state.join("pg.path")) {
+            let _ = std::fs::remove_dir_all(data.trim());
+        }
         let _ = std::fs::remove_dir_all(&self.state);
         let _ = std::fs::remove_file(&self.output);
     }

@@ -61,7 +61,10 @@ async fn both_apis_hold_to_their_documents_for_every_role() {
                         "--exclude-checks",
                         "not_a_server_error,positive_data_acceptance",
                     ])
-                    .args(["--seed", &seed, "--max-examples", "3", "--workers", "2"])
+                    // One worker: with two, CPython 3.11's parser, called from two threads
+                    // by hypothesis (describing filter lambdas), can fail with "AST
+                    // constructor recursion depth mismatch" (seen twice, in CI as well).
+                    .args(["--seed", &seed, "--max-examples", "3", "--workers", "1"])
                     .args(["--generation-database", "none"])
                     .env("PYTHONPATH", repo().join("dev/schemathesis"))
                     .env("SCHEMATHESIS_HOOKS", "threadline_checks")

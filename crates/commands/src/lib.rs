@@ -280,8 +280,10 @@ impl Default for ConversationOptions {
     }
 }
 
-/// Recently used aggregates kept in memory per aggregate type, by default.
-pub const CACHED_AGGREGATES: usize = 10_000;
+/// Recently used aggregates kept in memory per aggregate type, by default. What pays is
+/// the hot ones; a count, not bytes, bounds the memory, and a conversation's state grows
+/// with its messages (a reply state per user message), so the default stays modest.
+pub const CACHED_AGGREGATES: usize = 1_000;
 
 impl CommandService {
     pub fn new(pool: PgPool, generator: Arc<dyn DocumentGenerator>) -> Self {
