@@ -127,12 +127,14 @@ async fn concurrent_writers_every_committed_event_arrives_in_order() {
 async fn a_relay_killed_mid_run_and_restarted_loses_nothing() {
     let app = Stack::new().await;
     let first = app.relay();
-    let writers = tokio::spawn(write(app.service.clone(), 50, 16, 3000));
+    // Enough messages that the writers are still busy when the relay dies (commands on
+    // aggregates kept in memory write 3,000 in about a second).
+    let writers = tokio::spawn(write(app.service.clone(), 50, 16, 12_000));
     // Let it publish part of the stream, then kill it without warning.
     let mut status = first.status.clone();
     tokio::time::timeout(
         Duration::from_secs(60),
-        status.wait_for(|s| s.published >= 500),
+        status.wait_for(|s| s.published >= 300),
     )
     .await
     .expect("first relay published")
