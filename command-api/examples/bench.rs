@@ -86,18 +86,9 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-/// `clients` concurrent HTTP clients send `per_client` messages each, client `i` to
-/// conversation `i % conversations.len()`.
+/// `clients` concurrent HTTP clients of the command API at `base` send `per_client` messages
+/// each, client `i` to conversation `i % conversations.len()`.
 async fn send_messages(
-    app: &TestApp,
-    conversations: &[String],
-    clients: usize,
-    per_client: usize,
-) -> (f64, Vec<Duration>) {
-    send_messages_at(app, &app.base, conversations, clients, per_client).await
-}
-
-async fn send_messages_at(
     app: &TestApp,
     base: &str,
     conversations: &[String],
@@ -138,11 +129,7 @@ async fn send_messages_at(
     (rate, all)
 }
 
-async fn start(app: &TestApp, n: usize) -> Vec<String> {
-    start_at(app, &app.base, n).await
-}
-
-async fn start_at(app: &TestApp, base: &str, n: usize) -> Vec<String> {
+async fn start(app: &TestApp, base: &str, n: usize) -> Vec<String> {
     let http = reqwest::Client::new();
     let token = app.token("bench", &[Role::Member]);
     let mut ids = Vec::new();
@@ -165,24 +152,24 @@ async fn start_at(app: &TestApp, base: &str, n: usize) -> Vec<String> {
 #[tokio::main]
 async fn main() {
     let app = TestApp::spawn().await;
-    let spread = start(&app, 50).await;
-    let hot = start(&app, 1).await;
+    let spread = start(&app, &app.base, 50).await;
+    let hot = start(&app, &app.base, 1).await;
 
-    let (rate, lat) = send_messages(&app, &spread, 32, 150).await;
+    let (rate, lat) = send_messages(&app, &app.base, &spread, 32, 150).await;
     println!(
         "spread: 32 clients x 150 messages over 50 conversations: {rate:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms",
         percentile(&lat, 0.5),
         percentile(&lat, 0.99)
     );
-    let (rate, lat) = send_messages(&app, &hot, 32, 20).await;
+    let (rate, lat) = send_messages(&app, &app.base, &hot, 32, 20).await;
     println!(
         "hot: 32 clients x 20 messages to one conversation: {rate:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms",
         percentile(&lat, 0.5),
         percentile(&lat, 0.99)
     );
     let (reloading_base, reloading_service) = reloading(&app).await;
-    let hot_reloading = start_at(&app, &reloading_base, 1).await;
-    let (rate, lat) = send_messages_at(&app, &reloading_base, &hot_reloading, 32, 20).await;
+    let hot_reloading = start(&app, &reloading_base, 1).await;
+    let (rate, lat) = send_messages(&app, &reloading_base, &hot_reloading, 32, 20).await;
     println!(
         "hot, every command reloading its stream: 32 clients x 20 messages to one conversation: {rate:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms",
         percentile(&lat, 0.5),
@@ -212,7 +199,7 @@ async fn main() {
         backlog as f64 / elapsed
     );
 
-    let (rate, _) = send_messages(&app, &spread, 32, 50).await;
+    let (rate, _) = send_messages(&app, &app.base, &spread, 32, 50).await;
     let total = app.event_count().await as u64;
     let t = Instant::now();
     relay.caught_up(total, Duration::from_secs(600)).await;

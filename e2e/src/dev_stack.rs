@@ -59,8 +59,17 @@ fn build_binaries(root: &Path) {
 
 /// Sends `signal` to every process of group `pgid`; false when the group is empty.
 pub fn signal_group(pgid: u32, signal: &str) -> bool {
+    kill(signal, &format!("-{pgid}"))
+}
+
+/// Sends `signal` to process `pid`; false when it is gone.
+pub fn signal_process(pid: u32, signal: &str) -> bool {
+    kill(signal, &pid.to_string())
+}
+
+fn kill(signal: &str, target: &str) -> bool {
     Command::new("kill")
-        .args([signal, "--", &format!("-{pgid}")])
+        .args([signal, "--", target])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())

@@ -86,8 +86,8 @@ impl Services {
             stream_max: Duration::from_secs(60),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(32)),
             analytics: std::sync::Arc::new(analytics::queries::Usage::new(pool.clone())),
-            live: query_api::http::live::LiveStreams::listening(100, &progress),
-            progress: Some(progress.clone()),
+            live: query_api::http::live::LiveStreams::new(100),
+            progress: Some(progress),
             edge: platform::edge::EdgeConfig::permissive(),
         }))
         .await;

@@ -69,7 +69,10 @@ async fn acknowledged_commands_survive_kills_and_restarts_of_every_process() {
     faults.push(("broker", format!("http://{}/readyz", stack.commands)));
     for (what, ready) in &faults {
         let before = stack.pid(what);
-        assert!(kill(before), "kill -9 {what} ({before})");
+        assert!(
+            e2e::dev_stack::signal_process(before, "-KILL"),
+            "kill -9 {what} ({before})"
+        );
         eprintln!("killed {what} ({before})");
         // Back when the supervisor has started it again and it answers.
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -141,7 +144,7 @@ async fn acknowledged_commands_survive_kills_and_restarts_of_every_process() {
     let kafka = kafka::KafkaConfig {
         brokers: stack.stack_env("KAFKA_BROKERS"),
         topic_prefix: stack.topic_prefix.clone(),
-        ..kafka_defaults()
+        ..testkit::env::kafka()
     };
     let consumer: StreamConsumer = kafka
         .consumer(
@@ -224,26 +227,6 @@ async fn acknowledged_commands_survive_kills_and_restarts_of_every_process() {
                 "{conversation}: acknowledged message {a:?} is not in the read model"
             );
         }
-    }
-}
-
-fn kill(pid: u32) -> bool {
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn kafka_defaults() -> kafka::KafkaConfig {
-    kafka::KafkaConfig {
-        brokers: String::new(),
-        topic_prefix: String::new(),
-        partitions: 6,
-        replication: 1,
-        fetch_wait_max_ms: 100,
-        message_max_bytes: 1_000_000,
-        request_timeout: Duration::from_secs(30),
-        extra: Vec::new(),
     }
 }
 

@@ -38,10 +38,10 @@ async fn main() -> anyhow::Result<()> {
                 &config::var("ANALYTICS_PRICES").unwrap_or_default(),
             )?,
         )),
-        live: query_api::http::live::LiveStreams::listening(
-            config::parse_or("LIVE_STREAMS_PER_TENANT", 100usize)?,
-            &progress,
-        ),
+        live: query_api::http::live::LiveStreams::new(config::parse_or(
+            "LIVE_STREAMS_PER_TENANT",
+            100usize,
+        )?),
         progress: Some(progress),
         edge: platform::edge::EdgeConfig::from_env()?,
     });

@@ -136,6 +136,14 @@ impl KafkaConfig {
             .create()?)
     }
 
+    /// The event topic of every aggregate type under this deployment's prefix.
+    pub fn event_topics(&self) -> Vec<String> {
+        schemas::AggregateKind::ALL
+            .iter()
+            .map(|k| k.topic(&self.topic_prefix))
+            .collect()
+    }
+
     /// Creates the topics that do not exist yet; existing ones are left as they are.
     pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), KafkaSetupError> {
         let admin: AdminClient<DefaultClientContext> = self.client_config("admin").create()?;

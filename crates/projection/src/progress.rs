@@ -103,10 +103,12 @@ impl Announcements {
     /// `projection`'s counter.
     pub fn of(&self, projection: &str) -> watch::Receiver<u64> {
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        counters
-            .entry(projection.to_owned())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+        if let Some(counter) = counters.get(projection) {
+            return counter.subscribe();
+        }
+        let (counter, rx) = watch::channel(0);
+        counters.insert(projection.to_owned(), counter);
+        rx
     }
 }
 

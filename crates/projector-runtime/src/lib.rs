@@ -29,7 +29,6 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
-use schemas::AggregateKind;
 use sqlx::PgPool;
 use thiserror::Error;
 use tokio::sync::watch;
@@ -190,10 +189,7 @@ impl<S: Sink> Runtime<S> {
                 "filled from the event store; now consuming"
             );
         }
-        let mut topics: Vec<String> = AggregateKind::ALL
-            .iter()
-            .map(|k| k.topic(&self.kafka.topic_prefix))
-            .collect();
+        let mut topics = self.kafka.event_topics();
         let dlq = dead_letter_topic(&self.kafka, name);
         topics.push(dlq.clone());
         self.kafka.ensure_topics(&topics).await?;

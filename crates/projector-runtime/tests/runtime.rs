@@ -534,10 +534,7 @@ async fn a_member_leaving_after_a_rebalance_does_not_rewind_partitions_it_gave_a
     // a leaves: its final commit must not carry the offsets of partitions it gave away.
     a.stop().await;
     let group = stack.commands.settings("read_model").group;
-    let topics: Vec<String> = schemas::AggregateKind::ALL
-        .iter()
-        .map(|k| k.topic(&stack.commands.kafka.topic_prefix))
-        .collect();
+    let topics = stack.commands.kafka.event_topics();
     for (topic, partition, committed, high) in
         committed_and_high(&stack.commands.kafka, &group, &topics)
     {

@@ -30,7 +30,7 @@ use event_store::outbox::{self, CursorError, RelayParked};
 use event_store::{StoredEvent, log};
 use kafka::{KafkaConfig, KafkaSetupError};
 use platform::backoff::Backoff;
-use schemas::{AggregateKind, CommitPosition};
+use schemas::CommitPosition;
 use sqlx::{ConnectOptions, PgConnection};
 use thiserror::Error;
 use tokio::sync::{Notify, watch};
@@ -210,11 +210,7 @@ impl Relay {
         outbox::check_cluster(&mut conn, name).await?;
         tracing::info!(name, "relay is active");
         let kafka = &self.config.kafka;
-        let topics: Vec<String> = AggregateKind::ALL
-            .iter()
-            .map(|k| k.topic(&kafka.topic_prefix))
-            .collect();
-        kafka.ensure_topics(&topics).await?;
+        kafka.ensure_topics(&kafka.event_topics()).await?;
         let producer = kafka.producer(&format!("relay-{name}"))?;
 
         let (mut cursor, mut published) = outbox::load_cursor(&mut conn, name).await?;

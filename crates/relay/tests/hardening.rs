@@ -8,7 +8,6 @@ use std::time::Duration;
 use kafka::KafkaConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use schemas::AggregateKind;
 use testkit::commands::{meta, user_message};
 use testkit::{RunningRelay, Stack};
 use uuid::Uuid;
@@ -19,10 +18,7 @@ async fn consume(kafka: &KafkaConfig, group: &str, quiet: Duration) -> Vec<(Stri
     let consumer: StreamConsumer = kafka
         .consumer("checker", &testkit::env::group(group))
         .expect("consumer");
-    let topics: Vec<String> = AggregateKind::ALL
-        .iter()
-        .map(|k| k.topic(&kafka.topic_prefix))
-        .collect();
+    let topics = kafka.event_topics();
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).expect("subscribe");
     let mut out = Vec::new();
@@ -85,11 +81,11 @@ async fn an_event_that_cannot_be_published_parks_its_aggregate_only_and_redrive_
     let stack = Stack::new().await;
     // Topics as the deployment creates them (1 MB records), and a relay whose own limit is
     // below the event about to be written: 32,768 four-byte characters.
-    let topics: Vec<String> = AggregateKind::ALL
-        .iter()
-        .map(|k| k.topic(&stack.kafka.topic_prefix))
-        .collect();
-    stack.kafka.ensure_topics(&topics).await.unwrap();
+    stack
+        .kafka
+        .ensure_topics(&stack.kafka.event_topics())
+        .await
+        .unwrap();
     let mut small = stack.kafka.clone();
     small.message_max_bytes = 50_000;
     let a = start(&stack, "A").await;

@@ -11,7 +11,6 @@ use kafka::KafkaConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use schemas::AggregateKind;
 
 use commands::NewEndpoint;
 use serde_json::Value;
@@ -144,10 +143,7 @@ async fn redeliver_every_record(kafka: &KafkaConfig, total: usize) {
     let consumer: StreamConsumer = kafka
         .consumer("redeliverer", &testkit::env::group("redeliverer"))
         .expect("a consumer");
-    let topics: Vec<String> = AggregateKind::ALL
-        .iter()
-        .map(|k| k.topic(&kafka.topic_prefix))
-        .collect();
+    let topics = kafka.event_topics();
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).expect("subscribe");
     let producer: FutureProducer = kafka

@@ -9,7 +9,7 @@ use commands::CommandService;
 use kafka::KafkaConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use schemas::{AggregateKind, Event};
+use schemas::Event;
 use testkit::Stack;
 use testkit::commands::{meta, send_messages, start_conversations};
 use testkit::env as testenv;
@@ -39,10 +39,7 @@ async fn consume_all(kafka: &KafkaConfig, expected: usize) -> Vec<Received> {
     let consumer: StreamConsumer = kafka
         .consumer("checker", &testenv::group("checker"))
         .expect("consumer");
-    let topics: Vec<String> = AggregateKind::ALL
-        .iter()
-        .map(|k| k.topic(&kafka.topic_prefix))
-        .collect();
+    let topics = kafka.event_topics();
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).expect("subscribe");
     let mut seen = HashSet::new();

@@ -38,29 +38,15 @@ const PAGE: i64 = 200;
 pub struct LiveStreams {
     per_tenant: usize,
     open: Mutex<HashMap<String, usize>>,
-    /// Moves at each commit of the read model (PostgreSQL notifications).
-    announced: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl LiveStreams {
-    /// Streams that poll for new events.
+    /// A stream wakes at the read model's commit announcements (`AppState::progress`),
+    /// with a slow poll besides; without announcements it polls.
     pub fn new(per_tenant: usize) -> Arc<Self> {
         Arc::new(LiveStreams {
             per_tenant,
             open: Mutex::new(HashMap::new()),
-            announced: None,
-        })
-    }
-
-    /// Streams woken by the read model's commit announcements (and a slow poll).
-    pub fn listening(
-        per_tenant: usize,
-        progress: &projection::progress::Announcements,
-    ) -> Arc<Self> {
-        Arc::new(LiveStreams {
-            per_tenant,
-            open: Mutex::new(HashMap::new()),
-            announced: Some(progress.of(read_model::NAME)),
         })
     }
 
@@ -168,7 +154,7 @@ pub async fn conversation_stream(
         id,
         sent: after,
         pending: VecDeque::new(),
-        announced: app.live.announced.clone(),
+        announced: app.progress.as_ref().map(|p| p.of(read_model::NAME)),
         deadline: tokio::time::Instant::now() + app.stream_max,
         done: false,
         _slot: slot,
