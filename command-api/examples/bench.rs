@@ -1,6 +1,8 @@
-//! Command-side benchmark: HTTP command throughput and latency, a hot aggregate (with
-//! the aggregates kept in memory and without), a command's cost on a long stream, and
-//! relay drain rate. Run against a fresh durable stack (see docs/benchmarks.md):
+//! Command-side benchmark: HTTP command throughput and latency at 1, 32 and 64 clients
+//! with group commit and with one commit per command, beside the stock cqrs-es and
+//! postgres-es crates on the same aggregate; a hot aggregate (with the aggregates kept in
+//! memory and without), a command's cost on a long stream, and relay drain rate. Run
+//! against a fresh durable stack (see docs/benchmarks.md):
 //!
 //!     dev/stack exec -- cargo run --release -p command-api --example bench
 //!
@@ -13,19 +15,26 @@ use std::time::{Duration, Instant};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::collections::HashMap;
+
 use commands::{CommandService, TemplateGenerator};
 use common::TestApp;
+use domain::{Actor, Command, CommandContext, Conversation, ConversationCommand, Scope};
 use platform::auth::Role;
 use serde_json::json;
+use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Another command API on the same stack, its service keeping no aggregate in memory:
-/// every command reloads its stream, as before aggregates were kept.
-async fn reloading(app: &TestApp) -> (String, Arc<CommandService>) {
-    let service = Arc::new(
-        CommandService::new(app.db.pool.clone(), Arc::new(TemplateGenerator))
-            .with_cached_aggregates(0),
-    );
+/// Another command API on the same stack, its service set up by `configure` (for
+/// example keeping no aggregate in memory, or committing each command alone).
+async fn api(
+    app: &TestApp,
+    configure: impl FnOnce(CommandService) -> CommandService,
+) -> (String, Arc<CommandService>) {
+    let service = Arc::new(configure(CommandService::new(
+        app.db.pool.clone(),
+        Arc::new(TemplateGenerator),
+    )));
     let router = command_api::http::router(command_api::http::AppState {
         service: service.clone(),
         auth: testkit::tokens::authenticator(),
@@ -81,6 +90,104 @@ async fn sequential(service: &CommandService, conversation: Uuid, n: usize) -> f
     percentile(&latencies, 0.5)
 }
 
+/// The stock crates as published: cqrs-es's framework over postgres-es's repository, on
+/// the same table, aggregate and command, `clients` tasks over 50 new conversations
+/// sending `per_client` messages each, straight to the framework (no HTTP). Commands/s
+/// and latencies.
+async fn stock(pool: &PgPool, clients: usize, per_client: usize) -> (f64, Vec<Duration>) {
+    let cqrs = Arc::new(postgres_es::postgres_cqrs::<Conversation>(
+        pool.clone(),
+        vec![],
+        (),
+    ));
+    let ctx = || CommandContext {
+        tenant_id: "stock".into(),
+        actor: Actor {
+            subject: "writer".into(),
+            scope: Scope::Own,
+        },
+        expected_version: None,
+        at: schemas::timestamp_now(),
+    };
+    let metadata = HashMap::from([("tenant_id".to_owned(), "stock".to_owned())]);
+    let mut ids = Vec::new();
+    for n in 0..50 {
+        let id = Uuid::now_v7();
+        let start = ConversationCommand::Start {
+            conversation_id: id,
+            title: format!("stock {n}"),
+            metadata: Default::default(),
+            assistant: true,
+        };
+        cqrs.execute_with_metadata(
+            &id.to_string(),
+            Command {
+                ctx: ctx(),
+                body: start,
+            },
+            metadata.clone(),
+        )
+        .await
+        .expect("start");
+        ids.push(id.to_string());
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (cqrs, id, metadata) = (cqrs.clone(), ids[c % ids.len()].clone(), metadata.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_client);
+                for n in 0..per_client {
+                    let body = ConversationCommand::SendMessage {
+                        message_id: Uuid::now_v7(),
+                        role: schemas::Role::User,
+                        content: format!("benchmark message {n} from client {c}"),
+                        model: None,
+                        prompt_tokens: None,
+                        completion_tokens: None,
+                        reply_to: None,
+                        latency_ms: None,
+                        sources: vec![],
+                    };
+                    let t = Instant::now();
+                    // Two clients of one conversation conflict now and then: cqrs-es
+                    // reports it and the caller tries again, as ours does inside.
+                    loop {
+                        let command = Command {
+                            ctx: ctx(),
+                            body: body.clone(),
+                        };
+                        match cqrs
+                            .execute_with_metadata(&id, command, metadata.clone())
+                            .await
+                        {
+                            Ok(()) => break,
+                            Err(cqrs_es::AggregateError::AggregateConflict) => continue,
+                            Err(e) => panic!("stock command: {e}"),
+                        }
+                    }
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    collect(started, tasks).await
+}
+
+async fn collect(
+    started: Instant,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+) -> (f64, Vec<Duration>) {
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client"));
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    all.sort();
+    (rate, all)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
@@ -120,13 +227,7 @@ async fn send_messages(
             })
         })
         .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("client"));
-    }
-    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
-    all.sort();
-    (rate, all)
+    collect(started, tasks).await
 }
 
 async fn start(app: &TestApp, base: &str, n: usize) -> Vec<String> {
@@ -149,32 +250,57 @@ async fn start(app: &TestApp, base: &str, n: usize) -> Vec<String> {
     ids
 }
 
+fn line(label: &str, (rate, lat): &(f64, Vec<Duration>)) -> f64 {
+    println!(
+        "{label}: {rate:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms",
+        percentile(lat, 0.5),
+        percentile(lat, 0.99)
+    );
+    *rate
+}
+
 #[tokio::main]
 async fn main() {
     let app = TestApp::spawn().await;
-    let spread = start(&app, &app.base, 50).await;
-    let hot = start(&app, &app.base, 1).await;
+    let (alone_base, _) = api(&app, |s| s.with_group_commit(1)).await;
+    let (reloading_base, reloading_service) = api(&app, |s| s.with_cached_aggregates(0)).await;
 
-    let (rate, lat) = send_messages(&app, &app.base, &spread, 32, 150).await;
-    println!(
-        "spread: 32 clients x 150 messages over 50 conversations: {rate:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms",
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99)
-    );
-    let (rate, lat) = send_messages(&app, &app.base, &hot, 32, 20).await;
-    println!(
-        "hot: 32 clients x 20 messages to one conversation: {rate:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms",
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99)
-    );
-    let (reloading_base, reloading_service) = reloading(&app).await;
-    let hot_reloading = start(&app, &reloading_base, 1).await;
-    let (rate, lat) = send_messages(&app, &reloading_base, &hot_reloading, 32, 20).await;
-    println!(
-        "hot, every command reloading its stream: 32 clients x 20 messages to one conversation: {rate:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms",
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99)
-    );
+    // About 4,800 commands per run, over 50 new conversations.
+    for clients in [1, 32, 64] {
+        let per_client = if clients == 1 { 1_600 } else { 4_800 / clients };
+        let label = format!("{clients} clients x {per_client} messages over 50 conversations");
+        let spread = start(&app, &app.base, 50).await;
+        let grouped = line(
+            &format!("spread, HTTP, group commit: {label}"),
+            &send_messages(&app, &app.base, &spread, clients, per_client).await,
+        );
+        let spread = start(&app, &alone_base, 50).await;
+        let alone = line(
+            &format!("spread, HTTP, a commit per command: {label}"),
+            &send_messages(&app, &alone_base, &spread, clients, per_client).await,
+        );
+        let stock = line(
+            &format!("spread, stock cqrs-es + postgres-es, no HTTP: {label}"),
+            &stock(&app.db.pool, clients, per_client).await,
+        );
+        println!(
+            "ratios at {clients} clients: group / alone {:.2}, group / stock {:.2}",
+            grouped / alone,
+            grouped / stock
+        );
+    }
+
+    for (label, base) in [
+        ("group commit", &app.base),
+        ("a commit per command", &alone_base),
+        ("every command reloading its stream", &reloading_base),
+    ] {
+        let hot = start(&app, base, 1).await;
+        line(
+            &format!("hot, {label}: 32 clients x 20 messages to one conversation"),
+            &send_messages(&app, base, &hot, 32, 20).await,
+        );
+    }
     let short = seeded(&app.stack.service, 100).await;
     let long = seeded(&app.stack.service, 10_000).await;
     for (label, service) in [
@@ -199,6 +325,7 @@ async fn main() {
         backlog as f64 / elapsed
     );
 
+    let spread = start(&app, &app.base, 50).await;
     let (rate, _) = send_messages(&app, &app.base, &spread, 32, 50).await;
     let total = app.event_count().await as u64;
     let t = Instant::now();

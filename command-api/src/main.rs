@@ -67,6 +67,14 @@ async fn main() -> anyhow::Result<()> {
             "AGGREGATE_CACHE_SIZE",
             commands::CACHED_AGGREGATES,
         )?)
+        .with_snapshots_every(config::parse_or(
+            "SNAPSHOT_EVERY",
+            commands::SNAPSHOT_EVERY,
+        )?)
+        .with_group_commit(config::parse_or(
+            "GROUP_COMMIT_MAX",
+            event_store::append::DEFAULT_MAX_UNITS,
+        )?)
         .with_commit_signal(commits);
     match commands::WebhookSettings::from_env()? {
         Some(webhooks) => service = service.with_webhooks(webhooks),

@@ -41,7 +41,9 @@ async fn get_lines(stack: &ReadStack, tenant: &str, path: &str) -> (StatusCode, 
 
 /// The command side's own view of the aggregate right now.
 async fn command_side_state(stack: &ReadStack, id: Uuid) -> Value {
-    let s = event_store::store::<Conversation>(stack.commands.db.pool.clone());
+    let s = event_store::store::<Conversation>(&event_store::Appender::start(
+        stack.commands.db.pool.clone(),
+    ));
     let mut ctx = s.load_aggregate(&id.to_string()).await.unwrap();
     serde_json::to_value(ConversationState::from(&*ctx.aggregate())).unwrap()
 }

@@ -25,9 +25,10 @@ use domain::{
     DomainError, Inbox, InboxCommand, Knowledge, KnowledgeCommand, Transcript, Version,
     WebhookEndpoint,
 };
-use event_store::{blobs, idempotency, log};
+use event_store::{Appender, blobs, idempotency, log};
 use platform::backoff::Backoff;
 use recent::Aggregates;
+pub use recent::SNAPSHOT_EVERY;
 use schemas::{AggregateKind, DocumentKind, Event, Role, VersionToken};
 use sqlx::PgPool;
 use thiserror::Error;
@@ -222,6 +223,7 @@ pub struct CommandService {
     knowledge_max_bytes: usize,
     /// Notified after every commit (`with_commit_signal`).
     committed: Option<Arc<tokio::sync::Notify>>,
+    appender: Appender,
 }
 
 /// A file for the knowledge base, as uploaded.
@@ -286,13 +288,17 @@ impl Default for ConversationOptions {
 pub const CACHED_AGGREGATES: usize = 1_000;
 
 impl CommandService {
+    /// A service whose aggregates share one group commit (its writers start on the
+    /// current Tokio runtime).
     pub fn new(pool: PgPool, generator: Arc<dyn DocumentGenerator>) -> Self {
+        let appender = Appender::start(pool.clone());
         Self {
-            conversations: Aggregates::new(event_store::store(pool.clone()), CACHED_AGGREGATES),
-            documents: Aggregates::new(event_store::store(pool.clone()), CACHED_AGGREGATES),
-            knowledge: Aggregates::new(event_store::store(pool.clone()), CACHED_AGGREGATES),
-            webhook_endpoints: Aggregates::new(event_store::store(pool.clone()), CACHED_AGGREGATES),
-            inboxes: Aggregates::new(event_store::store(pool.clone()), CACHED_AGGREGATES),
+            conversations: Aggregates::new(&appender, CACHED_AGGREGATES),
+            documents: Aggregates::new(&appender, CACHED_AGGREGATES),
+            knowledge: Aggregates::new(&appender, CACHED_AGGREGATES),
+            webhook_endpoints: Aggregates::new(&appender, CACHED_AGGREGATES),
+            inboxes: Aggregates::new(&appender, CACHED_AGGREGATES),
+            appender,
             webhooks_settings: None,
             pool,
             generator,
@@ -318,6 +324,25 @@ impl CommandService {
         self.knowledge.set_capacity(n);
         self.webhook_endpoints.set_capacity(n);
         self.inboxes.set_capacity(n);
+        self
+    }
+
+    /// Writes a snapshot of an aggregate every `n` of its events, so a process that has
+    /// not seen it reads only the events after the snapshot (default
+    /// [`SNAPSHOT_EVERY`]; 0: none written).
+    pub fn with_snapshots_every(self, n: usize) -> Self {
+        self.conversations.set_snapshot_every(n);
+        self.documents.set_snapshot_every(n);
+        self.knowledge.set_snapshot_every(n);
+        self.webhook_endpoints.set_snapshot_every(n);
+        self.inboxes.set_snapshot_every(n);
+        self
+    }
+
+    /// Commits the events of at most `n` concurrent commands together (default
+    /// [`event_store::append::DEFAULT_MAX_UNITS`]; 1: each command commits alone).
+    pub fn with_group_commit(self, n: usize) -> Self {
+        self.appender.set_max_units(n);
         self
     }
 
@@ -737,7 +762,7 @@ impl CommandService {
         meta: &RequestMeta,
     ) -> Result<Accepted, CommandError>
     where
-        A: Aggregate<Error = DomainError, Services = ()>,
+        A: recent::SnapshotFormat + Aggregate<Error = DomainError, Services = ()>,
         A::Command: Clone,
         A::Event: Into<Event>,
     {
@@ -787,6 +812,7 @@ impl CommandService {
                     if let Some(signal) = &self.committed {
                         signal.notify_one();
                     }
+                    aggregates.committed(&key, &state, sequence, sequence + committed.len());
                     aggregates.put(&key, state, sequence + committed.len());
                     let version = committed.last().map_or(0, |e| e.sequence as u64);
                     return Ok(Accepted {
@@ -925,12 +951,206 @@ mod tests {
             .expect("end");
         let key = c.to_string();
         let (kept, sequence) = service.conversations.kept(&key).expect("kept in memory");
-        let replayed = event_store::store::<Conversation>(db.pool.clone())
+        let replayed = event_store::store::<Conversation>(&service.appender)
             .load_aggregate(&key)
             .await
             .expect("replay");
         assert_eq!(kept, replayed.aggregate);
         assert_eq!(sequence, replayed.current_sequence);
+    }
+
+    /// What a process that has not seen an aggregate loads (its snapshot plus the events
+    /// after it) is what a full replay gives, for every aggregate type; a snapshot of
+    /// another format, or one that does not deserialize, is passed over for a replay.
+    #[tokio::test]
+    async fn a_snapshot_and_the_events_after_it_equal_a_full_replay() {
+        let db = testkit::env::database().await;
+        event_store::migrate(&db.pool).await.expect("migrate");
+        let sealer = ::webhooks::sealed::Sealer::from_keys(
+            &::webhooks::sealed::Sealer::generate_key().expect("key"),
+        )
+        .expect("sealer");
+        let service = CommandService::new(db.pool.clone(), Arc::new(TemplateGenerator))
+            .with_snapshots_every(2)
+            .with_webhooks(WebhookSettings {
+                sealer: Arc::new(sealer),
+                guard: ::webhooks::ssrf::Guard {
+                    allow_loopback: true,
+                    allow_http: true,
+                },
+            });
+        let meta = test_meta();
+        let c = service
+            .start_conversation("Plan".into(), ConversationOptions::default(), &meta)
+            .await
+            .expect("start")
+            .aggregate_id;
+        for n in 0..10 {
+            let sent = service
+                .send_message(c, NewMessage::new(Role::User, format!("m{n}")), None, &meta)
+                .await
+                .expect("send");
+            let Some(Event::MessageSent(m)) = sent.events.first() else {
+                panic!("{sent:?}");
+            };
+            if n % 3 == 0 {
+                service
+                    .fail_reply(c, m.message_id, ("down".into(), 3), None, &meta)
+                    .await
+                    .expect("fail reply");
+            }
+        }
+        service
+            .rename_conversation(c, "Renamed".into(), None, &meta)
+            .await
+            .expect("rename");
+        service
+            .send_message(c, NewMessage::new(Role::User, "last"), None, &meta)
+            .await
+            .expect("send");
+        let d = service
+            .request_document(c, DocumentKind::Summary, None, &meta)
+            .await
+            .expect("request")
+            .aggregate_id;
+        service
+            .fail_document(d, "no model".into(), 2, &meta)
+            .await
+            .expect("fail");
+        let k = service
+            .add_knowledge(
+                Upload {
+                    title: "Notes".into(),
+                    content_type: "text/plain".into(),
+                    bytes: Arc::from(&b"Opening hours are nine to five."[..]),
+                },
+                &meta,
+            )
+            .await
+            .expect("add")
+            .aggregate_id;
+        service
+            .remove_knowledge(k, None, &meta)
+            .await
+            .expect("remove");
+        let admin = RequestMeta {
+            scope: Scope::Tenant,
+            ..test_meta()
+        };
+        let w = service
+            .create_webhook_endpoint(
+                NewEndpoint {
+                    url: "http://127.0.0.1:9/hook".into(),
+                    event_types: vec!["*".into()],
+                    description: None,
+                },
+                &admin,
+            )
+            .await
+            .expect("endpoint")
+            .aggregate_id;
+        for n in 0..4 {
+            let changes = EndpointChanges {
+                url: None,
+                event_types: None,
+                description: Some(format!("d{n}")),
+            };
+            service
+                .update_webhook_endpoint(w, changes, None, &admin)
+                .await
+                .expect("update");
+        }
+        for _ in 0..5 {
+            service
+                .mark_notifications_read(vec![Uuid::now_v7()], &meta)
+                .await
+                .expect("read");
+        }
+        let inbox = domain::inbox::inbox_id(&meta.tenant_id, &meta.user_id);
+
+        let fresh = || CommandService::new(db.pool.clone(), Arc::new(TemplateGenerator));
+        assert_loads_as_replayed(&db.pool, &fresh().conversations, c, true).await;
+        assert_loads_as_replayed(&db.pool, &fresh().documents, d, false).await;
+        assert_loads_as_replayed(&db.pool, &fresh().knowledge, k, false).await;
+        assert_loads_as_replayed(&db.pool, &fresh().webhook_endpoints, w, true).await;
+        assert_loads_as_replayed(&db.pool, &fresh().inboxes, inbox, true).await;
+
+        // A snapshot of another format, however plausible, is not read...
+        let forged = |format: i32, state: serde_json::Value| {
+            sqlx::query(
+                "UPDATE aggregate_snapshots SET format = $1, state = $2 WHERE aggregate_id = $3",
+            )
+            .bind(format)
+            .bind(state)
+            .bind(c.to_string())
+            .execute(&db.pool)
+        };
+        let mut plausible = serde_json::to_value(Conversation::default()).expect("state");
+        plausible["title"] = "Forged".into();
+        forged(99, plausible).await.expect("forge");
+        let service = fresh().with_snapshots_every(0);
+        let loaded = service
+            .conversations
+            .take(&c.to_string())
+            .await
+            .expect("load");
+        assert_eq!(loaded.context.aggregate.title, "Renamed");
+        // ...nor one of the reader's format that does not deserialize.
+        forged(
+            <Conversation as recent::SnapshotFormat>::FORMAT,
+            serde_json::json!({"garbage": true}),
+        )
+        .await
+        .expect("forge");
+        let loaded = service
+            .conversations
+            .take(&c.to_string())
+            .await
+            .expect("load");
+        assert_eq!(loaded.context.aggregate.title, "Renamed");
+        assert_eq!(loaded.context.current_sequence, 17);
+    }
+
+    /// `aggregates` (of a service that has not seen `id`) loads it from its snapshot, the
+    /// events after it applied (some, when `tail`), equal to a full replay.
+    async fn assert_loads_as_replayed<A>(
+        pool: &PgPool,
+        aggregates: &Aggregates<A>,
+        id: Uuid,
+        tail: bool,
+    ) where
+        A: recent::SnapshotFormat + PartialEq + fmt::Debug,
+    {
+        let key = id.to_string();
+        let replayed = aggregates.store.load_aggregate(&key).await.expect("replay");
+        let every = 2;
+        // Written after the commit that crossed a multiple of `every`, in the background.
+        let mut snapshot = None;
+        for _ in 0..200 {
+            snapshot = event_store::snapshots::latest(pool, A::TYPE, &key, A::FORMAT)
+                .await
+                .expect("snapshot");
+            if snapshot
+                .as_ref()
+                .is_some_and(|s| s.sequence as usize + every > replayed.current_sequence)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let snapshot = snapshot.unwrap_or_else(|| panic!("no snapshot of {} {key}", A::TYPE));
+        assert_eq!(
+            tail,
+            (snapshot.sequence as usize) < replayed.current_sequence,
+            "{} at {} with a snapshot at {}",
+            A::TYPE,
+            replayed.current_sequence,
+            snapshot.sequence
+        );
+        let loaded = aggregates.take(&key).await.expect("load");
+        assert!(!loaded.cached);
+        assert_eq!(loaded.context.aggregate, replayed.aggregate, "{}", A::TYPE);
+        assert_eq!(loaded.context.current_sequence, replayed.current_sequence);
     }
 
     #[test]

@@ -12,18 +12,61 @@
 //!   refusal decided on a cached state is decided again on a fresh load before it is
 //!   answered (the caller's `If-Match` may be newer than what this process saw).
 //! - At most `capacity` entries; the oldest inserted goes first.
+//!
+//! Snapshots, for what is not in memory:
+//! - A load starts from the aggregate's snapshot of the type's [`SnapshotFormat`] and
+//!   applies the events after it; without one (or when it does not deserialize) it
+//!   replays the whole stream.
+//! - A snapshot is written, after the commit, when a command's events cross a multiple of
+//!   `snapshot_every`, and when a load had to apply more events than that. It is the state
+//!   the store holds at its sequence (the same state the memory keeps), so snapshot plus
+//!   the events after it equals a full replay: a test holds every aggregate type to it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
-use event_store::Store;
+use domain::{Conversation, Document, Inbox, Knowledge, WebhookEndpoint};
+use event_store::snapshots::{self, Snapshot};
+use event_store::{Appender, Store, log};
+use sqlx::PgPool;
+
+/// Snapshots every this many events, by default.
+pub const SNAPSHOT_EVERY: usize = 100;
+
+/// How an aggregate type's state is written in its snapshots. Bump it whenever the
+/// state's fields or what `apply` makes of an event change: snapshots of the old format
+/// are then ignored (and replaced) instead of being read as something they are not. The
+/// field lists pinned in this module's tests fail on a changed state, as a reminder.
+pub(crate) trait SnapshotFormat: Aggregate {
+    const FORMAT: i32;
+}
+
+impl SnapshotFormat for Conversation {
+    const FORMAT: i32 = 1;
+}
+impl SnapshotFormat for Document {
+    const FORMAT: i32 = 1;
+}
+impl SnapshotFormat for Knowledge {
+    const FORMAT: i32 = 1;
+}
+impl SnapshotFormat for WebhookEndpoint {
+    const FORMAT: i32 = 1;
+}
+impl SnapshotFormat for Inbox {
+    const FORMAT: i32 = 1;
+}
 
 /// An aggregate type's event store with its recently used aggregates.
 pub(crate) struct Aggregates<A: Aggregate> {
     pub(crate) store: Store<A>,
+    pool: PgPool,
     recent: Mutex<Recent<A>>,
+    /// 0: no snapshots are written (those there are still read).
+    snapshot_every: AtomicUsize,
 }
 
 struct Recent<A> {
@@ -39,16 +82,23 @@ pub(crate) struct Loaded<A: Aggregate> {
     pub(crate) cached: bool,
 }
 
-impl<A: Aggregate> Aggregates<A> {
-    pub(crate) fn new(store: Store<A>, capacity: usize) -> Self {
+impl<A: SnapshotFormat> Aggregates<A> {
+    pub(crate) fn new(appender: &Appender, capacity: usize) -> Self {
         Self {
-            store,
+            store: event_store::store(appender),
+            pool: appender.pool().clone(),
             recent: Mutex::new(Recent {
                 capacity,
                 entries: HashMap::new(),
                 order: VecDeque::new(),
             }),
+            snapshot_every: AtomicUsize::new(SNAPSHOT_EVERY),
         }
+    }
+
+    /// Writes a snapshot every `n` events (0: never).
+    pub(crate) fn set_snapshot_every(&self, n: usize) {
+        self.snapshot_every.store(n, Ordering::Relaxed);
     }
 
     /// Keeps at most `capacity` aggregates from now on (0: none).
@@ -85,11 +135,96 @@ impl<A: Aggregate> Aggregates<A> {
                 cached: true,
             });
         }
-        let context = self.store.load_aggregate(id).await?;
+        let snapshot = match snapshots::latest(&self.pool, A::TYPE, id, A::FORMAT).await {
+            Ok(found) => found,
+            Err(e) => return Err(AggregateError::UnexpectedError(Box::new(e))),
+        };
+        let (context, applied) = match snapshot
+            .map(|s| (s.sequence, serde_json::from_value(s.state)))
+        {
+            Some((sequence, Ok(state))) => self.tail(id, state, sequence).await?,
+            Some((sequence, Err(e))) => {
+                tracing::warn!(aggregate_type = A::TYPE, aggregate_id = id, sequence, error = %e,
+                    "snapshot does not deserialize: replaying the whole stream");
+                self.replay(id).await?
+            }
+            None => self.replay(id).await?,
+        };
+        let every = self.snapshot_every.load(Ordering::Relaxed);
+        if every > 0 && applied >= every {
+            self.snapshot(id, &context.aggregate, context.current_sequence);
+        }
         Ok(Loaded {
             context,
             cached: false,
         })
+    }
+
+    /// The whole stream replayed, and how many events that was.
+    async fn replay(
+        &self,
+        id: &str,
+    ) -> Result<(EventStoreAggregateContext<A>, usize), AggregateError<A::Error>> {
+        let context = self.store.load_aggregate(id).await?;
+        let applied = context.current_sequence;
+        Ok((context, applied))
+    }
+
+    /// `state` as of `sequence` with the events after it applied, and how many.
+    async fn tail(
+        &self,
+        id: &str,
+        mut state: A,
+        sequence: i64,
+    ) -> Result<(EventStoreAggregateContext<A>, usize), AggregateError<A::Error>> {
+        let events = log::aggregate_events(&self.pool, A::TYPE, id, sequence + 1..=i64::MAX)
+            .await
+            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+        let mut current = sequence;
+        for stored in &events {
+            let event: A::Event = serde_json::from_value(stored.payload.clone())
+                .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
+            state.apply(event);
+            current = stored.sequence;
+        }
+        let context = EventStoreAggregateContext {
+            aggregate_id: id.to_owned(),
+            aggregate: state,
+            current_sequence: current as usize,
+            current_snapshot: None,
+        };
+        Ok((context, events.len()))
+    }
+
+    /// After a commit that took the aggregate from `before` to `after`: a snapshot of
+    /// `state` when a multiple of `snapshot_every` lies in between.
+    pub(crate) fn committed(&self, id: &str, state: &A, before: usize, after: usize) {
+        let every = self.snapshot_every.load(Ordering::Relaxed);
+        if every > 0 && before / every != after / every {
+            self.snapshot(id, state, after);
+        }
+    }
+
+    /// Writes a snapshot of `state` at `sequence` in the background: the command does
+    /// not wait for it, and a failure only means a longer load later.
+    fn snapshot(&self, id: &str, state: &A, sequence: usize) {
+        let state = match serde_json::to_value(state) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(aggregate_type = A::TYPE, aggregate_id = id, error = %e, "snapshot not serialisable");
+                return;
+            }
+        };
+        let (pool, id) = (self.pool.clone(), id.to_owned());
+        let snapshot = Snapshot {
+            sequence: sequence as i64,
+            state,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = snapshots::save(&pool, A::TYPE, &id, A::FORMAT, &snapshot).await {
+                tracing::warn!(aggregate_type = A::TYPE, aggregate_id = %id, error = %e, "snapshot not written");
+            }
+        });
     }
 
     /// Keeps `aggregate`, as the store holds it at `sequence`.
@@ -122,12 +257,11 @@ impl<A: Aggregate> Aggregates<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::Inbox;
 
     fn aggregates(capacity: usize) -> Aggregates<Inbox> {
         // Never connects: these tests stay in memory.
         let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("lazy");
-        Aggregates::new(event_store::store(pool), capacity)
+        Aggregates::new(&Appender::start(pool), capacity)
     }
 
     #[tokio::test]
@@ -153,6 +287,92 @@ mod tests {
             let _ = a.take(&format!("x{i}")).await.expect("in memory");
         }
         assert!(a.recent().order.len() <= 2 * 16 + 1);
+    }
+
+    /// The fields of each state, as its snapshots are written. This test fails when a
+    /// state changes: bump the type's `FORMAT` (older snapshots are then passed over)
+    /// and write the new list here.
+    #[test]
+    fn a_changed_state_changes_its_snapshot_format() {
+        fn shape<A: SnapshotFormat>() -> (&'static str, i32, Vec<String>) {
+            let state = serde_json::to_value(A::default()).expect("a state serialises");
+            let fields = state
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
+            (A::TYPE, A::FORMAT, fields)
+        }
+        let pinned = |t, f, fields: &[&str]| (t, f, fields.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            shape::<Conversation>(),
+            pinned(
+                "conversation",
+                1,
+                &[
+                    "assistant",
+                    "id",
+                    "message_count",
+                    "replies",
+                    "started_by",
+                    "status",
+                    "tenant_id",
+                    "title",
+                    "version"
+                ]
+            )
+        );
+        assert_eq!(
+            shape::<Document>(),
+            pinned(
+                "document",
+                1,
+                &[
+                    "conversation_id",
+                    "id",
+                    "requested",
+                    "requested_by",
+                    "status",
+                    "tenant_id",
+                    "version"
+                ]
+            )
+        );
+        assert_eq!(
+            shape::<Knowledge>(),
+            pinned(
+                "knowledge",
+                1,
+                &["id", "removed", "sha256", "tenant_id", "title", "version"]
+            )
+        );
+        assert_eq!(
+            shape::<WebhookEndpoint>(),
+            pinned(
+                "webhook_endpoint",
+                1,
+                &[
+                    "created_by",
+                    "deleted",
+                    "description",
+                    "enabled",
+                    "event_types",
+                    "id",
+                    "previous_secret",
+                    "sealed_secret",
+                    "tenant_id",
+                    "url",
+                    "version"
+                ]
+            )
+        );
+        assert_eq!(
+            shape::<Inbox>(),
+            pinned(
+                "inbox",
+                1,
+                &["id", "read", "tenant_id", "user_id", "version"]
+            )
+        );
     }
 
     #[tokio::test]

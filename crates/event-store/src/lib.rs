@@ -2,27 +2,34 @@
 //! the only code that writes or queries them:
 //!
 //! * `events`: the log, and the outbox the relay publishes from. Appended through cqrs-es
-//!   ([`store`]: postgres-es in event-store mode); read in committed order by [`log`].
+//!   ([`store`], in event-store mode) by the [`append`] group commit, several commands per
+//!   transaction; read in committed order by [`log`].
 //! * `idempotency_keys`: written by a trigger in the append's own transaction; looked up
 //!   and expired by [`idempotency`].
 //! * `relay_cursor`: how far each relay has published ([`outbox`]).
+//! * `aggregate_snapshots`: the latest state of long streams, a cache of the events
+//!   ([`snapshots`]).
 //! * `blobs`: content-addressed originals of uploaded files, outside the events ([`blobs`]).
 //!
 //! Knows nothing of particular aggregates (cqrs-es' `Aggregate` is generic) nor of Kafka.
 
+pub mod append;
 pub mod blobs;
 pub mod idempotency;
 pub mod log;
 pub mod outbox;
+mod repository;
+pub mod snapshots;
 mod unavailable;
 
 use cqrs_es::Aggregate;
 use cqrs_es::persist::PersistedEventStore;
-use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
 
+pub use append::Appender;
 pub use log::StoredEvent;
+pub use repository::GroupCommitRepository;
 pub use schemas::CommitPosition;
 pub use unavailable::{is_transient_sqlstate, is_unavailable, is_unavailable_dyn};
 
@@ -34,10 +41,12 @@ pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
     migrator.run(pool).await
 }
 
-/// An event-sourced store for one aggregate type (no snapshots: postgres-es 0.5.0
-/// snapshots apply new events twice).
-pub type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
+/// An event-sourced store for one aggregate type (no cqrs-es snapshots: postgres-es
+/// 0.5.0's apply new events twice).
+pub type Store<A> = PersistedEventStore<GroupCommitRepository, A>;
 
-pub fn store<A: Aggregate>(pool: PgPool) -> Store<A> {
-    PersistedEventStore::new_event_store(PostgresEventRepository::new(pool))
+/// A store whose appends go through `appender` (stores of every aggregate type can share
+/// one, so their commands share commits).
+pub fn store<A: Aggregate>(appender: &Appender) -> Store<A> {
+    PersistedEventStore::new_event_store(GroupCommitRepository::new(appender.clone()))
 }
