@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
+use cqrs_es::persist::{PersistenceError, SerializedEvent};
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope};
 use domain::{
     Actor, Command, CommandContext, Conversation, ConversationCommand, Document, DocumentCommand,
     DomainError, Inbox, InboxCommand, Knowledge, KnowledgeCommand, Transcript, Version,
@@ -150,6 +151,28 @@ fn check_size(event: Event) -> Result<(), CommandError> {
         });
     }
     Ok(())
+}
+
+/// A command's events as rows of the store, from the sequence after `before`.
+fn rows<A: Aggregate>(
+    id: &str,
+    before: usize,
+    events: &[A::Event],
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<SerializedEvent>, CommandError> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let envelope = EventEnvelope::<A> {
+                aggregate_id: id.to_owned(),
+                sequence: before + i + 1,
+                payload: event.clone(),
+                metadata: metadata.clone(),
+            };
+            SerializedEvent::try_from(&envelope).map_err(storage)
+        })
+        .collect()
 }
 
 fn storage(e: impl fmt::Display) -> CommandError {
@@ -751,7 +774,14 @@ impl CommandService {
     }
 
     /// Load, decide, append; retried on a storage conflict (another replica wrote the
-    /// same aggregate, or a concurrent request with the same idempotency key won).
+    /// same aggregate, a concurrent request with the same idempotency key won, or the
+    /// append this one was decided after failed).
+    ///
+    /// The aggregate is held only while deciding: once its events are queued for the
+    /// group commit, the state they lead to is kept for the next command of the
+    /// aggregate, which may decide on it before they are committed (its append then
+    /// waits for theirs, and fails with it). Each command is answered after its own
+    /// commit.
     async fn execute<A>(
         &self,
         aggregates: &Aggregates<A>,
@@ -766,20 +796,25 @@ impl CommandService {
         A::Command: Clone,
         A::Event: Into<Event>,
     {
-        let _serialised = self.locks.lock(kind, id).await;
-        if let Some(idem) = &meta.idempotency
-            && let Some(done) = self.replay(&meta.tenant_id, idem).await?
-        {
-            return Ok(done);
-        }
         let metadata = meta.to_metadata(name);
         // Random jitter: replicas contending for one aggregate do not retry in step.
         let mut backoff = Backoff::new(Duration::from_millis(4), Duration::from_millis(100));
         let key = id.to_string();
         for attempt in 1..=self.max_attempts {
+            let serialised = self.locks.lock(kind, id).await;
+            if let Some(idem) = &meta.idempotency {
+                // The key may be in an append of this aggregate still queued.
+                if let Some(queued) = aggregates.pending(&key) {
+                    queued.settled().await;
+                }
+                if let Some(done) = self.replay(&meta.tenant_id, idem).await? {
+                    return Ok(done);
+                }
+            }
             let recent::Loaded {
                 mut context,
                 cached,
+                pending,
             } = aggregates.take(&key).await.map_err(aggregate_error)?;
             let sink = EventSink::default();
             if let Err(refused) = context
@@ -788,10 +823,14 @@ impl CommandService {
                 .await
             {
                 if cached {
-                    // Decided on what this process last saw: decide again on the store's.
+                    // Decided on what this process last saw, perhaps not yet committed:
+                    // decide again on the store's, once that is settled.
+                    if let Some(queued) = pending {
+                        queued.settled().await;
+                    }
                     continue;
                 }
-                aggregates.put(&key, context.aggregate, context.current_sequence);
+                aggregates.put(&key, context.aggregate, context.current_sequence, None);
                 return Err(refused.into());
             }
             let events = sink.collect().await;
@@ -799,31 +838,32 @@ impl CommandService {
                 check_size(event.clone().into())?;
             }
             // `handle` applied its events to the state as it wrote them (cqrs-es's
-            // `EventSink::write`): once committed, it is the store's. The store reads
-            // only the id and sequence of the context, so the state stays here.
+            // `EventSink::write`): it is the state they lead to.
             let state = std::mem::take(&mut context.aggregate);
-            let sequence = context.current_sequence;
-            match aggregates
-                .store
-                .commit(events, context, metadata.clone())
-                .await
-            {
-                Ok(committed) => {
+            let before = context.current_sequence;
+            let after = before + events.len();
+            let rows = rows::<A>(&key, before, &events, &metadata)?;
+            let snapshot = aggregates.due_snapshot(&state, before, after);
+            let queued = self.appender.queue(rows, pending);
+            aggregates.put(&key, state, after, Some(queued.ticket()));
+            drop(serialised);
+            match queued.outcome().await {
+                Ok(()) => {
                     if let Some(signal) = &self.committed {
                         signal.notify_one();
                     }
-                    aggregates.committed(&key, &state, sequence, sequence + committed.len());
-                    aggregates.put(&key, state, sequence + committed.len());
-                    let version = committed.last().map_or(0, |e| e.sequence as u64);
+                    if let Some(snapshot) = snapshot {
+                        aggregates.save_snapshot(&key, snapshot);
+                    }
                     return Ok(Accepted {
                         kind,
                         aggregate_id: id,
-                        version: Version(version),
-                        events: committed.into_iter().map(|e| e.payload.into()).collect(),
+                        version: Version(after as u64),
+                        events: events.into_iter().map(Into::into).collect(),
                         replayed: false,
                     });
                 }
-                Err(AggregateError::AggregateConflict) => {
+                Err(PersistenceError::OptimisticLockError) => {
                     if let Some(idem) = &meta.idempotency
                         && let Some(done) = self.replay(&meta.tenant_id, idem).await?
                     {
@@ -832,7 +872,7 @@ impl CommandService {
                     tracing::debug!(%kind, %id, attempt, "storage conflict, retrying");
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
-                Err(e) => return Err(aggregate_error(e)),
+                Err(e) => return Err(aggregate_error(e.into())),
             }
         }
         Err(CommandError::Contended(self.max_attempts))
@@ -888,6 +928,7 @@ impl CommandService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cqrs_es::EventStore;
 
     fn test_meta() -> RequestMeta {
         RequestMeta {

@@ -2,15 +2,18 @@
 //! so a command on a long stream does not reload it.
 //!
 //! Invariants:
-//! - An entry is taken out for the length of one command (commands of one aggregate are
-//!   serialised in the process by `AggregateLocks`) and put back only with the state the
-//!   store holds: after a commit, the state `handle` left (cqrs-es applies each event as
-//!   it is written); after a fresh load, as loaded. A command that fails to commit leaves
-//!   nothing behind.
+//! - An entry is taken out for the time a command decides (commands of one aggregate are
+//!   serialised in the process by `AggregateLocks` while they decide) and put back with
+//!   the state its events lead to, as soon as they are queued for the group commit, with
+//!   their [`Ticket`]: the next command may decide on that state before it is committed,
+//!   and its append then follows the first or fails with it. An entry whose append failed
+//!   is never taken again (the next command loads from the store); a command refused or
+//!   failing before it queued anything leaves nothing behind.
 //! - Another process may have written the aggregate since: the state is then behind, the
 //!   commit of its next sequence is a conflict, and the command reloads from the store. A
-//!   refusal decided on a cached state is decided again on a fresh load before it is
-//!   answered (the caller's `If-Match` may be newer than what this process saw).
+//!   refusal decided on a cached state is decided again on a fresh load, once what this
+//!   process queued for the aggregate has settled (the caller's `If-Match` may be newer
+//!   than what this process saw).
 //! - At most `capacity` entries; the oldest inserted goes first.
 //!
 //! Snapshots, for what is not in memory:
@@ -29,6 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
 use domain::{Conversation, Document, Inbox, Knowledge, WebhookEndpoint};
+use event_store::append::{Settled, Ticket};
 use event_store::snapshots::{self, Snapshot};
 use event_store::{Appender, Store, log};
 use sqlx::PgPool;
@@ -71,15 +75,25 @@ pub(crate) struct Aggregates<A: Aggregate> {
 
 struct Recent<A> {
     capacity: usize,
-    entries: HashMap<String, (A, usize)>,
+    entries: HashMap<String, Entry<A>>,
     /// Insertion order, for eviction; may name ids no longer in `entries`.
     order: VecDeque<String>,
 }
 
-/// A loaded aggregate, and whether it came from memory (it may be behind the store).
+/// A state kept in memory, at the sequence its last events take it to; `pending`: those
+/// events are queued and not yet committed.
+struct Entry<A> {
+    state: A,
+    sequence: usize,
+    pending: Option<Ticket>,
+}
+
+/// A loaded aggregate, and whether it came from memory (it may be behind the store, or
+/// ahead of it by the queued append of `pending`).
 pub(crate) struct Loaded<A: Aggregate> {
     pub(crate) context: EventStoreAggregateContext<A>,
     pub(crate) cached: bool,
+    pub(crate) pending: Option<Ticket>,
 }
 
 impl<A: SnapshotFormat> Aggregates<A> {
@@ -115,24 +129,44 @@ impl<A: SnapshotFormat> Aggregates<A> {
     where
         A: Clone,
     {
-        self.recent().entries.get(id).cloned()
+        self.recent()
+            .entries
+            .get(id)
+            .map(|e| (e.state.clone(), e.sequence))
+    }
+
+    /// The queued, not yet settled, append the kept state of `id` includes.
+    pub(crate) fn pending(&self, id: &str) -> Option<Ticket> {
+        self.recent()
+            .entries
+            .get(id)
+            .and_then(|e| e.pending.clone())
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent<A>> {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The aggregate, taken out of memory if it is there, else loaded from the store.
+    /// The aggregate, taken out of memory if it is there (unless it was decided on an
+    /// append that failed), else loaded from the store.
     pub(crate) async fn take(&self, id: &str) -> Result<Loaded<A>, AggregateError<A::Error>> {
-        if let Some((aggregate, sequence)) = self.recent().entries.remove(id) {
+        let kept = self.recent().entries.remove(id);
+        if let Some(entry) = kept
+            && entry
+                .pending
+                .as_ref()
+                .is_none_or(|p| p.state() != Settled::Failed)
+        {
+            let pending = entry.pending.filter(|p| p.state() == Settled::Pending);
             return Ok(Loaded {
                 context: EventStoreAggregateContext {
                     aggregate_id: id.to_owned(),
-                    aggregate,
-                    current_sequence: sequence,
+                    aggregate: entry.state,
+                    current_sequence: entry.sequence,
                     current_snapshot: None,
                 },
                 cached: true,
+                pending,
             });
         }
         let snapshot = match snapshots::latest(&self.pool, A::TYPE, id, A::FORMAT).await {
@@ -151,12 +185,16 @@ impl<A: SnapshotFormat> Aggregates<A> {
             None => self.replay(id).await?,
         };
         let every = self.snapshot_every.load(Ordering::Relaxed);
-        if every > 0 && applied >= every {
-            self.snapshot(id, &context.aggregate, context.current_sequence);
+        if every > 0
+            && applied >= every
+            && let Some(snapshot) = snapshot_of(&context.aggregate, context.current_sequence)
+        {
+            self.save_snapshot(id, snapshot);
         }
         Ok(Loaded {
             context,
             cached: false,
+            pending: None,
         })
     }
 
@@ -196,30 +234,19 @@ impl<A: SnapshotFormat> Aggregates<A> {
         Ok((context, events.len()))
     }
 
-    /// After a commit that took the aggregate from `before` to `after`: a snapshot of
-    /// `state` when a multiple of `snapshot_every` lies in between.
-    pub(crate) fn committed(&self, id: &str, state: &A, before: usize, after: usize) {
+    /// A snapshot of `state` when the events that took it from `before` to `after`
+    /// cross a multiple of `snapshot_every` (to save once they are committed).
+    pub(crate) fn due_snapshot(&self, state: &A, before: usize, after: usize) -> Option<Snapshot> {
         let every = self.snapshot_every.load(Ordering::Relaxed);
-        if every > 0 && before / every != after / every {
-            self.snapshot(id, state, after);
-        }
+        (every > 0 && before / every != after / every)
+            .then(|| snapshot_of(state, after))
+            .flatten()
     }
 
-    /// Writes a snapshot of `state` at `sequence` in the background: the command does
-    /// not wait for it, and a failure only means a longer load later.
-    fn snapshot(&self, id: &str, state: &A, sequence: usize) {
-        let state = match serde_json::to_value(state) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::warn!(aggregate_type = A::TYPE, aggregate_id = id, error = %e, "snapshot not serialisable");
-                return;
-            }
-        };
+    /// Writes `snapshot` in the background: the command does not wait for it, and a
+    /// failure only means a longer load later.
+    pub(crate) fn save_snapshot(&self, id: &str, snapshot: Snapshot) {
         let (pool, id) = (self.pool.clone(), id.to_owned());
-        let snapshot = Snapshot {
-            sequence: sequence as i64,
-            state,
-        };
         tokio::spawn(async move {
             if let Err(e) = snapshots::save(&pool, A::TYPE, &id, A::FORMAT, &snapshot).await {
                 tracing::warn!(aggregate_type = A::TYPE, aggregate_id = %id, error = %e, "snapshot not written");
@@ -227,17 +254,19 @@ impl<A: SnapshotFormat> Aggregates<A> {
         });
     }
 
-    /// Keeps `aggregate`, as the store holds it at `sequence`.
-    pub(crate) fn put(&self, id: &str, aggregate: A, sequence: usize) {
+    /// Keeps `aggregate` at `sequence`: as the store holds it, or as it will once the
+    /// append of `pending` is committed.
+    pub(crate) fn put(&self, id: &str, aggregate: A, sequence: usize, pending: Option<Ticket>) {
         let mut recent = self.recent();
         if recent.capacity == 0 {
             return;
         }
-        if recent
-            .entries
-            .insert(id.to_owned(), (aggregate, sequence))
-            .is_none()
-        {
+        let entry = Entry {
+            state: aggregate,
+            sequence,
+            pending,
+        };
+        if recent.entries.insert(id.to_owned(), entry).is_none() {
             recent.order.push_back(id.to_owned());
         }
         while recent.entries.len() > recent.capacity {
@@ -250,6 +279,20 @@ impl<A: SnapshotFormat> Aggregates<A> {
         if recent.order.len() > 2 * recent.capacity.max(16) {
             let Recent { entries, order, .. } = &mut *recent;
             order.retain(|id| entries.contains_key(id));
+        }
+    }
+}
+
+/// `state` at `sequence` as a snapshot (`None`, with a warning, if it does not serialise).
+fn snapshot_of<A: Aggregate>(state: &A, sequence: usize) -> Option<Snapshot> {
+    match serde_json::to_value(state) {
+        Ok(state) => Some(Snapshot {
+            sequence: sequence as i64,
+            state,
+        }),
+        Err(e) => {
+            tracing::warn!(aggregate_type = A::TYPE, error = %e, "snapshot not serialisable");
+            None
         }
     }
 }
@@ -268,7 +311,7 @@ mod tests {
     async fn an_entry_is_taken_out_once_and_the_oldest_goes_first() {
         let a = aggregates(2);
         for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
-            a.put(id, Inbox::default(), i + 1);
+            a.put(id, Inbox::default(), i + 1, None);
         }
         assert!(
             !a.recent().entries.contains_key("a"),
@@ -283,7 +326,7 @@ mod tests {
         );
         // Taken out and never put back (a failed commit): its order entry is trimmed.
         for i in 0..100 {
-            a.put(&format!("x{i}"), Inbox::default(), 1);
+            a.put(&format!("x{i}"), Inbox::default(), 1, None);
             let _ = a.take(&format!("x{i}")).await.expect("in memory");
         }
         assert!(a.recent().order.len() <= 2 * 16 + 1);
@@ -378,7 +421,7 @@ mod tests {
     #[tokio::test]
     async fn a_capacity_of_zero_keeps_nothing() {
         let a = aggregates(0);
-        a.put("a", Inbox::default(), 1);
+        a.put("a", Inbox::default(), 1, None);
         assert!(a.recent().entries.is_empty());
     }
 }

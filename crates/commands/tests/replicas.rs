@@ -69,3 +69,74 @@ async fn two_replicas_on_one_conversation_keep_every_version_and_decide_on_the_l
         .expect("count");
     assert_eq!(stored, 15, "start, 10 messages, 2 renames, 1 message, end");
 }
+
+/// Commands of one conversation arriving together on two replicas: each replica decides
+/// its commands one after another on the state the previous one leads to, before that is
+/// committed; the other replica's writes make such chains fail and be decided again.
+/// Every command is accepted once, at a version of its own, and what each replica keeps
+/// is what the store holds.
+#[tokio::test]
+async fn concurrent_commands_on_one_conversation_from_two_replicas_each_land_once() {
+    let db = testkit::env::database().await;
+    event_store::migrate(&db.pool).await.expect("migrate");
+    let a = Arc::new(CommandService::new(
+        db.pool.clone(),
+        Arc::new(TemplateGenerator),
+    ));
+    let b = Arc::new(CommandService::new(
+        db.pool.clone(),
+        Arc::new(TemplateGenerator),
+    ));
+    let meta = meta("acme");
+    let c = a
+        .start_conversation("Hot".into(), Default::default(), &meta)
+        .await
+        .expect("start")
+        .aggregate_id;
+    let tasks: Vec<_> = (0..24)
+        .map(|n| {
+            let service = if n % 3 == 0 { b.clone() } else { a.clone() };
+            let meta = meta.clone();
+            tokio::spawn(async move {
+                service
+                    .send_message(c, user_message(&format!("m{n}")), None, &meta)
+                    .await
+                    .expect("send")
+                    .version
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for task in tasks {
+        versions.push(task.await.expect("task").0);
+    }
+    versions.sort();
+    assert_eq!(versions, (2..=25).collect::<Vec<u64>>());
+    let (sequences, transactions): (Vec<i64>, i64) = (
+        sqlx::query_scalar("SELECT sequence FROM events ORDER BY tx_id, global_position")
+            .fetch_all(&db.pool)
+            .await
+            .expect("events"),
+        sqlx::query_scalar("SELECT count(DISTINCT tx_id::text) FROM events")
+            .fetch_one(&db.pool)
+            .await
+            .expect("transactions"),
+    );
+    assert_eq!(
+        sequences,
+        (1..=25).collect::<Vec<i64>>(),
+        "commit order is sequence order"
+    );
+    assert!(
+        transactions < 25,
+        "some commands shared a commit: {transactions}"
+    );
+    // Each replica's next command is decided on the latest state.
+    for service in [&a, &b] {
+        let next = service
+            .send_message(c, user_message("after"), None, &meta)
+            .await
+            .expect("send after");
+        assert!(next.version.0 > 25);
+    }
+}

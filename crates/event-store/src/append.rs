@@ -23,13 +23,19 @@
 //!   aggregate's commands until their commit.
 //! - The idempotency trigger tells the units of one transaction apart (migration 1005):
 //!   two units reusing a key in one batch conflict as they would in two transactions.
+//! - A unit may be decided on the state another queued unit leaves (`after`, its
+//!   [`Ticket`]): several commands of one aggregate are then decided one after another
+//!   while the first still waits for its commit. Such a unit is written only after its
+//!   predecessor committed (in an earlier statement, or earlier in the same one) and
+//!   fails, unwritten, as a conflict when its predecessor failed: it was decided on a
+//!   state that never existed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use sqlx::PgPool;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use crate::unavailable::is_unavailable;
 
@@ -59,6 +65,77 @@ pub struct Appender {
 struct Unit {
     rows: Vec<SerializedEvent>,
     done: oneshot::Sender<Result<(), PersistenceError>>,
+    settled: watch::Sender<Settled>,
+    /// This unit's own ticket, to recognise it as another's predecessor.
+    ticket: Ticket,
+    after: Option<Ticket>,
+}
+
+impl Unit {
+    fn complete(self, outcome: Result<(), PersistenceError>) {
+        let state = if outcome.is_ok() {
+            Settled::Committed
+        } else {
+            Settled::Failed
+        };
+        self.settled.send_replace(state);
+        let _ = self.done.send(outcome);
+    }
+
+    /// Whether this unit was decided on a unit that failed.
+    fn predecessor_failed(&self) -> bool {
+        self.after
+            .as_ref()
+            .is_some_and(|after| after.state() == Settled::Failed)
+    }
+}
+
+/// What became of a queued unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Pending,
+    Committed,
+    Failed,
+}
+
+/// Watches what becomes of a queued unit (for the units decided after it).
+#[derive(Debug, Clone)]
+pub struct Ticket(watch::Receiver<Settled>);
+
+impl Ticket {
+    pub fn state(&self) -> Settled {
+        *self.0.borrow()
+    }
+
+    /// Waits until the unit is committed or failed (a unit whose writer is gone failed).
+    pub async fn settled(&self) -> Settled {
+        let mut watching = self.0.clone();
+        match watching.wait_for(|s| *s != Settled::Pending).await {
+            Ok(state) => *state,
+            Err(_) => Settled::Failed,
+        }
+    }
+
+    fn is(&self, other: &Ticket) -> bool {
+        self.0.same_channel(&other.0)
+    }
+}
+
+/// A queued unit: its ticket, and its outcome to wait for.
+pub struct Queued {
+    ticket: Ticket,
+    outcome: oneshot::Receiver<Result<(), PersistenceError>>,
+}
+
+impl Queued {
+    pub fn ticket(&self) -> Ticket {
+        self.ticket.clone()
+    }
+
+    /// Waits for the commit that holds the unit, or its failure.
+    pub async fn outcome(self) -> Result<(), PersistenceError> {
+        self.outcome.await.map_err(|_| stopped())?
+    }
 }
 
 /// The database did not say what became of an append (its connection broke, it is
@@ -100,14 +177,28 @@ impl Appender {
     /// `OptimisticLockError`: one of the sequences, or the idempotency key in the rows'
     /// metadata, was taken first.
     pub async fn append(&self, rows: Vec<SerializedEvent>) -> Result<(), PersistenceError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
+        self.queue(rows, None).outcome().await
+    }
+
+    /// Queues `rows` now, decided on the state the unit of `after` leaves (if any), and
+    /// returns at once: the outcome is awaited on the returned [`Queued`].
+    pub fn queue(&self, rows: Vec<SerializedEvent>, after: Option<Ticket>) -> Queued {
         let (done, outcome) = oneshot::channel();
-        self.units
-            .send(Unit { rows, done })
-            .map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        let (settled, watching) = watch::channel(Settled::Pending);
+        let ticket = Ticket(watching);
+        let unit = Unit {
+            rows,
+            done,
+            settled,
+            ticket: ticket.clone(),
+            after,
+        };
+        if unit.rows.is_empty() {
+            unit.complete(Ok(()));
+        } else if let Err(refused) = self.units.send(unit) {
+            refused.0.complete(Err(stopped()));
+        }
+        Queued { ticket, outcome }
     }
 }
 
@@ -142,8 +233,29 @@ async fn write_batches(
             }
             batch
         };
-        write(&pool, batch).await;
+        let batch = wait_for_predecessors(batch).await;
+        if !batch.is_empty() {
+            write(&pool, batch).await;
+        }
     }
+}
+
+/// Units decided on a unit of an earlier statement wait for its outcome; those whose
+/// predecessor failed fail now, unwritten. A predecessor in the same batch is written
+/// before them by the same statement.
+async fn wait_for_predecessors(batch: Vec<Unit>) -> Vec<Unit> {
+    let mut ready: Vec<Unit> = Vec::with_capacity(batch.len());
+    for unit in batch {
+        if let Some(after) = &unit.after
+            && !ready.iter().any(|earlier| earlier.ticket.is(after))
+            && after.settled().await == Settled::Failed
+        {
+            unit.complete(Err(PersistenceError::OptimisticLockError));
+            continue;
+        }
+        ready.push(unit);
+    }
+    ready
 }
 
 /// Writes `batch` in one statement; when the server refuses it and it holds several
@@ -153,18 +265,23 @@ async fn write(pool: &PgPool, mut batch: Vec<Unit>) {
     match result {
         Ok(()) => {
             for unit in batch {
-                let _ = unit.done.send(Ok(()));
+                unit.complete(Ok(()));
             }
         }
         Err(e) if batch.len() == 1 => {
             if let Some(unit) = batch.pop() {
-                let _ = unit.done.send(Err(outcome(e)));
+                unit.complete(Err(outcome(e)));
             }
         }
         Err(e) if refused(&e) => {
+            // In order: a unit whose predecessor just failed is not written.
             for unit in batch {
-                let outcome = insert(pool, unit.rows.iter()).await.map_err(outcome);
-                let _ = unit.done.send(outcome);
+                if unit.predecessor_failed() {
+                    unit.complete(Err(PersistenceError::OptimisticLockError));
+                    continue;
+                }
+                let result = insert(pool, unit.rows.iter()).await.map_err(outcome);
+                unit.complete(result);
             }
         }
         Err(e) => {
@@ -172,9 +289,7 @@ async fn write(pool: &PgPool, mut batch: Vec<Unit>) {
             let message = e.to_string();
             for unit in batch {
                 let error = AppendUnavailable(message.clone());
-                let _ = unit
-                    .done
-                    .send(Err(PersistenceError::ConnectionError(Box::new(error))));
+                unit.complete(Err(PersistenceError::ConnectionError(Box::new(error))));
             }
         }
     }

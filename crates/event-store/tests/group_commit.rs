@@ -146,3 +146,44 @@ async fn one_append_at_a_time_still_works_and_a_closed_pool_is_unavailable() {
         "{closed:?}"
     );
 }
+
+#[tokio::test]
+async fn an_append_decided_after_another_is_written_after_it_and_fails_with_it() {
+    let db = testkit::env::database().await;
+    event_store::migrate(&db.pool).await.expect("migrate");
+    let appender = Appender::start(db.pool.clone());
+    appender
+        .append(unit("x", 1, 1, None))
+        .await
+        .expect("x at 1");
+
+    // A takes a sequence already taken; B was decided on A's state. By the key alone B
+    // would be accepted (nothing is at 2): it must fail with A and leave no row.
+    let a = appender.queue(unit("x", 1, 1, None), None);
+    let b = appender.queue(unit("x", 2, 1, None), Some(a.ticket()));
+    // C then D on a new conversation: both written, D after C.
+    let c = appender.queue(unit("y", 1, 1, None), None);
+    let d = appender.queue(unit("y", 2, 2, None), Some(c.ticket()));
+    let (a, b, c, d) = tokio::join!(a.outcome(), b.outcome(), c.outcome(), d.outcome());
+    assert!(
+        matches!(a, Err(PersistenceError::OptimisticLockError)),
+        "{a:?}"
+    );
+    assert!(
+        matches!(b, Err(PersistenceError::OptimisticLockError)),
+        "{b:?}"
+    );
+    assert!(c.is_ok() && d.is_ok(), "{c:?} {d:?}");
+    assert_eq!(rows(&db.pool, "x").await.len(), 1);
+    let y = rows(&db.pool, "y").await;
+    assert_eq!(y.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(y.windows(2).all(|w| w[0].1 < w[1].1), "order kept: {y:?}");
+
+    // A unit decided after one of an earlier statement waits for its commit.
+    let e = appender.queue(unit("z", 1, 1, None), None);
+    let e_ticket = e.ticket();
+    e.outcome().await.expect("z at 1");
+    let f = appender.queue(unit("z", 2, 1, None), Some(e_ticket));
+    f.outcome().await.expect("z at 2");
+    assert_eq!(rows(&db.pool, "z").await.len(), 2);
+}
