@@ -777,10 +777,10 @@ impl CommandService {
     /// same aggregate, a concurrent request with the same idempotency key won, or the
     /// append this one was decided after failed).
     ///
-    /// The aggregate is held only while deciding: once its events are queued for the
-    /// group commit, the state they lead to is kept for the next command of the
-    /// aggregate, which may decide on it before they are committed (its append then
-    /// waits for theirs, and fails with it). Each command is answered after its own
+    /// When other commands wait for the aggregate, it is held only while deciding: once
+    /// the events are queued for the group commit, the state they lead to is kept for
+    /// the next command, which may decide on it before they are committed (its append
+    /// then waits for theirs, and fails with it). Each command is answered after its own
     /// commit.
     async fn execute<A>(
         &self,
@@ -845,9 +845,26 @@ impl CommandService {
             let rows = rows::<A>(&key, before, &events, &metadata)?;
             let snapshot = aggregates.due_snapshot(&state, before, after);
             let queued = self.appender.queue(rows, pending);
-            aggregates.put(&key, state, after, Some(queued.ticket()));
+            // Other commands wait for this aggregate: let them decide on the state these
+            // events lead to while they are committed. Alone, keep it until the commit
+            // (measured: putting it back early cost a third of the throughput of many
+            // clients on distinct aggregates, for nothing to gain there).
+            let mut state = Some(state);
+            let mut serialised = Some(serialised);
+            if serialised
+                .as_ref()
+                .is_some_and(|guard| Arc::strong_count(OwnedMutexGuard::mutex(guard)) > 1)
+                && let Some(state) = state.take()
+            {
+                aggregates.put(&key, state, after, Some(queued.ticket()));
+                serialised = None;
+            }
+            let outcome = queued.outcome().await;
+            if let (Ok(()), Some(state)) = (&outcome, state) {
+                aggregates.put(&key, state, after, None);
+            }
             drop(serialised);
-            match queued.outcome().await {
+            match outcome {
                 Ok(()) => {
                     if let Some(signal) = &self.committed {
                         signal.notify_one();

@@ -4,9 +4,10 @@
 //! Invariants:
 //! - An entry is taken out for the time a command decides (commands of one aggregate are
 //!   serialised in the process by `AggregateLocks` while they decide) and put back with
-//!   the state its events lead to, as soon as they are queued for the group commit, with
-//!   their [`Ticket`]: the next command may decide on that state before it is committed,
-//!   and its append then follows the first or fails with it. An entry whose append failed
+//!   the state its events lead to: after their commit, or, when other commands wait for
+//!   the aggregate, as soon as they are queued for the group commit, with their
+//!   [`Ticket`]: the next command may then decide on that state before it is committed,
+//!   and its append follows the first or fails with it. An entry whose append failed
 //!   is never taken again (the next command loads from the store); a command refused or
 //!   failing before it queued anything leaves nothing behind.
 //! - Another process may have written the aggregate since: the state is then behind, the
