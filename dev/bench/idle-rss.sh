@@ -11,7 +11,8 @@ log=$(mktemp)
 THREADLINE_STACK_NAME="$name" dev/stack run >"$log" 2>&1 &
 stack=$!
 stop() {
-    kill -INT "$stack" 2>/dev/null || true
+    # A background job of a script ignores SIGINT: stop the stack with SIGTERM.
+    kill -TERM "$stack" 2>/dev/null || true
     wait "$stack" 2>/dev/null || true
     # `run` keeps its cluster between runs; this one is not needed again.
     [ -f ".stack/$name/pg.path" ] && rm -rf "$(cat ".stack/$name/pg.path")"

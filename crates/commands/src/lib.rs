@@ -15,6 +15,7 @@ pub mod webhooks;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -247,6 +248,8 @@ pub struct CommandService {
     /// Notified after every commit (`with_commit_signal`).
     committed: Option<Arc<tokio::sync::Notify>>,
     appender: Appender,
+    /// Shared by every aggregate type's [`Aggregates`].
+    snapshot_every: Arc<AtomicUsize>,
 }
 
 /// A file for the knowledge base, as uploaded.
@@ -315,12 +318,14 @@ impl CommandService {
     /// current Tokio runtime).
     pub fn new(pool: PgPool, generator: Arc<dyn DocumentGenerator>) -> Self {
         let appender = Appender::start(pool.clone());
+        let every = Arc::new(AtomicUsize::new(SNAPSHOT_EVERY));
         Self {
-            conversations: Aggregates::new(&appender, CACHED_AGGREGATES),
-            documents: Aggregates::new(&appender, CACHED_AGGREGATES),
-            knowledge: Aggregates::new(&appender, CACHED_AGGREGATES),
-            webhook_endpoints: Aggregates::new(&appender, CACHED_AGGREGATES),
-            inboxes: Aggregates::new(&appender, CACHED_AGGREGATES),
+            conversations: Aggregates::new(&appender, CACHED_AGGREGATES, every.clone()),
+            documents: Aggregates::new(&appender, CACHED_AGGREGATES, every.clone()),
+            knowledge: Aggregates::new(&appender, CACHED_AGGREGATES, every.clone()),
+            webhook_endpoints: Aggregates::new(&appender, CACHED_AGGREGATES, every.clone()),
+            inboxes: Aggregates::new(&appender, CACHED_AGGREGATES, every.clone()),
+            snapshot_every: every.clone(),
             appender,
             webhooks_settings: None,
             pool,
@@ -354,11 +359,7 @@ impl CommandService {
     /// not seen it reads only the events after the snapshot (default
     /// [`SNAPSHOT_EVERY`]; 0: none written).
     pub fn with_snapshots_every(self, n: usize) -> Self {
-        self.conversations.set_snapshot_every(n);
-        self.documents.set_snapshot_every(n);
-        self.knowledge.set_snapshot_every(n);
-        self.webhook_endpoints.set_snapshot_every(n);
-        self.inboxes.set_snapshot_every(n);
+        self.snapshot_every.store(n, Ordering::Relaxed);
         self
     }
 
@@ -960,6 +961,35 @@ mod tests {
         }
     }
 
+    /// A new conversation with `messages` user messages, every third one's reply failed.
+    async fn conversation_with_failed_replies(
+        service: &CommandService,
+        meta: &RequestMeta,
+        messages: usize,
+    ) -> Uuid {
+        let c = service
+            .start_conversation("Plan".into(), ConversationOptions::default(), meta)
+            .await
+            .expect("start")
+            .aggregate_id;
+        for n in 0..messages {
+            let sent = service
+                .send_message(c, NewMessage::new(Role::User, format!("m{n}")), None, meta)
+                .await
+                .expect("send");
+            let Some(Event::MessageSent(m)) = sent.events.first() else {
+                panic!("{sent:?}");
+            };
+            if n % 3 == 0 {
+                service
+                    .fail_reply(c, m.message_id, ("down".into(), 3), None, meta)
+                    .await
+                    .expect("fail reply");
+            }
+        }
+        c
+    }
+
     /// What a service keeps in memory after a mix of commands (accepted and refused) is
     /// what a full replay of the store gives.
     #[tokio::test]
@@ -968,25 +998,8 @@ mod tests {
         event_store::migrate(&db.pool).await.expect("migrate");
         let service = CommandService::new(db.pool.clone(), Arc::new(TemplateGenerator));
         let meta = test_meta();
-        let c = service
-            .start_conversation("Plan".into(), ConversationOptions::default(), &meta)
-            .await
-            .expect("start")
-            .aggregate_id;
-        for n in 0..20 {
-            let sent = service
-                .send_message(c, NewMessage::new(Role::User, format!("m{n}")), None, &meta)
-                .await
-                .expect("send");
-            let Some(Event::MessageSent(m)) = sent.events.first() else {
-                panic!("{sent:?}");
-            };
-            if n % 5 == 0 {
-                service
-                    .fail_reply(c, m.message_id, ("down".into(), 3), None, &meta)
-                    .await
-                    .expect("fail reply");
-            }
+        let c = conversation_with_failed_replies(&service, &meta, 20).await;
+        for _ in 0..5 {
             // Refused (a stale If-Match): changes nothing, kept state included.
             assert!(
                 service
@@ -1038,26 +1051,7 @@ mod tests {
                 },
             });
         let meta = test_meta();
-        let c = service
-            .start_conversation("Plan".into(), ConversationOptions::default(), &meta)
-            .await
-            .expect("start")
-            .aggregate_id;
-        for n in 0..10 {
-            let sent = service
-                .send_message(c, NewMessage::new(Role::User, format!("m{n}")), None, &meta)
-                .await
-                .expect("send");
-            let Some(Event::MessageSent(m)) = sent.events.first() else {
-                panic!("{sent:?}");
-            };
-            if n % 3 == 0 {
-                service
-                    .fail_reply(c, m.message_id, ("down".into(), 3), None, &meta)
-                    .await
-                    .expect("fail reply");
-            }
-        }
+        let c = conversation_with_failed_replies(&service, &meta, 10).await;
         service
             .rename_conversation(c, "Renamed".into(), None, &meta)
             .await
@@ -1145,28 +1139,22 @@ mod tests {
         };
         let mut plausible = serde_json::to_value(Conversation::default()).expect("state");
         plausible["title"] = "Forged".into();
-        forged(99, plausible).await.expect("forge");
         let service = fresh().with_snapshots_every(0);
-        let loaded = service
-            .conversations
-            .take(&c.to_string())
-            .await
-            .expect("load");
-        assert_eq!(loaded.context.aggregate.title, "Renamed");
+        let reader_format = <Conversation as recent::SnapshotFormat>::FORMAT;
         // ...nor one of the reader's format that does not deserialize.
-        forged(
-            <Conversation as recent::SnapshotFormat>::FORMAT,
-            serde_json::json!({"garbage": true}),
-        )
-        .await
-        .expect("forge");
-        let loaded = service
-            .conversations
-            .take(&c.to_string())
-            .await
-            .expect("load");
-        assert_eq!(loaded.context.aggregate.title, "Renamed");
-        assert_eq!(loaded.context.current_sequence, 17);
+        for (format, state) in [
+            (99, plausible),
+            (reader_format, serde_json::json!({"garbage": true})),
+        ] {
+            forged(format, state).await.expect("forge");
+            let loaded = service
+                .conversations
+                .take(&c.to_string())
+                .await
+                .expect("load");
+            assert_eq!(loaded.context.aggregate.title, "Renamed");
+            assert_eq!(loaded.context.current_sequence, 17);
+        }
     }
 
     /// `aggregates` (of a service that has not seen `id`) loads it from its snapshot, the

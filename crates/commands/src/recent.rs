@@ -27,8 +27,8 @@
 //!   the events after it equals a full replay: a test holds every aggregate type to it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
@@ -70,8 +70,9 @@ pub(crate) struct Aggregates<A: Aggregate> {
     pub(crate) store: Store<A>,
     pool: PgPool,
     recent: Mutex<Recent<A>>,
-    /// 0: no snapshots are written (those there are still read).
-    snapshot_every: AtomicUsize,
+    /// 0: no snapshots are written (those there are still read). Shared by the
+    /// aggregate types of a service.
+    snapshot_every: Arc<AtomicUsize>,
 }
 
 struct Recent<A> {
@@ -98,7 +99,11 @@ pub(crate) struct Loaded<A: Aggregate> {
 }
 
 impl<A: SnapshotFormat> Aggregates<A> {
-    pub(crate) fn new(appender: &Appender, capacity: usize) -> Self {
+    pub(crate) fn new(
+        appender: &Appender,
+        capacity: usize,
+        snapshot_every: Arc<AtomicUsize>,
+    ) -> Self {
         Self {
             store: event_store::store(appender),
             pool: appender.pool().clone(),
@@ -107,13 +112,8 @@ impl<A: SnapshotFormat> Aggregates<A> {
                 entries: HashMap::new(),
                 order: VecDeque::new(),
             }),
-            snapshot_every: AtomicUsize::new(SNAPSHOT_EVERY),
+            snapshot_every,
         }
-    }
-
-    /// Writes a snapshot every `n` events (0: never).
-    pub(crate) fn set_snapshot_every(&self, n: usize) {
-        self.snapshot_every.store(n, Ordering::Relaxed);
     }
 
     /// Keeps at most `capacity` aggregates from now on (0: none).
@@ -305,7 +305,8 @@ mod tests {
     fn aggregates(capacity: usize) -> Aggregates<Inbox> {
         // Never connects: these tests stay in memory.
         let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("lazy");
-        Aggregates::new(&Appender::start(pool), capacity)
+        let every = Arc::new(AtomicUsize::new(SNAPSHOT_EVERY));
+        Aggregates::new(&Appender::start(pool), capacity, every)
     }
 
     #[tokio::test]
