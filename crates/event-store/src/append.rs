@@ -18,9 +18,9 @@
 //!   again could only conflict. Every unit of it gets an "unavailable" error, as a lone
 //!   append would.
 //! - Rows keep the order they were handed in (a unit's sequences ascending), so the
-//!   commit order (`tx_id`, `global_position`) follows each aggregate's sequence. Units
-//!   of the same aggregate are never in flight together: the command side serialises an
-//!   aggregate's commands until their commit.
+//!   commit order (`tx_id`, `global_position`) follows each aggregate's sequence. Two
+//!   units of one aggregate in flight together either name one another (`after`, below)
+//!   or claim the same sequence, and then one of them conflicts.
 //! - The idempotency trigger tells the units of one transaction apart (migration 1005):
 //!   two units reusing a key in one batch conflict as they would in two transactions.
 //! - A unit may be decided on the state another queued unit leaves (`after`, its
