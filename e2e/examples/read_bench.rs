@@ -1,6 +1,6 @@
 //! Read-side benchmark: projector catch-up rate, rebuild rates (read model, analytics),
-//! and read-your-writes
-//! latency through both HTTP servers. Run against a fresh durable stack
+//! read-your-writes latency through both HTTP servers, and the read model's freshness
+//! under a steady 1,000 commands/s. Run against a fresh durable stack
 //! (see docs/benchmarks.md):
 //!
 //!     dev/stack exec -- cargo run --release -p e2e --example read_bench
@@ -102,6 +102,66 @@ async fn main() {
         "read-your-writes (command, relay, Kafka, projector, read): p50 {:.1} ms, p99 {:.1} ms over 200",
         ms(0.5),
         ms(0.99)
+    );
+    // Freshness under load: commands straight to the service at a steady 1,000/s for
+    // 10 s; every tenth is read back through query-api with its position, timed from
+    // its acceptance until the read model shows it.
+    let (rate, seconds) = (1_000u64, 10u64);
+    let mut pace = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for n in 0..rate * seconds {
+        pace.tick().await;
+        let (service, ids, http, token) =
+            (service.clone(), ids.clone(), http.clone(), token.clone());
+        let query = stack.query_base.clone();
+        tasks.spawn(async move {
+            let id = ids[n as usize % ids.len()];
+            let meta = testkit::commands::meta("bench");
+            let accepted = service
+                .send_message(
+                    id,
+                    testkit::commands::user_message(&format!("steady {n}")),
+                    None,
+                    &meta,
+                )
+                .await
+                .expect("command");
+            if n % 10 != 0 {
+                return None;
+            }
+            let t = Instant::now();
+            let resp = http
+                .get(format!(
+                    "{query}/v1/conversations/{id}?position={}",
+                    accepted.token()
+                ))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("read");
+            assert_eq!(
+                resp.status(),
+                200,
+                "{}",
+                resp.text().await.unwrap_or_default()
+            );
+            Some(t.elapsed())
+        });
+    }
+    let mut fresh = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        fresh.extend(done.expect("task"));
+    }
+    let achieved = (rate * seconds) as f64 / started.elapsed().as_secs_f64();
+    fresh.sort();
+    let ms = |p: f64| fresh[((fresh.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
+    println!(
+        "freshness at a steady {rate} commands/s ({achieved:.0}/s achieved, relay, Kafka, projector): accepted to visible p50 {:.1} ms, p99 {:.1} ms over {} reads",
+        ms(0.5),
+        ms(0.99),
+        fresh.len()
     );
     projector.stop().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
