@@ -23,6 +23,7 @@ use domain::{Actor, Command, CommandContext, Conversation, ConversationCommand, 
 use platform::auth::Role;
 use serde_json::json;
 use sqlx::PgPool;
+use testkit::latency::percentile_ms as percentile;
 use uuid::Uuid;
 
 /// Another command API on the same stack, its service set up by `configure` (for
@@ -186,11 +187,6 @@ async fn collect(
     let rate = all.len() as f64 / started.elapsed().as_secs_f64();
     all.sort();
     (rate, all)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 /// `clients` concurrent HTTP clients of the command API at `base` send `per_client` messages

@@ -17,14 +17,9 @@ use e2e::sse::read_until;
 use embeddings::EmbeddingConfig;
 use llm::config::LlmConfig;
 use platform::auth::Role;
+use testkit::latency::p50_p99 as summary;
 
 const QUESTIONS: usize = 100;
-
-fn summary(mut v: Vec<Duration>) -> (f64, f64) {
-    v.sort();
-    let ms = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0;
-    (ms(0.5), ms(0.99))
-}
 
 #[tokio::main]
 async fn main() {

@@ -14,6 +14,7 @@ use projection::TableSink;
 use read_model::ReadModel;
 use serde_json::{Value, json};
 use testkit::commands::{send_messages, start_conversations};
+use testkit::latency::p50_p99;
 
 #[tokio::main]
 async fn main() {
@@ -96,12 +97,9 @@ async fn main() {
         assert_eq!(resp.status(), 200);
         latencies.push(t.elapsed());
     }
-    latencies.sort();
-    let ms = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
+    let (p50, p99) = p50_p99(latencies);
     println!(
-        "read-your-writes (command, relay, Kafka, projector, read): p50 {:.1} ms, p99 {:.1} ms over 200",
-        ms(0.5),
-        ms(0.99)
+        "read-your-writes (command, relay, Kafka, projector, read): p50 {p50:.1} ms, p99 {p99:.1} ms over 200"
     );
     // Freshness under load: commands straight to the service at a steady 1,000/s for
     // 10 s; every tenth is read back through query-api with its position, timed from
@@ -155,13 +153,10 @@ async fn main() {
         fresh.extend(done.expect("task"));
     }
     let achieved = (rate * seconds) as f64 / started.elapsed().as_secs_f64();
-    fresh.sort();
-    let ms = |p: f64| fresh[((fresh.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
+    let reads = fresh.len();
+    let (p50, p99) = p50_p99(fresh);
     println!(
-        "freshness at a steady {rate} commands/s ({achieved:.0}/s achieved, relay, Kafka, projector): accepted to visible p50 {:.1} ms, p99 {:.1} ms over {} reads",
-        ms(0.5),
-        ms(0.99),
-        fresh.len()
+        "freshness at a steady {rate} commands/s ({achieved:.0}/s achieved, relay, Kafka, projector): accepted to visible p50 {p50:.1} ms, p99 {p99:.1} ms over {reads} reads"
     );
     projector.stop().await;
     tokio::time::sleep(Duration::from_millis(100)).await;

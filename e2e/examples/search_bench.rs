@@ -12,27 +12,19 @@
 //!    top 10 must be the same) and one `SELECT 1` round trip.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use e2e::Services;
 use e2e::client::Client;
 use embeddings::{Embedder, EmbeddingConfig};
 use platform::auth::Role;
 use serde_json::Value;
+use testkit::latency::p50_p99 as summary;
 use uuid::Uuid;
 use vectors::{IndexName, Payload, Point, SearchQuery, SourceKind, VectorStore, dot};
 
 const DIMENSION: usize = 384;
 const QUERIES: usize = 200;
-
-fn ms(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
-}
-
-fn summary(mut latencies: Vec<Duration>) -> (f64, f64) {
-    latencies.sort();
-    (ms(&latencies, 0.5), ms(&latencies, 0.99))
-}
 
 /// Deterministic pseudo-random unit vectors (xorshift).
 struct Vectors(u64);

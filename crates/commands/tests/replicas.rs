@@ -5,23 +5,46 @@
 
 use std::sync::Arc;
 
-use commands::{CommandError, CommandService, TemplateGenerator};
+use commands::{CommandError, CommandService, RequestMeta, TemplateGenerator};
 use domain::DomainError;
 use schemas::Version;
 use testkit::commands::{meta, user_message};
+use testkit::env::TestDatabase;
+use uuid::Uuid;
+
+/// Two services on one new database, and a conversation `a` started.
+struct Replicas {
+    db: TestDatabase,
+    a: Arc<CommandService>,
+    b: Arc<CommandService>,
+    meta: RequestMeta,
+    c: Uuid,
+}
+
+impl Replicas {
+    async fn start(title: &str) -> Self {
+        let db = testkit::env::database().await;
+        event_store::migrate(&db.pool).await.expect("migrate");
+        let replica = || {
+            Arc::new(CommandService::new(
+                db.pool.clone(),
+                Arc::new(TemplateGenerator),
+            ))
+        };
+        let (a, b) = (replica(), replica());
+        let meta = meta("acme");
+        let c = a
+            .start_conversation(title.into(), Default::default(), &meta)
+            .await
+            .expect("start")
+            .aggregate_id;
+        Replicas { db, a, b, meta, c }
+    }
+}
 
 #[tokio::test]
 async fn two_replicas_on_one_conversation_keep_every_version_and_decide_on_the_latest() {
-    let db = testkit::env::database().await;
-    event_store::migrate(&db.pool).await.expect("migrate");
-    let a = CommandService::new(db.pool.clone(), Arc::new(TemplateGenerator));
-    let b = CommandService::new(db.pool.clone(), Arc::new(TemplateGenerator));
-    let meta = meta("acme");
-    let c = a
-        .start_conversation("Plan".into(), Default::default(), &meta)
-        .await
-        .expect("start")
-        .aggregate_id;
+    let Replicas { db, a, b, meta, c } = Replicas::start("Plan").await;
     // Alternating writers: each one's memory is a command behind, and every answer is
     // still the next version.
     for n in 0..10u64 {
@@ -77,22 +100,7 @@ async fn two_replicas_on_one_conversation_keep_every_version_and_decide_on_the_l
 /// is what the store holds.
 #[tokio::test]
 async fn concurrent_commands_on_one_conversation_from_two_replicas_each_land_once() {
-    let db = testkit::env::database().await;
-    event_store::migrate(&db.pool).await.expect("migrate");
-    let a = Arc::new(CommandService::new(
-        db.pool.clone(),
-        Arc::new(TemplateGenerator),
-    ));
-    let b = Arc::new(CommandService::new(
-        db.pool.clone(),
-        Arc::new(TemplateGenerator),
-    ));
-    let meta = meta("acme");
-    let c = a
-        .start_conversation("Hot".into(), Default::default(), &meta)
-        .await
-        .expect("start")
-        .aggregate_id;
+    let Replicas { db, a, b, meta, c } = Replicas::start("Hot").await;
     let tasks: Vec<_> = (0..24)
         .map(|n| {
             let service = if n % 3 == 0 { b.clone() } else { a.clone() };

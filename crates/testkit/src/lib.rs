@@ -23,6 +23,7 @@ pub mod embeddings_server;
 pub mod env;
 pub mod files;
 pub mod fuzz;
+pub mod latency;
 pub mod projection;
 pub mod receiver;
 pub mod semantic;
