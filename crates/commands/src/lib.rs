@@ -850,21 +850,20 @@ impl CommandService {
             // events lead to while they are committed. Alone, keep it until the commit
             // (measured: putting it back early cost a third of the throughput of many
             // clients on distinct aggregates, for nothing to gain there).
-            let mut state = Some(state);
-            let mut serialised = Some(serialised);
-            if serialised
-                .as_ref()
-                .is_some_and(|guard| Arc::strong_count(OwnedMutexGuard::mutex(guard)) > 1)
-                && let Some(state) = state.take()
-            {
+            let others_wait = Arc::strong_count(OwnedMutexGuard::mutex(&serialised)) > 1;
+            let held = if others_wait {
                 aggregates.put(&key, state, after, Some(queued.ticket()));
-                serialised = None;
-            }
+                drop(serialised);
+                None
+            } else {
+                Some((state, serialised))
+            };
             let outcome = queued.outcome().await;
-            if let (Ok(()), Some(state)) = (&outcome, state) {
+            if let Some((state, _serialised)) = held
+                && outcome.is_ok()
+            {
                 aggregates.put(&key, state, after, None);
             }
-            drop(serialised);
             match outcome {
                 Ok(()) => {
                     if let Some(signal) = &self.committed {

@@ -136,7 +136,8 @@ impl<A: SnapshotFormat> Aggregates<A> {
             .map(|e| (e.state.clone(), e.sequence))
     }
 
-    /// The queued, not yet settled, append the kept state of `id` includes.
+    /// The queued append the kept state of `id` includes, if any (it may have settled
+    /// since).
     pub(crate) fn pending(&self, id: &str) -> Option<Ticket> {
         self.recent()
             .entries
@@ -219,9 +220,10 @@ impl<A: SnapshotFormat> Aggregates<A> {
         let events = log::aggregate_events(&self.pool, A::TYPE, id, sequence + 1..=i64::MAX)
             .await
             .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+        let applied = events.len();
         let mut current = sequence;
-        for stored in &events {
-            let event: A::Event = serde_json::from_value(stored.payload.clone())
+        for stored in events {
+            let event: A::Event = serde_json::from_value(stored.payload)
                 .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
             state.apply(event);
             current = stored.sequence;
@@ -232,7 +234,7 @@ impl<A: SnapshotFormat> Aggregates<A> {
             current_sequence: current as usize,
             current_snapshot: None,
         };
-        Ok((context, events.len()))
+        Ok((context, applied))
     }
 
     /// A snapshot of `state` when the events that took it from `before` to `after`

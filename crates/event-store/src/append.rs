@@ -301,14 +301,11 @@ fn refused(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(_)) && !is_unavailable(e)
 }
 
-fn is_conflict(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
-}
 /// A failed insert as cqrs-es's error: a taken sequence or key is a conflict (the command
 /// reloads and decides again); an unavailable database a connection error (503); any
 /// other refusal the database's own error.
 fn outcome(e: sqlx::Error) -> PersistenceError {
-    if is_conflict(&e) {
+    if matches!(&e, sqlx::Error::Database(db) if db.is_unique_violation()) {
         PersistenceError::OptimisticLockError
     } else if is_unavailable(&e) {
         PersistenceError::ConnectionError(Box::new(e))
