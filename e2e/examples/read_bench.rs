@@ -16,12 +16,27 @@ use serde_json::{Value, json};
 use testkit::commands::{send_messages, start_conversations};
 use testkit::latency::p50_p99;
 
+/// A rate of applied events beside pgbench's one-row INSERTs from one client, one per
+/// transaction and ten per transaction (a projector is one writer).
+fn against_pgbench(what: &str, events_per_second: f64) {
+    use testkit::latency::{pgbench_rows_per_second, ratio};
+    println!(
+        "ratios: {what} / pgbench 1 client, one INSERT per transaction {}; ten per transaction {}",
+        ratio(events_per_second, pgbench_rows_per_second(1, 1)),
+        ratio(events_per_second, pgbench_rows_per_second(10, 1)),
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let stack = Services::spawn().await;
     let service = stack.commands.stack.service.clone();
+    let messages: usize = std::env::var("READ_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
     let ids = Arc::new(start_conversations(&service, "bench", 50).await);
-    send_messages(service.clone(), "bench", ids.clone(), 0..10_000, 16).await;
+    send_messages(service.clone(), "bench", ids.clone(), 0..messages, 32).await;
     let total = stack.commands.stack.event_count().await as u64;
 
     // Catch-up: a new consumer group reads the whole backlog from Kafka.
@@ -37,6 +52,7 @@ async fn main() {
         "projector catch-up: {total} events in {secs:.2} s: {:.0} events/s",
         total as f64 / secs
     );
+    against_pgbench("catch-up", total as f64 / secs);
 
     let report = projection::rebuild(&stack.commands.stack.db.pool, &TableSink(ReadModel))
         .await
@@ -47,6 +63,7 @@ async fn main() {
         report.seconds,
         report.replayed as f64 / report.seconds
     );
+    against_pgbench("rebuild", report.replayed as f64 / report.seconds);
 
     // The analytics from the same event store: facts are additive, so a rebuild is a sum.
     let report = projection::rebuild(
@@ -61,6 +78,7 @@ async fn main() {
         report.seconds,
         report.replayed as f64 / report.seconds
     );
+    against_pgbench("analytics rebuild", report.replayed as f64 / report.seconds);
 
     // Read-your-writes: command over HTTP, then a read that waits for its position.
     let http = reqwest::Client::new();

@@ -7,11 +7,13 @@
 //! a position already read.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use schemas::{CommitPosition, Event, EventHeaders};
 use serde::Deserialize;
 use sqlx::{PgExecutor, Row, postgres::PgRow};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// One row of the events table.
@@ -35,17 +37,9 @@ const COLUMNS: &str = "tx_id::text AS tx_text, global_position, event_id, aggreg
 
 impl StoredEvent {
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
-        let tx: String = row.try_get("tx_text")?;
-        let tx_id = tx.parse().map_err(|e| sqlx::Error::ColumnDecode {
-            index: "tx_text".into(),
-            source: Box::new(e),
-        })?;
         let metadata: serde_json::Value = row.try_get("metadata")?;
         Ok(StoredEvent {
-            position: CommitPosition {
-                tx_id,
-                global: row.try_get("global_position")?,
-            },
+            position: position_of(row)?,
             event_id: row.try_get("event_id")?,
             aggregate_type: row.try_get("aggregate_type")?,
             aggregate_id: row.try_get("aggregate_id")?,
@@ -85,6 +79,91 @@ impl StoredEvent {
             tracestate: meta("tracestate"),
         }
     }
+}
+
+/// An event as stored, its payload and metadata left as the JSON text PostgreSQL keeps:
+/// for readers that pass events on without looking inside (audit replays), which then
+/// neither parse nor re-serialise them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawEvent {
+    pub position: CommitPosition,
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    /// A JSON object, as text.
+    pub payload: String,
+    /// A JSON object of strings, as text.
+    pub metadata: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The select list [`RawEvent::from_row`] reads.
+const RAW_COLUMNS: &str = "tx_id::text AS tx_text, global_position, event_id, aggregate_type, aggregate_id, \
+     sequence, event_type, event_version, payload::text AS payload, metadata::text AS metadata, recorded_at";
+
+fn position_of(row: &PgRow) -> Result<CommitPosition, sqlx::Error> {
+    let tx: String = row.try_get("tx_text")?;
+    let tx_id = tx.parse().map_err(|e| sqlx::Error::ColumnDecode {
+        index: "tx_text".into(),
+        source: Box::new(e),
+    })?;
+    Ok(CommitPosition {
+        tx_id,
+        global: row.try_get("global_position")?,
+    })
+}
+
+impl RawEvent {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(RawEvent {
+            position: position_of(row)?,
+            event_id: row.try_get("event_id")?,
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: row.try_get("payload")?,
+            metadata: row.try_get("metadata")?,
+            recorded_at: row.try_get("recorded_at")?,
+        })
+    }
+}
+
+/// Reads pages one ahead of their consumer: a task calls `fetch` with the cursor to read
+/// after and sends each page on, while the consumer is still busy with the previous one.
+/// `fetch` answers the page and the cursor after it, or `None` at the end. The task ends
+/// at the end, after an error (sent as the last item), or once the receiver is dropped.
+pub fn read_ahead<C, P, F, Fut>(first: C, mut fetch: F) -> mpsc::Receiver<Result<P, sqlx::Error>>
+where
+    C: Send + 'static,
+    P: Send + 'static,
+    F: FnMut(C) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Option<(P, C)>, sqlx::Error>> + Send,
+{
+    let (pages, receiver) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut cursor = first;
+        loop {
+            match fetch(cursor).await {
+                Ok(Some((page, next))) => {
+                    if pages.send(Ok(page)).await.is_err() {
+                        return;
+                    }
+                    cursor = next;
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = pages.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    });
+    receiver
 }
 
 /// Up to `limit` committed events after `after`, in global order.
@@ -144,18 +223,39 @@ pub async fn aggregate_events(
     aggregate_id: &str,
     sequences: std::ops::RangeInclusive<i64>,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let rows = aggregate_rows(db, COLUMNS, aggregate_type, aggregate_id, sequences).await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
+/// [`aggregate_events`] with payloads and metadata as text ([`RawEvent`]).
+pub async fn aggregate_events_raw(
+    db: impl PgExecutor<'_>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequences: std::ops::RangeInclusive<i64>,
+) -> Result<Vec<RawEvent>, sqlx::Error> {
+    let rows = aggregate_rows(db, RAW_COLUMNS, aggregate_type, aggregate_id, sequences).await?;
+    rows.iter().map(RawEvent::from_row).collect()
+}
+
+async fn aggregate_rows(
+    db: impl PgExecutor<'_>,
+    columns: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequences: std::ops::RangeInclusive<i64>,
+) -> Result<Vec<PgRow>, sqlx::Error> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+        "SELECT {columns} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
          AND sequence BETWEEN $3 AND $4 ORDER BY sequence"
     );
-    let rows = sqlx::query(&sql)
+    sqlx::query(&sql)
         .bind(aggregate_type)
         .bind(aggregate_id)
         .bind(sequences.start())
         .bind(sequences.end())
         .fetch_all(db)
-        .await?;
-    rows.iter().map(StoredEvent::from_row).collect()
+        .await
 }
 
 /// The webhook endpoints' events after `after` and up to `until` (both committed
@@ -200,16 +300,17 @@ pub struct TenantFilter {
     pub event_types: Option<Vec<String>>,
 }
 
-/// Up to `limit` committed events of `tenant` after `after`, in global order, filtered.
+/// Up to `limit` committed events of `tenant` after `after`, in global order, filtered;
+/// as text, for replays that pass them on.
 pub async fn tenant_events(
     db: impl PgExecutor<'_>,
     tenant: &str,
     filter: &TenantFilter,
     after: CommitPosition,
     limit: i64,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
+) -> Result<Vec<RawEvent>, sqlx::Error> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM events
+        "SELECT {RAW_COLUMNS} FROM events
          WHERE tenant_id = $1
            AND (tx_id, global_position) > ($2::text::xid8, $3)
            AND ($4::text IS NULL OR (tx_id, global_position) <= ($4::text::xid8, $5))
@@ -231,7 +332,7 @@ pub async fn tenant_events(
         .bind(limit)
         .fetch_all(db)
         .await?;
-    rows.iter().map(StoredEvent::from_row).collect()
+    rows.iter().map(RawEvent::from_row).collect()
 }
 
 /// The tenant that owns an aggregate (the tenant of its first event), if it exists.

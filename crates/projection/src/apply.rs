@@ -21,7 +21,7 @@ use event_store::log;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Mutex;
 
-use crate::bookkeeping;
+use crate::bookkeeping::{self, Standing, StreamKey};
 use crate::envelope::Envelope;
 use crate::generation;
 use crate::sink::{ApplyError, EffectId, EffectProjection, Pass, Planned, TableProjection};
@@ -99,8 +99,6 @@ struct StreamState {
     applied_to: Option<i64>,
 }
 
-type StreamKey = (String, String);
-
 fn key_of(e: &Envelope) -> StreamKey {
     (e.aggregate_type.clone(), e.aggregate_id.clone())
 }
@@ -135,8 +133,9 @@ async fn fill_gap(
         .collect()
 }
 
-/// Decides, event by event, what to apply. `load` reads an aggregate's progress and
-/// first parked sequence; queued events are parked through `db` right away.
+/// Decides, event by event, what to apply. Reads every aggregate's standing in one go
+/// (locking the progress rows with `lock_rows`); queued events are parked through `db`
+/// right away.
 async fn plan(
     db: &mut PgConnection,
     schema: &str,
@@ -144,30 +143,28 @@ async fn plan(
     pass: Pass,
     lock_rows: bool,
 ) -> Result<(Vec<Outcome>, Vec<Envelope>, HashMap<StreamKey, StreamState>), ApplyError> {
-    let mut streams: HashMap<StreamKey, StreamState> = HashMap::new();
+    let keys: Vec<StreamKey> = events.iter().map(key_of).collect();
+    let standings = bookkeeping::standings(db, schema, &keys, lock_rows).await?;
+    let mut streams: HashMap<StreamKey, StreamState> = keys
+        .into_iter()
+        .map(|key| {
+            let standing = standings.get(&key).copied().unwrap_or(Standing {
+                last: 0,
+                first_parked: None,
+            });
+            let state = StreamState {
+                loaded: standing.last,
+                last: standing.last,
+                first_parked: standing.first_parked,
+                applied_to: None,
+            };
+            (key, state)
+        })
+        .collect();
     let mut outcomes = Vec::with_capacity(events.len());
     let mut to_apply = Vec::with_capacity(events.len());
     for e in events {
-        let key = key_of(e);
-        if !streams.contains_key(&key) {
-            let stream = (e.aggregate_type.as_str(), e.aggregate_id.as_str());
-            let last = if lock_rows {
-                bookkeeping::lock_progress(db, schema, stream).await?
-            } else {
-                bookkeeping::applied(db, schema, stream).await?
-            };
-            let first_parked = bookkeeping::first_parked(db, schema, stream).await?;
-            streams.insert(
-                key.clone(),
-                StreamState {
-                    loaded: last,
-                    last,
-                    first_parked,
-                    applied_to: None,
-                },
-            );
-        }
-        let Some(state) = streams.get_mut(&key) else {
+        let Some(state) = streams.get_mut(&key_of(e)) else {
             continue;
         };
         if e.sequence <= state.last {
@@ -194,6 +191,14 @@ async fn plan(
     Ok((outcomes, to_apply, streams))
 }
 
+/// The streams a batch moved, and where to.
+fn moved(streams: &HashMap<StreamKey, StreamState>) -> Vec<(&StreamKey, i64)> {
+    streams
+        .iter()
+        .filter_map(|(key, state)| state.applied_to.map(|to| (key, to)))
+        .collect()
+}
+
 async fn resolve(
     tx: &mut PgConnection,
     name: &'static str,
@@ -201,7 +206,7 @@ async fn resolve(
 ) -> Result<String, ApplyError> {
     match target {
         Target::Generation(schema) => Ok(schema.to_owned()),
-        Target::Live => generation::live_schema_for_share(tx, name)
+        Target::Live => generation::live_schema_fenced(tx, name)
             .await?
             .ok_or_else(|| {
                 ApplyError::Rejected(format!("projection {name} has no live generation"))
@@ -239,12 +244,7 @@ impl<P: TableProjection> Sink for TableSink<P> {
         if !to_apply.is_empty() {
             self.0.apply(&mut tx, &schema, &to_apply, pass).await?;
         }
-        for ((aggregate_type, aggregate_id), state) in &streams {
-            if let Some(to) = state.applied_to {
-                bookkeeping::set_progress(&mut tx, &schema, (aggregate_type, aggregate_id), to)
-                    .await?;
-            }
-        }
+        bookkeeping::set_progress(&mut tx, &schema, &moved(&streams)).await?;
         if !to_apply.is_empty() {
             bookkeeping::announce(&mut tx, self.name()).await?;
         }
@@ -362,20 +362,22 @@ impl<P: EffectProjection> EffectSink<P> {
                 "{name} switched from {schema} to {now} during the batch"
             )));
         }
-        for ((aggregate_type, aggregate_id), state) in &streams {
-            let Some(to) = state.applied_to else { continue };
-            let stream = (aggregate_type.as_str(), aggregate_id.as_str());
-            let last = bookkeeping::lock_progress(&mut tx, &schema, stream).await?;
-            if last != state.loaded {
+        let moved = moved(&streams);
+        let keys: Vec<StreamKey> = moved.iter().map(|(key, _)| (*key).clone()).collect();
+        let now = bookkeeping::standings(&mut tx, &schema, &keys, true).await?;
+        for (key, _) in &moved {
+            let loaded = streams[*key].loaded;
+            let last = now.get(*key).map_or(0, |s| s.last);
+            if last != loaded {
                 // Another applier moved this aggregate while the effects ran (possible only
                 // if the locks were lost): plan again from where it is now.
                 return Err(ApplyError::Unavailable(format!(
-                    "{aggregate_type} {aggregate_id} moved from {} to {last} during the batch",
-                    state.loaded
+                    "{} {} moved from {loaded} to {last} during the batch",
+                    key.0, key.1
                 )));
             }
-            bookkeeping::set_progress(&mut tx, &schema, stream, to).await?;
         }
+        bookkeeping::set_progress(&mut tx, &schema, &moved).await?;
         self.projection
             .record(&mut tx, &schema, &applied, pass)
             .await?;

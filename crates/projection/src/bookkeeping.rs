@@ -3,7 +3,7 @@
 //! aggregate waiting behind them); and the `effect_ledger` (migration 2002), which is
 //! shared by every generation.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -39,28 +39,78 @@ pub(crate) async fn create(db: &mut PgConnection, schema: &str) -> Result<(), sq
     Ok(())
 }
 
-/// The last sequence applied of an aggregate, locking its progress row until the
-/// transaction ends (serialises every applier of one aggregate).
-pub(crate) async fn lock_progress(
-    tx: &mut PgConnection,
+/// An aggregate's stream, as the bookkeeping tables key it: (type, id).
+pub(crate) type StreamKey = (String, String);
+
+/// Where one aggregate stands in a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Standing {
+    /// The last sequence applied (0: none).
+    pub last: i64,
+    /// The lowest parked sequence, if any of its events is parked.
+    pub first_parked: Option<i64>,
+}
+
+/// Where each of `streams` stands, in one statement (two with `lock`). With `lock` the
+/// progress rows are created where missing and locked until the transaction ends, which
+/// serialises every applier of one aggregate; rows are created and locked in sorted
+/// order, so two appliers of overlapping batches cannot deadlock. A stream missing from
+/// the answer has applied nothing and parked nothing.
+pub(crate) async fn standings(
+    db: &mut PgConnection,
     schema: &str,
-    (aggregate_type, aggregate_id): (&str, &str),
-) -> Result<i64, sqlx::Error> {
-    sqlx::query(&format!(
-        "INSERT INTO {schema}.progress (aggregate_type, aggregate_id, last_sequence) VALUES ($1, $2, 0) \
-         ON CONFLICT DO NOTHING"
-    ))
-    .bind(aggregate_type)
-    .bind(aggregate_id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query_scalar(&format!(
-        "SELECT last_sequence FROM {schema}.progress WHERE aggregate_type = $1 AND aggregate_id = $2 FOR UPDATE"
-    ))
-    .bind(aggregate_type)
-    .bind(aggregate_id)
-    .fetch_one(&mut *tx)
-    .await
+    streams: &[StreamKey],
+    lock: bool,
+) -> Result<HashMap<StreamKey, Standing>, sqlx::Error> {
+    let mut sorted: Vec<&StreamKey> = streams.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let types: Vec<&str> = sorted.iter().map(|(t, _)| t.as_str()).collect();
+    let ids: Vec<&str> = sorted.iter().map(|(_, i)| i.as_str()).collect();
+    let first_parked = format!(
+        "(SELECT min(k.sequence) FROM {schema}.parked k \
+          WHERE k.aggregate_type = p.aggregate_type AND k.aggregate_id = p.aggregate_id)"
+    );
+    let select = if lock {
+        sqlx::query(&format!(
+            "INSERT INTO {schema}.progress (aggregate_type, aggregate_id, last_sequence) \
+             SELECT t, i, 0 FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u(t, i, n) ORDER BY n \
+             ON CONFLICT DO NOTHING"
+        ))
+        .bind(&types)
+        .bind(&ids)
+        .execute(&mut *db)
+        .await?;
+        format!(
+            "SELECT p.aggregate_type, p.aggregate_id, p.last_sequence, {first_parked} AS first_parked \
+             FROM {schema}.progress p \
+             JOIN UNNEST($1::text[], $2::text[]) AS u(t, i) ON p.aggregate_type = u.t AND p.aggregate_id = u.i \
+             ORDER BY p.aggregate_type, p.aggregate_id FOR UPDATE OF p"
+        )
+    } else {
+        format!(
+            "SELECT p.aggregate_type, p.aggregate_id, p.last_sequence, {first_parked} AS first_parked \
+             FROM (SELECT u.t AS aggregate_type, u.i AS aggregate_id, coalesce(g.last_sequence, 0) AS last_sequence \
+                   FROM UNNEST($1::text[], $2::text[]) AS u(t, i) \
+                   LEFT JOIN {schema}.progress g ON g.aggregate_type = u.t AND g.aggregate_id = u.i) p"
+        )
+    };
+    let rows = sqlx::query(&select)
+        .bind(&types)
+        .bind(&ids)
+        .fetch_all(&mut *db)
+        .await?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for r in rows {
+        found.insert(
+            (r.try_get("aggregate_type")?, r.try_get("aggregate_id")?),
+            Standing {
+                last: r.try_get("last_sequence")?,
+                first_parked: r.try_get("first_parked")?,
+            },
+        );
+    }
+    Ok(found)
 }
 
 /// The last sequence applied of an aggregate (0: none), without locking.
@@ -79,18 +129,26 @@ pub async fn applied(
     Ok(v.unwrap_or(0))
 }
 
+/// Records the last sequence applied of each stream in `moved`, in one statement.
 pub(crate) async fn set_progress(
     tx: &mut PgConnection,
     schema: &str,
-    (aggregate_type, aggregate_id): (&str, &str),
-    sequence: i64,
+    moved: &[(&StreamKey, i64)],
 ) -> Result<(), sqlx::Error> {
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let types: Vec<&str> = moved.iter().map(|((t, _), _)| t.as_str()).collect();
+    let ids: Vec<&str> = moved.iter().map(|((_, i), _)| i.as_str()).collect();
+    let sequences: Vec<i64> = moved.iter().map(|(_, s)| *s).collect();
     sqlx::query(&format!(
-        "UPDATE {schema}.progress SET last_sequence = $3 WHERE aggregate_type = $1 AND aggregate_id = $2"
+        "UPDATE {schema}.progress p SET last_sequence = u.s \
+         FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS u(t, i, s) \
+         WHERE p.aggregate_type = u.t AND p.aggregate_id = u.i"
     ))
-    .bind(aggregate_type)
-    .bind(aggregate_id)
-    .bind(sequence)
+    .bind(&types)
+    .bind(&ids)
+    .bind(&sequences)
     .execute(tx)
     .await?;
     Ok(())
@@ -105,21 +163,6 @@ pub(crate) async fn announce(tx: &mut PgConnection, projection: &str) -> Result<
         .execute(tx)
         .await?;
     Ok(())
-}
-
-/// The lowest parked sequence of an aggregate, if it has parked events.
-pub(crate) async fn first_parked(
-    db: &mut PgConnection,
-    schema: &str,
-    (aggregate_type, aggregate_id): (&str, &str),
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "SELECT min(sequence) FROM {schema}.parked WHERE aggregate_type = $1 AND aggregate_id = $2"
-    ))
-    .bind(aggregate_type)
-    .bind(aggregate_id)
-    .fetch_one(db)
-    .await
 }
 
 /// Parks an event with the error that parked it. Parking it again (a redelivery, a

@@ -2,7 +2,7 @@
 //! `<projection>_g<N>`; the `projections` row (migration 2001) says which one is live.
 //! A rebuild fills generation N+1 from the event store and then moves the pointer.
 
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use crate::apply::Sink;
 use crate::bookkeeping;
@@ -24,16 +24,51 @@ pub async fn live_schema(
         .await
 }
 
-/// The live generation's schema, holding the pointer `FOR SHARE` until the transaction
-/// ends, so a rebuild's switch waits for the transaction.
-pub(crate) async fn live_schema_for_share(
+/// The advisory lock that fences a projection's writers from a rebuild's switch: each
+/// writing transaction holds it shared, the switch exclusively. An advisory lock lives in
+/// memory: unlike `FOR SHARE` on the `projections` row it writes no WAL and makes no
+/// multixact when several replicas write at once.
+const FENCE: &str =
+    "SELECT pg_advisory_xact_lock_shared(hashtextextended('projection-switch:' || $1, 0))";
+const SWITCH: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('projection-switch:' || $1, 0))";
+
+/// The live generation's schema, fenced until the transaction ends: a rebuild's switch
+/// waits for the transaction, and a transaction that started waiting during a switch
+/// reads the new pointer (the lock comes first, so the read's snapshot follows it).
+pub(crate) async fn live_schema_fenced(
     tx: &mut PgConnection,
     projection: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT schema_name FROM projections WHERE name = $1 FOR SHARE")
+    sqlx::query(FENCE)
         .bind(projection)
-        .fetch_optional(tx)
-        .await
+        .execute(&mut *tx)
+        .await?;
+    live_schema(tx, projection).await
+}
+
+/// Makes generation `n` (in `schema`) the live one, once every writing transaction still
+/// on the old one has ended.
+pub(crate) async fn switch(
+    db: &mut PgConnection,
+    projection: &str,
+    n: i32,
+    schema: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query(SWITCH)
+        .bind(projection)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE projections SET generation = $2, schema_name = $3, switched_at = now() WHERE name = $1",
+    )
+    .bind(projection)
+    .bind(n)
+    .bind(schema)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 /// Same as [`live_schema`], for readers holding a pool.

@@ -11,7 +11,7 @@ use schemas::CommitPosition;
 use sqlx::PgPool;
 
 use crate::apply::{Outcome, Sink, Target};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, EventRef};
 use crate::sink::{ApplyError, Pass};
 use crate::{ProjectionError, bookkeeping, generation};
 
@@ -87,6 +87,36 @@ async fn park(
     Ok(())
 }
 
+/// One page of the store, decoded: each event, or where it sits and why it does not decode.
+struct Page {
+    last: CommitPosition,
+    events: Vec<Result<Envelope, (EventRef, String)>>,
+}
+
+/// The page of the store after `from`, decoded; `None` at the end.
+async fn read_page(
+    pool: PgPool,
+    from: CommitPosition,
+) -> Result<Option<(Page, CommitPosition)>, sqlx::Error> {
+    let page = log::read_after(&pool, from, BATCH).await?;
+    let Some(last) = page.last().map(|e| e.position) else {
+        return Ok(None);
+    };
+    let events = page
+        .into_iter()
+        .map(|stored| {
+            let at = EventRef {
+                aggregate_type: stored.aggregate_type.clone(),
+                aggregate_id: stored.aggregate_id.clone(),
+                sequence: stored.sequence,
+                event_id: Some(stored.event_id),
+            };
+            Envelope::from_store(stored).map_err(|e| (at, e.to_string()))
+        })
+        .collect();
+    Ok(Some((Page { last, events }, last)))
+}
+
 /// Replays every committed event after `from` into `schema`; returns where it ended.
 async fn replay(
     pool: &PgPool,
@@ -95,28 +125,22 @@ async fn replay(
     mut from: CommitPosition,
     report: &mut RebuildReport,
 ) -> Result<CommitPosition, ProjectionError> {
-    loop {
-        let page = log::read_after(pool, from, BATCH).await?;
-        let Some(last) = page.last() else {
-            return Ok(from);
-        };
-        from = last.position;
-        let mut batch = Vec::with_capacity(page.len());
-        for stored in page {
-            let at = crate::envelope::EventRef {
-                aggregate_type: stored.aggregate_type.clone(),
-                aggregate_id: stored.aggregate_id.clone(),
-                sequence: stored.sequence,
-                event_id: Some(stored.event_id),
-            };
-            match Envelope::from_store(stored) {
+    // The next page is read and decoded while the sink writes this one.
+    let reader = pool.clone();
+    let mut pages = log::read_ahead(from, move |after| read_page(reader.clone(), after));
+    while let Some(page) = pages.recv().await {
+        let page = page?;
+        from = page.last;
+        let mut batch = Vec::with_capacity(page.events.len());
+        for event in page.events {
+            match event {
                 Ok(e) => batch.push(e),
-                Err(e) => {
+                Err((at, error)) => {
                     // Apply what came before it first, so its aggregate's order holds.
                     apply_or_park(pool, sink, schema, &batch, report).await?;
                     batch.clear();
                     let mut tx = pool.begin().await?;
-                    if bookkeeping::park(&mut tx, schema, &at, None, &e.to_string()).await? {
+                    if bookkeeping::park(&mut tx, schema, &at, None, &error).await? {
                         report.parked += 1;
                     }
                     tx.commit().await?;
@@ -127,6 +151,7 @@ async fn replay(
             apply_or_park(pool, sink, schema, &batch, report).await?;
         }
     }
+    Ok(from)
 }
 
 /// Fills a projection's first generation from the event store (with [`Pass::Rebuild`]:
@@ -188,13 +213,8 @@ pub async fn rebuild(pool: &PgPool, sink: &dyn Sink) -> Result<RebuildReport, Pr
         "rebuild: replaying the event store"
     );
     let reached = replay(pool, sink, &schema, CommitPosition::START, &mut report).await?;
-    // The switch waits for live transactions holding the row FOR SHARE.
-    sqlx::query("UPDATE projections SET generation = $2, schema_name = $3, switched_at = now() WHERE name = $1")
-        .bind(name)
-        .bind(next)
-        .bind(&schema)
-        .execute(&mut lock)
-        .await?;
+    // The switch waits for the live writers' transactions still on the old generation.
+    generation::switch(&mut lock, name, next, &schema).await?;
     tracing::info!(
         projection = name,
         generation = next,

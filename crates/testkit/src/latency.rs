@@ -1,4 +1,5 @@
-//! Latency figures for the benchmarks: one rule for every percentile they report.
+//! Figures for the benchmarks: one rule for every percentile they report, and the
+//! baselines they are compared with.
 
 use std::time::Duration;
 
@@ -15,4 +16,23 @@ pub fn p50_p99(mut latencies: Vec<Duration>) -> (f64, f64) {
         percentile_ms(&latencies, 0.5),
         percentile_ms(&latencies, 0.99),
     )
+}
+
+/// The pgbench baseline `dev/bench/beside-pgbench.sh` measured before it started this
+/// benchmark on the same server: rows per second from `clients` clients committing
+/// `rows` one-row INSERTs per transaction (`PGBENCH_<rows>ROWS_<clients>C`). `None` when
+/// the benchmark runs without the script or that baseline was not measured.
+pub fn pgbench_rows_per_second(rows: u32, clients: u32) -> Option<f64> {
+    std::env::var(format!("PGBENCH_{rows}ROWS_{clients}C"))
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `ours / baseline` as a ratio line's text, or what is missing.
+pub fn ratio(ours: f64, baseline: Option<f64>) -> String {
+    match baseline {
+        Some(b) if b > 0.0 => format!("{:.2}", ours / b),
+        _ => "n/a (run under dev/bench/beside-pgbench.sh)".to_owned(),
+    }
 }

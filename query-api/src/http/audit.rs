@@ -184,7 +184,7 @@ pub async fn aggregate_events(
     {
         return Err(Problem::not_found());
     }
-    let stream = audit::aggregate_events(pool, who.tenant_id, kind, id, app.stream_max);
+    let stream = audit::aggregate_events(pool, kind, id, app.stream_max);
     Ok(ndjson(Body::from_stream(holding(permit, stream))))
 }
 

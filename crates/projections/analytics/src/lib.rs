@@ -19,6 +19,8 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use projection::{ApplyError, Envelope, Pass, TableProjection};
 use schemas::{Event, Role};
 use sqlx::PgConnection;
+use std::collections::{BTreeMap, BTreeSet};
+use uuid::Uuid;
 
 pub use queries::{Bucket, Usage, UsageRow};
 
@@ -211,67 +213,139 @@ impl TableProjection for Analytics {
         events: &[Envelope],
         pass: Pass,
     ) -> Result<(), ApplyError> {
+        let mut batch = Batch::default();
         for e in events {
-            for f in facts(&e.event) {
-                // Live business metrics (a rebuild recounts history: not news).
-                if pass == Pass::Live {
-                    metrics::counter!("analytics_facts_total", "metric" => f.metric)
-                        .increment(f.value.max(0) as u64);
-                }
-                sqlx::query(&format!(
-                    "INSERT INTO {s}.usage (tenant_id, hour, metric, dimension, value)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (tenant_id, hour, metric, dimension)
-                     DO UPDATE SET value = {s}.usage.value + EXCLUDED.value"
-                ))
-                .bind(&e.tenant_id)
-                .bind(f.at)
-                .bind(f.metric)
-                .bind(&f.dimension)
-                .bind(f.value)
-                .execute(&mut *db)
-                .await?;
+            batch.add(e, pass);
+        }
+        batch.write(db, s).await
+    }
+}
+
+/// A batch of events as the few statements that write it: facts summed per key (one
+/// upsert), active users and questions de-duplicated (one insert each), reply times (one
+/// insert reading the questions, after them). Sums are additive and the inserts keep the
+/// first row of a key, so the tables end as one event at a time leaves them.
+#[derive(Default)]
+struct Batch {
+    usage: BTreeMap<(String, DateTime<Utc>, &'static str, String), i64>,
+    active: BTreeSet<(String, DateTime<Utc>, String)>,
+    questions: BTreeMap<Uuid, DateTime<Utc>>,
+    /// (tenant, hour, question, reply time), in event order.
+    replies: Vec<(String, DateTime<Utc>, Uuid, DateTime<Utc>)>,
+}
+
+impl Batch {
+    fn add(&mut self, e: &Envelope, pass: Pass) {
+        for f in facts(&e.event) {
+            // Live business metrics (a rebuild recounts history: not news).
+            if pass == Pass::Live {
+                metrics::counter!("analytics_facts_total", "metric" => f.metric)
+                    .increment(f.value.max(0) as u64);
             }
-            // People, not the assistant, make a tenant active.
-            if let Event::MessageSent(m) = &e.event
-                && m.role == Role::User
-            {
-                if let Some(user) = &e.user_id {
-                    sqlx::query(&format!(
-                        "INSERT INTO {s}.active_users (tenant_id, hour, user_id) VALUES ($1, $2, $3)
-                         ON CONFLICT DO NOTHING"
-                    ))
-                    .bind(&e.tenant_id)
-                    .bind(hour(m.sent_at))
-                    .bind(user)
-                    .execute(&mut *db)
-                    .await?;
-                }
-                sqlx::query(&format!(
-                    "INSERT INTO {s}.questions (message_id, asked_at) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-                ))
-                .bind(m.message_id)
-                .bind(m.sent_at)
-                .execute(&mut *db)
-                .await?;
+            *self
+                .usage
+                .entry((e.tenant_id.clone(), f.at, f.metric, f.dimension))
+                .or_insert(0) += f.value;
+        }
+        let Event::MessageSent(m) = &e.event else {
+            return;
+        };
+        // People, not the assistant, make a tenant active.
+        if m.role == Role::User {
+            if let Some(user) = &e.user_id {
+                self.active
+                    .insert((e.tenant_id.clone(), hour(m.sent_at), user.clone()));
             }
-            if let Event::MessageSent(m) = &e.event
-                && let Some(question) = m.reply_to
-            {
-                // The question is in the same conversation, so it was applied before.
-                sqlx::query(&format!(
-                    "INSERT INTO {s}.reply_times (tenant_id, hour, message_id, ms)
-                     SELECT $1, $2, $3, GREATEST(0, (EXTRACT(EPOCH FROM ($4 - asked_at)) * 1000)::bigint)
-                     FROM {s}.questions WHERE message_id = $3
-                     ON CONFLICT DO NOTHING"
-                ))
-                .bind(&e.tenant_id)
-                .bind(hour(m.sent_at))
-                .bind(question)
-                .bind(m.sent_at)
-                .execute(&mut *db)
-                .await?;
+            self.questions.entry(m.message_id).or_insert(m.sent_at);
+        }
+        if let Some(question) = m.reply_to {
+            self.replies
+                .push((e.tenant_id.clone(), hour(m.sent_at), question, m.sent_at));
+        }
+    }
+
+    async fn write(self, db: &mut PgConnection, s: &str) -> Result<(), ApplyError> {
+        if !self.usage.is_empty() {
+            let (mut tenants, mut hours, mut metrics, mut dimensions, mut values) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for ((tenant, hour, metric, dimension), value) in self.usage {
+                tenants.push(tenant);
+                hours.push(hour);
+                metrics.push(metric);
+                dimensions.push(dimension);
+                values.push(value);
             }
+            sqlx::query(&format!(
+                "INSERT INTO {s}.usage (tenant_id, hour, metric, dimension, value)
+                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::int8[])
+                 ON CONFLICT (tenant_id, hour, metric, dimension)
+                 DO UPDATE SET value = {s}.usage.value + EXCLUDED.value"
+            ))
+            .bind(tenants)
+            .bind(hours)
+            .bind(metrics)
+            .bind(dimensions)
+            .bind(values)
+            .execute(&mut *db)
+            .await?;
+        }
+        if !self.active.is_empty() {
+            let (mut tenants, mut hours, mut users) = (Vec::new(), Vec::new(), Vec::new());
+            for (tenant, hour, user) in self.active {
+                tenants.push(tenant);
+                hours.push(hour);
+                users.push(user);
+            }
+            sqlx::query(&format!(
+                "INSERT INTO {s}.active_users (tenant_id, hour, user_id)
+                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[])
+                 ON CONFLICT DO NOTHING"
+            ))
+            .bind(tenants)
+            .bind(hours)
+            .bind(users)
+            .execute(&mut *db)
+            .await?;
+        }
+        if !self.questions.is_empty() {
+            let (ids, asked): (Vec<Uuid>, Vec<DateTime<Utc>>) = self.questions.into_iter().unzip();
+            sqlx::query(&format!(
+                "INSERT INTO {s}.questions (message_id, asked_at)
+                 SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[])
+                 ON CONFLICT DO NOTHING"
+            ))
+            .bind(ids)
+            .bind(asked)
+            .execute(&mut *db)
+            .await?;
+        }
+        if !self.replies.is_empty() {
+            let (mut tenants, mut hours, mut questions, mut sent) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (tenant, hour, question, at) in self.replies {
+                tenants.push(tenant);
+                hours.push(hour);
+                questions.push(question);
+                sent.push(at);
+            }
+            // The question is in the same conversation, so it was applied before (in an
+            // earlier batch or in the statement above).
+            sqlx::query(&format!(
+                "INSERT INTO {s}.reply_times (tenant_id, hour, message_id, ms)
+                 SELECT u.tenant_id, u.hour, u.question,
+                        GREATEST(0, (EXTRACT(EPOCH FROM (u.sent_at - q.asked_at)) * 1000)::bigint)
+                 FROM UNNEST($1::text[], $2::timestamptz[], $3::uuid[], $4::timestamptz[])
+                      WITH ORDINALITY AS u(tenant_id, hour, question, sent_at, n)
+                 JOIN {s}.questions q ON q.message_id = u.question
+                 ORDER BY u.n
+                 ON CONFLICT DO NOTHING"
+            ))
+            .bind(tenants)
+            .bind(hours)
+            .bind(questions)
+            .bind(sent)
+            .execute(&mut *db)
+            .await?;
         }
         Ok(())
     }
