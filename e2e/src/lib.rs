@@ -25,7 +25,7 @@ pub struct Services {
     pub query_base: String,
     /// The vector store query-api searches (PostgreSQL, the default).
     pub store: Arc<vectors::pg::PgStore>,
-    _relay: RunningRelay,
+    relay: RunningRelay,
     servers: Vec<JoinHandle<()>>,
 }
 
@@ -98,9 +98,14 @@ impl Services {
             },
             query_base,
             store,
-            _relay: relay,
+            relay,
             servers: vec![a, b],
         }
+    }
+
+    /// Waits until the relay has published the first `total` events of the store.
+    pub async fn relay_caught_up(&mut self, total: u64, within: Duration) {
+        self.relay.caught_up(total, within).await;
     }
 
     /// Starts an embeddings projector writing to [`Services::store`], with the default

@@ -15,7 +15,7 @@ use domain::state::{
     ConversationState, DocumentState, InboxState, KnowledgeState, WebhookEndpointState,
 };
 use domain::{Conversation, Document, Inbox, Knowledge, WebhookEndpoint};
-use event_store::log::{self, RawEvent};
+use event_store::log::{self, RawEvent, RawPage};
 use futures::Stream;
 use schemas::{AggregateKind, CommitPosition};
 use serde::Serialize;
@@ -32,22 +32,32 @@ struct Head<'a> {
     event_type: &'a str,
     event_version: &'a str,
     /// Committed global order, `<tx_id>.<global_position>`; pass as `after` to resume.
-    position: String,
+    position: Position<'a>,
     recorded_at: DateTime<Utc>,
+}
+
+/// A committed position written as `CommitPosition` displays it, without building it.
+#[derive(Debug)]
+struct Position<'a>(&'a str, i64);
+
+impl Serialize for Position<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}.{}", self.0, self.1))
+    }
 }
 
 /// Appends one line of an audit stream: the event's fields, then `metadata` and `payload`
 /// as the JSON text the store keeps (valid JSON objects, written as they are rather than
 /// parsed and written again), then a newline.
-fn push_line(out: &mut Vec<u8>, e: &RawEvent) {
+fn push_line(out: &mut Vec<u8>, e: &RawEvent<'_>) {
     let head = Head {
         event_id: e.event_id,
-        aggregate_type: &e.aggregate_type,
-        aggregate_id: &e.aggregate_id,
+        aggregate_type: e.aggregate_type,
+        aggregate_id: e.aggregate_id,
         sequence: e.sequence,
-        event_type: &e.event_type,
-        event_version: &e.event_version,
-        position: e.position.to_string(),
+        event_type: e.event_type,
+        event_version: e.event_version,
+        position: Position(e.tx_id, e.global_position),
         recorded_at: e.recorded_at,
     };
     let start = out.len();
@@ -74,7 +84,7 @@ pub struct TenantFilter {
     pub store: log::TenantFilter,
 }
 
-type Pages = tokio::sync::mpsc::Receiver<Result<Vec<RawEvent>, sqlx::Error>>;
+type Pages = tokio::sync::mpsc::Receiver<Result<RawPage, sqlx::Error>>;
 
 struct StreamState {
     /// Read one page ahead of what is being sent.
@@ -137,29 +147,46 @@ fn stream(
                 s.done = true;
                 Bytes::from(trailer_end(&s))
             }
-            Some(Ok(events)) => {
-                let mut chunk = Vec::with_capacity(events.len() * 512);
-                for e in &events {
-                    push_line(&mut chunk, e);
+            Some(Ok(page)) => match lines(&page) {
+                Ok((chunk, last)) => {
+                    s.count += page.len() as u64;
+                    s.last = last.or(s.last.take());
+                    Bytes::from(chunk)
                 }
-                s.count += events.len() as u64;
-                if let Some(last) = events.last() {
-                    s.last = Some(last.position.to_string());
+                Err(e) => {
+                    s.done = true;
+                    Bytes::from(trailer_error(&s, &e))
                 }
-                Bytes::from(chunk)
-            }
+            },
         };
         Some((Ok(chunk), s))
     })
 }
 
-/// A page and the cursor after it; `None` when the page is empty.
+/// A page's lines, and the position of its last event. A row that does not decode
+/// fails the page (nothing of it is sent), so `count` and `last_position` stay exact.
+fn lines(page: &RawPage) -> Result<(Vec<u8>, Option<String>), sqlx::Error> {
+    let mut chunk = Vec::with_capacity(page.len() * 512);
+    let mut last = None;
+    for e in page.events() {
+        let e = e?;
+        push_line(&mut chunk, &e);
+        last = Some((e.tx_id, e.global_position));
+    }
+    Ok((chunk, last.map(|(tx, global)| format!("{tx}.{global}"))))
+}
+
+/// A page and the cursor after it (from its last event's position and sequence); `None`
+/// when the page is empty.
 fn page_and_next<C>(
-    page: Vec<RawEvent>,
-    next: impl Fn(&RawEvent) -> C,
-) -> Option<(Vec<RawEvent>, C)> {
-    let after = next(page.last()?);
-    Some((page, after))
+    page: RawPage,
+    next: impl Fn(CommitPosition, i64) -> C,
+) -> Result<Option<(RawPage, C)>, sqlx::Error> {
+    let Some(last) = page.last() else {
+        return Ok(None);
+    };
+    let (position, sequence) = last?;
+    Ok(Some((page, next(position, sequence))))
 }
 
 /// The tenant's events in committed global order, for at most `limit`.
@@ -173,7 +200,7 @@ pub fn tenant_events(
         let (pool, tenant, store) = (pool.clone(), tenant.clone(), filter.store.clone());
         async move {
             let page = log::tenant_events(&pool, &tenant, &store, after, PAGE).await?;
-            Ok(page_and_next(page, |e| e.position))
+            page_and_next(page, |position, _| position)
         }
     });
     stream(pages, limit)
@@ -202,7 +229,7 @@ pub fn aggregate_events(
             let page =
                 log::aggregate_events_raw(&pool, kind.as_str(), &id, after + 1..=after + PAGE)
                     .await?;
-            Ok(page_and_next(page, |e| e.sequence))
+            page_and_next(page, |_, sequence| sequence)
         }
     });
     stream(pages, limit)

@@ -81,31 +81,38 @@ impl StoredEvent {
     }
 }
 
-/// An event as stored, its payload and metadata left as the JSON text PostgreSQL keeps:
-/// for readers that pass events on without looking inside (audit replays), which then
-/// neither parse nor re-serialise them.
+/// A page of events as stored, their payloads and metadata left as the JSON text
+/// PostgreSQL keeps: for readers that pass events on without looking inside (audit
+/// replays). Its events borrow from the rows ([`RawEvent`]), so reading one allocates
+/// nothing, and nothing is parsed or serialised again.
+#[derive(Debug)]
+pub struct RawPage(Vec<PgRow>);
+
+/// One event of a [`RawPage`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawEvent {
-    pub position: CommitPosition,
+pub struct RawEvent<'a> {
+    /// The `tx_id` of the committed position, as text.
+    pub tx_id: &'a str,
+    pub global_position: i64,
     pub event_id: Uuid,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
     pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
+    pub event_type: &'a str,
+    pub event_version: &'a str,
     /// A JSON object, as text.
-    pub payload: String,
+    pub payload: &'a str,
     /// A JSON object of strings, as text.
-    pub metadata: String,
+    pub metadata: &'a str,
     pub recorded_at: DateTime<Utc>,
 }
 
-/// The select list [`RawEvent::from_row`] reads.
+/// The select list [`RawPage`] reads.
 const RAW_COLUMNS: &str = "tx_id::text AS tx_text, global_position, event_id, aggregate_type, aggregate_id, \
      sequence, event_type, event_version, payload::text AS payload, metadata::text AS metadata, recorded_at";
 
 fn position_of(row: &PgRow) -> Result<CommitPosition, sqlx::Error> {
-    let tx: String = row.try_get("tx_text")?;
+    let tx: &str = row.try_get("tx_text")?;
     let tx_id = tx.parse().map_err(|e| sqlx::Error::ColumnDecode {
         index: "tx_text".into(),
         source: Box::new(e),
@@ -116,20 +123,38 @@ fn position_of(row: &PgRow) -> Result<CommitPosition, sqlx::Error> {
     })
 }
 
-impl RawEvent {
-    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
-        Ok(RawEvent {
-            position: position_of(row)?,
-            event_id: row.try_get("event_id")?,
-            aggregate_type: row.try_get("aggregate_type")?,
-            aggregate_id: row.try_get("aggregate_id")?,
-            sequence: row.try_get("sequence")?,
-            event_type: row.try_get("event_type")?,
-            event_version: row.try_get("event_version")?,
-            payload: row.try_get("payload")?,
-            metadata: row.try_get("metadata")?,
-            recorded_at: row.try_get("recorded_at")?,
+impl RawPage {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The page's events in order; a row that does not decode is an error in its place.
+    pub fn events(&self) -> impl Iterator<Item = Result<RawEvent<'_>, sqlx::Error>> {
+        self.0.iter().map(|row| {
+            Ok(RawEvent {
+                tx_id: row.try_get("tx_text")?,
+                global_position: row.try_get("global_position")?,
+                event_id: row.try_get("event_id")?,
+                aggregate_type: row.try_get("aggregate_type")?,
+                aggregate_id: row.try_get("aggregate_id")?,
+                sequence: row.try_get("sequence")?,
+                event_type: row.try_get("event_type")?,
+                event_version: row.try_get("event_version")?,
+                payload: row.try_get("payload")?,
+                metadata: row.try_get("metadata")?,
+                recorded_at: row.try_get("recorded_at")?,
+            })
         })
+    }
+
+    /// The committed position and the sequence of the page's last event.
+    pub fn last(&self) -> Option<Result<(CommitPosition, i64), sqlx::Error>> {
+        let row = self.0.last()?;
+        Some(position_of(row).and_then(|p| Ok((p, row.try_get("sequence")?))))
     }
 }
 
@@ -227,15 +252,15 @@ pub async fn aggregate_events(
     rows.iter().map(StoredEvent::from_row).collect()
 }
 
-/// [`aggregate_events`] with payloads and metadata as text ([`RawEvent`]).
+/// [`aggregate_events`] with payloads and metadata as text.
 pub async fn aggregate_events_raw(
     db: impl PgExecutor<'_>,
     aggregate_type: &str,
     aggregate_id: &str,
     sequences: std::ops::RangeInclusive<i64>,
-) -> Result<Vec<RawEvent>, sqlx::Error> {
+) -> Result<RawPage, sqlx::Error> {
     let rows = aggregate_rows(db, RAW_COLUMNS, aggregate_type, aggregate_id, sequences).await?;
-    rows.iter().map(RawEvent::from_row).collect()
+    Ok(RawPage(rows))
 }
 
 async fn aggregate_rows(
@@ -308,7 +333,7 @@ pub async fn tenant_events(
     filter: &TenantFilter,
     after: CommitPosition,
     limit: i64,
-) -> Result<Vec<RawEvent>, sqlx::Error> {
+) -> Result<RawPage, sqlx::Error> {
     let sql = format!(
         "SELECT {RAW_COLUMNS} FROM events
          WHERE tenant_id = $1
@@ -332,7 +357,7 @@ pub async fn tenant_events(
         .bind(limit)
         .fetch_all(db)
         .await?;
-    rows.iter().map(RawEvent::from_row).collect()
+    Ok(RawPage(rows))
 }
 
 /// The tenant that owns an aggregate (the tenant of its first event), if it exists.

@@ -77,6 +77,13 @@ pub trait Sink: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Most events handed to [`Self::apply`] in one call by the live runtime, unless
+    /// configured otherwise: a side-effect sink's batch is one round of calls to the
+    /// outside world (a provider request, a burst of deliveries), kept small.
+    fn batch_max(&self) -> usize {
+        100
+    }
+
     /// Applies `events` (each aggregate's in sequence order) to `target`, returning one
     /// outcome per event. All or nothing: on error no progress of the batch is recorded.
     /// On [`Pass::Redrive`] the events are parked ones: they are applied regardless of
@@ -229,6 +236,12 @@ impl<P: TableProjection> Sink for TableSink<P> {
 
     async fn upgrade_tables(&self, db: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error> {
         self.0.upgrade_tables(db, schema).await
+    }
+
+    /// A table sink's batch is one transaction of a few multi-row statements, whatever its
+    /// length: the larger, the fewer round trips per event (a rebuild's batch is the same).
+    fn batch_max(&self) -> usize {
+        1_000
     }
 
     async fn apply(

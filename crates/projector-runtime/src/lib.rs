@@ -59,7 +59,8 @@ pub struct Settings {
     /// First retry delay, doubled per attempt with random jitter (`PROJECTOR_RETRY_BACKOFF_MS`,
     /// default 100).
     pub backoff: Duration,
-    /// Most records handed to the sink in one call (`PROJECTOR_BATCH_MAX`, default 100).
+    /// Most records handed to the sink in one call (`PROJECTOR_BATCH_MAX`, default the
+    /// sink's own: 1,000 for a table sink, 100 for a side-effect sink).
     pub batch_max: usize,
     /// How often lag is measured.
     pub lag_interval: Duration,
@@ -68,13 +69,18 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn for_projection(name: &str) -> Result<Self, platform::config::ConfigError> {
+    /// From the environment, for the projection `name` whose sink batches at most
+    /// `batch_max` events unless `PROJECTOR_BATCH_MAX` says otherwise.
+    pub fn for_projection(
+        name: &str,
+        batch_max: usize,
+    ) -> Result<Self, platform::config::ConfigError> {
         use platform::config;
         Ok(Settings {
             group: config::var("PROJECTOR_GROUP").unwrap_or_else(|| format!("threadline.{name}")),
             max_attempts: config::parse_or("PROJECTOR_MAX_ATTEMPTS", 5)?,
             backoff: Duration::from_millis(config::parse_or("PROJECTOR_RETRY_BACKOFF_MS", 100)?),
-            batch_max: config::parse_or("PROJECTOR_BATCH_MAX", 100usize)?.max(1),
+            batch_max: config::parse_or("PROJECTOR_BATCH_MAX", batch_max)?.max(1),
             lag_interval: Duration::from_secs(2),
             close_timeout: Duration::from_secs(3),
         })

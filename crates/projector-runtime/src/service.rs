@@ -116,7 +116,7 @@ async fn consume<S: Sink>(
     companion: Option<Companion>,
 ) -> Result<(), ServiceError> {
     let shutdown = Shutdown::from_env()?;
-    let settings = Settings::for_projection(sink.name())?;
+    let settings = Settings::for_projection(sink.name(), sink.batch_max())?;
     let kafka = KafkaConfig::from_env()?;
     let addr: SocketAddr = config::parse_or("PROJECTOR_ADDR", ([127, 0, 0, 1], 8082).into())?;
     let listener = tokio::net::TcpListener::bind(addr)

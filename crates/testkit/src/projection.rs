@@ -96,27 +96,7 @@ impl<S: Sink> Kit<S> {
     /// Waits until every event in the store has reached the projection: applied, or
     /// parked.
     pub async fn settle(&self) {
-        let schema = self.schema().await;
-        let sql = format!(
-            "SELECT count(*) FROM events e
-             LEFT JOIN {schema}.progress p USING (aggregate_type, aggregate_id)
-             WHERE e.sequence > coalesce(p.last_sequence, 0)
-               AND NOT EXISTS (SELECT 1 FROM {schema}.parked k
-                   WHERE k.aggregate_type = e.aggregate_type AND k.aggregate_id = e.aggregate_id
-                     AND k.sequence = e.sequence)"
-        );
-        let pool = self.stack.db.pool.clone();
-        wait_until("the projection to settle", || {
-            let (pool, sql) = (pool.clone(), sql.clone());
-            async move {
-                sqlx::query_scalar::<_, i64>(&sql)
-                    .fetch_one(&pool)
-                    .await
-                    .expect("settle query")
-                    == 0
-            }
-        })
-        .await;
+        settle(&self.stack.db.pool, &self.schema().await).await;
     }
 
     /// Rows of `sql` as JSON objects; `{schema}` is replaced by the live generation's schema.
@@ -163,4 +143,28 @@ pub fn envelope(event: Event, user: &str) -> Envelope {
         traceparent: None,
         event,
     }
+}
+
+/// Waits until every event in the store has reached the projection whose live generation
+/// is `schema`: applied, or parked.
+pub async fn settle(pool: &sqlx::PgPool, schema: &str) {
+    let sql = format!(
+        "SELECT count(*) FROM events e
+         LEFT JOIN {schema}.progress p USING (aggregate_type, aggregate_id)
+         WHERE e.sequence > coalesce(p.last_sequence, 0)
+           AND NOT EXISTS (SELECT 1 FROM {schema}.parked k
+               WHERE k.aggregate_type = e.aggregate_type AND k.aggregate_id = e.aggregate_id
+                 AND k.sequence = e.sequence)"
+    );
+    wait_until("the projection to settle", || {
+        let (pool, sql) = (pool.clone(), sql.clone());
+        async move {
+            sqlx::query_scalar::<_, i64>(&sql)
+                .fetch_one(&pool)
+                .await
+                .expect("settle query")
+                == 0
+        }
+    })
+    .await;
 }

@@ -181,7 +181,11 @@ impl Stack {
         sink: Arc<S>,
         group: &str,
     ) -> RunningProjector {
-        self.projector_with(pool, sink, self.settings(group)).await
+        let settings = Settings {
+            batch_max: sink.batch_max(),
+            ..self.settings(group)
+        };
+        self.projector_with(pool, sink, settings).await
     }
 
     /// The same with settings of the test's own.
