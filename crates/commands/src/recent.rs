@@ -78,8 +78,13 @@ pub(crate) struct Aggregates<A: Aggregate> {
 struct Recent<A> {
     capacity: usize,
     entries: HashMap<String, Entry<A>>,
-    /// Insertion order, for eviction; may name ids no longer in `entries`.
-    order: VecDeque<String>,
+    /// Every put in order, for eviction: an id and the stamp of that put. Only the pair
+    /// whose stamp is its entry's current one counts; the others (an id taken out and
+    /// put back since, or taken out for good) are dropped when this grows past twice the
+    /// capacity, so it stays bounded however often one aggregate is used.
+    order: VecDeque<(String, u64)>,
+    /// The next put's stamp.
+    stamp: u64,
 }
 
 /// A state kept in memory, at the sequence its last events take it to; `pending`: those
@@ -88,6 +93,8 @@ struct Entry<A> {
     state: A,
     sequence: usize,
     pending: Option<Ticket>,
+    /// Which of `Recent::order`'s pairs is this entry's.
+    stamp: u64,
 }
 
 /// A loaded aggregate, and whether it came from memory (it may be behind the store, or
@@ -111,6 +118,7 @@ impl<A: SnapshotFormat> Aggregates<A> {
                 capacity,
                 entries: HashMap::new(),
                 order: VecDeque::new(),
+                stamp: 0,
             }),
             snapshot_every,
         }
@@ -264,24 +272,37 @@ impl<A: SnapshotFormat> Aggregates<A> {
         if recent.capacity == 0 {
             return;
         }
+        let stamp = recent.stamp;
+        recent.stamp += 1;
         let entry = Entry {
             state: aggregate,
             sequence,
             pending,
+            stamp,
         };
-        if recent.entries.insert(id.to_owned(), entry).is_none() {
-            recent.order.push_back(id.to_owned());
-        }
-        while recent.entries.len() > recent.capacity {
-            let Some(oldest) = recent.order.pop_front() else {
+        recent.entries.insert(id.to_owned(), entry);
+        recent.order.push_back((id.to_owned(), stamp));
+        let Recent {
+            capacity,
+            entries,
+            order,
+            ..
+        } = &mut *recent;
+        let current = |entries: &HashMap<String, Entry<A>>, (id, stamp): &(String, u64)| {
+            entries.get(id).is_some_and(|e| e.stamp == *stamp)
+        };
+        // Evict the least recently put.
+        while entries.len() > *capacity {
+            let Some(oldest) = order.pop_front() else {
                 break;
             };
-            recent.entries.remove(&oldest);
+            if current(entries, &oldest) {
+                entries.remove(&oldest.0);
+            }
         }
-        // Ids taken out and never put back pile up in `order`: drop them now and then.
-        if recent.order.len() > 2 * recent.capacity.max(16) {
-            let Recent { entries, order, .. } = &mut *recent;
-            order.retain(|id| entries.contains_key(id));
+        // Leaves at most one pair per kept entry: amortised, a put costs O(1).
+        if order.len() > 2 * (*capacity).max(16) {
+            order.retain(|pair| current(entries, pair));
         }
     }
 }
@@ -334,6 +355,30 @@ mod tests {
             let _ = a.take(&format!("x{i}")).await.expect("in memory");
         }
         assert!(a.recent().order.len() <= 2 * 16 + 1);
+    }
+
+    /// One hot aggregate taken and put back by every command: what is kept for eviction
+    /// stays bounded (it once grew by one id per command, and each put scanned it all).
+    #[tokio::test]
+    async fn one_aggregate_used_again_and_again_keeps_the_eviction_order_bounded() {
+        let a = aggregates(2);
+        a.put("other", Inbox::default(), 1, None);
+        a.put("hot", Inbox::default(), 1, None);
+        for sequence in 2..=10_000 {
+            let hot = a.take("hot").await.expect("in memory");
+            assert!(hot.cached);
+            a.put("hot", Inbox::default(), sequence, None);
+        }
+        assert!(
+            a.recent().order.len() <= 2 * 16 + 1,
+            "{}",
+            a.recent().order.len()
+        );
+        // The order still says which is the oldest: "other", put before every "hot".
+        a.put("new", Inbox::default(), 1, None);
+        let recent = a.recent();
+        assert!(!recent.entries.contains_key("other"), "the oldest left");
+        assert!(recent.entries.contains_key("hot") && recent.entries.contains_key("new"));
     }
 
     /// The fields of each state, as its snapshots are written. This test fails when a

@@ -25,7 +25,7 @@ pub struct RebuildReport {
 }
 
 /// Events per read of the store, and per batch handed to the sink.
-const BATCH: i64 = 1000;
+const BATCH: i64 = 4_000;
 
 /// Applies a batch; if the sink refuses it, applies its events one by one so that only
 /// the failing ones (and those queued behind them) are parked.
