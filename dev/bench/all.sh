@@ -13,7 +13,12 @@ target="${BENCH_TARGET_DIR:-$PWD/../bench-target}"
 CARGO_TARGET_DIR="$target" cargo build --release \
     -p command-api --example bench -p e2e --example read_bench --example audit_bench
 export BASELINE_CLIENTS="${BASELINE_CLIENTS:-1 32 64}" BASELINE_ROWS="${BASELINE_ROWS:-1 10}"
-exec dev/stack exec -- dev/bench/beside-pgbench.sh \
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+dev/stack exec -- dev/bench/beside-pgbench.sh \
     "$target/release/examples/bench" \
     "$target/release/examples/read_bench" \
-    "$target/release/examples/audit_bench"
+    "$target/release/examples/audit_bench" | tee "$out"
+echo
+echo "== the ratio table (docs/benchmarks.md)"
+grep -E '^baseline:|ratio' "$out"

@@ -22,7 +22,8 @@
 //!   applies the events after it; without one (or when it does not deserialize) it
 //!   replays the whole stream.
 //! - A snapshot is written, after the commit, when a command's events cross a multiple of
-//!   `snapshot_every`, and when a load had to apply more events than that. It is the state
+//!   the spacing (`snapshot_every`, doubled each time the stream doubles past 32 times
+//!   that: see `spacing`), and when a load had to apply more events than that. It is the state
 //!   the store holds at its sequence (the same state the memory keeps), so snapshot plus
 //!   the events after it equals a full replay: a test holds every aggregate type to it.
 
@@ -196,7 +197,7 @@ impl<A: SnapshotFormat> Aggregates<A> {
         };
         let every = self.snapshot_every.load(Ordering::Relaxed);
         if every > 0
-            && applied >= every
+            && applied >= spacing(every, context.current_sequence)
             && let Some(snapshot) = snapshot_of(&context.aggregate, context.current_sequence)
         {
             self.save_snapshot(id, snapshot);
@@ -246,10 +247,14 @@ impl<A: SnapshotFormat> Aggregates<A> {
     }
 
     /// A snapshot of `state` when the events that took it from `before` to `after`
-    /// cross a multiple of `snapshot_every` (to save once they are committed).
+    /// cross a multiple of the [`spacing`] at `after` (to save once they are committed).
     pub(crate) fn due_snapshot(&self, state: &A, before: usize, after: usize) -> Option<Snapshot> {
         let every = self.snapshot_every.load(Ordering::Relaxed);
-        (every > 0 && before / every != after / every)
+        if every == 0 {
+            return None;
+        }
+        let spacing = spacing(every, after);
+        (before / spacing != after / spacing)
             .then(|| snapshot_of(state, after))
             .flatten()
     }
@@ -307,6 +312,19 @@ impl<A: SnapshotFormat> Aggregates<A> {
     }
 }
 
+/// Events between two snapshots of an aggregate at `sequence`: `every` (> 0) while the
+/// stream is short, doubled each time the stream doubles past 32 times that. A long
+/// stream's load then replays at most a sixteenth of it after its snapshot, and a state
+/// that grows with its stream (a conversation's replies) is not written again every
+/// `every` events: the bytes of all its snapshots stay proportional to the stream's.
+fn spacing(every: usize, sequence: usize) -> usize {
+    let mut spacing = every;
+    while spacing.saturating_mul(32) <= sequence {
+        spacing *= 2;
+    }
+    spacing
+}
+
 /// `state` at `sequence` as a snapshot (`None`, with a warning, if it does not serialise).
 fn snapshot_of<A: Aggregate>(state: &A, sequence: usize) -> Option<Snapshot> {
     match serde_json::to_value(state) {
@@ -355,6 +373,18 @@ mod tests {
             let _ = a.take(&format!("x{i}")).await.expect("in memory");
         }
         assert!(a.recent().order.len() <= 2 * 16 + 1);
+    }
+
+    #[test]
+    fn snapshots_of_long_streams_are_spaced_in_proportion_to_their_length() {
+        assert_eq!(spacing(100, 0), 100);
+        assert_eq!(spacing(100, 3_199), 100);
+        assert_eq!(spacing(100, 3_200), 200);
+        assert_eq!(spacing(100, 100_000), 3_200);
+        for sequence in [1, 99, 5_000, 100_000, 10_000_000] {
+            let s = spacing(100, sequence);
+            assert!(s >= 100 && s <= (sequence / 16).max(100), "{sequence}: {s}");
+        }
     }
 
     /// One hot aggregate taken and put back by every command: what is kept for eviction
