@@ -103,10 +103,8 @@ async fn replay(http: &reqwest::Client, url: &str, token: &str) -> (f64, u64, u6
 
 #[tokio::main]
 async fn main() {
-    let events: i64 = std::env::var("AUDIT_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let events: i64 =
+        platform::config::parse_or("AUDIT_EVENTS", 1_000_000).unwrap_or_else(|e| panic!("{e}"));
     let mut stack = Services::spawn().await;
     let pool = stack.commands.stack.db.pool.clone();
     let started = Instant::now();

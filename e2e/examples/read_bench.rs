@@ -31,10 +31,8 @@ fn against_pgbench(what: &str, events_per_second: f64) {
 async fn main() {
     let stack = Services::spawn().await;
     let service = stack.commands.stack.service.clone();
-    let messages: usize = std::env::var("READ_BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000);
+    let messages: usize =
+        platform::config::parse_or("READ_BENCH_MESSAGES", 50_000).unwrap_or_else(|e| panic!("{e}"));
     let ids = Arc::new(start_conversations(&service, "bench", 50).await);
     send_messages(service.clone(), "bench", ids.clone(), 0..messages, 32).await;
     let total = stack.commands.stack.event_count().await as u64;

@@ -32,18 +32,14 @@ struct Head<'a> {
     event_type: &'a str,
     event_version: &'a str,
     /// Committed global order, `<tx_id>.<global_position>`; pass as `after` to resume.
-    position: Position<'a>,
+    #[serde(serialize_with = "as_text")]
+    position: CommitPosition,
     recorded_at: DateTime<Utc>,
 }
 
-/// A committed position written as `CommitPosition` displays it, without building it.
-#[derive(Debug)]
-struct Position<'a>(&'a str, i64);
-
-impl Serialize for Position<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("{}.{}", self.0, self.1))
-    }
+/// A position in its one text form (`CommitPosition`'s `Display`).
+fn as_text<S: serde::Serializer>(position: &CommitPosition, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(position)
 }
 
 /// Appends one line of an audit stream: the event's fields, then `metadata` and `payload`
@@ -57,7 +53,7 @@ fn push_line(out: &mut Vec<u8>, e: &RawEvent<'_>) {
         sequence: e.sequence,
         event_type: e.event_type,
         event_version: e.event_version,
-        position: Position(e.tx_id, e.global_position),
+        position: e.position,
         recorded_at: e.recorded_at,
     };
     let start = out.len();
@@ -150,7 +146,9 @@ fn stream(
             Some(Ok(page)) => match lines(&page) {
                 Ok((chunk, last)) => {
                     s.count += page.len() as u64;
-                    s.last = last.or(s.last.take());
+                    if let Some(last) = last {
+                        s.last = Some(last.to_string());
+                    }
                     Bytes::from(chunk)
                 }
                 Err(e) => {
@@ -165,28 +163,27 @@ fn stream(
 
 /// A page's lines, and the position of its last event. A row that does not decode
 /// fails the page (nothing of it is sent), so `count` and `last_position` stay exact.
-fn lines(page: &RawPage) -> Result<(Vec<u8>, Option<String>), sqlx::Error> {
+fn lines(page: &RawPage) -> Result<(Vec<u8>, Option<CommitPosition>), sqlx::Error> {
     let mut chunk = Vec::with_capacity(page.len() * 512);
     let mut last = None;
     for e in page.events() {
         let e = e?;
         push_line(&mut chunk, &e);
-        last = Some((e.tx_id, e.global_position));
+        last = Some(e.position);
     }
-    Ok((chunk, last.map(|(tx, global)| format!("{tx}.{global}"))))
+    Ok((chunk, last))
 }
 
-/// A page and the cursor after it (from its last event's position and sequence); `None`
-/// when the page is empty.
+/// A page and the cursor after it (from its last event); `None` when the page is empty.
 fn page_and_next<C>(
     page: RawPage,
-    next: impl Fn(CommitPosition, i64) -> C,
+    next: impl Fn(&RawEvent<'_>) -> C,
 ) -> Result<Option<(RawPage, C)>, sqlx::Error> {
-    let Some(last) = page.last() else {
-        return Ok(None);
+    let after = match page.events().next_back() {
+        None => return Ok(None),
+        Some(last) => next(&last?),
     };
-    let (position, sequence) = last?;
-    Ok(Some((page, next(position, sequence))))
+    Ok(Some((page, after)))
 }
 
 /// The tenant's events in committed global order, for at most `limit`.
@@ -200,7 +197,7 @@ pub fn tenant_events(
         let (pool, tenant, store) = (pool.clone(), tenant.clone(), filter.store.clone());
         async move {
             let page = log::tenant_events(&pool, &tenant, &store, after, PAGE).await?;
-            page_and_next(page, |position, _| position)
+            page_and_next(page, |last| last.position)
         }
     });
     stream(pages, limit)
@@ -229,7 +226,7 @@ pub fn aggregate_events(
             let page =
                 log::aggregate_events_raw(&pool, kind.as_str(), &id, after + 1..=after + PAGE)
                     .await?;
-            page_and_next(page, |_, sequence| sequence)
+            page_and_next(page, |last| last.sequence)
         }
     });
     stream(pages, limit)

@@ -91,9 +91,7 @@ pub struct RawPage(Vec<PgRow>);
 /// One event of a [`RawPage`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawEvent<'a> {
-    /// The `tx_id` of the committed position, as text.
-    pub tx_id: &'a str,
-    pub global_position: i64,
+    pub position: CommitPosition,
     pub event_id: Uuid,
     pub aggregate_type: &'a str,
     pub aggregate_id: &'a str,
@@ -132,12 +130,12 @@ impl RawPage {
         self.0.is_empty()
     }
 
-    /// The page's events in order; a row that does not decode is an error in its place.
-    pub fn events(&self) -> impl Iterator<Item = Result<RawEvent<'_>, sqlx::Error>> {
+    /// The page's events in order (`next_back` decodes only the last); a row that does
+    /// not decode is an error in its place.
+    pub fn events(&self) -> impl DoubleEndedIterator<Item = Result<RawEvent<'_>, sqlx::Error>> {
         self.0.iter().map(|row| {
             Ok(RawEvent {
-                tx_id: row.try_get("tx_text")?,
-                global_position: row.try_get("global_position")?,
+                position: position_of(row)?,
                 event_id: row.try_get("event_id")?,
                 aggregate_type: row.try_get("aggregate_type")?,
                 aggregate_id: row.try_get("aggregate_id")?,
@@ -149,12 +147,6 @@ impl RawPage {
                 recorded_at: row.try_get("recorded_at")?,
             })
         })
-    }
-
-    /// The committed position and the sequence of the page's last event.
-    pub fn last(&self) -> Option<Result<(CommitPosition, i64), sqlx::Error>> {
-        let row = self.0.last()?;
-        Some(position_of(row).and_then(|p| Ok((p, row.try_get("sequence")?))))
     }
 }
 
