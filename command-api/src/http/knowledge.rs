@@ -36,16 +36,21 @@ pub struct AddKnowledge {
 }
 
 /// Adds a text, Markdown or PDF file to the tenant's knowledge base. Its text is
-/// extracted and carried by the `KnowledgeDocumentAdded` event; the original is kept by
-/// its SHA-256. Refused, with nothing stored: a media type not taken (415), a file over
-/// the limit (413), an empty file, one that is not what its `Content-Type` says, or a PDF
-/// without text (422).
+/// extracted (a PDF by a separate process under memory and time limits) and carried by
+/// the `KnowledgeDocumentAdded` event; the original is kept by its SHA-256. Refused, with
+/// nothing stored: a media type not taken (415), a file over the limit (413), an empty
+/// file, one that is not what its `Content-Type` says, a malformed PDF
+/// (`file_unreadable`), one that needs more memory or time than allowed
+/// (`file_too_complex`), or a PDF without text (422); 503 `extraction_unavailable` when
+/// the server cannot run its extractor.
 #[utoipa::path(post, path = "/v1/knowledge", params(AddKnowledge,
         ("Content-Type" = String, Header, description = "text/plain, text/markdown (UTF-8) or application/pdf"),
         IdempotencyHeader),
     request_body(description = "The file", content(
         (FileBytes = "text/plain"), (FileBytes = "text/markdown"), (FileBytes = "application/pdf"))),
-    responses((status = 201, body = super::commands::CommandAccepted), (status = 403), (status = 415)),
+    responses((status = 201, body = super::commands::CommandAccepted), (status = 403), (status = 415),
+        (status = 422, description = "file_empty, media_type_mismatch, file_unreadable, file_too_complex, pdf_without_text"),
+        (status = 503, description = "extraction_unavailable")),
     security(("bearer" = [])))]
 pub async fn add_knowledge(
     State(app): State<AppState>,

@@ -245,6 +245,7 @@ pub struct CommandService {
     locks: AggregateLocks,
     max_attempts: u32,
     knowledge_max_bytes: usize,
+    extractor: intake::Extractor,
     /// Notified after every commit (`with_commit_signal`).
     committed: Option<Arc<tokio::sync::Notify>>,
     appender: Appender,
@@ -333,6 +334,7 @@ impl CommandService {
             locks: AggregateLocks::default(),
             max_attempts: 10,
             knowledge_max_bytes: intake::DEFAULT_MAX_BYTES,
+            extractor: intake::Extractor::default(),
             committed: None,
         }
     }
@@ -373,6 +375,13 @@ impl CommandService {
     /// The largest file the knowledge base takes (default [`intake::DEFAULT_MAX_BYTES`]).
     pub fn with_knowledge_max_bytes(mut self, max: usize) -> Self {
         self.knowledge_max_bytes = max;
+        self
+    }
+
+    /// Runs uploaded files' text extraction as `extractor` says (default: the program
+    /// beside this executable, with [`intake::ExtractorSettings`]'s default limits).
+    pub fn with_extractor(mut self, extractor: intake::Extractor) -> Self {
+        self.extractor = extractor;
         self
     }
 
@@ -668,8 +677,13 @@ impl CommandService {
         meta: &RequestMeta,
     ) -> Result<Accepted, CommandError> {
         let media_type = intake::media_type(&upload.content_type)?;
-        let text =
-            intake::extract(media_type, upload.bytes.clone(), self.knowledge_max_bytes).await?;
+        let text = intake::extract(
+            &self.extractor,
+            media_type,
+            upload.bytes.clone(),
+            self.knowledge_max_bytes,
+        )
+        .await?;
         let sha256 = blobs::put(&self.pool, media_type, &upload.bytes)
             .await
             .map_err(db)?;

@@ -1,24 +1,19 @@
 //! Reading an uploaded file into the text a knowledge document carries: checks the
-//! declared media type against the bytes and extracts the text (UTF-8 as is, PDF through
-//! `pdf-extract`). Pure CPU work; [`extract`] runs it off the async threads, bounded in
-//! concurrency and time, and turns a panic of the PDF parser into a refusal.
+//! declared media type against the bytes and extracts the text: UTF-8 as is, PDF through
+//! the `extractor` program in a child process under operating-system limits
+//! ([`extractor`]). No parser of uploaded files runs in this process.
 
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+mod extractor;
+
+use std::sync::Arc;
 
 use domain::knowledge::MEDIA_TYPES;
 use thiserror::Error;
-use tokio::sync::Semaphore;
+
+pub use extractor::{Extractor, ExtractorSettings};
 
 /// The default largest upload: 10 MiB.
 pub const DEFAULT_MAX_BYTES: usize = 10 * 1024 * 1024;
-
-/// How long one extraction may take before the upload is refused.
-const EXTRACT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Extractions running at once in this process: PDF parsing is CPU-bound and must not
-/// take every core from the request handlers.
-static EXTRACTIONS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(2));
 
 /// Why an upload is refused. Nothing is stored for any of them.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -38,8 +33,15 @@ pub enum IntakeError {
     },
     #[error("the PDF has no extractable text (a scan needs OCR first)")]
     PdfWithoutText,
-    #[error("the PDF cannot be read: {0}")]
-    Unreadable(String),
+    /// The parser refused the file (what it said is logged, not shown to the uploader).
+    #[error("the PDF is malformed and cannot be read")]
+    Unreadable,
+    /// The file needs more than the extractor's limits allow.
+    #[error("the PDF is too complex to read: {0}")]
+    TooComplex(&'static str),
+    /// The extractor could not be run: this server's fault, not the file's.
+    #[error("the text extractor cannot run: {0}")]
+    ExtractorUnavailable(String),
 }
 
 /// A media type the knowledge base takes, parsed from a `Content-Type` value:
@@ -67,8 +69,9 @@ pub fn media_type(content_type: &str) -> Result<&'static str, IntakeError> {
 }
 
 /// The text of `bytes` read as `media_type` (one of [`MEDIA_TYPES`]), or why it is
-/// refused. Off the async threads; at most a few at once; bounded in time.
+/// refused. A PDF is read by `extractor`, bounded as its settings say.
 pub async fn extract(
+    extractor: &Extractor,
     media_type: &'static str,
     bytes: Arc<[u8]>,
     max_bytes: usize,
@@ -91,21 +94,7 @@ pub async fn extract(
             reason: "it does not start with %PDF-",
         });
     }
-    let _permit = EXTRACTIONS
-        .acquire()
-        .await
-        .map_err(|_| IntakeError::Unreadable("extraction is shut down".into()))?;
-    let work = tokio::task::spawn_blocking(move || {
-        std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(&bytes))
-    });
-    let text = match tokio::time::timeout(EXTRACT_TIMEOUT, work).await {
-        Err(_) => return Err(IntakeError::Unreadable("reading it took too long".into())),
-        Ok(Err(joined)) => return Err(IntakeError::Unreadable(joined.to_string())),
-        // The parser panicked on this file: a malformed PDF, refused like any other.
-        Ok(Ok(Err(_panic))) => return Err(IntakeError::Unreadable("malformed".into())),
-        Ok(Ok(Ok(Err(e)))) => return Err(IntakeError::Unreadable(e.to_string())),
-        Ok(Ok(Ok(Ok(text)))) => text,
-    };
+    let text = extractor.pdf(bytes).await?;
     let text = tidy(&text);
     if text.is_empty() {
         return Err(IntakeError::PdfWithoutText);
