@@ -135,6 +135,17 @@ impl Services {
         embedder: Arc<dyn embeddings::Embedder>,
         router: llm::router::Router,
     ) -> testkit::RunningProjector {
+        self.assistant_projector_with(embedder, router, None).await
+    }
+
+    /// [`Services::assistant_projector`] with at most `concurrency` calls at once
+    /// (`None`: the default).
+    pub async fn assistant_projector_with(
+        &self,
+        embedder: Arc<dyn embeddings::Embedder>,
+        router: llm::router::Router,
+        concurrency: Option<usize>,
+    ) -> testkit::RunningProjector {
         let stack = &self.commands.stack;
         let search =
             semantic_index::Search::new(stack.db.pool.clone(), self.store.clone(), vec![embedder]);
@@ -148,9 +159,11 @@ impl Services {
                 ..assistant::AssistantSettings::default()
             },
         );
-        stack
-            .projector(Arc::new(projection::EffectSink::new(assistant)))
-            .await
+        let sink = Arc::new(projection::EffectSink::new(assistant));
+        match concurrency {
+            Some(n) => stack.projector_concurrent(sink, n, None).await,
+            None => stack.projector(sink).await,
+        }
     }
 
     /// Starts a read-model projector.

@@ -87,6 +87,13 @@ pub trait Embedder: Send + Sync + 'static {
     /// than [`Embedder::max_tokens`] is embedded in windows whose vectors are averaged
     /// (and normalised again): never silently truncated.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
+
+    /// Calls of [`Embedder::embed`] worth making at once: 1 for a model that runs on this
+    /// process's own cores (more would only share them), more for a remote provider,
+    /// whose calls mostly wait.
+    fn parallel_calls(&self) -> usize {
+        1
+    }
 }
 
 /// Which provider, from the environment.

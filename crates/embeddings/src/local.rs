@@ -6,19 +6,23 @@
 //! wrapped in `[CLS]`/`[SEP]`, at most 256 tokens per forward pass, mean pooling over the
 //! real (unpadded) tokens, L2 normalisation. A longer text is cut into overlapping
 //! windows of tokens whose vectors are averaged. Inference runs on the blocking pool, one
-//! batch at a time per embedder, so callers never stall the async threads nor fight over
-//! the few cores.
+//! forward pass at a time per embedder, so callers never stall the async threads nor
+//! fight over the few cores; windows that callers ask for while a pass runs go into the
+//! next pass together (up to its batch), the way a group commit gathers transactions:
+//! many concurrent short texts (search queries) cost a few passes, not one each.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{self, BertModel};
 use tokenizers::Tokenizer;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use crate::{EmbedError, Embedder, ModelId};
 
@@ -62,9 +66,44 @@ impl LocalConfig {
 pub struct LocalEmbedder {
     model: ModelId,
     inner: Arc<Model>,
-    /// One forward pass at a time: candle already spreads one pass over every core, so
-    /// a second concurrent pass only adds contention and memory.
-    gate: Arc<Semaphore>,
+    /// Windows waiting for a forward pass, and the one task running passes (one at a
+    /// time: candle already spreads one pass over every core, so a second concurrent pass
+    /// only adds contention and memory).
+    passes: Arc<Passes>,
+}
+
+/// Requests for forward passes, served by one task at a time.
+#[derive(Default)]
+struct Passes {
+    waiting: Mutex<VecDeque<Request>>,
+    running: AtomicBool,
+}
+
+/// One caller's windows and where their vectors go.
+struct Request {
+    windows: Vec<Vec<u32>>,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+}
+
+impl Passes {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, VecDeque<Request>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whole requests from the front, up to [`BATCH`] windows (at least one request).
+    fn next_group(&self) -> Vec<Request> {
+        let mut waiting = self.waiting();
+        let mut group = Vec::new();
+        let mut windows = 0;
+        while let Some(front) = waiting.front() {
+            if !group.is_empty() && windows + front.windows.len() > BATCH {
+                break;
+            }
+            windows += front.windows.len();
+            group.extend(waiting.pop_front());
+        }
+        group
+    }
 }
 
 impl fmt::Debug for LocalEmbedder {
@@ -89,24 +128,69 @@ impl LocalEmbedder {
         Ok(LocalEmbedder {
             model,
             inner: Arc::new(inner),
-            gate: Arc::new(Semaphore::new(1)),
+            passes: Arc::new(Passes::default()),
         })
     }
 
-    /// One forward pass over `windows` (token ids with their special tokens), behind
-    /// the gate, on the blocking pool.
+    /// The vectors of `windows` (token ids with their special tokens), from a forward
+    /// pass on the blocking pool that may carry other callers' windows too.
     async fn forward(&self, windows: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let permit = Arc::clone(&self.gate)
-            .acquire_owned()
+        let (reply, answer) = oneshot::channel();
+        self.passes.waiting().push_back(Request { windows, reply });
+        self.start_passes();
+        answer
             .await
-            .map_err(|_| EmbedError::Unavailable("the local model is shut down".into()))?;
+            .map_err(|_| EmbedError::Unavailable("the local model's pass was abandoned".into()))?
+    }
+
+    /// Starts the task that runs passes until nothing waits, unless it runs already. The
+    /// task is the queue's, not a caller's: a caller that stops waiting cancels nothing
+    /// of the others in its pass.
+    fn start_passes(&self) {
+        if self.passes.running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let passes = Arc::clone(&self.passes);
         let inner = Arc::clone(&self.inner);
-        run_blocking(move || {
-            // Held until the pass ends, even if the caller gave up waiting for it.
-            let _permit = permit;
-            inner.forward(&windows)
-        })
-        .await?
+        tokio::spawn(async move {
+            loop {
+                let group = passes.next_group();
+                if group.is_empty() {
+                    passes.running.store(false, Ordering::SeqCst);
+                    // A request queued after the look and before the flag went down
+                    // would wait for nobody: take it, unless another task started.
+                    if passes.waiting().is_empty() || passes.running.swap(true, Ordering::SeqCst) {
+                        return;
+                    }
+                    continue;
+                }
+                let sizes: Vec<usize> = group.iter().map(|r| r.windows.len()).collect();
+                let mut replies = Vec::with_capacity(group.len());
+                let mut windows = Vec::new();
+                for request in group {
+                    windows.extend(request.windows);
+                    replies.push(request.reply);
+                }
+                let inner = Arc::clone(&inner);
+                let result = match run_blocking(move || inner.forward(&windows)).await {
+                    Ok(result) => result,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(vectors) => {
+                        let mut vectors = vectors.into_iter();
+                        for (reply, n) in replies.into_iter().zip(sizes) {
+                            let _ = reply.send(Ok(vectors.by_ref().take(n).collect()));
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
     }
 }
 

@@ -18,6 +18,9 @@ use crate::{EmbedError, Embedder, ModelId};
 /// appended), `EMBEDDING_MODEL`, `EMBEDDING_DIMENSION`, `EMBEDDING_API_KEY` (optional for
 /// servers without auth), `EMBEDDING_BATCH` (default 64 inputs per request),
 /// `EMBEDDING_TIMEOUT_MS` (default 30000), `EMBEDDING_RETRIES` (default 3).
+/// Requests in flight at once to a remote embedding provider.
+const PARALLEL_REQUESTS: usize = 16;
+
 #[derive(Clone, PartialEq)]
 pub struct OpenAiConfig {
     pub base_url: String,
@@ -220,6 +223,11 @@ enum Attempt {
 
 #[async_trait::async_trait]
 impl Embedder for OpenAiEmbedder {
+    /// Requests to a remote provider mostly wait on it: several at once.
+    fn parallel_calls(&self) -> usize {
+        PARALLEL_REQUESTS
+    }
+
     fn model(&self) -> &ModelId {
         &self.model
     }

@@ -1,6 +1,6 @@
 //! The contract's event headers ([`schemas::headers`]) on rdkafka records.
 
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use schemas::EventHeaders;
 use schemas::headers::BadHeader;
 
@@ -18,7 +18,7 @@ pub fn to_owned_headers(headers: &EventHeaders) -> OwnedHeaders {
 }
 
 /// A header's value as text, if present and UTF-8.
-pub fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
+pub fn header<'a, M: Message>(msg: &'a M, name: &str) -> Option<&'a str> {
     msg.headers()?
         .iter()
         .find(|h| h.key == name)
@@ -27,13 +27,13 @@ pub fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
 }
 
 /// Every contract header of a record.
-pub fn read(msg: &BorrowedMessage<'_>) -> Result<EventHeaders, BadHeader> {
+pub fn read<M: Message>(msg: &M) -> Result<EventHeaders, BadHeader> {
     EventHeaders::read(|name| header(msg, name))
 }
 
 /// The record's headers with `extra` appended (a dead-letter copy keeps the original
 /// headers and says why it was parked).
-pub fn with_extra(msg: &BorrowedMessage<'_>, extra: &[(&str, &str)]) -> OwnedHeaders {
+pub fn with_extra<M: Message>(msg: &M, extra: &[(&str, &str)]) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
     if let Some(original) = msg.headers() {
         for h in original.iter() {

@@ -10,21 +10,23 @@
 //!   projection's writes, and any parking.
 //! * [`EffectSink`]: no transaction is held while effects run (an HTTP call or an LLM
 //!   may take longer than a transaction should stay open, and an open writing
-//!   transaction holds back every reader of the log). Appliers of one aggregate are
-//!   serialised by session advisory locks on a connection of the sink's own instead;
-//!   the connection is closed whenever the locks' state is in doubt (an error, a
-//!   cancelled task), which releases them.
+//!   transaction holds back every reader of the log). Many calls may run at once (the
+//!   runtime gives each aggregate to one call at a time); appliers in other processes
+//!   are kept off an aggregate by advisory locks ([`crate::locks`]), and the progress
+//!   check when a call records catches any that were not.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use event_store::log;
-use sqlx::{Connection, PgConnection, PgPool};
-use tokio::sync::Mutex;
+use sqlx::{PgConnection, PgPool};
 
 use crate::bookkeeping::{self, Standing, StreamKey};
 use crate::envelope::Envelope;
 use crate::generation;
-use crate::sink::{ApplyError, EffectId, EffectProjection, Pass, Planned, TableProjection};
+use crate::locks::KeyLocks;
+use crate::sink::{
+    ApplyError, EffectId, EffectProjection, Parallelism, Pass, Planned, TableProjection,
+};
 
 /// What happened to one event of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +84,17 @@ pub trait Sink: Send + Sync + 'static {
     /// outside world (a provider request, a burst of deliveries), kept small.
     fn batch_max(&self) -> usize {
         100
+    }
+
+    /// What one call may carry (see [`Parallelism`]); a table sink's call is a batch.
+    fn parallelism(&self) -> Parallelism {
+        Parallelism::Batches
+    }
+
+    /// Calls of [`Self::apply`] the live runtime runs at once, unless configured
+    /// otherwise. A table sink writes one batch after the other: 1.
+    fn concurrency(&self) -> usize {
+        1
     }
 
     /// Applies `events` (each aggregate's in sequence order) to `target`, returning one
@@ -289,29 +302,20 @@ async fn unpark_redriven(
 /// An [`EffectProjection`] driven around its effects: plan, perform, then record.
 pub struct EffectSink<P> {
     projection: P,
-    /// The connection holding this sink's aggregate locks; taken out while in use, so a
-    /// cancelled apply drops (closes) it rather than returning it with locks held.
-    locks: Mutex<Option<PgConnection>>,
+    /// This sink's aggregate locks, against appliers in other processes.
+    locks: KeyLocks,
 }
 
 impl<P: EffectProjection> EffectSink<P> {
     pub fn new(projection: P) -> Self {
         EffectSink {
             projection,
-            locks: Mutex::new(None),
+            locks: KeyLocks::default(),
         }
     }
 
     pub fn projection(&self) -> &P {
         &self.projection
-    }
-
-    async fn lock_connection(&self, pool: &PgPool) -> Result<PgConnection, sqlx::Error> {
-        let kept = self.locks.lock().await.take();
-        match kept {
-            Some(conn) => Ok(conn),
-            None => PgConnection::connect_with(&pool.connect_options()).await,
-        }
     }
 
     /// Plans, performs and records one batch while its aggregates are locked.
@@ -427,6 +431,14 @@ impl<P: EffectProjection> Sink for EffectSink<P> {
         self.projection.upgrade_tables(db, schema).await
     }
 
+    fn parallelism(&self) -> Parallelism {
+        self.projection.parallelism()
+    }
+
+    fn concurrency(&self) -> usize {
+        self.projection.concurrency()
+    }
+
     async fn apply(
         &self,
         pool: &PgPool,
@@ -439,25 +451,9 @@ impl<P: EffectProjection> Sink for EffectSink<P> {
             .iter()
             .map(|e| format!("{name}/{}/{}", e.aggregate_type, e.aggregate_id))
             .collect();
-        let mut locks = self.lock_connection(pool).await?;
-        // Sorted, so two appliers of overlapping batches cannot deadlock.
-        for key in &keys {
-            sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
-                .bind(key)
-                .execute(&mut locks)
-                .await?;
-        }
+        let held = self.locks.acquire(pool, keys.into_iter().collect()).await?;
         let result = self.apply_locked(pool, target, events, pass).await;
-        match sqlx::query("SELECT pg_advisory_unlock_all()")
-            .execute(&mut locks)
-            .await
-        {
-            // Keep the connection for the next batch only when it is known to hold nothing.
-            Ok(_) => *self.locks.lock().await = Some(locks),
-            Err(e) => {
-                tracing::warn!(error = %e, "releasing aggregate locks failed; closing their connection")
-            }
-        }
+        self.locks.release(held).await;
         result
     }
 }

@@ -14,6 +14,7 @@ pub mod apply;
 pub mod bookkeeping;
 pub mod envelope;
 pub mod generation;
+mod locks;
 pub mod progress;
 pub mod rebuild;
 pub mod redrive;
@@ -27,7 +28,8 @@ pub use envelope::{Envelope, EnvelopeError, EventRef};
 pub use rebuild::{RebuildReport, bootstrap, rebuild};
 pub use redrive::{RedriveReport, redrive};
 pub use sink::{
-    ApplyError, EffectError, EffectId, EffectProjection, Pass, Planned, TableProjection,
+    ApplyError, DEFAULT_EFFECT_CONCURRENCY, EffectError, EffectId, EffectProjection, Parallelism,
+    Pass, Planned, TableProjection,
 };
 
 /// Failures of rebuilds, re-drives and start-up.

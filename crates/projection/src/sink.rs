@@ -20,6 +20,23 @@ use uuid::Uuid;
 
 use crate::envelope::Envelope;
 
+/// Effect calls in flight at once per process, by default: a model call waits seconds,
+/// so a process answering many conversations needs many at once, and one waiting costs a
+/// few kilobytes. Providers' own limits are the router's (requests and tokens per minute,
+/// calls at once per provider).
+pub const DEFAULT_EFFECT_CONCURRENCY: usize = 256;
+
+/// What one call of a sink may carry, so that calls can run side by side. Whatever it
+/// is, one aggregate's events are applied in order and never by two calls at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parallelism {
+    /// Events of one aggregate per call.
+    PerAggregate,
+    /// Events of many aggregates per call, up to the batch size.
+    Batches,
+}
+
 /// Why the runtime hands an event to a projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -203,6 +220,24 @@ pub trait EffectProjection: Send + Sync + 'static {
         effects: &[Planned<Self::Effect>],
         pass: Pass,
     ) -> Result<(), EffectError>;
+
+    /// How the runtime may run this projection's effects side by side: the default,
+    /// [`Parallelism::PerAggregate`], one aggregate's events per call, many calls at once
+    /// (each effect waits on a server of its own: a model, a mail relay). A projection
+    /// whose effects gain from being sent together (embeddings in one request) says
+    /// [`Parallelism::Batches`].
+    fn parallelism(&self) -> Parallelism {
+        Parallelism::PerAggregate
+    }
+
+    /// Calls of [`Self::perform`] in flight at once in one process, unless
+    /// `PROJECTOR_CONCURRENCY` says otherwise (default [`DEFAULT_EFFECT_CONCURRENCY`]:
+    /// effects wait on other servers, and a waiting call costs little). A projection
+    /// whose effects use this process's own CPU (a local model) says 1; one whose
+    /// destination takes few calls at once (a mail relay) says fewer.
+    fn concurrency(&self) -> usize {
+        DEFAULT_EFFECT_CONCURRENCY
+    }
 
     /// Whether the runtime keeps a ledger of performed effects and skips, on live and
     /// re-drive passes, those it says were done (the default: what the outside world saw

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use kafka::KafkaConfig;
 use projection::Sink;
-use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
 use schemas::headers as h;
 
-use crate::Runtime;
+use crate::Core;
 
 /// The dead-letter topic of a projection: `<prefix>dlq.<name>`.
 pub fn dead_letter_topic(kafka: &KafkaConfig, projection: &str) -> String {
@@ -17,13 +17,7 @@ pub fn dead_letter_topic(kafka: &KafkaConfig, projection: &str) -> String {
 }
 
 /// Copies `msg` to the dead-letter topic with `dlq_error`, `dlq_projector`, `dlq_source`.
-pub(crate) async fn send<S: Sink>(
-    runtime: &Runtime<S>,
-    producer: &FutureProducer,
-    dlq: &str,
-    msg: &BorrowedMessage<'_>,
-    error: &str,
-) {
+pub(crate) async fn send<S: Sink, M: Message>(runtime: &Core<S>, msg: &M, error: &str) {
     let source = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
     let headers = kafka::headers::with_extra(
         msg,
@@ -33,14 +27,14 @@ pub(crate) async fn send<S: Sink>(
             (h::DLQ_SOURCE, &source),
         ],
     );
-    let mut record = FutureRecord::to(dlq).headers(headers);
+    let mut record = FutureRecord::to(&runtime.dlq).headers(headers);
     if let Some(key) = msg.key() {
         record = record.key(key);
     }
     if let Some(value) = msg.payload() {
         record = record.payload(value);
     }
-    match producer.send(record, Duration::from_secs(30)).await {
+    match runtime.producer.send(record, Duration::from_secs(30)).await {
         Ok(_) => runtime.status.send_modify(|s| s.dead_lettered += 1),
         Err((e, _)) => {
             tracing::error!(error = %e, %source, "dead-lettering failed; the event stays parked")

@@ -1,39 +1,54 @@
 //! The projector runtime: runs a projection ([`projection::Sink`], tables or side
 //! effects) as a Kafka consumer group. Every projector binary is a [`service::main`] call.
 //!
-//! Records are taken in micro-batches (what the broker has ready, up to
-//! `PROJECTOR_BATCH_MAX`) and handed to the sink in one call; the sink's rules (progress
-//! per aggregate, duplicate skip, gap fill, parking behind a parked event) are in the
-//! `projection` crate. A batch the sink refuses is applied again event by event, so one
-//! bad event fails alone: it is retried with backoff, then parked and copied to the
-//! dead-letter topic while other aggregates keep flowing. A database or sink that is
-//! unavailable delays events without counting attempts, so an outage parks nothing.
-//! Offsets are committed after the sink has recorded the batch, and on shutdown exactly
-//! the handled offsets of the partitions still assigned are committed, within a bound.
+//! Records are decoded as they arrive and queued per aggregate ([`schedule`]); calls of
+//! the sink take the waiting records of aggregates not in a call already, tenant by
+//! tenant in turn, so one aggregate's events take effect in order while different
+//! aggregates' run side by side: a table sink one batch at a time (up to
+//! `PROJECTOR_BATCH_MAX`), a side-effect sink up to `PROJECTOR_CONCURRENCY` calls at
+//! once. The sink's rules (progress per aggregate, duplicate skip, gap fill, parking
+//! behind a parked event) are in the `projection` crate. A call the sink refuses is
+//! applied again event by event, so one bad event fails alone: it is retried with
+//! backoff, then parked and copied to the dead-letter topic while other aggregates keep
+//! flowing. A database or sink that is unavailable delays events without counting
+//! attempts, so an outage parks nothing. Offsets are committed up to the oldest record
+//! not finished; fetching pauses while `PROJECTOR_BUFFER` records are unfinished. On
+//! shutdown, calls in flight get `close_timeout` to finish, the rest are abandoned (their
+//! records come again to whoever consumes next, and the sink's effect ids make that
+//! harmless), and exactly the finished offsets of the partitions still assigned are
+//! committed, within a bound.
 
 mod dead_letter;
 mod lag;
+mod schedule;
 pub mod service;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::FutureExt;
 use kafka::{KafkaConfig, KafkaSetupError};
 use platform::backoff::Backoff;
 use projection::bookkeeping;
-use projection::{ApplyError, Envelope, EventRef, Outcome, Pass, Sink, Target, generation};
+use projection::{
+    ApplyError, Envelope, EventRef, Outcome, Parallelism, Pass, Sink, Target, generation,
+};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use thiserror::Error;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 pub use dead_letter::dead_letter_topic;
+pub use schedule::Load;
+
+use schedule::{Item, Limits, Partition, Scheduler};
+
+/// How often finished offsets are committed and the load is published.
+const TICK: Duration = Duration::from_millis(50);
 
 /// Longest wait between two retries.
 const MAX_DELAY: Duration = Duration::from_secs(10);
@@ -48,6 +63,10 @@ pub enum RuntimeError {
     Kafka(#[from] KafkaSetupError),
     #[error("kafka: {0}")]
     Consume(#[from] rdkafka::error::KafkaError),
+    /// A call of the sink panicked: its records are not done, so the runtime stops
+    /// rather than commit past them.
+    #[error("a call of the sink panicked: {0}")]
+    CallPanicked(String),
 }
 
 #[derive(Debug, Clone)]
@@ -62,11 +81,27 @@ pub struct Settings {
     /// Most records handed to the sink in one call (`PROJECTOR_BATCH_MAX`, default the
     /// sink's own: 1,000 for a table sink, 100 for a side-effect sink).
     pub batch_max: usize,
+    /// Calls of the sink in flight at once (`PROJECTOR_CONCURRENCY`; `None`: the sink's
+    /// own, 1 for a table sink, [`projection::DEFAULT_EFFECT_CONCURRENCY`] for a
+    /// side-effect sink unless it says fewer).
+    pub concurrency: Option<usize>,
+    /// Calls in flight for one tenant at once (`PROJECTOR_TENANT_CONCURRENCY`; `None`:
+    /// three quarters of `concurrency`), so a quarter stays free for other tenants while
+    /// one tenant's burst waits on slow effects.
+    pub tenant_concurrency: Option<usize>,
+    /// Records received and not finished, at most, before fetching pauses
+    /// (`PROJECTOR_BUFFER`, default 10,000): bounds memory, and how far behind the oldest
+    /// unfinished record the commit point may stay.
+    pub buffer: usize,
     /// How often lag is measured.
     pub lag_interval: Duration,
-    /// Longest the final offset commit and leaving the group may take on shutdown.
+    /// Longest the calls in flight, then the final offset commit and leaving the group,
+    /// may each take on shutdown.
     pub close_timeout: Duration,
 }
+
+/// Records received and not finished, at most, by default.
+pub const DEFAULT_BUFFER: usize = 10_000;
 
 impl Settings {
     /// From the environment, for the projection `name` whose sink batches at most
@@ -76,14 +111,39 @@ impl Settings {
         batch_max: usize,
     ) -> Result<Self, platform::config::ConfigError> {
         use platform::config;
+        let positive = |name: &'static str| -> Result<Option<usize>, config::ConfigError> {
+            match config::var(name) {
+                None => Ok(None),
+                Some(_) => Ok(Some(config::parse_or::<usize>(name, 1)?.max(1))),
+            }
+        };
         Ok(Settings {
             group: config::var("PROJECTOR_GROUP").unwrap_or_else(|| format!("threadline.{name}")),
             max_attempts: config::parse_or("PROJECTOR_MAX_ATTEMPTS", 5)?,
             backoff: Duration::from_millis(config::parse_or("PROJECTOR_RETRY_BACKOFF_MS", 100)?),
             batch_max: config::parse_or("PROJECTOR_BATCH_MAX", batch_max)?.max(1),
+            concurrency: positive("PROJECTOR_CONCURRENCY")?,
+            tenant_concurrency: positive("PROJECTOR_TENANT_CONCURRENCY")?,
+            buffer: config::parse_or("PROJECTOR_BUFFER", DEFAULT_BUFFER)?.max(1),
             lag_interval: Duration::from_secs(2),
             close_timeout: Duration::from_secs(3),
         })
+    }
+
+    fn limits(&self, sink: &impl Sink) -> Limits {
+        let concurrency = self
+            .concurrency
+            .unwrap_or_else(|| sink.concurrency())
+            .max(1);
+        Limits {
+            concurrency,
+            tenant_concurrency: self
+                .tenant_concurrency
+                .unwrap_or(concurrency - concurrency / 4)
+                .clamp(1, concurrency),
+            batch_max: self.batch_max,
+            parallelism: sink.parallelism(),
+        }
     }
 }
 
@@ -104,6 +164,13 @@ pub struct ProjectorStatus {
     pub last_recorded_at: Option<DateTime<Utc>>,
     /// Partitions assigned to this member of the group, as last measured.
     pub assigned_partitions: usize,
+    /// What is in flight and what waits (see [`Load`]).
+    pub load: Load,
+    /// Calls of the sink allowed at once, and whether they carry one aggregate each.
+    pub concurrency: usize,
+    pub parallelism: Option<Parallelism>,
+    /// Fetching is paused: `PROJECTOR_BUFFER` records are unfinished.
+    pub paused: bool,
 }
 
 pub struct Runtime<S: Sink> {
@@ -112,6 +179,16 @@ pub struct Runtime<S: Sink> {
     kafka: KafkaConfig,
     settings: Settings,
     status: watch::Sender<ProjectorStatus>,
+}
+
+/// What a call needs, shared by the calls in flight.
+struct Core<S: Sink> {
+    pool: PgPool,
+    sink: Arc<S>,
+    settings: Settings,
+    status: watch::Sender<ProjectorStatus>,
+    producer: FutureProducer,
+    dlq: String,
 }
 
 /// A record's place in its aggregate's stream and, if it decodes, the event.
@@ -123,7 +200,27 @@ enum Decoded {
     Unplaceable(String),
 }
 
-fn decode(msg: &BorrowedMessage<'_>) -> Decoded {
+/// What a queued record asks of its call.
+enum Work {
+    Apply(Box<Envelope>),
+    Park(EventRef, String),
+}
+
+/// A queued record: what to do, and the record itself (for parking and dead letters).
+struct Job {
+    work: Work,
+    msg: OwnedMessage,
+}
+
+/// How a call ended.
+enum CallEnd {
+    /// Every record of the call is applied, parked, or known to be a duplicate.
+    Done,
+    /// Shutdown came while the call waited out an outage: its records are not done.
+    Interrupted,
+}
+
+fn decode<M: Message>(msg: &M) -> Decoded {
     use schemas::headers as h;
     let header = |name| kafka::headers::header(msg, name);
     let Some(aggregate_id) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
@@ -161,7 +258,12 @@ impl<S: Sink> Runtime<S> {
         kafka: KafkaConfig,
         settings: Settings,
     ) -> (Self, watch::Receiver<ProjectorStatus>) {
-        let (status, rx) = watch::channel(ProjectorStatus::default());
+        let limits = settings.limits(sink.as_ref());
+        let (status, rx) = watch::channel(ProjectorStatus {
+            concurrency: limits.concurrency,
+            parallelism: Some(limits.parallelism),
+            ..ProjectorStatus::default()
+        });
         (
             Runtime {
                 pool,
@@ -174,7 +276,7 @@ impl<S: Sink> Runtime<S> {
         )
     }
 
-    /// Consumes until `shutdown` is true, then commits what was handled and leaves the
+    /// Consumes until `shutdown` is true, then commits what was finished and leaves the
     /// group. Returns early only with an error (the projector is then not working).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), RuntimeError> {
         let name = self.sink.name();
@@ -204,7 +306,15 @@ impl<S: Sink> Runtime<S> {
         let consumer = Arc::new(self.kafka.consumer(name, &self.settings.group)?);
         let subscribed: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&subscribed)?;
-        tracing::info!(projection = name, group = %self.settings.group, "projector consuming");
+        let limits = self.settings.limits(self.sink.as_ref());
+        tracing::info!(
+            projection = name,
+            group = %self.settings.group,
+            concurrency = limits.concurrency,
+            tenant_concurrency = limits.tenant_concurrency,
+            parallelism = ?limits.parallelism,
+            "projector consuming"
+        );
         // Stopped when this future ends or is dropped; it holds the consumer only while
         // measuring, so the consumer (and its group membership) does not outlive the
         // projector.
@@ -214,86 +324,175 @@ impl<S: Sink> Runtime<S> {
             self.settings.lag_interval,
             name,
         );
-
-        // Offsets of the records handled so far, committed on the way out. (Not the
-        // consumer's position: a record fetched but not handled must come back.)
-        let mut handled: HashMap<(String, i32), i64> = HashMap::new();
-        loop {
-            let first = tokio::select! {
-                msg = consumer.recv() => msg,
-                _ = shutdown.wait_for(|stop| *stop) => break,
-            };
-            let first = match first {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "consume error");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            let mut batch = vec![first];
-            while batch.len() < self.settings.batch_max {
-                match consumer.recv().now_or_never() {
-                    Some(Ok(m)) => batch.push(m),
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "consume error");
-                        break;
+        let core = Arc::new(Core {
+            pool: self.pool.clone(),
+            sink: self.sink.clone(),
+            settings: self.settings.clone(),
+            status: self.status.clone(),
+            producer,
+            dlq,
+        });
+        let mut scheduler: Scheduler<Job> = Scheduler::new(limits);
+        let mut calls: JoinSet<(u64, CallEnd)> = JoinSet::new();
+        let mut paused = false;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ended: Result<(), RuntimeError> = loop {
+            let mut started = false;
+            while let Some(unit) = scheduler.next_unit() {
+                let core = core.clone();
+                let stop = shutdown.clone();
+                calls.spawn(async move {
+                    let id = unit.id;
+                    (id, core.call(unit.items, stop).await)
+                });
+                started = true;
+            }
+            if started {
+                self.publish_load(&scheduler);
+            }
+            let full = scheduler.buffered() >= self.settings.buffer;
+            if full != paused {
+                pause(&consumer, full);
+                paused = full;
+                self.status.send_modify(|s| s.paused = full);
+            }
+            tokio::select! {
+                biased;
+                () = stopped(&mut shutdown) => break Ok(()),
+                Some(joined) = calls.join_next() => match joined {
+                    Ok((id, CallEnd::Done)) => {
+                        scheduler.finish(id);
+                        self.publish_load(&scheduler);
                     }
-                    None => break,
+                    // Left in flight: its records are neither finished nor committed.
+                    Ok((_, CallEnd::Interrupted)) => {}
+                    Err(e) => break Err(RuntimeError::CallPanicked(e.to_string())),
+                },
+                received = consumer.recv() => match received {
+                    Ok(msg) => self.receive(&core, &mut scheduler, &msg).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consume error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+                _ = tick.tick() => {
+                    commit(&consumer, &mut scheduler);
+                    self.publish_load(&scheduler);
                 }
             }
-            // Ends only when shut down while the database or sink is unavailable.
-            let Some(()) = self.handle(&batch, &producer, &dlq, &mut shutdown).await else {
-                break;
-            };
-            let mut offsets = TopicPartitionList::new();
-            for msg in &batch {
-                let next = msg.offset() + 1;
-                let entry = handled
-                    .entry((msg.topic().to_owned(), msg.partition()))
-                    .or_insert(next);
-                *entry = (*entry).max(next);
-            }
-            for msg in &batch {
-                let next = handled[&(msg.topic().to_owned(), msg.partition())];
-                if offsets
-                    .find_partition(msg.topic(), msg.partition())
-                    .is_none()
-                {
-                    let _ = offsets.add_partition_offset(
-                        msg.topic(),
-                        msg.partition(),
-                        Offset::Offset(next),
-                    );
+        };
+        // Calls in flight get a moment to finish; what is left is abandoned, and comes
+        // again to whoever consumes these partitions next.
+        let drain = tokio::time::sleep(self.settings.close_timeout);
+        tokio::pin!(drain);
+        while !calls.is_empty() {
+            tokio::select! {
+                Some(joined) = calls.join_next() => {
+                    if let Ok((id, CallEnd::Done)) = joined {
+                        scheduler.finish(id);
+                    }
                 }
-            }
-            if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
-                tracing::warn!(error = %e, "offset commit failed; the events may be redelivered and skipped");
+                () = &mut drain => {
+                    tracing::info!(calls = calls.len(), "abandoning calls still in flight at shutdown");
+                    calls.shutdown().await;
+                }
             }
         }
-        self.close(consumer, handled).await;
+        self.publish_load(&scheduler);
+        self.close(consumer, scheduler.commit_points()).await;
         // Dropping a producer flushes and destroys its client, which waits on a broker
         // that is gone: let that happen where nobody waits for it.
-        std::thread::spawn(move || drop(producer));
+        match Arc::try_unwrap(core) {
+            Ok(core) => {
+                std::thread::spawn(move || drop(core.producer));
+            }
+            Err(core) => drop(core),
+        }
         tracing::info!(projection = name, "projector stopped");
-        Ok(())
+        ended
     }
 
-    /// Commits the handled offsets of the partitions still assigned (a partition revoked
+    /// Decodes a record and queues it for its aggregate's next call; a record without a
+    /// stream position is dead-lettered at once.
+    async fn receive(
+        &self,
+        core: &Core<S>,
+        scheduler: &mut Scheduler<Job>,
+        msg: &rdkafka::message::BorrowedMessage<'_>,
+    ) {
+        let now = Instant::now();
+        let partition: Partition = (Arc::from(msg.topic()), msg.partition());
+        let (work, tenant) = match decode(msg) {
+            Decoded::Event(e) => {
+                let tenant = e.tenant_id.clone();
+                (Work::Apply(e), tenant)
+            }
+            Decoded::Undecodable(at, error) => {
+                let tenant = kafka::headers::header(msg, schemas::headers::TENANT_ID)
+                    .unwrap_or_default()
+                    .to_owned();
+                (Work::Park(at, error), tenant)
+            }
+            Decoded::Unplaceable(error) => {
+                tracing::error!(%error, offset = msg.offset(), "record without stream position");
+                dead_letter::send(core, msg, &error).await;
+                scheduler.finished_now(partition, msg.offset(), now);
+                return;
+            }
+        };
+        let key = match &work {
+            Work::Apply(e) => (e.aggregate_type.as_str(), e.aggregate_id.as_str()),
+            Work::Park(at, _) => (at.aggregate_type.as_str(), at.aggregate_id.as_str()),
+        };
+        let key = (Arc::from(key.0), Arc::from(key.1));
+        scheduler.push(
+            Item {
+                partition,
+                offset: msg.offset(),
+                tenant: Arc::from(tenant),
+                key,
+                payload: Job {
+                    work,
+                    msg: msg.detach(),
+                },
+            },
+            now,
+        );
+    }
+
+    fn publish_load(&self, scheduler: &Scheduler<Job>) {
+        let name = self.sink.name();
+        let load = scheduler.load(Instant::now());
+        metrics::gauge!("projector_calls_in_flight", "projector" => name)
+            .set(load.calls_in_flight as f64);
+        metrics::gauge!("projector_records_waiting", "projector" => name).set(load.waiting as f64);
+        metrics::gauge!("projector_oldest_unfinished_seconds", "projector" => name)
+            .set(load.oldest_unfinished_seconds);
+        self.status.send_if_modified(|s| {
+            if s.load == load {
+                return false;
+            }
+            s.load = load;
+            true
+        });
+    }
+
+    /// Commits the finished offsets of the partitions still assigned (a partition revoked
     /// earlier belongs to another member now, whose progress must not be rewound) and
     /// leaves the group; gives up after `close_timeout` when the broker does not answer.
-    async fn close(&self, consumer: Arc<StreamConsumer>, handled: HashMap<(String, i32), i64>) {
+    async fn close(&self, consumer: Arc<StreamConsumer>, points: Vec<(Partition, i64)>) {
         let timeout = self.settings.close_timeout;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         // A thread of its own: librdkafka's commit and close block, and against a broker
         // that is gone they block for as long as they are allowed to.
         std::thread::spawn(move || {
             let assigned = consumer.assignment().unwrap_or_default();
-            let offsets = final_offsets(&handled, &assigned);
+            let offsets = final_offsets(&points, &assigned);
             if offsets.count() > 0
                 && let Err(e) = consumer.commit(&offsets, CommitMode::Sync)
             {
-                tracing::warn!(error = %e, "final offset commit failed; handled events may be redelivered and skipped");
+                tracing::warn!(error = %e, "final offset commit failed; finished events may be redelivered and skipped");
             }
             consumer.unsubscribe();
             drop(consumer);
@@ -306,46 +505,87 @@ impl<S: Sink> Runtime<S> {
             );
         }
     }
+}
 
-    /// Hands a batch to the sink. `None` if shut down while waiting out an outage.
-    async fn handle(
-        &self,
-        batch: &[BorrowedMessage<'_>],
-        producer: &FutureProducer,
-        dlq: &str,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Option<()> {
-        let mut pending: Vec<(&BorrowedMessage<'_>, Envelope)> = Vec::with_capacity(batch.len());
-        for msg in batch {
-            match decode(msg) {
-                Decoded::Event(e) => pending.push((msg, *e)),
-                Decoded::Unplaceable(error) => {
-                    tracing::error!(%error, offset = msg.offset(), "record without stream position");
-                    dead_letter::send(self, producer, dlq, msg, &error).await;
-                }
-                Decoded::Undecodable(at, error) => {
+/// Resolves once a stop is asked for (holding nothing of the channel while it waits).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Pauses (or resumes) fetching for every assigned partition.
+fn pause(consumer: &StreamConsumer, stop: bool) {
+    let Ok(assigned) = consumer.assignment() else {
+        return;
+    };
+    let result = if stop {
+        consumer.pause(&assigned)
+    } else {
+        consumer.resume(&assigned)
+    };
+    match result {
+        Ok(()) if stop => tracing::info!("buffer full: fetching paused"),
+        Ok(()) => tracing::info!("fetching resumed"),
+        Err(e) => tracing::warn!(error = %e, "pausing or resuming partitions failed"),
+    }
+}
+
+/// Commits the commit points that moved, of the partitions assigned now.
+fn commit(consumer: &StreamConsumer, scheduler: &mut Scheduler<Job>) {
+    let Ok(assigned) = consumer.assignment() else {
+        return;
+    };
+    let moved = scheduler.commits();
+    if moved.is_empty() {
+        return;
+    }
+    let offsets = final_offsets(&moved, &assigned);
+    if offsets.count() > 0
+        && let Err(e) = consumer.commit(&offsets, CommitMode::Async)
+    {
+        tracing::warn!(error = %e, "offset commit failed; the events may be redelivered and skipped");
+    }
+}
+
+impl<S: Sink> Core<S> {
+    /// One call: its records in order, each aggregate's events applied as one batch where
+    /// the sink takes it, event by event where it does not.
+    async fn call(&self, jobs: Vec<Item<Job>>, mut shutdown: watch::Receiver<bool>) -> CallEnd {
+        let mut pending: Vec<(&OwnedMessage, &Envelope)> = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            match &job.payload.work {
+                Work::Apply(e) => pending.push((&job.payload.msg, e)),
+                Work::Park(at, error) => {
                     // What came before it first, so its aggregate's order holds.
-                    self.apply(&pending, producer, dlq, shutdown).await?;
+                    if self.apply(&pending, &mut shutdown).await.is_none() {
+                        return CallEnd::Interrupted;
+                    }
                     pending.clear();
-                    self.park(msg, &at, &error, producer, dlq, shutdown).await?;
+                    if self
+                        .park(&job.payload.msg, at, error, &mut shutdown)
+                        .await
+                        .is_none()
+                    {
+                        return CallEnd::Interrupted;
+                    }
                 }
             }
         }
-        self.apply(&pending, producer, dlq, shutdown).await
+        match self.apply(&pending, &mut shutdown).await {
+            Some(()) => CallEnd::Done,
+            None => CallEnd::Interrupted,
+        }
     }
 
     /// Applies decoded records as one batch; if the sink refuses the batch, one by one.
     async fn apply(
         &self,
-        pending: &[(&BorrowedMessage<'_>, Envelope)],
-        producer: &FutureProducer,
-        dlq: &str,
+        pending: &[(&OwnedMessage, &Envelope)],
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<()> {
         if pending.is_empty() {
             return Some(());
         }
-        let events: Vec<Envelope> = pending.iter().map(|(_, e)| e.clone()).collect();
+        let events: Vec<Envelope> = pending.iter().map(|(_, e)| (*e).clone()).collect();
         let span = tracing::info_span!(
             "batch",
             projector = self.sink.name(),
@@ -364,12 +604,9 @@ impl<S: Sink> Runtime<S> {
             }
             Err(_) => {
                 for (msg, event) in pending {
-                    let span = event_span(self.sink.name(), msg);
-                    tracing::Instrument::instrument(
-                        self.apply_one(msg, event, producer, dlq, shutdown),
-                        span,
-                    )
-                    .await?;
+                    let span = event_span(self.sink.name(), *msg);
+                    tracing::Instrument::instrument(self.apply_one(msg, event, shutdown), span)
+                        .await?;
                 }
                 Some(())
             }
@@ -406,10 +643,8 @@ impl<S: Sink> Runtime<S> {
     /// Applies one event with retries; parks it when it keeps failing.
     async fn apply_one(
         &self,
-        msg: &BorrowedMessage<'_>,
+        msg: &OwnedMessage,
         event: &Envelope,
-        producer: &FutureProducer,
-        dlq: &str,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<()> {
         let mut error = String::new();
@@ -437,8 +672,7 @@ impl<S: Sink> Runtime<S> {
                 }
             }
         }
-        self.park(msg, &event.event_ref(), &error, producer, dlq, shutdown)
-            .await
+        self.park(msg, &event.event_ref(), &error, shutdown).await
     }
 
     /// Parks a record that keeps failing (the database must take it, so this retries
@@ -446,11 +680,9 @@ impl<S: Sink> Runtime<S> {
     /// redelivery) keeps its first error and is neither counted nor copied again.
     async fn park(
         &self,
-        msg: &BorrowedMessage<'_>,
+        msg: &OwnedMessage,
         at: &EventRef,
         error: &str,
-        producer: &FutureProducer,
-        dlq: &str,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<()> {
         let name = self.sink.name();
@@ -472,7 +704,7 @@ impl<S: Sink> Runtime<S> {
             self.record(Outcome::AlreadyParked, at);
             return Some(());
         }
-        dead_letter::send(self, producer, dlq, msg, error).await;
+        dead_letter::send(self, msg, error).await;
         self.status.send_modify(|s| s.parked += 1);
         metrics::counter!("projector_parked_events_total", "projector" => name).increment(1);
         tracing::error!(aggregate = %at.aggregate_id, sequence = at.sequence, %error, "event parked and dead-lettered");
@@ -497,15 +729,12 @@ impl<S: Sink> Runtime<S> {
     }
 }
 
-/// The offsets to commit on the way out: those handled, of the partitions still assigned.
-/// (Apache Kafka accepts a member's commit for any partition; committing a partition that
-/// moved to another member would rewind that member's progress.)
-fn final_offsets(
-    handled: &HashMap<(String, i32), i64>,
-    assigned: &TopicPartitionList,
-) -> TopicPartitionList {
+/// The offsets to commit: `points` of the partitions assigned now. (Apache Kafka accepts
+/// a member's commit for any partition; committing a partition that moved to another
+/// member would rewind that member's progress.)
+fn final_offsets(points: &[(Partition, i64)], assigned: &TopicPartitionList) -> TopicPartitionList {
     let mut offsets = TopicPartitionList::new();
-    for ((topic, partition), next) in handled {
+    for ((topic, partition), next) in points {
         if assigned.find_partition(topic, *partition).is_some() {
             let _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(*next));
         }
@@ -513,7 +742,7 @@ fn final_offsets(
     offsets
 }
 
-/// What [`Runtime::record`] reads of an event.
+/// What [`Core::record`] reads of an event.
 trait Recorded {
     fn recorded_at(&self) -> Option<DateTime<Utc>>;
 }
@@ -530,7 +759,7 @@ impl Recorded for EventRef {
     }
 }
 
-fn event_span(projector: &'static str, msg: &BorrowedMessage<'_>) -> tracing::Span {
+fn event_span<M: Message>(projector: &'static str, msg: &M) -> tracing::Span {
     use schemas::headers as h;
     let header = |name: &str| kafka::headers::header(msg, name).unwrap_or("");
     let span = tracing::info_span!(
@@ -561,11 +790,11 @@ mod tests {
 
     #[test]
     fn the_final_commit_leaves_out_partitions_revoked_earlier() {
-        let handled = HashMap::from([
-            (("t".to_owned(), 0), 10),
-            (("t".to_owned(), 1), 20),
-            (("u".to_owned(), 0), 30),
-        ]);
+        let handled: Vec<(Partition, i64)> = vec![
+            ((Arc::from("t"), 0), 10),
+            ((Arc::from("t"), 1), 20),
+            ((Arc::from("u"), 0), 30),
+        ];
         let mut assigned = TopicPartitionList::new();
         assigned.add_partition("t", 1);
         assigned.add_partition("u", 0);

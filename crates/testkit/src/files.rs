@@ -272,7 +272,10 @@ fn fixed_huffman_block_of_zeros() -> Vec<u8> {
         bits.put_code(0b00000, 5); // distance code 0 (distance 1), 5 bits
     }
     bits.put_code(0b000_0000, 7); // end of block: symbol 256, 7 bits
-    assert!(bits.used.is_multiple_of(8), "the block ends on a byte boundary");
+    assert!(
+        bits.used.is_multiple_of(8),
+        "the block ends on a byte boundary"
+    );
     bits.bytes
 }
 

@@ -9,11 +9,13 @@
 //! * [`embeddings_server`]: a real HTTP server standing in for an OpenAI-compatible
 //!   embeddings provider, with scripted outages.
 //! * [`chat_server`]: a real HTTP server standing in for an OpenAI-compatible chat
-//!   provider, counting calls and keeping the prompts.
+//!   provider, counting calls (and those in flight at once) and keeping the prompts,
+//!   with a model's latency, outages, 429s and streamed answers scripted.
 //! * [`semantic`]: the points the semantic index must hold, counted from the event store.
 //! * [`tokens`]: HS256 tokens and the authenticator test servers use.
 //! * [`fuzz`]: the seeded input generator of the fuzz tests.
-//! * [`files`]: uploadable files built byte by byte (PDFs with and without text).
+//! * [`files`]: uploadable files built byte by byte (PDFs with and without text, and
+//!   hostile ones).
 //!
 //! `bin/dev-token` prints a development token for `dev/stack run` and benchmarks.
 

@@ -163,6 +163,9 @@ impl Stack {
             max_attempts: 3,
             backoff: Duration::from_millis(20),
             batch_max: 100,
+            concurrency: None,
+            tenant_concurrency: None,
+            buffer: projector_runtime::DEFAULT_BUFFER,
             lag_interval: Duration::from_millis(200),
             close_timeout: Duration::from_secs(3),
         }
@@ -186,6 +189,24 @@ impl Stack {
             ..self.settings(group)
         };
         self.projector_with(pool, sink, settings).await
+    }
+
+    /// [`Stack::projector`] with at most `concurrency` calls of the sink at once, and
+    /// `per_tenant` of them for one tenant (`None`: the runtime's default share).
+    pub async fn projector_concurrent<S: Sink>(
+        &self,
+        sink: Arc<S>,
+        concurrency: usize,
+        per_tenant: Option<usize>,
+    ) -> RunningProjector {
+        let settings = Settings {
+            batch_max: sink.batch_max(),
+            concurrency: Some(concurrency),
+            tenant_concurrency: per_tenant,
+            ..self.settings(sink.name())
+        };
+        self.projector_with(self.db.pool.clone(), sink, settings)
+            .await
     }
 
     /// The same with settings of the test's own.

@@ -24,6 +24,10 @@ pub use channel::Channel;
 
 pub const NAME: &str = "notifications";
 
+/// Notifications sent at once by one process, unless `PROJECTOR_CONCURRENCY` says
+/// otherwise.
+pub const CONCURRENCY: usize = 64;
+
 /// What a notification is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,6 +135,11 @@ impl Notifications {
 #[async_trait::async_trait]
 impl EffectProjection for Notifications {
     type Effect = Notification;
+
+    /// A mail relay or one HTTP endpoint takes fewer calls at once than a model provider.
+    fn concurrency(&self) -> usize {
+        CONCURRENCY
+    }
 
     fn name(&self) -> &'static str {
         NAME

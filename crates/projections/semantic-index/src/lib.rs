@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use embeddings::chunk::{self, ChunkConfig};
 use embeddings::{EmbedError, Embedder, ModelId};
-use projection::{ApplyError, EffectError, EffectProjection, Envelope, Pass, Planned};
+use projection::{ApplyError, EffectError, EffectProjection, Envelope, Parallelism, Pass, Planned};
 use schemas::{AggregateKind, Event};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -271,6 +271,16 @@ impl EffectProjection for SemanticIndex {
 
     fn uses_ledger(&self) -> bool {
         false
+    }
+
+    /// Texts of many aggregates are embedded in one request.
+    fn parallelism(&self) -> Parallelism {
+        Parallelism::Batches
+    }
+
+    /// As many requests at once as the embedder gains from (1 for the local model).
+    fn concurrency(&self) -> usize {
+        self.embedder.parallel_calls()
     }
 
     async fn create_tables(&self, db: &mut PgConnection, s: &str) -> Result<(), sqlx::Error> {
