@@ -10,6 +10,8 @@
 //! | `LLM_<NAME>_MAX_TOKENS` | 1024 | anthropic: `max_tokens` when a request sets none |
 //! | `LLM_<NAME>_TIMEOUT_MS` | 60000 | one attempt at most |
 //! | `LLM_<NAME>_RETRIES` | 2 | further attempts after a retryable failure |
+//! | `LLM_<NAME>_MAX_CONCURRENCY` | unbounded | calls to it in flight at once from this process; more wait |
+//! | `LLM_<NAME>_RPM`, `LLM_<NAME>_TPM` | unbounded | requests and tokens per minute this process sends it; more wait |
 //! | `LLM_ROUTE_<ROUTE>` | every provider, in order (for `reply` and `document`) | a route's fallback chain |
 //! | `LLM_BREAKER_FAILURES` | 5 | consecutive failures that open a provider's breaker |
 //! | `LLM_BREAKER_COOLDOWN_MS` | 30000 | how long it stays open |
@@ -32,6 +34,7 @@ use crate::anthropic::{self, AnthropicConfig, AnthropicProvider};
 use crate::breaker::BreakerSettings;
 use crate::budget::{Budget, InMemoryBudget};
 use crate::clock::{Clock, SystemClock};
+use crate::limits::Limits;
 use crate::local::LocalProvider;
 use crate::openai::{self, OpenAiConfig, OpenAiProvider};
 use crate::router::{BuildError, ProviderPolicy, Router, RouterSettings};
@@ -224,9 +227,24 @@ fn provider(env: &Env, name: &str) -> Result<ProviderConfig, ConfigError> {
     if timeout.is_zero() {
         return Err(invalid(&var("TIMEOUT_MS"), "0", "must be above 0"));
     }
+    let bound = |name: String| -> Result<Option<u32>, ConfigError> {
+        match env.parse::<u32>(&name)? {
+            Some(0) => Err(invalid(
+                &name,
+                "0",
+                "must be above 0 (unset it for no bound)",
+            )),
+            other => Ok(other),
+        }
+    };
     let policy = ProviderPolicy {
         timeout,
         retries: env.parse_or(&var("RETRIES"), 2u32)?,
+        limits: Limits {
+            max_concurrency: bound(var("MAX_CONCURRENCY"))?.map(|n| n as usize),
+            requests_per_minute: bound(var("RPM"))?,
+            tokens_per_minute: bound(var("TPM"))?,
+        },
     };
     let kind = match kind.as_str() {
         "local" => ProviderKind::Local,

@@ -9,9 +9,10 @@
 //!   from the retrieved context, and says so in its model name.
 //!
 //! The router ([`router`]) owns what no provider should: named routes that are ordered
-//! fallback chains, a timeout per attempt, retries with backoff honouring `Retry-After`,
-//! a circuit breaker per provider ([`breaker`]) and a per-tenant daily token budget
-//! ([`budget`]). Keys live in [`Secret`]s: never printed, never logged.
+//! fallback chains, a timeout per attempt, retries with backoff honouring `Retry-After`
+//! (a pause of that provider for every caller), each provider's limits ([`limits`]:
+//! calls at once, requests and tokens per minute, queued rather than refused), a circuit
+//! breaker per provider ([`breaker`]) and a per-tenant daily token budget ([`budget`]). Keys live in [`Secret`]s: never printed, never logged.
 //!
 //! Bad provider output (invalid JSON, no choices, a huge body, a stalled stream) ends as
 //! a [`ProviderError`], never as a panic or a caller waiting forever.
@@ -22,6 +23,7 @@ pub mod budget;
 pub mod clock;
 pub mod config;
 mod http;
+pub mod limits;
 pub mod local;
 pub mod openai;
 pub mod router;

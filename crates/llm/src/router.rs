@@ -3,12 +3,16 @@
 //! before any provider is called once it is spent), then tries each provider of the
 //! route in order:
 //!
+//! * a call waits for the provider's limits ([`crate::limits`]: calls at once, requests
+//!   and tokens per minute, a pause it asked for with `Retry-After`), queueing rather
+//!   than failing; a pause longer than [`RouterSettings::max_retry_after`] moves on;
 //! * a provider whose circuit breaker is open is skipped without a call;
 //! * each attempt has the provider's timeout;
 //! * a retryable failure (429, 5xx, timeout, unreachable, malformed answer) is retried
-//!   up to the provider's `retries`, after the `Retry-After` the provider asked for (up
-//!   to [`RouterSettings::max_retry_after`]; asked for longer, the router moves on) or
-//!   after a jittered backoff;
+//!   up to the provider's `retries`, after the `Retry-After` the provider asked for (a
+//!   pause for every caller of that provider, and for no other provider; up to
+//!   [`RouterSettings::max_retry_after`], asked for longer, the router moves on) or after
+//!   a jittered backoff;
 //! * a permanent failure (a refusal, a misconfiguration) moves on at once.
 //!
 //! The first completion wins and its usage is spent from the budget; every attempt is
@@ -26,6 +30,7 @@ use thiserror::Error;
 use crate::breaker::{Breaker, BreakerSettings, BreakerState};
 use crate::budget::{Budget, BudgetError, InMemoryBudget, resets_at};
 use crate::clock::{Clock, SystemClock};
+use crate::limits::{Limiter, Limits};
 use crate::{ChatProvider, ChatRequest, Completion, ProviderError};
 
 /// How one provider is called.
@@ -35,6 +40,8 @@ pub struct ProviderPolicy {
     pub timeout: Duration,
     /// Further attempts after a retryable failure.
     pub retries: u32,
+    /// What the provider allows this process (default: no bounds).
+    pub limits: Limits,
 }
 
 impl Default for ProviderPolicy {
@@ -42,6 +49,7 @@ impl Default for ProviderPolicy {
         ProviderPolicy {
             timeout: Duration::from_secs(60),
             retries: 2,
+            limits: Limits::default(),
         }
     }
 }
@@ -76,6 +84,15 @@ pub enum Outcome {
     Failed(ProviderError),
     /// Not called: its circuit breaker is open.
     CircuitOpen,
+    /// Not called: it asked every caller to wait this long, longer than the router waits.
+    Paused(Duration),
+}
+
+impl Outcome {
+    /// Whether the provider was called at all.
+    pub fn called(&self) -> bool {
+        matches!(self, Outcome::Completed | Outcome::Failed(_))
+    }
 }
 
 /// One attempt at one provider.
@@ -92,6 +109,12 @@ impl std::fmt::Display for Attempt {
             Outcome::Completed => write!(f, "{}: completed", self.provider),
             Outcome::Failed(e) => write!(f, "{}: {e}", self.provider),
             Outcome::CircuitOpen => write!(f, "{}: skipped, circuit open", self.provider),
+            Outcome::Paused(wait) => write!(
+                f,
+                "{}: skipped, it asked to wait {} ms",
+                self.provider,
+                wait.as_millis()
+            ),
         }
     }
 }
@@ -150,6 +173,7 @@ struct Slot {
     provider: Arc<dyn ChatProvider>,
     policy: ProviderPolicy,
     breaker: Arc<Breaker>,
+    limiter: Limiter,
 }
 
 pub struct Router {
@@ -215,6 +239,7 @@ impl RouterBuilder {
                 provider,
                 policy,
                 breaker: Breaker::new(self.settings.breaker, self.clock.clone()),
+                limiter: Limiter::new(policy.limits, self.clock.clone()),
             };
             if providers.insert(name.clone(), slot).is_some() {
                 return Err(BuildError::DuplicateProvider(name));
@@ -338,6 +363,24 @@ impl Router {
         let mut backoff = Backoff::new(self.settings.backoff_first, self.settings.backoff_max);
         let mut attempt = 0u32;
         loop {
+            // Its turn under the provider's limits: queued, not refused.
+            let admitted = match slot.limiter.admit(req, self.settings.max_retry_after).await {
+                Ok(admitted) => admitted,
+                Err(wait) => {
+                    tracing::info!(
+                        route,
+                        provider = name,
+                        wait_ms = wait.as_millis() as u64,
+                        "llm provider paused for longer than allowed; moving on"
+                    );
+                    attempts.push(Attempt {
+                        provider: name.to_owned(),
+                        outcome: Outcome::Paused(wait),
+                        latency: Duration::ZERO,
+                    });
+                    return None;
+                }
+            };
             let Some(permit) = slot.breaker.try_acquire() else {
                 tracing::debug!(route, provider = name, "llm provider skipped: circuit open");
                 attempts.push(Attempt {
@@ -357,6 +400,7 @@ impl Router {
             let error = match result {
                 Ok(mut completion) => {
                     permit.succeeded();
+                    slot.limiter.settle(&admitted, completion.usage.total());
                     completion.provider = name.to_owned();
                     tracing::info!(
                         route,
@@ -394,6 +438,15 @@ impl Router {
                 outcome: Outcome::Failed(error.clone()),
                 latency,
             });
+            drop(admitted);
+            if let ProviderError::Unavailable {
+                retry_after: Some(after),
+                ..
+            } = error
+            {
+                // Every caller of this provider waits, none of another's.
+                slot.limiter.pause(after);
+            }
             if !error.is_retryable() || attempt >= slot.policy.retries {
                 return None;
             }
@@ -401,22 +454,24 @@ impl Router {
                 ProviderError::Unavailable {
                     retry_after: Some(after),
                     ..
-                } if after > self.settings.max_retry_after => {
-                    tracing::info!(
-                        route,
-                        provider = name,
-                        retry_after_ms = after.as_millis() as u64,
-                        "llm provider asks to wait longer than allowed; moving on"
-                    );
-                    return None;
+                } => {
+                    if after > self.settings.max_retry_after {
+                        tracing::info!(
+                            route,
+                            provider = name,
+                            retry_after_ms = after.as_millis() as u64,
+                            "llm provider asks to wait longer than allowed; moving on"
+                        );
+                        return None;
+                    }
+                    // The next admission waits the pause out.
+                    Duration::ZERO
                 }
-                ProviderError::Unavailable {
-                    retry_after: Some(after),
-                    ..
-                } => after,
                 _ => backoff.next_delay(),
             };
-            self.clock.sleep(wait).await;
+            if !wait.is_zero() {
+                self.clock.sleep(wait).await;
+            }
             attempt += 1;
         }
     }

@@ -47,6 +47,7 @@ async fn keys_never_appear_in_logs_errors_or_debug_output() {
     let policy = ProviderPolicy {
         timeout: Duration::from_secs(5),
         retries: 0,
+        ..ProviderPolicy::default()
     };
     let openai = Arc::new(
         OpenAiProvider::new(OpenAiConfig {

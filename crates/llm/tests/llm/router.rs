@@ -34,6 +34,7 @@ fn policy(retries: u32) -> ProviderPolicy {
     ProviderPolicy {
         timeout: Duration::from_millis(300),
         retries,
+        ..ProviderPolicy::default()
     }
 }
 
@@ -346,4 +347,58 @@ async fn the_offline_default_answers_from_the_context_and_says_so() {
         first.completion.text
     );
     assert!(!first.completion.text.contains("Shipping"));
+}
+
+#[tokio::test]
+async fn a_retry_after_pauses_that_provider_for_every_caller_and_no_other() {
+    let a = Server::start(Reply::Json(openai_answer("from a", 10, 3))).await;
+    let b = Server::start(Reply::Json(openai_answer("from b", 10, 3))).await;
+    a.script([Reply::RetryAfter(429, "5")]);
+    let clock = clock();
+    let pa: Arc<dyn ChatProvider> = Arc::new(openai("a", &a, None, Duration::from_secs(5)));
+    let pb: Arc<dyn ChatProvider> = Arc::new(openai("b", &b, None, Duration::from_secs(5)));
+    let router = Router::builder(settings(100))
+        .provider(pa, policy(0))
+        .provider(pb, policy(0))
+        .route("ra", ["a"])
+        .route("rb", ["b"])
+        .clock(clock.clone())
+        .build()
+        .expect("router");
+    // The 429 fails this call (no retries) and pauses `a` for 5 s.
+    let failed = ends(router.route("ra", "t1", &question("hi"))).await;
+    assert!(failed.is_err(), "{failed:?}");
+    // Another provider is not slowed down.
+    let other = ends(router.route("rb", "t2", &question("hi")))
+        .await
+        .expect("b answers");
+    assert_eq!(other.completion.text, "from b");
+    assert!(clock.slept().is_empty(), "{:?}", clock.slept());
+    // The next caller of `a`, whoever it is, waits out the pause before `a` sees it.
+    let later = ends(router.route("ra", "t3", &question("hi")))
+        .await
+        .expect("a answers after its pause");
+    assert_eq!(later.completion.text, "from a");
+    assert_eq!(clock.slept(), vec![Duration::from_secs(5)]);
+    assert_eq!(a.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_pause_longer_than_the_router_waits_sends_callers_to_the_next_provider() {
+    let a = Server::start(Reply::Json(openai_answer("from a", 10, 3))).await;
+    let b = Server::start(Reply::Json(openai_answer("from b", 10, 3))).await;
+    a.script([Reply::RetryAfter(429, "3600")]);
+    let clock = clock();
+    let router = two_providers(&a, &b, 0, 100, &clock);
+    let first = ends(router.route("reply", "t1", &question("hi")))
+        .await
+        .expect("b answers");
+    assert_eq!(first.completion.text, "from b");
+    // The next call does not even try `a`: it is paused for an hour.
+    let second = ends(router.route("reply", "t1", &question("hi")))
+        .await
+        .expect("b answers");
+    assert_eq!(second.completion.text, "from b");
+    assert_eq!(a.calls(), 1);
+    assert!(matches!(second.attempts[0].outcome, Outcome::Paused(_)));
 }

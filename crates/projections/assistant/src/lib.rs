@@ -34,7 +34,7 @@ use commands::{CommandError, CommandService, Idempotency, NewMessage, RequestMet
 use domain::conversation::{Reply, Status};
 use domain::{DocumentStatus, DomainError};
 use llm::ContextItem;
-use llm::router::{Outcome, RouteError, Router};
+use llm::router::{RouteError, Router};
 use platform::config::{self, ConfigError};
 use projection::{EffectError, EffectId, EffectProjection, Envelope, Pass, Planned};
 use schemas::{Event, MessageSource, Role};
@@ -373,14 +373,7 @@ impl Assistant {
                 })
             }
             Err(e) => {
-                let attempts = match &e {
-                    RouteError::AllFailed { attempts, .. } => attempts
-                        .iter()
-                        .filter(|a| !matches!(a.outcome, Outcome::CircuitOpen))
-                        .count()
-                        as i32,
-                    _ => 0,
-                };
+                let attempts = attempts_of(&e);
                 tracing::warn!(tenant, %message_id, error = %e, "no reply");
                 Decided::Fail {
                     reason: truncate(&e.to_string(), 900),
@@ -477,13 +470,12 @@ fn count(event: &Event) {
     }
 }
 
-/// Provider calls a failed route made (breakers that were open made none).
+/// Provider calls a failed route made (open breakers and paused providers made none).
 fn attempts_of(e: &RouteError) -> i32 {
     match e {
-        RouteError::AllFailed { attempts, .. } => attempts
-            .iter()
-            .filter(|a| !matches!(a.outcome, Outcome::CircuitOpen))
-            .count() as i32,
+        RouteError::AllFailed { attempts, .. } => {
+            attempts.iter().filter(|a| a.outcome.called()).count() as i32
+        }
         _ => 0,
     }
 }
