@@ -27,7 +27,8 @@ pub const DEFAULT_MAX_TOKENS: u32 = 1024;
 pub struct AnthropicConfig {
     /// The configured provider name (what routes list).
     pub name: String,
-    /// The base the path `v1/messages` is appended to: `https://api.anthropic.com`.
+    /// The API's server, `https://api.anthropic.com`; `…/v1` and the whole endpoint
+    /// (`…/v1/messages`) are understood too.
     pub base_url: String,
     pub model: String,
     /// Sent as `x-api-key`.
@@ -54,7 +55,7 @@ impl std::fmt::Debug for AnthropicProvider {
 
 impl AnthropicProvider {
     pub fn new(config: AnthropicConfig) -> Result<Self, ProviderError> {
-        let url = http::endpoint(&config.base_url, &["v1", "messages"])?;
+        let url = http::endpoint_under(&config.base_url, &["v1", "messages"], http::Base::Prefix)?;
         let client = http::client(config.timeout)?;
         Ok(AnthropicProvider {
             config,

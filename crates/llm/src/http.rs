@@ -35,17 +35,57 @@ pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, ProviderError
 /// `base` with `segments` appended to its path (a query such as Azure's
 /// `?api-version=` is kept).
 pub(crate) fn endpoint(base: &str, segments: &[&str]) -> Result<Url, ProviderError> {
-    let mut url = Url::parse(base.trim())
+    let mut url = parse_base(base)?;
+    url.path_segments_mut()
+        .map_err(|()| ProviderError::Config(format!("the URL {base:?} cannot be a base")))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+/// How an API's clients treat a base URL with a path of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Base {
+    /// The path holds the API's version (OpenAI's clients: `…/v1`, OpenRouter's
+    /// `…/api/v1`): only the rest of the endpoint is appended.
+    Versioned,
+    /// The path is a prefix before the version (Anthropic's clients): the whole endpoint
+    /// is appended.
+    Prefix,
+}
+
+/// The endpoint `path` (e.g. `["v1", "chat", "completions"]`) under `base`, whichever
+/// form a user pasted: the server's root (`https://api.openai.com`), the API's base with
+/// its version (`…/v1`, `…/openai/v1?api-version=…`), or the whole endpoint
+/// (`…/v1/chat/completions`). A base that ends in part of the path gets the rest; another
+/// path is read as `kind` says.
+pub(crate) fn endpoint_under(base: &str, path: &[&str], kind: Base) -> Result<Url, ProviderError> {
+    let url = parse_base(base)?;
+    let have: Vec<&str> = url
+        .path_segments()
+        .map(|s| s.filter(|p| !p.is_empty()).collect())
+        .unwrap_or_default();
+    // The longest tail of the base that is a head of the path: what is already there.
+    let overlap = (0..=path.len().min(have.len()))
+        .rev()
+        .find(|&n| have[have.len() - n..] == path[..n])
+        .unwrap_or(0);
+    let rest = if overlap == 0 && !have.is_empty() && kind == Base::Versioned {
+        &path[1..]
+    } else {
+        &path[overlap..]
+    };
+    endpoint(url.as_str(), rest)
+}
+
+fn parse_base(base: &str) -> Result<Url, ProviderError> {
+    let url = Url::parse(base.trim())
         .map_err(|e| ProviderError::Config(format!("the URL {base:?} is invalid: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ProviderError::Config(format!(
             "the URL {base:?} is not http or https"
         )));
     }
-    url.path_segments_mut()
-        .map_err(|()| ProviderError::Config(format!("the URL {base:?} cannot be a base")))?
-        .pop_if_empty()
-        .extend(segments);
     Ok(url)
 }
 
@@ -206,6 +246,80 @@ mod tests {
             endpoint("ftp://host/x", &["x"]),
             Err(ProviderError::Config(_))
         ));
+    }
+
+    #[test]
+    fn endpoints_are_found_under_whatever_base_a_user_pasted() {
+        let chat = ["v1", "chat", "completions"];
+        for (base, want) in [
+            (
+                "https://api.openai.com",
+                "https://api.openai.com/v1/chat/completions",
+            ),
+            (
+                "https://api.openai.com/",
+                "https://api.openai.com/v1/chat/completions",
+            ),
+            (
+                "https://api.openai.com/v1",
+                "https://api.openai.com/v1/chat/completions",
+            ),
+            (
+                "https://api.openai.com/v1/",
+                "https://api.openai.com/v1/chat/completions",
+            ),
+            (
+                "https://api.openai.com/v1/chat/completions",
+                "https://api.openai.com/v1/chat/completions",
+            ),
+            (
+                "http://localhost:11434",
+                "http://localhost:11434/v1/chat/completions",
+            ),
+            (
+                "https://openrouter.ai/api/v1",
+                "https://openrouter.ai/api/v1/chat/completions",
+            ),
+            (
+                "https://x.openai.azure.com/openai/v1?api-version=preview",
+                "https://x.openai.azure.com/openai/v1/chat/completions?api-version=preview",
+            ),
+        ] {
+            assert_eq!(
+                endpoint_under(base, &chat, Base::Versioned)
+                    .unwrap()
+                    .as_str(),
+                want,
+                "{base}"
+            );
+        }
+        let messages = ["v1", "messages"];
+        for (base, want) in [
+            (
+                "https://api.anthropic.com",
+                "https://api.anthropic.com/v1/messages",
+            ),
+            (
+                "https://api.anthropic.com/v1",
+                "https://api.anthropic.com/v1/messages",
+            ),
+            (
+                "https://api.anthropic.com/v1/messages",
+                "https://api.anthropic.com/v1/messages",
+            ),
+            (
+                "http://proxy:4000/anthropic",
+                "http://proxy:4000/anthropic/v1/messages",
+            ),
+        ] {
+            assert_eq!(
+                endpoint_under(base, &messages, Base::Prefix)
+                    .unwrap()
+                    .as_str(),
+                want,
+                "{base}"
+            );
+        }
     }
 
     #[test]

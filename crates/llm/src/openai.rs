@@ -23,8 +23,9 @@ pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub struct OpenAiConfig {
     /// The configured provider name (what routes list).
     pub name: String,
-    /// The base the path `chat/completions` is appended to, e.g.
-    /// `https://api.openai.com/v1`, `http://localhost:11434/v1`.
+    /// The API's base, e.g. `https://api.openai.com/v1`, `http://localhost:11434/v1`,
+    /// `https://openrouter.ai/api/v1`; the server's root (`https://api.openai.com`) and
+    /// the whole endpoint (`…/v1/chat/completions`) are understood too.
     pub base_url: String,
     pub model: String,
     /// Sent as `Authorization: Bearer`; servers without auth need none.
@@ -49,7 +50,11 @@ impl std::fmt::Debug for OpenAiProvider {
 
 impl OpenAiProvider {
     pub fn new(config: OpenAiConfig) -> Result<Self, ProviderError> {
-        let url = http::endpoint(&config.base_url, &["chat", "completions"])?;
+        let url = http::endpoint_under(
+            &config.base_url,
+            &["v1", "chat", "completions"],
+            http::Base::Versioned,
+        )?;
         let client = http::client(config.timeout)?;
         Ok(OpenAiProvider {
             config,
