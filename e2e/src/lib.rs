@@ -129,7 +129,7 @@ impl Services {
     }
 
     /// Starts the assistant, retrieving with `embedder` from [`Services::store`] and
-    /// answering through `router` (passages from a cosine of 0.1).
+    /// answering through `router` (passages from a cosine of 0.1), streaming its replies.
     pub async fn assistant_projector(
         &self,
         embedder: Arc<dyn embeddings::Embedder>,
@@ -158,7 +158,8 @@ impl Services {
                 min_score: 0.1,
                 ..assistant::AssistantSettings::default()
             },
-        );
+        )
+        .with_deltas(projection::deltas::Publisher::start(stack.db.pool.clone()));
         let sink = Arc::new(projection::EffectSink::new(assistant));
         match concurrency {
             Some(n) => stack.projector_concurrent(sink, n, None).await,

@@ -162,3 +162,115 @@ async fn wait_for_points(services: &Services) {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reply_streams_to_the_live_stream_piece_by_piece_and_ends_as_one_message() {
+    let embeddings = EmbeddingsServer::start().await;
+    let embedder = embeddings.embedder("bow");
+    let services = Services::spawn_with(vec![embedder.clone()]).await;
+    let _read_model = services.projector().await;
+    let _index = services.semantic_projector(embedder.clone()).await;
+    // A model that streams its answer in 20 chunks, 50 ms apart.
+    let llm = ChatServer::start().await;
+    llm.set_chunks(20);
+    llm.set_latency(std::time::Duration::from_millis(50));
+    let router = LlmConfig::from_vars([
+        ("LLM_PROVIDERS", "primary"),
+        ("LLM_PRIMARY_KIND", "openai"),
+        ("LLM_PRIMARY_URL", llm.base_url.as_str()),
+        ("LLM_PRIMARY_MODEL", "gpt-test"),
+    ])
+    .expect("LLM settings")
+    .build()
+    .expect("router");
+    let _assistant = services.assistant_projector(embedder, router).await;
+    let client = Client::new(&services, services.commands.token("acme", &[Role::Member]));
+    let id = client.start("Streaming", true).await;
+    let mut stream = client.stream(&id).await;
+    let mut buffer = String::new();
+    read_until(&mut stream, &mut buffer, |e| {
+        e.event == "ConversationStarted"
+    })
+    .await;
+
+    let question = "Please tell me, in some detail, when the product launch is planned";
+    let asked = client.ask(&id, question).await["message_id"]
+        .as_str()
+        .expect("message id")
+        .to_owned();
+    let first_delta = read_until(&mut stream, &mut buffer, |e| e.event == "reply.delta").await;
+    let first_seen = std::time::Instant::now();
+    let mut live = first_delta;
+    live.extend(
+        read_until(&mut stream, &mut buffer, |e| {
+            e.event == "MessageSent" && e.data["role"] == "assistant"
+        })
+        .await,
+    );
+    let pieces: Vec<&e2e::sse::Sse> = live.iter().filter(|e| e.event == "reply.delta").collect();
+    let reply = live.last().expect("the reply");
+    assert_eq!(reply.data["reply_to"], asked.as_str());
+    let content = reply.data["content"].as_str().expect("content");
+    assert_eq!(content, format!("Answer: {question}"));
+    // Every chunk came as a piece, in order, without an id (never replayed), and the
+    // pieces make the final message.
+    assert_eq!(pieces.len(), 20, "{pieces:?}");
+    for (i, p) in pieces.iter().enumerate() {
+        assert_eq!(p.id, None);
+        assert_eq!(p.data["seq"], i as u64);
+        assert_eq!(p.data["attempt"], 0);
+        assert_eq!(p.data["reply_to"], asked.as_str());
+    }
+    let joined: String = pieces
+        .iter()
+        .map(|p| p.data["text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(joined, content);
+    let finals = live
+        .iter()
+        .filter(|e| e.event == "MessageSent" && e.data["role"] == "assistant")
+        .count();
+    assert_eq!(finals, 1);
+    let first_chunk = llm.chunks_sent()[0];
+    eprintln!(
+        "first piece on the live stream {:.1} ms after the model's first chunk",
+        first_seen
+            .saturating_duration_since(first_chunk)
+            .as_secs_f64()
+            * 1000.0
+    );
+
+    // A client that drops the stream mid-reply and reconnects where it was ends with
+    // the final message (and no piece of a reply it has in full).
+    let second = client.ask(&id, "And after that?").await["message_id"]
+        .as_str()
+        .expect("message id")
+        .to_owned();
+    let seen = read_until(&mut stream, &mut buffer, |e| e.event == "reply.delta").await;
+    let last_id = live
+        .iter()
+        .chain(seen.iter())
+        .filter_map(|e| e.id.clone())
+        .next_back()
+        .expect("an event with an id");
+    drop(stream);
+    let mut resumed = client
+        .http
+        .get(format!(
+            "{}/v1/conversations/{id}/stream",
+            services.query_base
+        ))
+        .bearer_auth(&client.token)
+        .header("last-event-id", last_id)
+        .send()
+        .await
+        .expect("reconnect");
+    let mut rest = String::new();
+    let after = read_until(&mut resumed, &mut rest, |e| {
+        e.event == "MessageSent" && e.data["reply_to"] == second.as_str()
+    })
+    .await;
+    let last = after.last().expect("the second reply");
+    assert_eq!(last.data["content"], "Answer: And after that?");
+    assert_eq!(llm.calls(), 2);
+}

@@ -3,8 +3,10 @@
 //! (system messages go to `system`, joined; `max_tokens` is required by the API and
 //! defaults to [`AnthropicConfig::default_max_tokens`]), answered by `{"model",
 //! "content": [{"type": "text", "text"}], "stop_reason", "usage": {"input_tokens",
-//! "output_tokens"}}`. 529 (overloaded) is retryable like any 5xx. One call is one
-//! request; the router retries.
+//! "output_tokens"}}`. 529 (overloaded) is retryable like any 5xx. Streamed
+//! (`"stream": true`): the server-sent events `message_start` (model, input tokens),
+//! `content_block_delta` (`text_delta` pieces), `message_delta` (stop reason, output
+//! tokens), `message_stop`, and `error`. One call is one request; the router retries.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{self, WireMessage, malformed};
 use crate::{
-    ChatProvider, ChatRequest, Completion, FinishReason, ProviderError, Role, Secret, Usage,
+    ChatProvider, ChatRequest, Completion, Deltas, FinishReason, ProviderError, Role, Secret, Usage,
 };
 
 /// The Anthropic API itself, when no URL is configured.
@@ -89,6 +91,7 @@ impl AnthropicProvider {
             system: (!system.is_empty()).then(|| system.join("\n\n")),
             messages,
             temperature: req.temperature,
+            stream: false,
         })
     }
 
@@ -135,13 +138,7 @@ impl AnthropicProvider {
             .filter(|b| b.kind == "text")
             .filter_map(|b| b.text.as_deref())
             .collect();
-        let finish = match answer.stop_reason.as_deref() {
-            Some("end_turn" | "stop_sequence") => FinishReason::Stop,
-            Some("max_tokens") => FinishReason::Length,
-            Some("refusal") => FinishReason::ContentFilter,
-            Some(other) => FinishReason::Other(other.to_owned()),
-            None => FinishReason::Other("unspecified".into()),
-        };
+        let finish = stop_reason(answer.stop_reason.as_deref());
         http::require_text(&text, &finish)?;
         let model = answer
             .model
@@ -160,6 +157,16 @@ impl AnthropicProvider {
     }
 }
 
+fn stop_reason(reason: Option<&str>) -> FinishReason {
+    match reason {
+        Some("end_turn" | "stop_sequence") => FinishReason::Stop,
+        Some("max_tokens") => FinishReason::Length,
+        Some("refusal") => FinishReason::ContentFilter,
+        Some(other) => FinishReason::Other(other.to_owned()),
+        None => FinishReason::Other("unspecified".into()),
+    }
+}
+
 #[derive(Serialize)]
 struct RequestBody<'a> {
     model: &'a str,
@@ -169,6 +176,8 @@ struct RequestBody<'a> {
     messages: Vec<WireMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
 }
 
 /// What a successful answer says.
@@ -198,13 +207,155 @@ impl ChatProvider for AnthropicProvider {
         )
         .await?;
         let parsed = self.parse(&answer)?;
-        Ok(Completion {
+        Ok(self.completion(parsed, started))
+    }
+
+    async fn stream(
+        &self,
+        req: &ChatRequest,
+        deltas: &dyn Deltas,
+    ) -> Result<Completion, ProviderError> {
+        let started = Instant::now();
+        let body = RequestBody {
+            stream: true,
+            ..self.body(req)?
+        };
+        let response = http::post_json_response(
+            &self.client,
+            &self.url,
+            self.headers()?,
+            &body,
+            self.config.timeout,
+            self.config.api_key.as_ref(),
+        )
+        .await?;
+        let parsed = if http::is_event_stream(&response) {
+            self.read_stream(response, deltas).await?
+        } else {
+            let answer = http::read_capped(response, http::MAX_BODY, self.config.timeout).await?;
+            let parsed = self.parse(&answer)?;
+            deltas.delta(&parsed.text);
+            parsed
+        };
+        Ok(self.completion(parsed, started))
+    }
+}
+
+impl AnthropicProvider {
+    fn completion(&self, parsed: Parsed, started: Instant) -> Completion {
+        Completion {
             text: parsed.text,
             model: parsed.model,
             provider: self.config.name.clone(),
             usage: parsed.usage,
             finish_reason: parsed.finish,
             latency: started.elapsed(),
+        }
+    }
+
+    /// A streamed answer: each text delta told to `deltas` as it comes.
+    async fn read_stream(
+        &self,
+        response: reqwest::Response,
+        deltas: &dyn Deltas,
+    ) -> Result<Parsed, ProviderError> {
+        #[derive(Deserialize)]
+        struct Event {
+            #[serde(rename = "type")]
+            kind: String,
+            message: Option<Message>,
+            delta: Option<Delta>,
+            usage: Option<Counts>,
+            error: Option<serde_json::Value>,
+        }
+        #[derive(Deserialize)]
+        struct Message {
+            model: Option<String>,
+            usage: Option<Counts>,
+        }
+        #[derive(Deserialize)]
+        struct Delta {
+            #[serde(rename = "type")]
+            kind: Option<String>,
+            text: Option<String>,
+            stop_reason: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Counts {
+            input_tokens: Option<u32>,
+            output_tokens: Option<u32>,
+        }
+
+        let mut events = http::SseReader::new(response, self.config.timeout);
+        let mut text = String::new();
+        let mut model = None;
+        let mut usage = Usage::default();
+        let mut finish = None;
+        let mut stopped = false;
+        while let Some(sse) = events.next().await? {
+            let event: Event = serde_json::from_str(&sse.data)
+                .map_err(|e| malformed(format!("not a Messages API event: {e}")))?;
+            match event.kind.as_str() {
+                "message_start" => {
+                    if let Some(m) = event.message {
+                        model = m.model.filter(|m| !m.is_empty());
+                        if let Some(counts) = m.usage {
+                            usage.prompt_tokens = counts.input_tokens.unwrap_or(0);
+                            usage.completion_tokens = counts.output_tokens.unwrap_or(0);
+                        }
+                    }
+                }
+                "content_block_delta" => {
+                    if let Some(d) = event.delta
+                        && d.kind.as_deref() == Some("text_delta")
+                        && let Some(piece) = d.text.filter(|t| !t.is_empty())
+                    {
+                        deltas.delta(&piece);
+                        text.push_str(&piece);
+                    }
+                }
+                "message_delta" => {
+                    if let Some(d) = event.delta
+                        && d.stop_reason.is_some()
+                    {
+                        finish = Some(stop_reason(d.stop_reason.as_deref()));
+                    }
+                    if let Some(counts) = event.usage
+                        && let Some(output) = counts.output_tokens
+                    {
+                        usage.completion_tokens = output;
+                    }
+                }
+                "message_stop" => {
+                    stopped = true;
+                    break;
+                }
+                "error" => {
+                    let error = event.error.unwrap_or_default();
+                    let message = error
+                        .get("message")
+                        .and_then(|m| m.as_str())
+                        .unwrap_or("unspecified");
+                    return Err(ProviderError::unavailable(format!(
+                        "the provider answered an error mid-stream: {}",
+                        message.chars().take(300).collect::<String>()
+                    )));
+                }
+                // ping, content_block_start, content_block_stop, and event types to come.
+                _ => {}
+            }
+        }
+        if !stopped {
+            return Err(malformed("the stream ended early"));
+        }
+        let finish = finish.unwrap_or(FinishReason::Other("unspecified".into()));
+        http::require_text(&text, &finish)?;
+        let model = model.unwrap_or_else(|| self.config.model.clone());
+        Ok(Parsed {
+            text,
+            model: format!("anthropic/{model}"),
+            usage,
+            finish,
         })
     }
 }

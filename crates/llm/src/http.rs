@@ -99,6 +99,20 @@ pub(crate) async fn post_json<B: Serialize + ?Sized>(
     timeout: Duration,
     secret: Option<&Secret>,
 ) -> Result<Vec<u8>, ProviderError> {
+    let response = post_json_response(client, url, headers, body, timeout, secret).await?;
+    read_capped(response, MAX_BODY, timeout).await
+}
+
+/// POSTs `body` as JSON and returns the response if its status is a success, its body
+/// unread (a stream); any other status is classified as [`post_json`] does.
+pub(crate) async fn post_json_response<B: Serialize + ?Sized>(
+    client: &reqwest::Client,
+    url: &Url,
+    headers: HeaderMap,
+    body: &B,
+    timeout: Duration,
+    secret: Option<&Secret>,
+) -> Result<reqwest::Response, ProviderError> {
     let response = client
         .post(url.clone())
         .headers(headers)
@@ -108,7 +122,7 @@ pub(crate) async fn post_json<B: Serialize + ?Sized>(
         .map_err(|e| transport_error(&e, timeout))?;
     let status = response.status();
     if status.is_success() {
-        return read_capped(response, MAX_BODY, timeout).await;
+        return Ok(response);
     }
     let after = retry_after(response.headers());
     if status == StatusCode::TOO_MANY_REQUESTS
@@ -135,8 +149,131 @@ pub(crate) async fn post_json<B: Serialize + ?Sized>(
     )))
 }
 
+/// Whether the answer is a stream of server-sent events (a server may ignore `stream`
+/// and answer one JSON body).
+pub(crate) fn is_event_stream(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+}
+
+/// One server-sent event: its `event:` name (empty when none) and its `data:` lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SseEvent {
+    pub event: String,
+    pub data: String,
+}
+
+/// The server-sent events of a response, read as they arrive, [`MAX_BODY`] in all at
+/// most (a longer stream is a malformed answer).
+pub(crate) struct SseReader {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+    read: usize,
+    timeout: Duration,
+    ended: bool,
+}
+
+impl SseReader {
+    pub(crate) fn new(response: reqwest::Response, timeout: Duration) -> Self {
+        SseReader {
+            response,
+            buffer: Vec::new(),
+            read: 0,
+            timeout,
+            ended: false,
+        }
+    }
+
+    /// The next event; `None` at the end of the stream.
+    pub(crate) async fn next(&mut self) -> Result<Option<SseEvent>, ProviderError> {
+        loop {
+            if let Some(event) = self.take_event() {
+                return Ok(Some(event));
+            }
+            if self.ended {
+                // What is left without a blank line after it is a last event.
+                let rest = std::mem::take(&mut self.buffer);
+                return Ok(parse_event(&rest));
+            }
+            match self
+                .response
+                .chunk()
+                .await
+                .map_err(|e| transport_error(&e, self.timeout))?
+            {
+                Some(chunk) => {
+                    self.read += chunk.len();
+                    if self.read > MAX_BODY {
+                        return Err(malformed(format!(
+                            "the stream is longer than {MAX_BODY} bytes"
+                        )));
+                    }
+                    self.buffer.extend_from_slice(&chunk);
+                }
+                None => self.ended = true,
+            }
+        }
+    }
+
+    /// The first complete event of the buffer (one ended by a blank line), if any.
+    fn take_event(&mut self) -> Option<SseEvent> {
+        loop {
+            let end = blank_line(&self.buffer)?;
+            let raw: Vec<u8> = self.buffer.drain(..end.1).collect();
+            if let Some(event) = parse_event(&raw[..end.0]) {
+                return Some(event);
+            }
+        }
+    }
+}
+
+/// Where the first blank line is: (end of the event's text, end of the separator).
+fn blank_line(buffer: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i < buffer.len() {
+        if buffer[i] == b'\n' {
+            let mut j = i + 1;
+            if buffer.get(j) == Some(&b'\r') {
+                j += 1;
+            }
+            if buffer.get(j) == Some(&b'\n') {
+                return Some((i, j + 1));
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// An event's lines: `event:` and `data:` fields (comments and other fields ignored);
+/// `None` when it has no data.
+fn parse_event(raw: &[u8]) -> Option<SseEvent> {
+    let text = String::from_utf8_lossy(raw);
+    let mut event = String::new();
+    let mut data: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match field {
+            "event" => event = value.to_owned(),
+            "data" => data.push(value),
+            _ => {}
+        }
+    }
+    (!data.is_empty()).then(|| SseEvent {
+        event,
+        data: data.join("\n"),
+    })
+}
+
 /// The body, read chunk by chunk and abandoned once it exceeds `limit`.
-async fn read_capped(
+pub(crate) async fn read_capped(
     mut response: reqwest::Response,
     limit: usize,
     timeout: Duration,
@@ -320,6 +457,24 @@ mod tests {
                 "{base}"
             );
         }
+    }
+
+    #[test]
+    fn events_are_split_at_blank_lines_with_their_names_and_data() {
+        let mut buffer =
+            b"event: a\ndata: {\"x\":1}\n\n: comment\n\ndata: one\r\ndata: two\r\n\r\ndata: [DONE]"
+                .to_vec();
+        let mut events = Vec::new();
+        while let Some(end) = blank_line(&buffer) {
+            let raw: Vec<u8> = buffer.drain(..end.1).collect();
+            events.extend(parse_event(&raw[..end.0]));
+        }
+        events.extend(parse_event(&buffer));
+        let seen: Vec<(&str, &str)> = events
+            .iter()
+            .map(|e| (e.event.as_str(), e.data.as_str()))
+            .collect();
+        assert_eq!(seen, [("a", "{\"x\":1}"), ("", "one\ntwo"), ("", "[DONE]")]);
     }
 
     #[test]

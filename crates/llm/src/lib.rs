@@ -209,6 +209,30 @@ pub trait ChatProvider: Send + Sync {
     fn name(&self) -> &str;
 
     async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError>;
+
+    /// [`ChatProvider::complete`], telling `deltas` each piece of the answer's text as it
+    /// arrives (the pieces, joined, are the completion's text). A provider that cannot
+    /// stream tells the whole text once.
+    async fn stream(
+        &self,
+        req: &ChatRequest,
+        deltas: &dyn Deltas,
+    ) -> Result<Completion, ProviderError> {
+        let completion = self.complete(req).await?;
+        deltas.delta(&completion.text);
+        Ok(completion)
+    }
+}
+
+/// Where the pieces of an answer go as a provider streams it.
+pub trait Deltas: Send + Sync {
+    fn delta(&self, text: &str);
+}
+
+impl<F: Fn(&str) + Send + Sync> Deltas for F {
+    fn delta(&self, text: &str) {
+        self(text)
+    }
 }
 
 /// Approximate tokens of a text, for providers that do not count them: its words.

@@ -2,8 +2,11 @@
 //! Ollama, vLLM, LM Studio, OpenRouter): `POST {base}/chat/completions` with
 //! `{"model", "messages", "max_tokens", "temperature", "stream": false}` and a bearer key,
 //! answered by `{"model", "choices": [{"message": {"content"}, "finish_reason"}],
-//! "usage": {"prompt_tokens", "completion_tokens"}}`. One call is one request; the
-//! router retries.
+//! "usage": {"prompt_tokens", "completion_tokens"}}`. Streamed (`"stream": true`, with
+//! `stream_options.include_usage`): server-sent `chat.completion.chunk`s, each with
+//! `choices[0].delta.content`, the last with `finish_reason` and one with `usage`, then
+//! `data: [DONE]`; a server that answers one JSON body instead is read as such. One call
+//! is one request; the router retries.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{self, WireMessage, malformed};
 use crate::{
-    ChatProvider, ChatRequest, Completion, FinishReason, ProviderError, Secret, Usage,
+    ChatProvider, ChatRequest, Completion, Deltas, FinishReason, ProviderError, Secret, Usage,
     approximate_tokens,
 };
 
@@ -63,14 +66,137 @@ impl OpenAiProvider {
         })
     }
 
-    fn body<'a>(&'a self, req: &'a ChatRequest) -> RequestBody<'a> {
+    fn body<'a>(&'a self, req: &'a ChatRequest, stream: bool) -> RequestBody<'a> {
         RequestBody {
             model: &self.config.model,
             messages: req.messages.iter().map(WireMessage::from).collect(),
-            stream: false,
+            stream,
+            stream_options: stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
             max_tokens: req.max_tokens,
             temperature: req.temperature,
         }
+    }
+
+    fn headers(&self) -> Result<HeaderMap, ProviderError> {
+        let mut headers = HeaderMap::new();
+        if let Some(key) = &self.config.api_key {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                http::secret_header(&format!("Bearer {}", key.expose()))?,
+            );
+        }
+        Ok(headers)
+    }
+
+    /// The token counts the provider reported, or an estimate from words.
+    fn usage(req: &ChatRequest, text: &str, reported: Option<UsageBody>) -> Usage {
+        match reported {
+            Some(UsageBody {
+                prompt_tokens: Some(prompt_tokens),
+                completion_tokens: Some(completion_tokens),
+            }) => Usage {
+                prompt_tokens,
+                completion_tokens,
+            },
+            _ => Usage {
+                prompt_tokens: req
+                    .messages
+                    .iter()
+                    .map(|m| approximate_tokens(&m.content))
+                    .fold(0u32, u32::saturating_add),
+                completion_tokens: approximate_tokens(text),
+            },
+        }
+    }
+
+    /// A streamed answer: each chunk's text told to `deltas` as it comes.
+    async fn read_stream(
+        &self,
+        req: &ChatRequest,
+        response: reqwest::Response,
+        deltas: &dyn Deltas,
+    ) -> Result<Parsed, ProviderError> {
+        #[derive(Deserialize)]
+        struct Chunk {
+            model: Option<String>,
+            #[serde(default)]
+            choices: Vec<ChunkChoice>,
+            usage: Option<UsageBody>,
+            error: Option<serde_json::Value>,
+        }
+        #[derive(Deserialize)]
+        struct ChunkChoice {
+            delta: Option<Delta>,
+            finish_reason: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Delta {
+            content: Option<String>,
+            refusal: Option<String>,
+        }
+
+        let mut events = http::SseReader::new(response, self.config.timeout);
+        let mut text = String::new();
+        let mut model = None;
+        let mut usage = None;
+        let mut finish = None;
+        let mut done = false;
+        while let Some(event) = events.next().await? {
+            if event.data.trim() == "[DONE]" {
+                done = true;
+                break;
+            }
+            let chunk: Chunk = serde_json::from_str(&event.data)
+                .map_err(|e| malformed(format!("not a chat completion chunk: {e}")))?;
+            if let Some(error) = chunk.error {
+                return Err(ProviderError::unavailable(format!(
+                    "the provider answered an error mid-stream: {}",
+                    error_message(&error)
+                )));
+            }
+            if model.is_none() {
+                model = chunk.model.filter(|m| !m.is_empty());
+            }
+            if chunk.usage.is_some() {
+                usage = chunk.usage;
+            }
+            let Some(choice) = chunk.choices.into_iter().next() else {
+                continue;
+            };
+            if let Some(d) = choice.delta {
+                if let Some(piece) = d.content.filter(|c| !c.is_empty()) {
+                    deltas.delta(&piece);
+                    text.push_str(&piece);
+                } else if let Some(refusal) = d.refusal.filter(|r| !r.is_empty()) {
+                    finish = Some(FinishReason::ContentFilter);
+                    text.push_str(&refusal);
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                let reason = finish_reason(Some(&reason));
+                if finish != Some(FinishReason::ContentFilter) {
+                    finish = Some(reason);
+                }
+            }
+        }
+        let Some(finish) = finish else {
+            return Err(malformed(if done {
+                "the stream ended without a finish reason"
+            } else {
+                "the stream ended early"
+            }));
+        };
+        http::require_text(&text, &finish)?;
+        let usage = Self::usage(req, &text, usage);
+        let model = model.unwrap_or_else(|| self.config.model.clone());
+        Ok(Parsed {
+            text,
+            model: format!("openai/{model}"),
+            usage,
+            finish,
+        })
     }
 
     fn parse(&self, req: &ChatRequest, body: &[u8]) -> Result<Parsed, ProviderError> {
@@ -92,12 +218,6 @@ impl OpenAiProvider {
             content: Option<String>,
             refusal: Option<String>,
         }
-        #[derive(Deserialize)]
-        struct UsageBody {
-            prompt_tokens: Option<u32>,
-            completion_tokens: Option<u32>,
-        }
-
         let answer: Answer = serde_json::from_slice(body)
             .map_err(|e| malformed(format!("not a chat completion: {e}")))?;
         let Some(choice) = answer.choices.into_iter().next() else {
@@ -122,23 +242,7 @@ impl OpenAiProvider {
             (content, None) => content.unwrap_or_default(),
         };
         http::require_text(&text, &finish)?;
-        let usage = match answer.usage {
-            Some(UsageBody {
-                prompt_tokens: Some(prompt_tokens),
-                completion_tokens: Some(completion_tokens),
-            }) => Usage {
-                prompt_tokens,
-                completion_tokens,
-            },
-            _ => Usage {
-                prompt_tokens: req
-                    .messages
-                    .iter()
-                    .map(|m| approximate_tokens(&m.content))
-                    .fold(0u32, u32::saturating_add),
-                completion_tokens: approximate_tokens(&text),
-            },
-        };
+        let usage = Self::usage(req, &text, answer.usage);
         let model = answer
             .model
             .filter(|m| !m.is_empty())
@@ -152,11 +256,24 @@ impl OpenAiProvider {
     }
 }
 
+#[derive(Deserialize)]
+struct UsageBody {
+    prompt_tokens: Option<u32>,
+    completion_tokens: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
 #[derive(Serialize)]
 struct RequestBody<'a> {
     model: &'a str,
     messages: Vec<WireMessage<'a>>,
     stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,30 +314,55 @@ impl ChatProvider for OpenAiProvider {
 
     async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
         let started = Instant::now();
-        let mut headers = HeaderMap::new();
-        if let Some(key) = &self.config.api_key {
-            headers.insert(
-                reqwest::header::AUTHORIZATION,
-                http::secret_header(&format!("Bearer {}", key.expose()))?,
-            );
-        }
         let body = http::post_json(
             &self.client,
             &self.url,
-            headers,
-            &self.body(req),
+            self.headers()?,
+            &self.body(req, false),
             self.config.timeout,
             self.config.api_key.as_ref(),
         )
         .await?;
         let parsed = self.parse(req, &body)?;
-        Ok(Completion {
+        Ok(self.completion(parsed, started))
+    }
+
+    async fn stream(
+        &self,
+        req: &ChatRequest,
+        deltas: &dyn Deltas,
+    ) -> Result<Completion, ProviderError> {
+        let started = Instant::now();
+        let response = http::post_json_response(
+            &self.client,
+            &self.url,
+            self.headers()?,
+            &self.body(req, true),
+            self.config.timeout,
+            self.config.api_key.as_ref(),
+        )
+        .await?;
+        let parsed = if http::is_event_stream(&response) {
+            self.read_stream(req, response, deltas).await?
+        } else {
+            let body = http::read_capped(response, http::MAX_BODY, self.config.timeout).await?;
+            let parsed = self.parse(req, &body)?;
+            deltas.delta(&parsed.text);
+            parsed
+        };
+        Ok(self.completion(parsed, started))
+    }
+}
+
+impl OpenAiProvider {
+    fn completion(&self, parsed: Parsed, started: Instant) -> Completion {
+        Completion {
             text: parsed.text,
             model: parsed.model,
             provider: self.config.name.clone(),
             usage: parsed.usage,
             finish_reason: parsed.finish,
             latency: started.elapsed(),
-        })
+        }
     }
 }

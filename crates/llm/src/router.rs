@@ -119,6 +119,18 @@ impl std::fmt::Display for Attempt {
     }
 }
 
+/// Where a streamed route's pieces go: the attempt they belong to (its index in
+/// [`Routed::attempts`]) and the text.
+pub trait RouteDeltas: Send + Sync {
+    fn delta(&self, attempt: u32, text: &str);
+}
+
+impl<F: Fn(u32, &str) + Send + Sync> RouteDeltas for F {
+    fn delta(&self, attempt: u32, text: &str) {
+        self(attempt, text)
+    }
+}
+
 /// A completion and the attempts it took.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Routed {
@@ -296,6 +308,29 @@ impl Router {
         tenant: &str,
         req: &ChatRequest,
     ) -> Result<Routed, RouteError> {
+        self.route_with(route, tenant, req, None).await
+    }
+
+    /// [`Router::route`], streaming: each piece of the answer goes to `deltas` as the
+    /// provider sends it, numbered by the attempt it belongs to (a retry or the next
+    /// provider starts a new attempt, whose pieces replace the earlier ones').
+    pub async fn route_streaming(
+        &self,
+        route: &str,
+        tenant: &str,
+        req: &ChatRequest,
+        deltas: &dyn RouteDeltas,
+    ) -> Result<Routed, RouteError> {
+        self.route_with(route, tenant, req, Some(deltas)).await
+    }
+
+    async fn route_with(
+        &self,
+        route: &str,
+        tenant: &str,
+        req: &ChatRequest,
+        deltas: Option<&dyn RouteDeltas>,
+    ) -> Result<Routed, RouteError> {
         let chain = self
             .routes
             .get(route)
@@ -322,7 +357,7 @@ impl Router {
                 continue;
             };
             if let Some(completion) = self
-                .try_provider(route, name, slot, req, &mut attempts)
+                .try_provider(route, name, slot, req, deltas, &mut attempts)
                 .await
             {
                 if let Err(e) = self
@@ -358,6 +393,7 @@ impl Router {
         name: &str,
         slot: &Slot,
         req: &ChatRequest,
+        deltas: Option<&dyn RouteDeltas>,
         attempts: &mut Vec<Attempt>,
     ) -> Option<Completion> {
         let mut backoff = Backoff::new(self.settings.backoff_first, self.settings.backoff_max);
@@ -391,7 +427,17 @@ impl Router {
                 return None;
             };
             let started = Instant::now();
-            let result = tokio::time::timeout(slot.policy.timeout, slot.provider.complete(req))
+            let number = attempts.len() as u32;
+            let call = async {
+                match deltas {
+                    None => slot.provider.complete(req).await,
+                    Some(deltas) => {
+                        let piece = |text: &str| deltas.delta(number, text);
+                        slot.provider.stream(req, &piece).await
+                    }
+                }
+            };
+            let result = tokio::time::timeout(slot.policy.timeout, call)
                 .await
                 .unwrap_or(Err(ProviderError::TimedOut {
                     after: slot.policy.timeout,

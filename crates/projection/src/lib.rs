@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod bookkeeping;
+pub mod deltas;
 pub mod envelope;
 pub mod generation;
 mod locks;

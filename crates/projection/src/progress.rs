@@ -8,9 +8,13 @@ use std::time::Duration;
 use schemas::VersionToken;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
+use crate::deltas::{self, Delta};
 use crate::{bookkeeping, generation};
+
+/// Deltas a slow live stream may fall behind by before it misses some.
+const DELTAS_BUFFERED: usize = 4_096;
 
 /// The version of the token's aggregate the live generation of `projection` has applied:
 /// 0 when it has applied none, or has no generation yet.
@@ -85,10 +89,12 @@ pub const CHANNEL: &str = "threadline_progress";
 
 /// Commits of every projection as they happen, over one listening connection: a counter
 /// per projection that moves at each of its announced commits. Readers that wait for a
-/// projection (position waits, live streams) wake on it instead of polling fast.
+/// projection (position waits, live streams) wake on it instead of polling fast. The same
+/// connection receives the reply deltas ([`crate::deltas`]) live streams show.
 #[derive(Clone, Debug)]
 pub struct Announcements {
     counters: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    deltas: broadcast::Sender<Arc<Delta>>,
 }
 
 impl Announcements {
@@ -96,8 +102,9 @@ impl Announcements {
     /// last clone is dropped and a notification arrives.
     pub fn listen(pool: PgPool) -> Announcements {
         let counters = Arc::new(Mutex::new(HashMap::new()));
-        tokio::spawn(listen(pool, Arc::downgrade(&counters)));
-        Announcements { counters }
+        let (deltas, _) = broadcast::channel(DELTAS_BUFFERED);
+        tokio::spawn(listen(pool, Arc::downgrade(&counters), deltas.clone()));
+        Announcements { counters, deltas }
     }
 
     /// `projection`'s counter.
@@ -109,6 +116,12 @@ impl Announcements {
         let (counter, rx) = watch::channel(0);
         counters.insert(projection.to_owned(), counter);
         rx
+    }
+
+    /// Every reply delta published from now on, whatever its conversation (a receiver
+    /// that falls behind by many misses some: they are a preview).
+    pub fn deltas(&self) -> broadcast::Receiver<Arc<Delta>> {
+        self.deltas.subscribe()
     }
 }
 
@@ -129,7 +142,11 @@ fn bump(counters: &std::sync::Weak<Counters>, projection: Option<&str>) -> bool 
     true
 }
 
-async fn listen(pool: PgPool, counters: std::sync::Weak<Counters>) {
+async fn listen(
+    pool: PgPool,
+    counters: std::sync::Weak<Counters>,
+    deltas: broadcast::Sender<Arc<Delta>>,
+) {
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -139,13 +156,20 @@ async fn listen(pool: PgPool, counters: std::sync::Weak<Counters>) {
                 continue;
             }
         };
-        if let Err(e) = listener.listen(CHANNEL).await {
+        if let Err(e) = listener.listen_all([CHANNEL, deltas::CHANNEL]).await {
             tracing::debug!(error = %e, "progress listener: LISTEN failed, retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
         loop {
             let alive = match listener.try_recv().await {
+                Ok(Some(n)) if n.channel() == deltas::CHANNEL => {
+                    for delta in deltas::parse(n.payload()) {
+                        // Nobody streaming: nothing to do.
+                        let _ = deltas.send(Arc::new(delta));
+                    }
+                    counters.strong_count() > 0
+                }
                 Ok(Some(n)) => bump(&counters, Some(n.payload())),
                 // The connection was lost: what happened meanwhile is unknown, so wake
                 // every waiter, then listen again.

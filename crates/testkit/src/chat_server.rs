@@ -32,6 +32,8 @@ struct Inner {
     /// A stream sends this many chunks, then nothing more (and never ends).
     stall_after: Option<usize>,
     requests: Vec<Value>,
+    /// When each streamed chunk was handed to the connection.
+    chunks_sent: Vec<std::time::Instant>,
     in_flight: usize,
     peak_in_flight: usize,
 }
@@ -138,6 +140,7 @@ fn stream(
 ) -> Response {
     let pieces = split(&text, chunks);
     let model = request["model"].clone();
+    let inner = in_flight.0.clone();
     let body = async_stream(move |tx| async move {
         let _in_flight = in_flight;
         for (i, piece) in pieces.iter().enumerate() {
@@ -152,6 +155,7 @@ fn stream(
             if tx.send(format!("data: {chunk}\n\n")).await.is_err() {
                 return;
             }
+            lock(&inner).chunks_sent.push(std::time::Instant::now());
         }
         let last = json!({
             "id": "chatcmpl-test", "object": "chat.completion.chunk", "model": model,
@@ -179,13 +183,16 @@ fn stream(
         .into_response()
 }
 
-/// `text` cut into `n` pieces of about equal length (at character boundaries).
+/// `text` cut into `n` pieces of about equal length (at character boundaries; fewer only
+/// when it has fewer characters).
 fn split(text: &str, n: usize) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
-    let size = chars.len().div_ceil(n.max(1)).max(1);
-    chars
-        .chunks(size)
-        .map(|c| c.iter().collect::<String>())
+    let n = n.clamp(1, chars.len().max(1));
+    (0..n)
+        .map(|i| {
+            let (from, to) = (i * chars.len() / n, (i + 1) * chars.len() / n);
+            chars[from..to].iter().collect()
+        })
         .collect()
 }
 
@@ -282,6 +289,11 @@ impl ChatServer {
     pub fn reset_peak(&self) {
         let mut inner = self.inner();
         inner.peak_in_flight = inner.in_flight;
+    }
+
+    /// When each streamed chunk was handed to the connection, in order.
+    pub fn chunks_sent(&self) -> Vec<std::time::Instant> {
+        self.inner().chunks_sent.clone()
     }
 
     /// The request bodies received, in order.

@@ -41,11 +41,12 @@ async fn main() -> anyhow::Result<()> {
     let service = CommandService::new(pool.clone(), Arc::new(TemplateGenerator));
     let assistant = Assistant::new(
         Arc::new(service),
-        pool,
+        pool.clone(),
         Arc::new(search),
         Arc::new(router),
         settings,
-    );
+    )
+    .with_deltas(projection::deltas::Publisher::start(pool));
     projector_runtime::service::main("assistant-projector", EffectSink::new(assistant)).await?;
     Ok(())
 }

@@ -1,11 +1,16 @@
 //! `GET /v1/conversations/{id}/stream`: a conversation's events as Server-Sent Events, as
 //! the read model applies them, so a client sees the assistant's reply arrive without
-//! polling. Each SSE event is one domain event: `id` its version (what `Last-Event-ID`
-//! resumes after), `event` its type, `data` its JSON. Heartbeats keep proxies from
+//! polling. Each domain event is an SSE event: `id` its version (what `Last-Event-ID`
+//! resumes after), `event` its type, `data` its JSON. While the assistant writes a reply,
+//! its pieces come as `reply.delta` events without an `id` (data: `reply_to`, `attempt`,
+//! `seq`, `text`; a new `attempt` replaces the pieces of earlier ones), from whichever
+//! process calls the model (`projection::deltas`); they are never stored nor replayed,
+//! and the reply's `MessageSent` is the answer (a client that reconnects mid-reply gets
+//! it; pieces of a reply already sent are not shown). Heartbeats keep proxies from
 //! closing an idle stream; the stream ends after the conversation's end, or at the time
 //! limit with an `end` event (an `EventSource` reconnects and resumes by itself).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,10 +22,12 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use platform::auth::Principal;
 use platform::problem::Problem;
+use projection::deltas::Delta;
 use schemas::{AggregateKind, Version, VersionToken};
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::reads::viewer;
@@ -152,8 +159,13 @@ pub async fn conversation_stream(
     let state = Live {
         pool: app.reads.pool().clone(),
         id,
+        tenant: who.tenant_id.clone(),
         sent: after,
         pending: VecDeque::new(),
+        deltas: app.progress.as_ref().map(|p| p.deltas()),
+        pieces: VecDeque::new(),
+        answered: HashSet::new(),
+        stale: true,
         announced: app.progress.as_ref().map(|p| p.of(read_model::NAME)),
         deadline: tokio::time::Instant::now() + app.stream_max,
         done: false,
@@ -167,10 +179,20 @@ pub async fn conversation_stream(
 struct Live {
     pool: PgPool,
     id: Uuid,
+    tenant: String,
     /// The last version read from the store.
     sent: i64,
     /// Read and not sent yet, oldest first.
     pending: VecDeque<event_store::StoredEvent>,
+    /// Every reply delta of the database (this conversation's are shown).
+    deltas: Option<broadcast::Receiver<Arc<Delta>>>,
+    /// This conversation's deltas not sent yet.
+    pieces: VecDeque<Arc<Delta>>,
+    /// User messages whose reply was sent: their late pieces are not shown.
+    answered: HashSet<Uuid>,
+    /// The read model may have applied more than was read (a piece of a reply alone
+    /// does not send the stream to the store).
+    stale: bool,
     announced: Option<tokio::sync::watch::Receiver<u64>>,
     deadline: tokio::time::Instant,
     done: bool,
@@ -190,10 +212,32 @@ fn events(state: Live) -> impl Stream<Item = Result<Sse, Infallible>> {
                     .get(&e.event_type)
                     .cloned()
                     .unwrap_or_else(|| e.payload.clone());
+                if let Some(reply_to) = data
+                    .get("reply_to")
+                    .and_then(|r| r.as_str())
+                    .and_then(|r| r.parse().ok())
+                {
+                    s.answered.insert(reply_to);
+                }
                 let item = Sse::default()
                     .id(e.sequence.to_string())
                     .event(e.event_type)
                     .data(data.to_string());
+                return Some((Ok(item), s));
+            }
+            if let Some(piece) = s.pieces.pop_front() {
+                if s.answered.contains(&piece.reply_to) {
+                    continue;
+                }
+                let item = Sse::default().event("reply.delta").data(
+                    json!({
+                        "reply_to": piece.reply_to,
+                        "attempt": piece.attempt,
+                        "seq": piece.seq,
+                        "text": piece.text,
+                    })
+                    .to_string(),
+                );
                 return Some((Ok(item), s));
             }
             if s.done {
@@ -206,6 +250,10 @@ fn events(state: Live) -> impl Stream<Item = Result<Sse, Infallible>> {
                     .data(json!({"reason": "time_limit", "last_event_id": s.sent}).to_string());
                 return Some((Ok(end), s));
             }
+            if !s.stale {
+                s.wait().await;
+                continue;
+            }
             match next_batch(&s.pool, s.id, s.sent).await {
                 Err(e) => {
                     s.done = true;
@@ -216,12 +264,10 @@ fn events(state: Live) -> impl Stream<Item = Result<Sse, Infallible>> {
                     );
                     return Some((Ok(error), s));
                 }
-                Ok(batch) if batch.is_empty() => match s.announced.as_mut() {
-                    Some(announced) => {
-                        let _ = tokio::time::timeout(POLL_ANNOUNCED, announced.changed()).await;
-                    }
-                    None => tokio::time::sleep(POLL).await,
-                },
+                Ok(batch) if batch.is_empty() => {
+                    s.stale = false;
+                    s.wait().await;
+                }
                 Ok(batch) => {
                     if let Some(last) = batch.last() {
                         s.sent = last.sequence;
@@ -231,6 +277,37 @@ fn events(state: Live) -> impl Stream<Item = Result<Sse, Infallible>> {
             }
         }
     })
+}
+
+impl Live {
+    /// Until the read model may have applied more, or a piece of a reply comes.
+    async fn wait(&mut self) {
+        let (id, tenant) = (self.id, self.tenant.as_str());
+        let Some(announced) = self.announced.as_mut() else {
+            tokio::time::sleep(POLL).await;
+            self.stale = true;
+            return;
+        };
+        let deltas = async {
+            let Some(deltas) = self.deltas.as_mut() else {
+                return std::future::pending().await;
+            };
+            loop {
+                match deltas.recv().await {
+                    Ok(d) if d.conversation_id == id && d.tenant_id == tenant => return Some(d),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(POLL_ANNOUNCED, announced.changed()) => self.stale = true,
+            piece = deltas => match piece {
+                Some(piece) => self.pieces.push_back(piece),
+                None => self.deltas = None,
+            },
+        }
+    }
 }
 
 /// Events of the conversation after version `sent` that the read model has applied.

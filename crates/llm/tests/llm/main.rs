@@ -6,6 +6,7 @@ mod bad_output;
 mod openai;
 mod router;
 mod server;
+mod streaming;
 
 use std::future::Future;
 use std::time::Duration;

@@ -35,6 +35,14 @@ pub enum Reply {
     Huge(usize),
     /// 200 and a body of this many bytes, chunked (no length announced).
     HugeChunked(usize),
+    /// 200, `text/event-stream`: these events (each already `data: …` or
+    /// `event: …\ndata: …`), one every `gap`; with `stall`, the stream then stays open
+    /// and sends nothing more.
+    Sse {
+        events: Vec<String>,
+        gap: Duration,
+        stall: bool,
+    },
 }
 
 /// One request the server got.
@@ -167,6 +175,22 @@ async fn answer(
                 .body(body)
                 .expect("response")
         }
+        Reply::Sse { events, gap, stall } => {
+            let paced = futures::stream::iter(events).then(move |event| async move {
+                tokio::time::sleep(gap).await;
+                Ok::<_, Infallible>(Bytes::from(format!("{event}\n\n")))
+            });
+            let body = if stall {
+                Body::from_stream(paced.chain(futures::stream::pending()))
+            } else {
+                Body::from_stream(paced)
+            };
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(body)
+                .expect("response")
+        }
         Reply::Huge(bytes) => json_response(200, huge_json(bytes)),
         Reply::HugeChunked(bytes) => {
             let text = Bytes::from(huge_json(bytes));
@@ -222,4 +246,67 @@ pub fn anthropic_answer(text: &str, input_tokens: u32, output_tokens: u32) -> Va
         "stop_sequence": null,
         "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}
     })
+}
+
+/// An OpenAI chat completion streamed: one chunk per piece, the finish, the usage, then
+/// `[DONE]`.
+pub fn openai_stream(pieces: &[&str]) -> Vec<String> {
+    let mut events: Vec<String> = pieces
+        .iter()
+        .map(|p| {
+            format!(
+                "data: {}",
+                json!({"id": "c", "object": "chat.completion.chunk", "model": "gpt-x",
+                       "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": null}]})
+            )
+        })
+        .collect();
+    events.push(format!(
+        "data: {}",
+        json!({"id": "c", "object": "chat.completion.chunk", "model": "gpt-x",
+               "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    ));
+    events.push(format!(
+        "data: {}",
+        json!({"id": "c", "object": "chat.completion.chunk", "model": "gpt-x", "choices": [],
+               "usage": {"prompt_tokens": 11, "completion_tokens": 5}})
+    ));
+    events.push("data: [DONE]".into());
+    events
+}
+
+/// An Anthropic message streamed, as its events.
+pub fn anthropic_stream(pieces: &[&str]) -> Vec<String> {
+    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}");
+    let mut events = vec![
+        event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "m", "model": "claude-x",
+                   "usage": {"input_tokens": 13, "output_tokens": 1}}}),
+        ),
+        event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "text", "text": ""}}),
+        ),
+        event("ping", json!({"type": "ping"})),
+    ];
+    for p in pieces {
+        events.push(event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": p}}),
+        ));
+    }
+    events.push(event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    events.push(event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+               "usage": {"output_tokens": 6}}),
+    ));
+    events.push(event("message_stop", json!({"type": "message_stop"})));
+    events
 }

@@ -19,6 +19,10 @@
 //! route, then `DocumentGenerated` (model as generator, template version, usage) or
 //! `DocumentGenerationFailed`, under the same rules.
 //!
+//! Replies are streamed when a [`Publisher`] is given: each piece the model writes goes
+//! out as a reply delta for the conversation's live streams while the reply is written;
+//! the appended `MessageSent` stays the answer.
+//!
 //! The one window left: a kill after the model answered and before the reply was
 //! appended calls the model again for that message when the event is redelivered.
 
@@ -36,6 +40,7 @@ use domain::{DocumentStatus, DomainError};
 use llm::ContextItem;
 use llm::router::{RouteError, Router};
 use platform::config::{self, ConfigError};
+use projection::deltas::{self, Delta, Publisher};
 use projection::{EffectError, EffectId, EffectProjection, Envelope, Pass, Planned};
 use schemas::{Event, MessageSource, Role};
 use semantic_index::{Search, SearchRequest};
@@ -118,6 +123,8 @@ pub struct Assistant {
     router: Arc<Router>,
     settings: AssistantSettings,
     decided: Mutex<HashMap<EffectId, Decided>>,
+    /// Where the pieces of a reply go while the model writes it (none: not streamed).
+    deltas: Option<Publisher>,
 }
 
 impl Assistant {
@@ -135,7 +142,15 @@ impl Assistant {
             router,
             settings,
             decided: Mutex::new(HashMap::new()),
+            deltas: None,
         }
+    }
+
+    /// Streams replies: each piece the model writes is published as a reply delta for
+    /// the conversation's live streams (`projection::deltas`).
+    pub fn with_deltas(mut self, publisher: Publisher) -> Self {
+        self.deltas = Some(publisher);
+        self
     }
 
     fn decided(&self) -> std::sync::MutexGuard<'_, HashMap<EffectId, Decided>> {
@@ -235,7 +250,9 @@ impl Assistant {
             return Ok(());
         }
         let decided = self
-            .decided_once(planned, || self.decide(tenant, &loaded, message_id))
+            .decided_once(planned, || {
+                self.decide(tenant, conversation_id, &loaded, message_id)
+            })
             .await;
         let meta = self.meta(planned);
         let outcome = match decided {
@@ -330,7 +347,13 @@ impl Assistant {
     }
 
     /// Retrieval, prompt, model: the reply, or why there is none.
-    async fn decide(&self, tenant: &str, loaded: &read::Loaded, message_id: Uuid) -> Decided {
+    async fn decide(
+        &self,
+        tenant: &str,
+        conversation_id: Uuid,
+        loaded: &read::Loaded,
+        message_id: Uuid,
+    ) -> Decided {
         let Some(position) = loaded.messages.iter().position(|m| m.id == message_id) else {
             return Decided::Fail {
                 reason: "the message is not in the conversation's history".into(),
@@ -352,7 +375,17 @@ impl Assistant {
             .await;
         let request =
             prompt::reply_request(&question, &history, context, self.settings.history_tokens);
-        match self.router.route("reply", tenant, &request).await {
+        let routed = match &self.deltas {
+            None => self.router.route("reply", tenant, &request).await,
+            Some(publisher) => {
+                let pieces = Pieces::new(publisher, tenant, conversation_id, message_id);
+                let sink = |attempt: u32, text: &str| pieces.send(attempt, text);
+                self.router
+                    .route_streaming("reply", tenant, &request, &sink)
+                    .await
+            }
+        };
+        match routed {
             Ok(routed) => {
                 let c = routed.completion;
                 let text = c.text.trim();
@@ -434,6 +467,51 @@ impl Assistant {
             });
         }
         (context, sources)
+    }
+}
+
+/// A reply's pieces as deltas: numbered within their attempt, long ones cut.
+struct Pieces<'a> {
+    publisher: &'a Publisher,
+    tenant: &'a str,
+    conversation_id: Uuid,
+    reply_to: Uuid,
+    /// The attempt of the last piece and the next piece's number in it.
+    next: Mutex<(u32, u32)>,
+}
+
+impl<'a> Pieces<'a> {
+    fn new(
+        publisher: &'a Publisher,
+        tenant: &'a str,
+        conversation_id: Uuid,
+        reply_to: Uuid,
+    ) -> Self {
+        Pieces {
+            publisher,
+            tenant,
+            conversation_id,
+            reply_to,
+            next: Mutex::new((0, 0)),
+        }
+    }
+
+    fn send(&self, attempt: u32, text: &str) {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        if next.0 != attempt {
+            *next = (attempt, 0);
+        }
+        for piece in deltas::pieces(text) {
+            self.publisher.send(Delta {
+                tenant_id: self.tenant.to_owned(),
+                conversation_id: self.conversation_id,
+                reply_to: self.reply_to,
+                attempt,
+                seq: next.1,
+                text: piece.to_owned(),
+            });
+            next.1 += 1;
+        }
     }
 }
 
