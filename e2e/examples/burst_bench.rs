@@ -15,8 +15,11 @@
 //!    `BURST_BASELINE_MESSAGES` (default 20) messages;
 //! 4. fairness: tenant A sends `BURST_FAIR_MESSAGES` (default 500) at once, tenant B one a
 //!    moment later: B's reply time beside the model's latency;
-//! 5. two messages in one conversation: still answered in order.
+//! 5. two messages in one conversation: still answered in order;
+//! 6. notifications: `BURST_MAILS` (default 200) conversations ended at once, each mailed
+//!    to its starter through a real SMTP server that takes 200 ms to accept a message.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e::Services;
@@ -122,6 +125,51 @@ async fn main() {
         order == vec![q1, q2]
     );
     assistant.stop().await;
+
+    // Notifications: a mail per ended conversation, to a relay taking 200 ms a message.
+    let mails: usize = parse_or("BURST_MAILS", 200).expect("BURST_MAILS");
+    let smtp = testkit::smtp::SmtpServer::start().await;
+    smtp.set_delay(Duration::from_millis(200));
+    let channel = notifications::Channel::email(
+        &smtp.url,
+        "Threadline <noreply@threadline.test>",
+        "{user}@example.com".into(),
+        Duration::from_secs(30),
+    )
+    .expect("an email channel");
+    let notifier = services
+        .commands
+        .stack
+        .projector(Arc::new(projection::EffectSink::new(
+            notifications::Notifications::new(channel),
+        )))
+        .await;
+    let ended_tenant = format!("mail-{}", Uuid::new_v4().simple());
+    let to_end = start_conversations(&services, &ended_tenant, mails).await;
+    let started = Instant::now();
+    let ender = meta(&ended_tenant);
+    futures::future::join_all(to_end.iter().map(|c| {
+        services
+            .commands
+            .stack
+            .service
+            .end_conversation(*c, None, None, &ender)
+    }))
+    .await;
+    while smtp.mails().len() < mails {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "mails did not go out"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "notifications: {mails} conversations ended at once, all mailed after {:.2} s through a relay taking 200 ms a message ({} at once at most; one at a time: {:.0} s)",
+        started.elapsed().as_secs_f64(),
+        smtp.peak_accepting(),
+        mails as f64 * 0.2
+    );
+    notifier.stop().await;
 
     // The old runtime's pace: one call at a time.
     let sequential = services

@@ -1,6 +1,8 @@
 //! A real SMTP server standing in for a mail relay (RFC 5321, the part a client sending
 //! mail uses: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT; no TLS, no AUTH): records
-//! every message it accepts, or answers a transient failure while told to.
+//! every message it accepts, or answers a transient failure while told to; it can take a
+//! while to accept each message (a slow relay) and counts the messages it was taking at
+//! once.
 
 use std::sync::{Arc, Mutex};
 
@@ -35,6 +37,10 @@ struct Inner {
     mails: Vec<Mail>,
     /// Answer DATA with 451 (try again later) instead of accepting.
     down: bool,
+    /// How long before a message's DATA is answered.
+    delay: std::time::Duration,
+    accepting: usize,
+    peak_accepting: usize,
 }
 
 /// The server; stops when dropped.
@@ -87,7 +93,15 @@ async fn session(socket: tokio::net::TcpStream, inner: Arc<Mutex<Inner>>) -> std
                 data.push_str(l.strip_prefix('.').unwrap_or(&l));
                 data.push('\n');
             }
+            let delay = {
+                let mut state = lock(&inner);
+                state.accepting += 1;
+                state.peak_accepting = state.peak_accepting.max(state.accepting);
+                state.delay
+            };
+            tokio::time::sleep(delay).await;
             let mut state = lock(&inner);
+            state.accepting -= 1;
             if state.down {
                 b"451 try again later\r\n"
             } else {
@@ -131,6 +145,16 @@ impl SmtpServer {
     /// Every message accepted so far.
     pub fn mails(&self) -> Vec<Mail> {
         lock(&self.inner).mails.clone()
+    }
+
+    /// Each message's DATA is answered `delay` after it ends.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        lock(&self.inner).delay = delay;
+    }
+
+    /// The most messages being accepted at once so far.
+    pub fn peak_accepting(&self) -> usize {
+        lock(&self.inner).peak_accepting
     }
 
     /// Refuses messages with a transient 451 while `down`.

@@ -109,3 +109,42 @@ async fn email_goes_through_a_real_smtp_server_once_per_notification_after_an_ou
     );
     kit.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mail_to_a_slow_relay_goes_out_side_by_side_once_each() {
+    let smtp = testkit::smtp::SmtpServer::start().await;
+    smtp.set_delay(Duration::from_millis(200));
+    let channel = Channel::email(
+        &smtp.url,
+        "Threadline <noreply@threadline.test>",
+        "{user}@example.com".into(),
+        Duration::from_secs(5),
+    )
+    .expect("an email channel");
+    let kit = Kit::start(Arc::new(EffectSink::new(Notifications::new(channel)))).await;
+    let mut conversations = Vec::new();
+    for i in 0..30 {
+        conversations.push(kit.start_conversation("acme", &format!("Topic {i}")).await);
+    }
+    for c in &conversations {
+        kit.end("acme", *c).await;
+    }
+    kit.settle().await;
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 30, "one mail per ended conversation");
+    let mut ids: Vec<String> = mails
+        .iter()
+        .filter_map(|m| m.header("Message-ID"))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30, "no mail twice");
+    // Thirty conversations, thirty aggregates: the relay was given several at once
+    // (one after the other it would never see two), never more than the bound.
+    let peak = smtp.peak_accepting();
+    assert!(
+        peak > 1 && peak <= notifications::CONCURRENCY,
+        "{peak} messages at once"
+    );
+    kit.stop().await;
+}
