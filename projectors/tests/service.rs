@@ -55,11 +55,34 @@ async fn a_projector_whose_consumer_cannot_start_exits_instead_of_staying_health
 /// Starts a projector binary as a process on the test's stack with `settings` on top,
 /// and waits until it consumes (a new projection first fills itself from the event store
 /// as history).
+/// A projector process, killed when dropped (a failing test leaves none behind).
+struct Projector(std::process::Child);
+
+impl std::ops::Deref for Projector {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Projector {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Projector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 async fn spawn_projector(
     bin: &str,
     stack: &testkit::Stack,
     settings: &[(&str, &str)],
-) -> std::process::Child {
+) -> Projector {
     let addr = free_addr();
     let child = Command::new(bin)
         .env("DATABASE_URL", &stack.db.config.url)
@@ -73,6 +96,7 @@ async fn spawn_projector(
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {bin}: {e}"));
+    let child = Projector(child);
     testkit::wait_until("the projector consuming", || async {
         let status = async {
             reqwest::get(format!("http://{addr}/status"))
@@ -92,7 +116,7 @@ async fn spawn_projector(
 
 /// `notifications-projector`, delivering over HTTP to `url` (what matters is what is
 /// written after it started: history notifies nobody).
-async fn notifications_projector(stack: &testkit::Stack, url: &str) -> std::process::Child {
+async fn notifications_projector(stack: &testkit::Stack, url: &str) -> Projector {
     spawn_projector(
         env!("CARGO_BIN_EXE_notifications-projector"),
         stack,
@@ -159,7 +183,7 @@ async fn notifications_survive_a_kill_9_of_their_projector_and_are_seen_once() {
 async fn embeddings_projector(
     stack: &testkit::Stack,
     provider: &testkit::embeddings_server::EmbeddingsServer,
-) -> std::process::Child {
+) -> Projector {
     spawn_projector(
         env!("CARGO_BIN_EXE_embeddings-projector"),
         stack,
@@ -243,7 +267,7 @@ async fn assistant_projector(
     stack: &testkit::Stack,
     chat: &testkit::chat_server::ChatServer,
     embeddings: &testkit::embeddings_server::EmbeddingsServer,
-) -> std::process::Child {
+) -> Projector {
     spawn_projector(
         env!("CARGO_BIN_EXE_assistant-projector"),
         stack,
@@ -341,4 +365,55 @@ async fn the_assistant_survives_a_kill_9_with_one_reply_per_message() {
     );
     let _ = restarted.kill();
     let _ = restarted.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kill_9_with_a_hundred_model_calls_in_flight_repeats_only_those() {
+    let stack = testkit::Stack::new().await;
+    let _relay = stack.relay();
+    let chat = testkit::chat_server::ChatServer::start().await;
+    chat.set_latency(Duration::from_secs(2));
+    let embeddings = testkit::embeddings_server::EmbeddingsServer::start().await;
+    let mut projector = assistant_projector(&stack, &chat, &embeddings).await;
+    let meta = testkit::commands::meta("acme");
+    let mut conversations = Vec::new();
+    for _ in 0..100 {
+        conversations.push(
+            stack
+                .service
+                .start_conversation("Questions".into(), Default::default(), &meta)
+                .await
+                .expect("start")
+                .aggregate_id,
+        );
+    }
+    for c in &conversations {
+        stack
+            .service
+            .send_message(*c, testkit::commands::user_message("refunds?"), None, &meta)
+            .await
+            .expect("send");
+    }
+    testkit::wait_until("a hundred model calls in flight", || async {
+        chat.in_flight() == 100
+    })
+    .await;
+    projector.kill().expect("kill -9");
+    let _ = projector.wait();
+    let unfinished = chat.calls() as i64 - replies(&stack).await.0;
+    let _restarted = assistant_projector(&stack, &chat, &embeddings).await;
+    testkit::wait_until("every question answered", || async {
+        replies(&stack).await.1 >= 100
+    })
+    .await;
+    // One reply per message; a model call again for those the killed process left, no
+    // more.
+    let (count, distinct) = replies(&stack).await;
+    assert_eq!((count, distinct), (100, 100));
+    let repeated = chat.calls() as i64 - 100;
+    eprintln!("{unfinished} model calls unfinished at the kill, {repeated} repeated");
+    assert!(
+        repeated <= unfinished && unfinished <= 100,
+        "{repeated} repeated, {unfinished} unfinished"
+    );
 }
