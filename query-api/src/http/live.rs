@@ -30,8 +30,8 @@ use sqlx::PgPool;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::reads::viewer;
-use super::{AppState, read_failed};
+use super::reads::{viewer, visible};
+use super::{AppState, database_failed, read_failed};
 
 /// How often an open stream looks for newly applied events without announcements (tests
 /// without a listener), and with them (in case one was lost while reconnecting).
@@ -139,12 +139,26 @@ pub async fn conversation_stream(
             "after must not be negative",
         ));
     }
-    let seen = app
+    // A conversation started a moment ago may not be in the read model yet: the event
+    // store says whether it exists and is the caller's to see, and the stream shows its
+    // events as the read model applies them.
+    let viewer = viewer(&who);
+    let projected = app
         .reads
-        .conversation(&viewer(&who), id)
+        .conversation(&viewer, id)
         .await
-        .map_err(read_failed)?;
-    if seen.is_none() {
+        .map_err(read_failed)?
+        .is_some();
+    let token = VersionToken {
+        kind: AggregateKind::Conversation,
+        id,
+        version: Version(0),
+    };
+    if !projected
+        && !visible(&app, &viewer, &token)
+            .await
+            .map_err(|e| database_failed(&e))?
+    {
         return Err(Problem::not_found());
     }
     let Some(slot) = app.live.take(&who.tenant_id) else {

@@ -128,7 +128,7 @@ pub(super) fn viewer(who: &Principal) -> Viewer<'_> {
 
 /// Whether the token's aggregate is one the viewer may see (`domain::Actor::sees`, read
 /// from the event store, which has it whether or not the read model does yet).
-async fn visible(
+pub(super) async fn visible(
     app: &AppState,
     viewer: &Viewer<'_>,
     token: &VersionToken,
