@@ -38,10 +38,13 @@ async fn main() -> anyhow::Result<()> {
                 &config::var("ANALYTICS_PRICES").unwrap_or_default(),
             )?,
         )),
-        live: query_api::http::live::LiveStreams::new(config::parse_or(
-            "LIVE_STREAMS_PER_TENANT",
-            100usize,
-        )?),
+        live: query_api::http::live::LiveStreams::with_per_subject(
+            config::parse_or("LIVE_STREAMS_PER_TENANT", 100usize)?,
+            config::parse_or(
+                "LIVE_STREAMS_PER_SUBJECT",
+                query_api::http::live::PER_SUBJECT,
+            )?,
+        ),
         progress: Some(progress),
         edge: platform::edge::EdgeConfig::from_env()?,
     });

@@ -72,3 +72,48 @@ async fn e2e_read_until(resp: &mut reqwest::Response, buffer: &mut String, event
     }
     buffer.clone()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_members_streams_do_not_lock_the_tenants_admin_out() {
+    let stack = ReadStack::spawn().await;
+    let _read_model = stack.read_model().await;
+    let mut ann = meta("acme");
+    ann.user_id = "ann".into();
+    let id = stack
+        .commands
+        .service
+        .start_conversation("Busy".into(), Default::default(), &ann)
+        .await
+        .expect("start")
+        .aggregate_id
+        .to_string();
+    let member = hs256_token(SECRET, "acme", "ann", &[Role::Member], 600);
+    let admin = hs256_token(SECRET, "acme", "boss", &[Role::Admin], 600);
+    // The member opens as many streams as one user may (the tenant allows 100)...
+    let mut held = Vec::new();
+    for _ in 0..query_api::http::live::PER_SUBJECT {
+        let stream = open(&stack, &id, &member).await;
+        assert_eq!(stream.status(), 200);
+        held.push(stream);
+    }
+    let refused = open(&stack, &id, &member).await;
+    assert_eq!(refused.status(), 503);
+    let body: serde_json::Value = refused.json().await.expect("a problem");
+    assert_eq!(body["code"], "too_many_streams");
+    // ...and the admin of the tenant still gets one.
+    assert_eq!(open(&stack, &id, &admin).await.status(), 200);
+    // A stream closed gives its slot back.
+    held.pop();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let again = open(&stack, &id, &member).await;
+        if again.status() == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot did not come back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -40,50 +40,77 @@ const POLL_ANNOUNCED: Duration = Duration::from_secs(1);
 /// Events read from the store in one go.
 const PAGE: i64 = 200;
 
-/// Open live streams per tenant, each slot given back when its stream ends.
+/// Open live streams per tenant and per subject (so that one member's streams cannot
+/// take the whole tenant's), each slot given back when its stream ends.
 #[derive(Debug)]
 pub struct LiveStreams {
     per_tenant: usize,
-    open: Mutex<HashMap<String, usize>>,
+    per_subject: usize,
+    open: Mutex<Open>,
 }
+
+#[derive(Debug, Default)]
+struct Open {
+    tenants: HashMap<String, usize>,
+    subjects: HashMap<(String, String), usize>,
+}
+
+/// Streams one subject may hold, by default.
+pub const PER_SUBJECT: usize = 10;
 
 impl LiveStreams {
     /// A stream wakes at the read model's commit announcements (`AppState::progress`),
-    /// with a slow poll besides; without announcements it polls.
+    /// with a slow poll besides; without announcements it polls. At most `per_tenant`
+    /// streams of a tenant and [`PER_SUBJECT`] of one subject.
     pub fn new(per_tenant: usize) -> Arc<Self> {
+        Self::with_per_subject(per_tenant, PER_SUBJECT)
+    }
+
+    /// At most `per_tenant` streams of a tenant and `per_subject` of one subject.
+    pub fn with_per_subject(per_tenant: usize, per_subject: usize) -> Arc<Self> {
         Arc::new(LiveStreams {
             per_tenant,
-            open: Mutex::new(HashMap::new()),
+            per_subject: per_subject.min(per_tenant),
+            open: Mutex::new(Open::default()),
         })
     }
 
-    fn take(self: &Arc<Self>, tenant: &str) -> Option<Slot> {
+    fn take(self: &Arc<Self>, tenant: &str, subject: &str) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(tenant.to_owned()).or_default();
-        if *n >= self.per_tenant {
+        let key = (tenant.to_owned(), subject.to_owned());
+        let tenant_open = open.tenants.get(tenant).copied().unwrap_or(0);
+        let subject_open = open.subjects.get(&key).copied().unwrap_or(0);
+        if tenant_open >= self.per_tenant || subject_open >= self.per_subject {
             return None;
         }
-        *n += 1;
+        *open.tenants.entry(tenant.to_owned()).or_default() += 1;
+        *open.subjects.entry(key.clone()).or_default() += 1;
         Some(Slot {
             streams: self.clone(),
-            tenant: tenant.to_owned(),
+            key,
         })
     }
 }
 
-/// One open stream of a tenant.
+/// One open stream of a subject of a tenant.
 struct Slot {
     streams: Arc<LiveStreams>,
-    tenant: String,
+    key: (String, String),
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.streams.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.tenant) {
+        if let Some(n) = open.tenants.get_mut(&self.key.0) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                open.remove(&self.tenant);
+                open.tenants.remove(&self.key.0);
+            }
+        }
+        if let Some(n) = open.subjects.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.subjects.remove(&self.key);
             }
         }
     }
@@ -161,13 +188,13 @@ pub async fn conversation_stream(
     {
         return Err(Problem::not_found());
     }
-    let Some(slot) = app.live.take(&who.tenant_id) else {
+    let Some(slot) = app.live.take(&who.tenant_id, &who.subject) else {
         return Err(Problem::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "too_many_streams",
             "Too many live streams",
         )
-        .detail("the tenant has as many live streams open as allowed; close one or retry later")
+        .detail("you or your tenant have as many live streams open as allowed; close one or retry later")
         .retry_after(5));
     };
     let state = Live {
@@ -356,13 +383,24 @@ mod tests {
     #[test]
     fn each_tenant_has_its_own_slots_given_back_when_a_stream_ends() {
         let streams = LiveStreams::new(2);
-        let a1 = streams.take("acme").expect("first");
-        let _a2 = streams.take("acme").expect("second");
-        assert!(streams.take("acme").is_none(), "the third is refused");
+        let a1 = streams.take("acme", "ann").expect("first");
+        let _a2 = streams.take("acme", "bob").expect("second");
+        assert!(streams.take("acme", "cy").is_none(), "the third is refused");
         let _g = streams
-            .take("globex")
+            .take("globex", "ann")
             .expect("another tenant is not affected");
         drop(a1);
-        assert!(streams.take("acme").is_some(), "a slot came back");
+        assert!(streams.take("acme", "cy").is_some(), "a slot came back");
+    }
+
+    #[test]
+    fn one_subject_cannot_take_the_whole_tenants_slots() {
+        let streams = LiveStreams::with_per_subject(5, 2);
+        let _a: Vec<Slot> = (0..2)
+            .map(|_| streams.take("acme", "ann").expect("ann's"))
+            .collect();
+        assert!(streams.take("acme", "ann").is_none(), "ann has her share");
+        let boss = streams.take("acme", "boss");
+        assert!(boss.is_some(), "the admin still gets one");
     }
 }
