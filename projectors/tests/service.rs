@@ -372,7 +372,8 @@ async fn a_kill_9_with_a_hundred_model_calls_in_flight_repeats_only_those() {
     let stack = testkit::Stack::new().await;
     let _relay = stack.relay();
     let chat = testkit::chat_server::ChatServer::start().await;
-    chat.set_latency(Duration::from_secs(2));
+    // No call is answered before the kill, however long a hundred take to start.
+    chat.hold();
     let embeddings = testkit::embeddings_server::EmbeddingsServer::start().await;
     let mut projector = assistant_projector(&stack, &chat, &embeddings).await;
     let meta = testkit::commands::meta("acme");
@@ -401,6 +402,7 @@ async fn a_kill_9_with_a_hundred_model_calls_in_flight_repeats_only_those() {
     projector.kill().expect("kill -9");
     let _ = projector.wait();
     let unfinished = chat.calls() as i64 - replies(&stack).await.0;
+    chat.release();
     let _restarted = assistant_projector(&stack, &chat, &embeddings).await;
     testkit::wait_until("every question answered", || async {
         replies(&stack).await.1 >= 100

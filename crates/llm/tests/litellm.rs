@@ -92,7 +92,9 @@ impl LiteLlm {
             _dir: dir,
         };
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
+        // Its Python imports take seconds on a quiet machine and minutes under a full test
+        // run on two cores.
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let up = http
                 .get(format!("{}/health/liveliness", proxy.base))

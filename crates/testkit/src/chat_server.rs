@@ -32,6 +32,8 @@ struct Inner {
     /// A stream sends this many chunks, then nothing more (and never ends).
     stall_after: Option<usize>,
     requests: Vec<Value>,
+    /// Answers wait while this is held (see [`ChatServer::hold`]).
+    gate: Option<Arc<tokio::sync::Semaphore>>,
     /// When each streamed chunk was handed to the connection.
     chunks_sent: Vec<std::time::Instant>,
     in_flight: usize,
@@ -107,6 +109,11 @@ async fn complete(State(inner): State<Arc<Mutex<Inner>>>, body: axum::body::Byte
             Some(secs) => (status, [("retry-after", secs.to_string())]).into_response(),
             None => status.into_response(),
         };
+    }
+    let gate = lock(&inner).gate.clone();
+    if let Some(gate) = gate {
+        // Closed by `release`: every held call goes on at once.
+        let _ = gate.acquire().await;
     }
     let text = answer_to(&request);
     if request["stream"] == true {
@@ -268,6 +275,19 @@ impl ChatServer {
     /// A streamed answer stops after `chunks` chunks and the connection stays open.
     pub fn stall_after(&self, chunks: usize) {
         self.inner().stall_after = Some(chunks);
+    }
+
+    /// From now on calls are not answered until [`ChatServer::release`]: they stay in
+    /// flight, however long that takes.
+    pub fn hold(&self) {
+        self.inner().gate = Some(Arc::new(tokio::sync::Semaphore::new(0)));
+    }
+
+    /// Answers every held call (after its latency) and holds none from now on.
+    pub fn release(&self) {
+        if let Some(gate) = self.inner().gate.take() {
+            gate.close();
+        }
     }
 
     /// Calls received, whatever the answer.

@@ -77,10 +77,17 @@ impl RunningProjector {
     /// Waits until `done` holds for its status (60 s at most).
     pub async fn wait_for(&self, what: &str, done: impl FnMut(&ProjectorStatus) -> bool) {
         let mut status = self.status.clone();
-        tokio::time::timeout(Duration::from_secs(60), status.wait_for(done))
+        let waited = tokio::time::timeout(Duration::from_secs(60), status.wait_for(done))
             .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", *self.status.borrow()))
-            .expect("projector status");
+            .map(|r| r.map(|_| ()));
+        match waited {
+            Ok(result) => result.expect("projector status"),
+            Err(_) => panic!(
+                "timed out waiting for {what}: {:?}; {}",
+                *self.status.borrow(),
+                long_transactions().await
+            ),
+        }
     }
 }
 
@@ -237,11 +244,40 @@ where
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "timed out waiting for {what}; {}",
+                long_transactions().await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The cluster's writing transactions older than five seconds (any of them holds back
+/// every reader of the log, in every test database): what a wait that timed out may have
+/// been waiting on.
+pub async fn long_transactions() -> String {
+    use sqlx::Connection;
+    let Some(url) = platform::config::var("DATABASE_URL") else {
+        return "no DATABASE_URL".into();
+    };
+    let Ok(mut conn) = sqlx::PgConnection::connect(&url).await else {
+        return "the cluster does not answer".into();
+    };
+    let rows: Result<Vec<(String, String, String, String)>, _> = sqlx::query_as(
+        "SELECT datname::text, coalesce(state, ''), (now() - xact_start)::text, left(coalesce(query, ''), 120)
+           FROM pg_stat_activity
+          WHERE backend_xid IS NOT NULL AND xact_start < now() - interval '5 seconds'",
+    )
+    .fetch_all(&mut conn)
+    .await;
+    match rows {
+        Ok(rows) if rows.is_empty() => {
+            "no writing transaction older than 5 s in the cluster".into()
+        }
+        Ok(rows) => format!("writing transactions older than 5 s in the cluster: {rows:?}"),
+        Err(e) => format!("pg_stat_activity: {e}"),
     }
 }
 

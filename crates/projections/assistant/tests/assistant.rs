@@ -64,7 +64,7 @@ impl World {
             vars.push((format!("LLM_{upper}_URL"), server.base_url.clone()));
             vars.push((format!("LLM_{upper}_MODEL"), format!("{name}-model")));
             vars.push((format!("LLM_{upper}_RETRIES"), "0".into()));
-            vars.push((format!("LLM_{upper}_TIMEOUT_MS"), "5000".into()));
+            vars.push((format!("LLM_{upper}_TIMEOUT_MS"), "30000".into()));
         }
         let router = LlmConfig::from_vars(vars)
             .expect("LLM settings")
@@ -664,8 +664,8 @@ async fn a_kill_with_many_calls_in_flight_repeats_at_most_those_calls_and_no_rep
     let world = World::new().await;
     let _relay = world.stack.relay();
     let llm = ChatServer::start().await;
-    // Long enough that every call has started before the first is answered.
-    llm.set_latency(Duration::from_secs(3));
+    // No call is answered before the kill, however long a hundred take to start.
+    llm.hold();
     let first = world
         .stack
         .projector(world.assistant(&[("primary", &llm)]))
@@ -684,6 +684,7 @@ async fn a_kill_with_many_calls_in_flight_repeats_at_most_those_calls_and_no_rep
     let in_flight = first.status.borrow().load.records_in_flight;
     first.kill().await;
     let unfinished = llm.calls() - answered(&world, &conversations, 1).await;
+    llm.release();
     let _second = world
         .stack
         .projector(world.assistant(&[("primary", &llm)]))
