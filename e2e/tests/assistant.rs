@@ -12,24 +12,44 @@ use serde_json::Value;
 use testkit::chat_server::ChatServer;
 use testkit::embeddings_server::EmbeddingsServer;
 
+/// Both HTTP servers, the read model, the semantic index (embeddings from a real HTTP
+/// server) and the assistant answering through `llm`.
+struct World {
+    services: Services,
+    _embeddings: EmbeddingsServer,
+    _projectors: Vec<testkit::RunningProjector>,
+}
+
+impl World {
+    async fn start(llm: &ChatServer) -> World {
+        let embeddings = EmbeddingsServer::start().await;
+        let embedder = embeddings.embedder("bow");
+        let services = Services::spawn_with(vec![embedder.clone()]).await;
+        let read_model = services.projector().await;
+        let index = services.semantic_projector(embedder.clone()).await;
+        let router = LlmConfig::from_vars([
+            ("LLM_PROVIDERS", "primary"),
+            ("LLM_PRIMARY_KIND", "openai"),
+            ("LLM_PRIMARY_URL", llm.base_url.as_str()),
+            ("LLM_PRIMARY_MODEL", "gpt-test"),
+        ])
+        .expect("LLM settings")
+        .build()
+        .expect("router");
+        let assistant = services.assistant_projector(embedder, router).await;
+        World {
+            services,
+            _embeddings: embeddings,
+            _projectors: vec![read_model, index, assistant],
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_message_sent_over_http_is_answered_once_live_on_the_stream_citing_its_sources() {
-    let embeddings = EmbeddingsServer::start().await;
-    let embedder = embeddings.embedder("bow");
-    let services = Services::spawn_with(vec![embedder.clone()]).await;
-    let _read_model = services.projector().await;
-    let _index = services.semantic_projector(embedder.clone()).await;
     let llm = ChatServer::start().await;
-    let router = LlmConfig::from_vars([
-        ("LLM_PROVIDERS", "primary"),
-        ("LLM_PRIMARY_KIND", "openai"),
-        ("LLM_PRIMARY_URL", llm.base_url.as_str()),
-        ("LLM_PRIMARY_MODEL", "gpt-test"),
-    ])
-    .expect("LLM settings")
-    .build()
-    .expect("router");
-    let _assistant = services.assistant_projector(embedder, router).await;
+    let world = World::start(&llm).await;
+    let services = &world.services;
     let stack = &services.commands.stack;
     let knowledge = testkit::commands::add_knowledge(
         &stack.service,
@@ -40,9 +60,9 @@ async fn a_message_sent_over_http_is_answered_once_live_on_the_stream_citing_its
     )
     .await
     .aggregate_id;
-    wait_for_points(&services).await;
+    wait_for_points(services).await;
 
-    let client = Client::new(&services, services.commands.token("acme", &[Role::Member]));
+    let client = Client::new(services, services.commands.token("acme", &[Role::Member]));
     let id = client.start("Launch", true).await;
     let stream_url = format!("{}/v1/conversations/{id}/stream", services.query_base);
     let mut stream = client.stream(&id).await;
@@ -165,26 +185,13 @@ async fn wait_for_points(services: &Services) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reply_streams_to_the_live_stream_piece_by_piece_and_ends_as_one_message() {
-    let embeddings = EmbeddingsServer::start().await;
-    let embedder = embeddings.embedder("bow");
-    let services = Services::spawn_with(vec![embedder.clone()]).await;
-    let _read_model = services.projector().await;
-    let _index = services.semantic_projector(embedder.clone()).await;
     // A model that streams its answer in 20 chunks, 50 ms apart.
     let llm = ChatServer::start().await;
     llm.set_chunks(20);
     llm.set_latency(std::time::Duration::from_millis(50));
-    let router = LlmConfig::from_vars([
-        ("LLM_PROVIDERS", "primary"),
-        ("LLM_PRIMARY_KIND", "openai"),
-        ("LLM_PRIMARY_URL", llm.base_url.as_str()),
-        ("LLM_PRIMARY_MODEL", "gpt-test"),
-    ])
-    .expect("LLM settings")
-    .build()
-    .expect("router");
-    let _assistant = services.assistant_projector(embedder, router).await;
-    let client = Client::new(&services, services.commands.token("acme", &[Role::Member]));
+    let world = World::start(&llm).await;
+    let services = &world.services;
+    let client = Client::new(services, services.commands.token("acme", &[Role::Member]));
     let id = client.start("Streaming", true).await;
     let mut stream = client.stream(&id).await;
     let mut buffer = String::new();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use crate::http::{self, WireMessage, malformed};
+use crate::http::{self, Parsed, WireMessage, malformed};
 use crate::{
     ChatProvider, ChatRequest, Completion, Deltas, FinishReason, ProviderError, Role, Secret, Usage,
 };
@@ -180,14 +180,6 @@ struct RequestBody<'a> {
     stream: bool,
 }
 
-/// What a successful answer says.
-struct Parsed {
-    text: String,
-    model: String,
-    usage: Usage,
-    finish: FinishReason,
-}
-
 #[async_trait::async_trait]
 impl ChatProvider for AnthropicProvider {
     fn name(&self) -> &str {
@@ -207,7 +199,7 @@ impl ChatProvider for AnthropicProvider {
         )
         .await?;
         let parsed = self.parse(&answer)?;
-        Ok(self.completion(parsed, started))
+        Ok(parsed.completion(&self.config.name, started))
     }
 
     async fn stream(
@@ -237,22 +229,11 @@ impl ChatProvider for AnthropicProvider {
             deltas.delta(&parsed.text);
             parsed
         };
-        Ok(self.completion(parsed, started))
+        Ok(parsed.completion(&self.config.name, started))
     }
 }
 
 impl AnthropicProvider {
-    fn completion(&self, parsed: Parsed, started: Instant) -> Completion {
-        Completion {
-            text: parsed.text,
-            model: parsed.model,
-            provider: self.config.name.clone(),
-            usage: parsed.usage,
-            finish_reason: parsed.finish,
-            latency: started.elapsed(),
-        }
-    }
-
     /// A streamed answer: each text delta told to `deltas` as it comes.
     async fn read_stream(
         &self,

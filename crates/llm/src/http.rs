@@ -4,14 +4,14 @@
 //! misconfiguration; other 4xx a refusal) and whose body is read in chunks up to
 //! [`MAX_BODY`], never further.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use platform::backoff::retry_after;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
 
-use crate::{ChatMessage, FinishReason, ProviderError, Secret};
+use crate::{ChatMessage, Completion, FinishReason, ProviderError, Secret, Usage};
 
 /// The largest answer body read; a longer one is a malformed answer.
 pub(crate) const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -341,6 +341,28 @@ pub(crate) fn secret_header(value: &str) -> Result<HeaderValue, ProviderError> {
         .map_err(|_| ProviderError::Config("the API key is not a valid header value".into()))?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+/// What a provider made of a successful answer, before it is a [`Completion`].
+pub(crate) struct Parsed {
+    pub text: String,
+    pub model: String,
+    pub usage: Usage,
+    pub finish: FinishReason,
+}
+
+impl Parsed {
+    /// The completion `provider` gave, `started` being when its request was sent.
+    pub(crate) fn completion(self, provider: &str, started: Instant) -> Completion {
+        Completion {
+            text: self.text,
+            model: self.model,
+            provider: provider.to_owned(),
+            usage: self.usage,
+            finish_reason: self.finish,
+            latency: started.elapsed(),
+        }
+    }
 }
 
 /// A parse failure of a success body, as the retryable error it is.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use crate::http::{self, WireMessage, malformed};
+use crate::http::{self, Parsed, WireMessage, malformed};
 use crate::{
     ChatProvider, ChatRequest, Completion, Deltas, FinishReason, ProviderError, Secret, Usage,
     approximate_tokens,
@@ -280,13 +280,6 @@ struct RequestBody<'a> {
     temperature: Option<f32>,
 }
 
-struct Parsed {
-    text: String,
-    model: String,
-    usage: Usage,
-    finish: FinishReason,
-}
-
 fn finish_reason(reason: Option<&str>) -> FinishReason {
     match reason {
         Some("stop") => FinishReason::Stop,
@@ -324,7 +317,7 @@ impl ChatProvider for OpenAiProvider {
         )
         .await?;
         let parsed = self.parse(req, &body)?;
-        Ok(self.completion(parsed, started))
+        Ok(parsed.completion(&self.config.name, started))
     }
 
     async fn stream(
@@ -350,19 +343,6 @@ impl ChatProvider for OpenAiProvider {
             deltas.delta(&parsed.text);
             parsed
         };
-        Ok(self.completion(parsed, started))
-    }
-}
-
-impl OpenAiProvider {
-    fn completion(&self, parsed: Parsed, started: Instant) -> Completion {
-        Completion {
-            text: parsed.text,
-            model: parsed.model,
-            provider: self.config.name.clone(),
-            usage: parsed.usage,
-            finish_reason: parsed.finish,
-            latency: started.elapsed(),
-        }
+        Ok(parsed.completion(&self.config.name, started))
     }
 }
