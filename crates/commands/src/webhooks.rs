@@ -89,7 +89,12 @@ impl CommandService {
         let parsed = guard.check_url(url).map_err(WebhookError::from)?;
         match guard.resolve(&parsed).await {
             Ok(_) | Err(Refused::Unresolved(_)) => Ok(()),
-            Err(refused) => Err(WebhookError::from(refused).into()),
+            Err(refused) => {
+                if let Refused::Address { host, ip, reason } = &refused {
+                    tracing::info!(%host, %ip, reason, "webhook endpoint refused: its host resolves to a forbidden address");
+                }
+                Err(WebhookError::from(refused).into())
+            }
         }
     }
 

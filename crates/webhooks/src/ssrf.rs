@@ -21,7 +21,10 @@ pub enum Refused {
     NoHost,
     #[error("the URL must not carry a user name or password")]
     Credentials,
-    #[error("{host} resolves to {ip}, a {reason} address")]
+    /// The message names the address only when the URL itself holds it: what a name
+    /// resolves to inside this network is not told (it would map internal DNS); the
+    /// fields are for the log.
+    #[error("{}", address_refused(host, ip, reason))]
     Address {
         host: String,
         ip: IpAddr,
@@ -29,6 +32,15 @@ pub enum Refused {
     },
     #[error("{0} does not resolve")]
     Unresolved(String),
+}
+
+fn address_refused(host: &str, ip: &IpAddr, reason: &str) -> String {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<IpAddr>().is_ok() {
+        format!("{ip} is a {reason} address, which webhooks may not reach")
+    } else {
+        format!("{host} resolves to an address webhooks may not reach")
+    }
 }
 
 /// Why an address may not be called, if it may not.
@@ -274,13 +286,26 @@ mod tests {
         let url = guard
             .check_url("http://localhost:9/hook")
             .expect("a name passes the form check");
+        let refused = guard.resolve(&url).await;
         assert!(matches!(
-            guard.resolve(&url).await,
+            refused,
             Err(Refused::Address {
                 reason: "loopback",
                 ..
             })
         ));
+        // What the name resolves to is not told to the caller (it would map internal
+        // DNS); a literal address is the caller's own, and named.
+        let said = refused.unwrap_err().to_string();
+        assert_eq!(
+            said,
+            "localhost resolves to an address webhooks may not reach"
+        );
+        let literal = guard.check_url("http://127.0.0.1:9/hook").unwrap_err();
+        assert_eq!(
+            literal.to_string(),
+            "127.0.0.1 is a loopback address, which webhooks may not reach"
+        );
         let local = Guard {
             allow_loopback: true,
             allow_http: true,
