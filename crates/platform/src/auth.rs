@@ -183,7 +183,8 @@ pub struct Authenticator {
     config: AuthConfig,
     validation: Validation,
     keys: RwLock<JwkSet>,
-    refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// When the key set was last fetched, and whether that fetch failed.
+    refresh: tokio::sync::Mutex<Option<(Instant, bool)>>,
     http: reqwest::Client,
 }
 
@@ -275,10 +276,10 @@ impl Authenticator {
         {
             // One fetch at a time; the others wait for it rather than fetch again.
             let mut last_attempt = self.refresh.lock().await;
-            let due = last_attempt.is_none_or(|t| t.elapsed() >= self.config.jwks_min_refresh);
+            let due = last_attempt.is_none_or(|(t, _)| t.elapsed() >= self.config.jwks_min_refresh);
             if due && self.find_key(&kid).await.is_none() {
-                *last_attempt = Some(Instant::now());
                 let fetched = self.fetch(url).await;
+                *last_attempt = Some((Instant::now(), fetched.is_err()));
                 match fetched {
                     Ok(set) => *self.keys.write().await = set,
                     Err(e) => {
@@ -286,6 +287,12 @@ impl Authenticator {
                         return Err(AuthError::KeysUnavailable);
                     }
                 }
+            } else if last_attempt.is_some_and(|(_, failed)| failed)
+                && self.find_key(&kid).await.is_none()
+            {
+                // The key set could not be fetched and is not asked again yet: a key it
+                // may hold is unknown for that reason, not because the token is bad.
+                return Err(AuthError::KeysUnavailable);
             }
         }
         self.find_key(&kid)

@@ -234,7 +234,15 @@ async fn a_failing_key_server_is_asked_once_per_refresh_interval_and_not_named()
         1,
         "one fetch, although it failed"
     );
-    assert!(matches!(answers[0], AuthError::KeysUnavailable));
+    // Every one of them: while the key set cannot be had, a token is not known to be bad
+    // (it was 401 invalid_token after the first, which is also what a handler verifying a
+    // second time behind the edge answered).
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, AuthError::KeysUnavailable)),
+        "{answers:?}"
+    );
     for answer in &answers {
         let shown = platform::problem::Problem::from(clone_error(answer));
         let text = format!("{shown:?}");
