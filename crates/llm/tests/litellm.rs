@@ -75,15 +75,21 @@ impl LiteLlm {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        let log = std::fs::File::create(dir.join("litellm.log")).expect("a log file");
         let child = Command::new(&litellm)
             .args(["--config", "config.yaml", "--host", "127.0.0.1", "--port"])
             .arg(port.to_string())
             .current_dir(&dir)
+            // Nothing of the test's environment: with DATABASE_URL set (dev/stack sets it)
+            // the proxy would take the stack's database for its own and never start.
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &dir)
             // Offline: the price map it would fetch at start is the one it ships.
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             .env("NO_DOCS", "True")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start LiteLLM's proxy");
         let proxy = LiteLlm {
@@ -92,9 +98,8 @@ impl LiteLlm {
             _dir: dir,
         };
         let http = reqwest::Client::new();
-        // Its Python imports take seconds on a quiet machine and minutes under a full test
-        // run on two cores.
-        let deadline = Instant::now() + Duration::from_secs(300);
+        // Its Python imports take seconds on a quiet machine, more under a full test run.
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let up = http
                 .get(format!("{}/health/liveliness", proxy.base))
@@ -104,7 +109,19 @@ impl LiteLlm {
             if up {
                 return proxy;
             }
-            assert!(Instant::now() < deadline, "LiteLLM's proxy did not start");
+            if Instant::now() >= deadline {
+                let log =
+                    std::fs::read_to_string(proxy._dir.join("litellm.log")).unwrap_or_default();
+                let tail: String = log
+                    .chars()
+                    .rev()
+                    .take(3000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                panic!("LiteLLM's proxy did not start; its log ends:\n{tail}");
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
