@@ -65,17 +65,19 @@ pub fn facts(event: &Event) -> Vec<Fact> {
         Event::ConversationEnded(c) => vec![fact(c.ended_at, "conversations_ended", "", 1)],
         Event::MessageSent(m) => {
             let mut f = vec![fact(m.sent_at, "messages", m.role.as_str(), 1)];
+            let model = m.model.as_deref().unwrap_or("");
             if m.role == Role::Assistant && m.reply_to.is_some() {
-                let model = m.model.as_deref().unwrap_or("");
                 f.push(fact(m.sent_at, "assistant_replies", model, 1));
-                tokens(
-                    &mut f,
-                    m.sent_at,
-                    model,
-                    m.prompt_tokens,
-                    m.completion_tokens,
-                );
             }
+            // Whatever message says what a model cost (a reply, or one a service wrote
+            // with a model), its tokens are counted, by model.
+            tokens(
+                &mut f,
+                m.sent_at,
+                model,
+                m.prompt_tokens,
+                m.completion_tokens,
+            );
             f
         }
         Event::AssistantReplyFailed(r) => vec![fact(r.failed_at, "assistant_failures", "", 1)],
@@ -376,5 +378,39 @@ mod tests {
                 .expect("hour")
         );
         assert_eq!(event_time(&e), at);
+    }
+
+    #[test]
+    fn tokens_count_for_every_message_that_says_what_a_model_cost() {
+        let message = |reply_to: Option<uuid::Uuid>| {
+            Event::MessageSent(schemas::MessageSent {
+                conversation_id: uuid::Uuid::nil(),
+                message_id: uuid::Uuid::nil(),
+                role: Role::Assistant,
+                content: "A summary a service wrote".into(),
+                model: Some("openai/gpt-x".into()),
+                prompt_tokens: Some(30),
+                completion_tokens: Some(12),
+                sent_at: Utc::now(),
+                reply_to,
+                latency_ms: None,
+                sources: Vec::new(),
+            })
+        };
+        let counted = |e: &Event| -> Vec<(String, String, i64)> {
+            facts(e)
+                .into_iter()
+                .map(|f| (f.metric.to_owned(), f.dimension.clone(), f.value))
+                .collect()
+        };
+        // Sent by a service, answering nothing: its tokens count, it is no reply.
+        let by_service = counted(&message(None));
+        assert!(by_service.contains(&("prompt_tokens".into(), "openai/gpt-x".into(), 30)));
+        assert!(by_service.contains(&("completion_tokens".into(), "openai/gpt-x".into(), 12)));
+        assert!(!by_service.iter().any(|(m, _, _)| m == "assistant_replies"));
+        // A reply: the same tokens, and a reply.
+        let reply = counted(&message(Some(uuid::Uuid::nil())));
+        assert!(reply.contains(&("prompt_tokens".into(), "openai/gpt-x".into(), 30)));
+        assert!(reply.contains(&("assistant_replies".into(), "openai/gpt-x".into(), 1)));
     }
 }
