@@ -258,8 +258,14 @@ async fn every_member_reads_the_tenants_knowledge_base_and_its_originals() {
     .await;
     let theirs = add_knowledge(&service, "globex", "Theirs", "text/plain", b"Globex facts.").await;
     let q = &stack.query_base;
-    // A member who added nothing sees the whole knowledge base, newest first.
+    // A member who added nothing sees the whole knowledge base, newest first. (A position
+    // is one aggregate's: the two documents are two aggregates, possibly on two
+    // partitions, so the listing waits for both.)
     let member = Http::new(&stack, "acme", &[Role::Member]);
+    let (status, _) = member
+        .get(format!("{q}/v1/knowledge?position={}", policy.token()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
     let (status, page) = member
         .get(format!("{q}/v1/knowledge?position={}", notes.token()))
         .await;
