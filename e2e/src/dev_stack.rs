@@ -137,17 +137,23 @@ impl DevStack {
     /// Starts `dev/stack run` on a database of the test cluster and the test broker, and
     /// waits until both APIs are ready. `env` adds settings (a log level, say).
     pub async fn start(env: &[(&str, &str)]) -> DevStack {
-        Self::launch(env, true).await
+        Self::launch(env, true, false).await
     }
 
     /// Like [`DevStack::start`], but the stack starts a PostgreSQL cluster and a broker of
     /// its own, as `dev/stack run` does on a developer's machine (durable, the broker's
     /// topics in that cluster): for a test that kills or restarts them.
     pub async fn start_alone(env: &[(&str, &str)]) -> DevStack {
-        Self::launch(env, false).await
+        Self::launch(env, false, false).await
     }
 
-    async fn launch(env: &[(&str, &str)], shared_infra: bool) -> DevStack {
+    /// Like [`DevStack::start`], as the background job of a script: the script runs with
+    /// SIGINT ignored (its services still take a Ctrl-C sent to the group).
+    pub async fn start_ignoring_sigint(env: &[(&str, &str)]) -> DevStack {
+        Self::launch(env, true, true).await
+    }
+
+    async fn launch(env: &[(&str, &str)], shared_infra: bool, ignore_sigint: bool) -> DevStack {
         let root = repo();
         build_binaries(&root);
         let db = if shared_infra {
@@ -170,9 +176,19 @@ impl DevStack {
         .into_iter()
         .map(|(bin, var)| (bin, var, free_addr()))
         .collect();
-        let mut stack = Command::new(root.join("dev/stack"));
+        let mut stack = if ignore_sigint {
+            // What a shell does to a background job: SIGINT ignored, and a signal ignored
+            // when bash starts cannot be trapped by the script either.
+            let mut c = Command::new("bash");
+            c.args(["-c", "trap '' INT; exec \"$0\" run"])
+                .arg(root.join("dev/stack"));
+            c
+        } else {
+            let mut c = Command::new(root.join("dev/stack"));
+            c.arg("run");
+            c
+        };
         stack
-            .arg("run")
             .current_dir(&root)
             .env_remove("DATABASE_URL")
             .env_remove("KAFKA_BROKERS")

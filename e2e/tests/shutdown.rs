@@ -109,3 +109,34 @@ async fn every_process_is_gone_within_ten_seconds_of_ctrl_c_after_the_broker_die
     );
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervised_stack_run_as_a_background_job_stops_on_ctrl_c_instead_of_restarting() {
+    let stack = DevStack::start_ignoring_sigint(&[("THREADLINE_SUPERVISE", "1")]).await;
+    let state = stack.state.clone();
+    let group = stack.group();
+    let interrupted = Instant::now();
+    assert!(signal_group(group, "-INT"), "the stack is running");
+    // Every service obeys the Ctrl-C with a clean exit; the supervisor must take that as
+    // the stack stopping (it used to start them all again).
+    let mut stack = stack;
+    loop {
+        let script_done = stack.child.try_wait().expect("wait").is_some();
+        if script_done && !signal_group(group, "-0") {
+            break;
+        }
+        assert!(
+            interrupted.elapsed() < Duration::from_secs(20),
+            "processes left 20 s after Ctrl-C: {}",
+            String::from_utf8_lossy(
+                &Command::new("ps")
+                    .args(["-o", "pid,args", "-g", &group.to_string()])
+                    .output()
+                    .map(|o| o.stdout)
+                    .unwrap_or_default()
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_dir_all(&state);
+}
