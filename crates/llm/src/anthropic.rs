@@ -43,8 +43,7 @@ pub struct AnthropicConfig {
 
 pub struct AnthropicProvider {
     config: AnthropicConfig,
-    url: reqwest::Url,
-    client: reqwest::Client,
+    endpoint: http::Endpoint,
 }
 
 impl std::fmt::Debug for AnthropicProvider {
@@ -57,13 +56,14 @@ impl std::fmt::Debug for AnthropicProvider {
 
 impl AnthropicProvider {
     pub fn new(config: AnthropicConfig) -> Result<Self, ProviderError> {
-        let url = http::endpoint_under(&config.base_url, &["v1", "messages"], http::Base::Prefix)?;
-        let client = http::client(config.timeout)?;
-        Ok(AnthropicProvider {
-            config,
-            url,
-            client,
-        })
+        let endpoint = http::Endpoint::new(
+            &config.base_url,
+            &["v1", "messages"],
+            http::Base::Prefix,
+            config.timeout,
+            config.api_key.clone(),
+        )?;
+        Ok(AnthropicProvider { config, endpoint })
     }
 
     /// The request body, or a refusal when there is nothing but system text to answer.
@@ -189,15 +189,7 @@ impl ChatProvider for AnthropicProvider {
     async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
         let started = Instant::now();
         let body = self.body(req)?;
-        let answer = http::post_json(
-            &self.client,
-            &self.url,
-            self.headers()?,
-            &body,
-            self.config.timeout,
-            self.config.api_key.as_ref(),
-        )
-        .await?;
+        let answer = self.endpoint.post(self.headers()?, &body).await?;
         let parsed = self.parse(&answer)?;
         Ok(parsed.completion(&self.config.name, started))
     }
@@ -212,22 +204,13 @@ impl ChatProvider for AnthropicProvider {
             stream: true,
             ..self.body(req)?
         };
-        let response = http::post_json_response(
-            &self.client,
-            &self.url,
-            self.headers()?,
-            &body,
-            self.config.timeout,
-            self.config.api_key.as_ref(),
-        )
-        .await?;
-        let parsed = if http::is_event_stream(&response) {
-            self.read_stream(response, deltas).await?
-        } else {
-            let answer = http::read_capped(response, http::MAX_BODY, self.config.timeout).await?;
-            let parsed = self.parse(&answer)?;
-            deltas.delta(&parsed.text);
-            parsed
+        let parsed = match self.endpoint.post_streamed(self.headers()?, &body).await? {
+            http::Answer::Events(events) => self.read_stream(events, deltas).await?,
+            http::Answer::Whole(answer) => {
+                let parsed = self.parse(&answer)?;
+                deltas.delta(&parsed.text);
+                parsed
+            }
         };
         Ok(parsed.completion(&self.config.name, started))
     }
@@ -237,7 +220,7 @@ impl AnthropicProvider {
     /// A streamed answer: each text delta told to `deltas` as it comes.
     async fn read_stream(
         &self,
-        response: reqwest::Response,
+        mut events: http::SseReader,
         deltas: &dyn Deltas,
     ) -> Result<Parsed, ProviderError> {
         #[derive(Deserialize)]
@@ -267,7 +250,6 @@ impl AnthropicProvider {
             output_tokens: Option<u32>,
         }
 
-        let mut events = http::SseReader::new(response, self.config.timeout);
         let mut text = String::new();
         let mut model = None;
         let mut usage = Usage::default();

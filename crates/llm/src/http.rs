@@ -1,8 +1,8 @@
-//! What the remote providers share on the wire: the HTTP client (a whole-request
-//! timeout, no redirects followed), endpoint URLs, one JSON POST whose answer is
-//! classified by status (429, 408 and 5xx retryable with `Retry-After`; 401/403 a
-//! misconfiguration; other 4xx a refusal) and whose body is read in chunks up to
-//! [`MAX_BODY`], never further.
+//! What the remote providers share on the wire: an [`Endpoint`] (its URL under whatever
+//! base was pasted, a client with a whole-request timeout that follows no redirects), one
+//! JSON POST whose answer is classified by status (429, 408 and 5xx retryable with
+//! `Retry-After`; 401/403 a misconfiguration; other 4xx a refusal) and whose body, or
+//! stream of server-sent events, is read in chunks up to [`MAX_BODY`], never further.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::{ChatMessage, Completion, FinishReason, ProviderError, Secret, Usage};
 
 /// The largest answer body read; a longer one is a malformed answer.
-pub(crate) const MAX_BODY: usize = 4 * 1024 * 1024;
+const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// The most of an error body read for its message, and the most of it quoted.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -23,7 +23,7 @@ const QUOTED_ERROR_CHARS: usize = 300;
 /// A client that gives up on any request (headers and body) after `timeout` and follows
 /// no redirects (a provider that redirects is misconfigured, and a redirect could carry
 /// the key elsewhere).
-pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, ProviderError> {
+fn client(timeout: Duration) -> Result<reqwest::Client, ProviderError> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -89,74 +89,118 @@ fn parse_base(base: &str) -> Result<Url, ProviderError> {
     Ok(url)
 }
 
-/// POSTs `body` as JSON and returns the answer's body if the status is a success.
-/// `secret` is scrubbed from any error text quoted from the provider.
-pub(crate) async fn post_json<B: Serialize + ?Sized>(
-    client: &reqwest::Client,
-    url: &Url,
-    headers: HeaderMap,
-    body: &B,
+/// A provider's endpoint: its URL, a client bounded by the provider's timeout, and the
+/// key to scrub from any error text quoted from it. Both remote providers send through
+/// one.
+pub(crate) struct Endpoint {
+    url: Url,
+    client: reqwest::Client,
     timeout: Duration,
-    secret: Option<&Secret>,
-) -> Result<Vec<u8>, ProviderError> {
-    let response = post_json_response(client, url, headers, body, timeout, secret).await?;
-    read_capped(response, MAX_BODY, timeout).await
+    secret: Option<Secret>,
 }
 
-/// POSTs `body` as JSON and returns the response if its status is a success, its body
-/// unread (a stream); any other status is classified as [`post_json`] does.
-pub(crate) async fn post_json_response<B: Serialize + ?Sized>(
-    client: &reqwest::Client,
-    url: &Url,
-    headers: HeaderMap,
-    body: &B,
-    timeout: Duration,
-    secret: Option<&Secret>,
-) -> Result<reqwest::Response, ProviderError> {
-    let response = client
-        .post(url.clone())
-        .headers(headers)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| transport_error(&e, timeout))?;
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let after = retry_after(response.headers());
-    if status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status.is_server_error()
-    {
-        return Err(ProviderError::Unavailable {
-            reason: format!("the provider answered {status}"),
-            retry_after: after,
-        });
-    }
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        // The body of an authentication error may echo part of the key: not quoted.
-        return Err(ProviderError::Config(format!(
-            "the provider answered {status}: check the API key"
-        )));
-    }
-    let quoted = match read_capped(response, MAX_ERROR_BODY, timeout).await {
-        Ok(bytes) => quote(&bytes, secret),
-        Err(_) => String::new(),
-    };
-    Err(ProviderError::Rejected(format!(
-        "the provider answered {status}: {quoted}"
-    )))
+/// What a streamed request got back.
+pub(crate) enum Answer {
+    /// Server-sent events, to be read as they arrive.
+    Events(SseReader),
+    /// One body: the server does not stream (it ignored `stream`).
+    Whole(Vec<u8>),
 }
 
-/// Whether the answer is a stream of server-sent events (a server may ignore `stream`
-/// and answer one JSON body).
-pub(crate) fn is_event_stream(response: &reqwest::Response) -> bool {
-    response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+impl Endpoint {
+    /// The endpoint `path` under `base` (see [`endpoint_under`]).
+    pub(crate) fn new(
+        base: &str,
+        path: &[&str],
+        kind: Base,
+        timeout: Duration,
+        secret: Option<Secret>,
+    ) -> Result<Self, ProviderError> {
+        Ok(Endpoint {
+            url: endpoint_under(base, path, kind)?,
+            client: client(timeout)?,
+            timeout,
+            secret,
+        })
+    }
+
+    /// POSTs `body` as JSON and returns the answer's body if the status is a success.
+    pub(crate) async fn post<B: Serialize + ?Sized>(
+        &self,
+        headers: HeaderMap,
+        body: &B,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let response = self.send(headers, body).await?;
+        read_capped(response, MAX_BODY, self.timeout).await
+    }
+
+    /// POSTs a request for a streamed answer: its events, or the one body a server that
+    /// does not stream answers instead.
+    pub(crate) async fn post_streamed<B: Serialize + ?Sized>(
+        &self,
+        headers: HeaderMap,
+        body: &B,
+    ) -> Result<Answer, ProviderError> {
+        let response = self.send(headers, body).await?;
+        let streamed = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        if streamed {
+            Ok(Answer::Events(SseReader::new(response, self.timeout)))
+        } else {
+            Ok(Answer::Whole(
+                read_capped(response, MAX_BODY, self.timeout).await?,
+            ))
+        }
+    }
+
+    /// POSTs `body` as JSON and returns the response, its body unread, if its status is
+    /// a success; other statuses are classified: 429, 408 and 5xx retryable with
+    /// `Retry-After`, 401/403 a misconfiguration, other 4xx a refusal.
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        headers: HeaderMap,
+        body: &B,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let timeout = self.timeout;
+        let response = self
+            .client
+            .post(self.url.clone())
+            .headers(headers)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| transport_error(&e, timeout))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let after = retry_after(response.headers());
+        if status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status.is_server_error()
+        {
+            return Err(ProviderError::Unavailable {
+                reason: format!("the provider answered {status}"),
+                retry_after: after,
+            });
+        }
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            // The body of an authentication error may echo part of the key: not quoted.
+            return Err(ProviderError::Config(format!(
+                "the provider answered {status}: check the API key"
+            )));
+        }
+        let quoted = match read_capped(response, MAX_ERROR_BODY, timeout).await {
+            Ok(bytes) => quote(&bytes, self.secret.as_ref()),
+            Err(_) => String::new(),
+        };
+        Err(ProviderError::Rejected(format!(
+            "the provider answered {status}: {quoted}"
+        )))
+    }
 }
 
 /// One server-sent event: its `event:` name (empty when none) and its `data:` lines.
@@ -273,7 +317,7 @@ fn parse_event(raw: &[u8]) -> Option<SseEvent> {
 }
 
 /// The body, read chunk by chunk and abandoned once it exceeds `limit`.
-pub(crate) async fn read_capped(
+async fn read_capped(
     mut response: reqwest::Response,
     limit: usize,
     timeout: Duration,

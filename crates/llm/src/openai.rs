@@ -39,8 +39,7 @@ pub struct OpenAiConfig {
 
 pub struct OpenAiProvider {
     config: OpenAiConfig,
-    url: reqwest::Url,
-    client: reqwest::Client,
+    endpoint: http::Endpoint,
 }
 
 impl std::fmt::Debug for OpenAiProvider {
@@ -53,17 +52,14 @@ impl std::fmt::Debug for OpenAiProvider {
 
 impl OpenAiProvider {
     pub fn new(config: OpenAiConfig) -> Result<Self, ProviderError> {
-        let url = http::endpoint_under(
+        let endpoint = http::Endpoint::new(
             &config.base_url,
             &["v1", "chat", "completions"],
             http::Base::Versioned,
+            config.timeout,
+            config.api_key.clone(),
         )?;
-        let client = http::client(config.timeout)?;
-        Ok(OpenAiProvider {
-            config,
-            url,
-            client,
-        })
+        Ok(OpenAiProvider { config, endpoint })
     }
 
     fn body<'a>(&'a self, req: &'a ChatRequest, stream: bool) -> RequestBody<'a> {
@@ -115,7 +111,7 @@ impl OpenAiProvider {
     async fn read_stream(
         &self,
         req: &ChatRequest,
-        response: reqwest::Response,
+        mut events: http::SseReader,
         deltas: &dyn Deltas,
     ) -> Result<Parsed, ProviderError> {
         #[derive(Deserialize)]
@@ -137,7 +133,6 @@ impl OpenAiProvider {
             refusal: Option<String>,
         }
 
-        let mut events = http::SseReader::new(response, self.config.timeout);
         let mut text = String::new();
         let mut model = None;
         let mut usage = None;
@@ -307,15 +302,10 @@ impl ChatProvider for OpenAiProvider {
 
     async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
         let started = Instant::now();
-        let body = http::post_json(
-            &self.client,
-            &self.url,
-            self.headers()?,
-            &self.body(req, false),
-            self.config.timeout,
-            self.config.api_key.as_ref(),
-        )
-        .await?;
+        let body = self
+            .endpoint
+            .post(self.headers()?, &self.body(req, false))
+            .await?;
         let parsed = self.parse(req, &body)?;
         Ok(parsed.completion(&self.config.name, started))
     }
@@ -326,22 +316,17 @@ impl ChatProvider for OpenAiProvider {
         deltas: &dyn Deltas,
     ) -> Result<Completion, ProviderError> {
         let started = Instant::now();
-        let response = http::post_json_response(
-            &self.client,
-            &self.url,
-            self.headers()?,
-            &self.body(req, true),
-            self.config.timeout,
-            self.config.api_key.as_ref(),
-        )
-        .await?;
-        let parsed = if http::is_event_stream(&response) {
-            self.read_stream(req, response, deltas).await?
-        } else {
-            let body = http::read_capped(response, http::MAX_BODY, self.config.timeout).await?;
-            let parsed = self.parse(req, &body)?;
-            deltas.delta(&parsed.text);
-            parsed
+        let answer = self
+            .endpoint
+            .post_streamed(self.headers()?, &self.body(req, true))
+            .await?;
+        let parsed = match answer {
+            http::Answer::Events(events) => self.read_stream(req, events, deltas).await?,
+            http::Answer::Whole(body) => {
+                let parsed = self.parse(req, &body)?;
+                deltas.delta(&parsed.text);
+                parsed
+            }
         };
         Ok(parsed.completion(&self.config.name, started))
     }

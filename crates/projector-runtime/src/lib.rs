@@ -178,6 +178,8 @@ pub struct Runtime<S: Sink> {
     sink: Arc<S>,
     kafka: KafkaConfig,
     settings: Settings,
+    /// The settings as they apply to this sink.
+    limits: Limits,
     status: watch::Sender<ProjectorStatus>,
 }
 
@@ -270,6 +272,7 @@ impl<S: Sink> Runtime<S> {
                 sink,
                 kafka,
                 settings,
+                limits,
                 status,
             },
             rx,
@@ -306,7 +309,7 @@ impl<S: Sink> Runtime<S> {
         let consumer = Arc::new(self.kafka.consumer(name, &self.settings.group)?);
         let subscribed: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&subscribed)?;
-        let limits = self.settings.limits(self.sink.as_ref());
+        let limits = self.limits;
         tracing::info!(
             projection = name,
             group = %self.settings.group,
