@@ -103,69 +103,18 @@ impl Service {
             .status()
     }
 
-    /// `field` of /proc/<pid>/status in KiB.
-    fn status_kib(&self, field: &str) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{field} in {status}"))
+    /// command-api's peak resident memory, in MiB.
+    fn peak_mib(&self) -> u64 {
+        testkit::procs::status_kib(self.child.id(), "VmHWM:") / 1024
     }
 
-    /// command-api's children running now (an exited child not yet waited for runs no
-    /// more: it is not counted).
-    fn children(&self) -> Vec<u32> {
-        let me = self.child.id();
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // pid (comm) state ppid ...: comm may hold spaces and parentheses.
-            let mut fields = stat
-                .rsplit_once(')')
-                .map_or("", |(_, r)| r)
-                .split_whitespace();
-            let state = fields.next();
-            let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-            if ppid == Some(me) && state != Some("Z") {
-                out.push(pid);
-            }
-        }
-        out
-    }
-
-    /// CPU seconds of command-api's children that it waited for (cutime + cstime).
+    /// CPU seconds of command-api's children that it waited for.
     fn children_cpu_secs(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("stat");
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .expect("stat")
-            .1
-            .split_whitespace()
-            .collect();
-        (fields[13].parse::<u64>().expect("cutime") + fields[14].parse::<u64>().expect("cstime"))
-            as f64
-            / 100.0
+        testkit::procs::children_cpu_secs(self.child.id())
     }
 
     async fn until_no_children(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        while !self.children().is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "extractions outlived their request: {:?}",
-                self.children()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        testkit::procs::until_no_children(self.child.id(), within).await;
     }
 }
 
@@ -257,7 +206,7 @@ async fn hostile_pdfs_are_refused_while_the_service_keeps_serving_within_its_mem
         }
         service.until_no_children(Duration::from_secs(1)).await;
     }
-    let peak_mib = service.status_kib("VmHWM:") / 1024;
+    let peak_mib = service.peak_mib();
     eprintln!("command-api peak memory over the hostile uploads: {peak_mib} MiB");
     assert!(
         peak_mib < PEAK_RSS_MIB,

@@ -29,57 +29,18 @@ async fn extract(extractor: &Extractor, bytes: Vec<u8>) -> Result<String, Intake
     intake::extract(extractor, PDF, Arc::from(bytes), MAX).await
 }
 
-/// This process's children running now (an exited child not yet waited for runs no
-/// more: it is not counted).
+/// This process's children running now.
 fn children() -> Vec<u32> {
-    let me = std::process::id();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces and parentheses.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let ppid = fields.next().and_then(|p| p.parse().ok());
-        if ppid == Some(me) && state != Some("Z") {
-            out.push(pid);
-        }
-    }
-    out
+    testkit::procs::children(std::process::id())
 }
 
 /// CPU seconds of this process's children that have been waited for.
 fn children_cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
-    let rest = stat.rsplit_once(')').expect("stat format").1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the comm: state is field 3 of the man page, cutime 16 and cstime 17.
-    let ticks: u64 =
-        fields[13].parse::<u64>().expect("cutime") + fields[14].parse::<u64>().expect("cstime");
-    ticks as f64 / 100.0
+    testkit::procs::children_cpu_secs(std::process::id())
 }
 
 async fn until_no_children(within: Duration) {
-    let deadline = Instant::now() + within;
-    while !children().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "children still running: {:?}",
-            children()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::procs::until_no_children(std::process::id(), within).await;
 }
 
 #[tokio::test]
@@ -303,11 +264,5 @@ async fn a_missing_program_is_the_servers_fault_not_the_files() {
 
 /// This process's peak resident set (VmHWM), in KiB.
 fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM")
+    testkit::procs::status_kib(std::process::id(), "VmHWM:")
 }
