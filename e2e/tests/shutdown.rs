@@ -84,25 +84,7 @@ async fn every_process_is_gone_within_ten_seconds_of_ctrl_c_after_the_broker_die
     );
     let group = stack.group();
     assert!(signal_group(group, "-INT"), "the stack is running");
-    loop {
-        let script_done = stack.child.try_wait().expect("wait").is_some();
-        // `kill -0` on the group fails once no process of it is left.
-        if script_done && !signal_group(group, "-0") {
-            break;
-        }
-        assert!(
-            interrupted.elapsed() < Duration::from_secs(10),
-            "processes left 10 s after Ctrl-C: {}",
-            String::from_utf8_lossy(
-                &Command::new("ps")
-                    .args(["-o", "pid,args", "-g", &group.to_string()])
-                    .output()
-                    .map(|o| o.stdout)
-                    .unwrap_or_default()
-            )
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    all_gone(&mut stack, group, interrupted, Duration::from_secs(10)).await;
     eprintln!(
         "everything stopped {:?} after Ctrl-C",
         interrupted.elapsed()
@@ -120,14 +102,22 @@ async fn a_supervised_stack_run_as_a_background_job_stops_on_ctrl_c_instead_of_r
     // Every service obeys the Ctrl-C with a clean exit; the supervisor must take that as
     // the stack stopping (it used to start them all again).
     let mut stack = stack;
+    all_gone(&mut stack, group, interrupted, Duration::from_secs(20)).await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// Waits until the script has ended and no process of its group is left, at most
+/// `within` after `since`.
+async fn all_gone(stack: &mut DevStack, group: u32, since: Instant, within: Duration) {
     loop {
         let script_done = stack.child.try_wait().expect("wait").is_some();
+        // `kill -0` on the group fails once no process of it is left.
         if script_done && !signal_group(group, "-0") {
-            break;
+            return;
         }
         assert!(
-            interrupted.elapsed() < Duration::from_secs(20),
-            "processes left 20 s after Ctrl-C: {}",
+            since.elapsed() < within,
+            "processes left {within:?} after Ctrl-C: {}",
             String::from_utf8_lossy(
                 &Command::new("ps")
                     .args(["-o", "pid,args", "-g", &group.to_string()])
@@ -138,5 +128,4 @@ async fn a_supervised_stack_run_as_a_background_job_stops_on_ctrl_c_instead_of_r
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = std::fs::remove_dir_all(&state);
 }

@@ -96,6 +96,22 @@ impl World {
             .aggregate_id
     }
 
+    /// `n` new conversations of `tenant`.
+    async fn conversations(&self, tenant: &str, n: usize) -> Vec<Uuid> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.conversation(tenant).await);
+        }
+        out
+    }
+
+    /// `text` asked in each of `conversations`, one after the other.
+    async fn ask_each(&self, tenant: &str, conversations: &[Uuid], text: &str) {
+        for c in conversations {
+            self.ask(tenant, *c, text).await;
+        }
+    }
+
     async fn ask(&self, tenant: &str, conversation: Uuid, text: &str) -> Uuid {
         let sent = self
             .stack
@@ -332,10 +348,7 @@ async fn exactly_one_reply_per_message_across_a_kill_redelivery_and_rebuilds() {
         .stack
         .projector(world.assistant(&[("primary", &llm)]))
         .await;
-    let mut conversations = Vec::new();
-    for _ in 0..15 {
-        conversations.push(world.conversation("acme").await);
-    }
+    let conversations = world.conversations("acme", 15).await;
     let writer = async {
         for round in 0..3 {
             for c in &conversations {
@@ -580,13 +593,10 @@ async fn replies_to_different_conversations_are_made_side_by_side_up_to_the_boun
         .stack
         .projector_concurrent(world.assistant(&[("primary", &llm)]), 8, Some(8))
         .await;
-    let mut conversations = Vec::new();
-    for _ in 0..20 {
-        conversations.push(world.conversation("acme").await);
-    }
-    for c in &conversations {
-        world.ask("acme", *c, "when do refunds arrive?").await;
-    }
+    let conversations = world.conversations("acme", 20).await;
+    world
+        .ask_each("acme", &conversations, "when do refunds arrive?")
+        .await;
     wait_until("every message answered", || async {
         answered(&world, &conversations, 1).await == conversations.len()
     })
@@ -636,14 +646,9 @@ async fn one_tenants_burst_does_not_hold_back_another_tenants_message() {
         .stack
         .projector_concurrent(world.assistant(&[("primary", &llm)]), 4, Some(4))
         .await;
-    let mut burst = Vec::new();
-    for _ in 0..40 {
-        burst.push(world.conversation("acme").await);
-    }
+    let burst = world.conversations("acme", 40).await;
     let other = world.conversation("globex").await;
-    for c in &burst {
-        world.ask("acme", *c, "a question of acme").await;
-    }
+    world.ask_each("acme", &burst, "a question of acme").await;
     world.ask("globex", other, "the question of globex").await;
     wait_until("every message answered", || async {
         answered(&world, &burst, 1).await == burst.len() && world.replies(other).await.len() == 1
@@ -670,13 +675,8 @@ async fn a_kill_with_many_calls_in_flight_repeats_at_most_those_calls_and_no_rep
         .stack
         .projector(world.assistant(&[("primary", &llm)]))
         .await;
-    let mut conversations = Vec::new();
-    for _ in 0..100 {
-        conversations.push(world.conversation("acme").await);
-    }
-    for c in &conversations {
-        world.ask("acme", *c, "a question").await;
-    }
+    let conversations = world.conversations("acme", 100).await;
+    world.ask_each("acme", &conversations, "a question").await;
     wait_until("a hundred model calls in flight", || async {
         llm.in_flight() == 100
     })

@@ -69,13 +69,7 @@ async fn a_generated_summary_and_an_ended_conversation_notify_the_user_once_each
 async fn email_goes_through_a_real_smtp_server_once_per_notification_after_an_outage() {
     let smtp = testkit::smtp::SmtpServer::start().await;
     smtp.set_down(true);
-    let channel = Channel::email(
-        &smtp.url,
-        "Threadline <noreply@threadline.test>",
-        "{user}@example.com".into(),
-        Duration::from_secs(5),
-    )
-    .expect("an email channel");
+    let channel = email_to(&smtp);
     let kit = Kit::start(Arc::new(EffectSink::new(Notifications::new(channel)))).await;
     let c = kit.start_conversation("acme", "Mail me").await;
     kit.send("acme", c, "Ship in May").await;
@@ -114,13 +108,7 @@ async fn email_goes_through_a_real_smtp_server_once_per_notification_after_an_ou
 async fn mail_to_a_slow_relay_goes_out_side_by_side_once_each() {
     let smtp = testkit::smtp::SmtpServer::start().await;
     smtp.set_delay(Duration::from_millis(200));
-    let channel = Channel::email(
-        &smtp.url,
-        "Threadline <noreply@threadline.test>",
-        "{user}@example.com".into(),
-        Duration::from_secs(5),
-    )
-    .expect("an email channel");
+    let channel = email_to(&smtp);
     let kit = Kit::start(Arc::new(EffectSink::new(Notifications::new(channel)))).await;
     let mut conversations = Vec::new();
     for i in 0..30 {
@@ -147,4 +135,15 @@ async fn mail_to_a_slow_relay_goes_out_side_by_side_once_each() {
         "{peak} messages at once"
     );
     kit.stop().await;
+}
+
+/// Email to `{user}@example.com` through `smtp`.
+fn email_to(smtp: &testkit::smtp::SmtpServer) -> Channel {
+    Channel::email(
+        &smtp.url,
+        "Threadline <noreply@threadline.test>",
+        "{user}@example.com".into(),
+        Duration::from_secs(5),
+    )
+    .expect("an email channel")
 }
