@@ -14,6 +14,7 @@
 //! listens; the reply's `MessageSent` stays the one truth, and a client that reconnects
 //! gets it from the event stream.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -31,7 +32,7 @@ const GATHER: Duration = Duration::from_millis(15);
 const MAX_PAYLOAD: usize = 7_500;
 
 /// The longest text of one delta; a longer piece is sent as several.
-pub const MAX_TEXT: usize = 1_500;
+const MAX_TEXT: usize = 1_500;
 
 /// Deltas waiting to be published, at most; more are dropped (they are a preview).
 const QUEUE: usize = 10_000;
@@ -67,9 +68,57 @@ impl Publisher {
 
     /// Queues `delta` (dropped when the queue is full: a preview may lose pieces, the
     /// final message never does).
-    pub fn send(&self, delta: Delta) {
+    fn send(&self, delta: Delta) {
         if self.queue.try_send(delta).is_err() {
             tracing::debug!("reply delta dropped: the publisher is behind");
+        }
+    }
+
+    /// The deltas of one reply being written: to the user message `reply_to` of
+    /// `conversation_id`.
+    pub fn reply<'a>(
+        &'a self,
+        tenant: &'a str,
+        conversation_id: Uuid,
+        reply_to: Uuid,
+    ) -> Reply<'a> {
+        Reply {
+            publisher: self,
+            tenant,
+            conversation_id,
+            reply_to,
+            next: Mutex::new((0, 0)),
+        }
+    }
+}
+
+/// One reply's pieces as deltas: numbered from 0 within each attempt, a long one cut.
+pub struct Reply<'a> {
+    publisher: &'a Publisher,
+    tenant: &'a str,
+    conversation_id: Uuid,
+    reply_to: Uuid,
+    /// The attempt of the last piece and the next piece's number in it.
+    next: Mutex<(u32, u32)>,
+}
+
+impl Reply<'_> {
+    /// Publishes `text`, a piece of attempt `attempt`.
+    pub fn send(&self, attempt: u32, text: &str) {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        if next.0 != attempt {
+            *next = (attempt, 0);
+        }
+        for piece in pieces(text) {
+            self.publisher.send(Delta {
+                tenant_id: self.tenant.to_owned(),
+                conversation_id: self.conversation_id,
+                reply_to: self.reply_to,
+                attempt,
+                seq: next.1,
+                text: piece.to_owned(),
+            });
+            next.1 += 1;
         }
     }
 }
@@ -127,7 +176,7 @@ pub fn parse(payload: &str) -> Vec<Delta> {
 }
 
 /// `text` cut into pieces of at most [`MAX_TEXT`] characters (one piece when it fits).
-pub fn pieces(text: &str) -> Vec<&str> {
+fn pieces(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = text;
     while rest.chars().count() > MAX_TEXT {

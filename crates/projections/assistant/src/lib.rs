@@ -40,7 +40,7 @@ use domain::{DocumentStatus, DomainError};
 use llm::ContextItem;
 use llm::router::{RouteError, Router};
 use platform::config::{self, ConfigError};
-use projection::deltas::{self, Delta, Publisher};
+use projection::deltas::Publisher;
 use projection::{EffectError, EffectId, EffectProjection, Envelope, Pass, Planned};
 use schemas::{Event, MessageSource, Role};
 use semantic_index::{Search, SearchRequest};
@@ -378,7 +378,7 @@ impl Assistant {
         let routed = match &self.deltas {
             None => self.router.route("reply", tenant, &request).await,
             Some(publisher) => {
-                let pieces = Pieces::new(publisher, tenant, conversation_id, message_id);
+                let pieces = publisher.reply(tenant, conversation_id, message_id);
                 let sink = |attempt: u32, text: &str| pieces.send(attempt, text);
                 self.router
                     .route_streaming("reply", tenant, &request, &sink)
@@ -467,51 +467,6 @@ impl Assistant {
             });
         }
         (context, sources)
-    }
-}
-
-/// A reply's pieces as deltas: numbered within their attempt, long ones cut.
-struct Pieces<'a> {
-    publisher: &'a Publisher,
-    tenant: &'a str,
-    conversation_id: Uuid,
-    reply_to: Uuid,
-    /// The attempt of the last piece and the next piece's number in it.
-    next: Mutex<(u32, u32)>,
-}
-
-impl<'a> Pieces<'a> {
-    fn new(
-        publisher: &'a Publisher,
-        tenant: &'a str,
-        conversation_id: Uuid,
-        reply_to: Uuid,
-    ) -> Self {
-        Pieces {
-            publisher,
-            tenant,
-            conversation_id,
-            reply_to,
-            next: Mutex::new((0, 0)),
-        }
-    }
-
-    fn send(&self, attempt: u32, text: &str) {
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        if next.0 != attempt {
-            *next = (attempt, 0);
-        }
-        for piece in deltas::pieces(text) {
-            self.publisher.send(Delta {
-                tenant_id: self.tenant.to_owned(),
-                conversation_id: self.conversation_id,
-                reply_to: self.reply_to,
-                attempt,
-                seq: next.1,
-                text: piece.to_owned(),
-            });
-            next.1 += 1;
-        }
     }
 }
 
