@@ -172,11 +172,10 @@ impl LocalEmbedder {
                     replies.push(request.reply);
                 }
                 let inner = Arc::clone(&inner);
-                let result = match run_blocking(move || inner.forward(&windows)).await {
-                    Ok(result) => result,
-                    Err(e) => Err(e),
-                };
-                match result {
+                match run_blocking(move || inner.forward(&windows))
+                    .await
+                    .and_then(|forwarded| forwarded)
+                {
                     Ok(vectors) => {
                         let mut vectors = vectors.into_iter();
                         for (reply, n) in replies.into_iter().zip(sizes) {
