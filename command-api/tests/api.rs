@@ -23,6 +23,15 @@ impl Client {
         }
     }
 
+    /// A caller of `tenant` with its own subject (`Client::new` is `user-1`).
+    fn as_user(app: &TestApp, tenant: &str, subject: &str, roles: &[Role]) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: app.base.clone(),
+            token: hs256_token(SECRET, tenant, subject, roles, 3600),
+        }
+    }
+
     async fn post(
         &self,
         path: &str,
@@ -208,6 +217,60 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request
         "all duplicates answer with the same conversation"
     );
     assert_eq!(app.event_count().await, 3);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_its_callers_own() {
+    let app = TestApp::spawn().await;
+    let alice = member(&app);
+    let bob = Client::as_user(&app, "acme", "user-2", &[Role::Member]);
+    let id = alice.start("Alice's").await;
+    let path = format!("/v1/conversations/{id}/messages");
+    let body = json!({"role": "user", "content": "mine"});
+    let key = [("idempotency-key", "shared-key")];
+    let (status, first, _) = alice.post(&path, body.clone(), &key).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    // Bob sends the same key and body: a request of his own, on a conversation he does
+    // not see, so the 404 every other request of his gets, not Alice's answer.
+    let (status, answer, headers) = bob.post(&path, body, &key).await;
+    assert_problem(status, &answer, StatusCode::NOT_FOUND, "not_found");
+    assert!(headers.get("idempotent-replayed").is_none());
+    assert_eq!(app.event_count().await, 2);
+
+    // Another admin with the first admin's key and body creates an endpoint of their own:
+    // the first endpoint's signing secret goes to nobody else.
+    let endpoint = json!({"url": "http://127.0.0.1:9/hook", "event_types": ["message.sent"]});
+    let hook_key = [("idempotency-key", "hook-key")];
+    let admin = Client::as_user(&app, "acme", "admin-1", &[Role::Admin]);
+    let other = Client::as_user(&app, "acme", "admin-2", &[Role::Admin]);
+    let (status, created, _) = admin
+        .post("/v1/webhooks/endpoints", endpoint.clone(), &hook_key)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, theirs, _) = other
+        .post("/v1/webhooks/endpoints", endpoint.clone(), &hook_key)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{theirs}");
+    assert_eq!(theirs["replayed"], false, "{theirs}");
+    assert_ne!(theirs["id"], created["id"]);
+    assert_ne!(theirs["secret"], created["secret"]);
+    // The first admin's retry is still a replay, with the answer they lost.
+    let (status, again, _) = admin
+        .post("/v1/webhooks/endpoints", endpoint, &hook_key)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(
+        (
+            again["replayed"].clone(),
+            again["id"].clone(),
+            again["secret"].clone()
+        ),
+        (
+            json!(true),
+            created["id"].clone(),
+            created["secret"].clone()
+        )
+    );
 }
 
 #[tokio::test]

@@ -822,7 +822,7 @@ impl CommandService {
                 if let Some(queued) = aggregates.pending(&key) {
                     queued.settled().await;
                 }
-                if let Some(done) = self.replay(&meta.tenant_id, idem).await? {
+                if let Some(done) = self.replay(meta, idem).await? {
                     return Ok(done);
                 }
             }
@@ -896,7 +896,7 @@ impl CommandService {
                 }
                 Err(PersistenceError::OptimisticLockError) => {
                     if let Some(idem) = &meta.idempotency
-                        && let Some(done) = self.replay(&meta.tenant_id, idem).await?
+                        && let Some(done) = self.replay(meta, idem).await?
                     {
                         return Ok(done);
                     }
@@ -912,10 +912,10 @@ impl CommandService {
     /// The outcome of an earlier request with this idempotency key, if there was one.
     async fn replay(
         &self,
-        tenant_id: &str,
+        meta: &RequestMeta,
         idem: &Idempotency,
     ) -> Result<Option<Accepted>, CommandError> {
-        let Some(hit) = idempotency::find(&self.pool, tenant_id, &idem.key)
+        let Some(hit) = idempotency::find(&self.pool, &meta.tenant_id, &meta.user_id, &idem.key)
             .await
             .map_err(db)?
         else {

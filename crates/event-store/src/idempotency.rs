@@ -18,16 +18,20 @@ pub struct KeyRecord {
     pub last_sequence: i64,
 }
 
+/// The record of `key` as sent by `user_id` of `tenant_id`: a key is its caller's own
+/// (migration 1007), so another member's same key finds nothing.
 pub async fn find(
     db: impl PgExecutor<'_>,
     tenant_id: &str,
+    user_id: &str,
     key: &str,
 ) -> Result<Option<KeyRecord>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT request_hash, aggregate_type, aggregate_id, first_sequence, last_sequence \
-         FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+         FROM idempotency_keys WHERE tenant_id = $1 AND user_id = $2 AND key = $3",
     )
     .bind(tenant_id)
+    .bind(user_id)
     .bind(key)
     .fetch_optional(db)
     .await?;
