@@ -135,6 +135,7 @@ async fn main() {
         "Threadline <noreply@threadline.test>",
         "{user}@example.com".into(),
         Duration::from_secs(30),
+        None,
     )
     .expect("an email channel");
     let notifier = services

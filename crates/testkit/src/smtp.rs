@@ -41,6 +41,8 @@ struct Inner {
     delay: std::time::Duration,
     accepting: usize,
     peak_accepting: usize,
+    /// Messages answered 451 while down.
+    refused: usize,
 }
 
 /// The server; stops when dropped.
@@ -103,6 +105,7 @@ async fn session(socket: tokio::net::TcpStream, inner: Arc<Mutex<Inner>>) -> std
             let mut state = lock(&inner);
             state.accepting -= 1;
             if state.down {
+                state.refused += 1;
                 b"451 try again later\r\n"
             } else {
                 state.mails.push(Mail {
@@ -155,6 +158,11 @@ impl SmtpServer {
     /// The most messages being accepted at once so far.
     pub fn peak_accepting(&self) -> usize {
         lock(&self.inner).peak_accepting
+    }
+
+    /// How many messages were answered 451 while down.
+    pub fn refused(&self) -> usize {
+        lock(&self.inner).refused
     }
 
     /// Refuses messages with a transient 451 while `down`.

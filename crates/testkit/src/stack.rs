@@ -91,6 +91,9 @@ impl RunningProjector {
     }
 }
 
+/// Attempts before a test projector parks an event it was refused.
+pub const MAX_ATTEMPTS: u32 = 3;
+
 impl Stack {
     /// A fresh database with every migration, a topic prefix of its own, and the command
     /// service with the deterministic document generator.
@@ -167,7 +170,7 @@ impl Stack {
     pub fn settings(&self, group: &str) -> Settings {
         Settings {
             group: format!("{}{group}", self.kafka.topic_prefix),
-            max_attempts: 3,
+            max_attempts: MAX_ATTEMPTS,
             backoff: Duration::from_millis(20),
             batch_max: 100,
             concurrency: None,

@@ -4,9 +4,12 @@ use std::time::Duration;
 
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use projection::EffectError;
 use reqwest::StatusCode;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use crate::Message;
 
@@ -50,11 +53,22 @@ impl Channel {
     /// An email channel: `url` is the relay (`smtp://host:25`, `smtp://host:587?tls=required`,
     /// `smtps://user:password@host:465`), `from` the sender, `to` the recipient's address
     /// with `{user}` for the notified subject (`{user}` alone when subjects are addresses).
-    pub fn email(url: &str, from: &str, to: String, timeout: Duration) -> Result<Channel, String> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+    /// `ca_pem`: certificate authorities (PEM) to trust besides the public roots, for a
+    /// relay whose certificate a private CA issued; the URL must then use TLS.
+    pub fn email(
+        url: &str,
+        from: &str,
+        to: String,
+        timeout: Duration,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Channel, String> {
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| format!("the SMTP URL: {e}"))?
-            .timeout(Some(timeout))
-            .build();
+            .timeout(Some(timeout));
+        if let Some(pem) = ca_pem {
+            builder = builder.tls(tls_trusting(url, pem)?);
+        }
+        let transport = builder.build();
         let from: Mailbox = from
             .parse()
             .map_err(|e| format!("the sender {from:?}: {e}"))?;
@@ -116,6 +130,67 @@ impl Channel {
     }
 }
 
+/// The TLS mode `url` asks for (lettre's reading of it: `smtps` wraps the connection,
+/// `?tls=required` or `?tls=opportunistic` upgrades it with STARTTLS), trusting the
+/// authorities of `pem` as well as the public roots.
+fn tls_trusting(url: &str, pem: &[u8]) -> Result<Tls, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("the SMTP URL: {e}"))?;
+    let tls = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    let mode: fn(TlsParameters) -> Tls = match (parsed.scheme(), tls.as_deref()) {
+        ("smtps", _) => Tls::Wrapper,
+        ("smtp", Some("required")) => Tls::Required,
+        ("smtp", Some("opportunistic")) => Tls::Opportunistic,
+        _ => {
+            return Err(
+                "a CA file is set but the SMTP URL does not use TLS: use smtps:// or add ?tls=required"
+                    .into(),
+            );
+        }
+    };
+    let host = parsed.host_str().ok_or("the SMTP URL has no host")?;
+    let mut parameters = TlsParameters::builder(host.to_owned());
+    let mut count = 0;
+    for der in CertificateDer::pem_slice_iter(pem) {
+        let der = der.map_err(|e| format!("the CA file: {e}"))?;
+        let certificate =
+            Certificate::from_der(der.to_vec()).map_err(|e| format!("the CA file: {e}"))?;
+        parameters = parameters.add_root_certificate(certificate);
+        count += 1;
+    }
+    if count == 0 {
+        return Err("the CA file holds no PEM certificate".into());
+    }
+    let parameters = parameters
+        .build()
+        .map_err(|e| format!("the CA file: {e}"))?;
+    Ok(mode(parameters))
+}
+
+/// Whether `error` came from TLS itself (a certificate not trusted, expired or for
+/// another name; a handshake the relay broke off), not from the network. lettre reports
+/// a failed handshake as a connection error wrapping rustls' error in an `io::Error`,
+/// whose `source` skips it, so both are looked into.
+fn is_tls_failure(error: &lettre::transport::smtp::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    error.is_tls()
+}
+
 impl Email {
     async fn send(&self, message: &Message<'_>) -> Result<(), EffectError> {
         let n = message.notification;
@@ -146,6 +221,10 @@ impl Email {
             Ok(_) => Ok(()),
             // 5xx: the relay refuses this message for good.
             Err(e) if e.is_permanent() => Err(EffectError::Rejected(format!("SMTP: {e}"))),
+            // A certificate this channel does not trust is a setting to fix, not an
+            // outage to wait out: counted against the attempts, then parked (and redriven
+            // once the relay's CA is set), instead of holding every notification forever.
+            Err(e) if is_tls_failure(&e) => Err(EffectError::Rejected(format!("SMTP TLS: {e}"))),
             // 4xx, a connection refused or cut, a timeout: the relay is unavailable.
             Err(e) => Err(EffectError::Unavailable(format!("SMTP: {e}"))),
         }

@@ -89,7 +89,9 @@ impl Notifications {
     /// `NOTIFY_CHANNEL`: `log` (default) writes one structured log line per notification;
     /// `http` POSTs each as JSON to `NOTIFY_HTTP_URL` (timeout `NOTIFY_HTTP_TIMEOUT_MS`,
     /// default 10000); `email` sends each through the SMTP relay `NOTIFY_SMTP_URL` from
-    /// `NOTIFY_EMAIL_FROM` to `NOTIFY_EMAIL_TO` (default `{user}`: subjects are addresses).
+    /// `NOTIFY_EMAIL_FROM` to `NOTIFY_EMAIL_TO` (default `{user}`: subjects are addresses),
+    /// trusting the certificate authorities of the PEM file `NOTIFY_SMTP_CA_FILE` besides
+    /// the public roots (a relay with a private CA).
     pub fn from_env() -> Result<Self, ConfigError> {
         let channel = match config::var("NOTIFY_CHANNEL").as_deref() {
             None | Some("log") => Channel::Log,
@@ -113,11 +115,21 @@ impl Notifications {
                     "NOTIFY_HTTP_TIMEOUT_MS",
                     10_000u64,
                 )?);
-                Channel::email(&url, &from, to, timeout).map_err(|reason| ConfigError::Invalid {
-                    name: "NOTIFY_SMTP_URL",
-                    // The URL may carry a password.
-                    value: "***".into(),
-                    reason,
+                let ca = match config::var("NOTIFY_SMTP_CA_FILE") {
+                    None => None,
+                    Some(path) => Some(std::fs::read(&path).map_err(|e| ConfigError::Invalid {
+                        name: "NOTIFY_SMTP_CA_FILE",
+                        reason: format!("cannot read it: {e}"),
+                        value: path,
+                    })?),
+                };
+                Channel::email(&url, &from, to, timeout, ca.as_deref()).map_err(|reason| {
+                    ConfigError::Invalid {
+                        name: "NOTIFY_SMTP_URL",
+                        // The URL may carry a password.
+                        value: "***".into(),
+                        reason,
+                    }
                 })?
             }
             Some(other) => {
