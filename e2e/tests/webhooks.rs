@@ -1,7 +1,8 @@
 //! Webhooks through the whole product as `dev/stack run` starts it: an admin subscribes a
 //! receiver over the command API, events reach it signed; a message the receiver keeps
 //! refusing dies on a short schedule, its endpoint's creator finds it in their in-app
-//! notifications, marks it read, and reads their own write.
+//! notifications, marks it read, and reads their own write; redelivered, it is no longer
+//! counted dead; the ledger reads whole a page at a time.
 
 use e2e::caller::Caller;
 use e2e::dev_stack::{DevStack, SECRET};
@@ -74,14 +75,102 @@ async fn a_subscribed_receiver_gets_events_and_a_dead_message_reaches_the_owners
         ))
         .await;
     assert_eq!(status, StatusCode::OK, "{attempts}");
-    assert_eq!(attempts.as_array().map(Vec::len), Some(2), "{attempts}");
+    assert_eq!(
+        attempts["items"].as_array().map(Vec::len),
+        Some(2),
+        "{attempts}"
+    );
     assert!(
-        attempts
+        attempts["items"]
             .as_array()
             .into_iter()
             .flatten()
             .all(|a| a["status_code"] == 500)
     );
+
+    // The endpoint counts its dead message until it is redelivered and delivered.
+    let endpoint = format!("{queries}/v1/webhooks/endpoints/{}", endpoints[1].0);
+    let (_, view) = admin.get(endpoint.clone()).await;
+    assert_eq!(view["dead_messages"], 1, "{view}");
+    let (_, dead) = admin.get(format!("{endpoint}/messages?status=dead")).await;
+    let dead_id = dead["items"][0]["message_id"].clone();
+    assert!(dead_id.is_string(), "{dead}");
+    bad.set_down(None);
+    let (status, body) = admin
+        .post(
+            format!(
+                "{commands}/v1/webhooks/endpoints/{}/redeliver",
+                endpoints[1].0
+            ),
+            json!({"message_id": dead_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    wait_until("the redelivery", || async {
+        bad.delivered_by("webhook-id").len() == 1
+    })
+    .await;
+    wait_until("the endpoint to count no dead message", || async {
+        admin.get(endpoint.clone()).await.1["dead_messages"] == 0
+    })
+    .await;
+    let (_, listed) = admin.get(format!("{queries}/v1/webhooks/endpoints")).await;
+    assert!(
+        listed["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|e| e["dead_messages"] == 0),
+        "{listed}"
+    );
+
+    // The ledger reads whole, a page at a time: three more conversations, four messages
+    // to the good receiver, one per page.
+    for title in ["Two", "Three", "Four"] {
+        let (status, body) = member
+            .post(
+                format!("{commands}/v1/conversations"),
+                json!({"title": title}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    wait_until("four deliveries", || async {
+        good.delivered_by("webhook-id").len() == 4
+    })
+    .await;
+    let messages = format!(
+        "{queries}/v1/webhooks/endpoints/{}/messages",
+        endpoints[0].0
+    );
+    let mut seen = Vec::new();
+    let mut next = format!("{messages}?status=delivered&limit=1");
+    loop {
+        let (status, page) = admin.get(next.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+        seen.push(
+            page["items"][0]["message_id"]
+                .as_str()
+                .expect("an id")
+                .to_owned(),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => next = format!("{messages}?status=delivered&limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let mut delivered: Vec<String> = good.delivered_by("webhook-id").into_keys().collect();
+    delivered.sort();
+    let mut listed = seen.clone();
+    listed.sort();
+    assert_eq!(
+        listed, delivered,
+        "every message once, newest first: {seen:?}"
+    );
+    let (status, refused) = admin.get(format!("{messages}?cursor=nonsense")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["code"], "invalid_cursor");
 
     let (status, read) = admin
         .post(

@@ -231,20 +231,34 @@ pub(super) fn limit(raw: Option<i64>) -> Result<i64, Problem> {
 }
 
 /// A keyset cursor `<microseconds>.<uuid>` (a time and an id that breaks ties).
-pub(super) fn time_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+/// A page's cursor for lists newest first: the last item's time (microseconds) and id.
+pub(super) fn time_cursor(at: DateTime<Utc>, id: impl std::fmt::Display) -> String {
     format!("{}.{id}", at.timestamp_micros())
 }
 
-pub(super) fn parse_time_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), Problem> {
-    let bad = || Problem::bad_request("invalid_cursor", "cursor is not one this API returned");
-    let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
-    let micros: i64 = micros.parse().map_err(|_| bad())?;
-    let at = Utc.timestamp_micros(micros).single().ok_or_else(bad)?;
+/// The time and the id of a [`time_cursor`], the id still as text.
+pub(super) fn split_time_cursor(raw: &str) -> Result<(DateTime<Utc>, &str), Problem> {
+    let (micros, id) = raw.split_once('.').ok_or_else(invalid_cursor)?;
+    let micros: i64 = micros.parse().map_err(|_| invalid_cursor())?;
+    let at = Utc
+        .timestamp_micros(micros)
+        .single()
+        .ok_or_else(invalid_cursor)?;
     let at = checked_time("cursor", Some(at))
         .ok()
         .flatten()
-        .ok_or_else(bad)?;
-    Ok((at, id.parse().map_err(|_| bad())?))
+        .ok_or_else(invalid_cursor)?;
+    Ok((at, id))
+}
+
+/// A [`time_cursor`] whose id is a UUID.
+pub(super) fn parse_time_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), Problem> {
+    let (at, id) = split_time_cursor(raw)?;
+    Ok((at, id.parse().map_err(|_| invalid_cursor())?))
+}
+
+pub(super) fn invalid_cursor() -> Problem {
+    Problem::bad_request("invalid_cursor", "cursor is not one this API returned")
 }
 
 #[utoipa::path(get, path = "/v1/conversations", params(ListConversations),

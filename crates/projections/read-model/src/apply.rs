@@ -607,7 +607,7 @@ async fn write_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), A
         .execute(&mut *db)
         .await?,
         Event::WebhookMessageFailed(w) => sqlx::query(&format!(
-            "UPDATE {s}.webhook_endpoints SET dead_messages = dead_messages + 1, last_dead_at = $2 WHERE endpoint_id = $1"
+            "UPDATE {s}.webhook_endpoints SET last_dead_at = $2 WHERE endpoint_id = $1"
         ))
         .bind(w.endpoint_id)
         .bind(w.failed_at)

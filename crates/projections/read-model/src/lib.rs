@@ -178,7 +178,6 @@ async fn create_webhook_endpoints(db: &mut PgConnection, s: &str) -> Result<(), 
                 updated_at           timestamptz NOT NULL,
                 secret_rotated_at    timestamptz,
                 previous_secret_until timestamptz,
-                dead_messages        bigint      NOT NULL DEFAULT 0,
                 last_dead_at         timestamptz,
                 deleted_at           timestamptz)"
         ),

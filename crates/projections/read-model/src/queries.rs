@@ -147,12 +147,12 @@ pub struct WebhookEndpointView {
     pub secret_rotated_at: Option<DateTime<Utc>>,
     /// Until when the rotated-out secret also signs.
     pub previous_secret_until: Option<DateTime<Utc>>,
-    /// Messages whose every attempt failed.
-    pub dead_messages: i64,
+    /// When a message of the endpoint last died (its every attempt failed). How many are
+    /// dead now is the delivery ledger's to say, not the endpoint's events'.
     pub last_dead_at: Option<DateTime<Utc>>,
 }
 
-const WEBHOOK_COLUMNS: &str = "endpoint_id, url, event_types, description, enabled, disabled_reason, disabled_automatic, created_by, created_at, updated_at, secret_rotated_at, previous_secret_until, dead_messages, last_dead_at";
+const WEBHOOK_COLUMNS: &str = "endpoint_id, url, event_types, description, enabled, disabled_reason, disabled_automatic, created_by, created_at, updated_at, secret_rotated_at, previous_secret_until, last_dead_at";
 
 const KNOWLEDGE_COLUMNS: &str = "knowledge_id, title, media_type, sha256, size_bytes, char_length(text) AS characters, added_by, added_at";
 

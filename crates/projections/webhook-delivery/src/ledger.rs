@@ -329,32 +329,61 @@ pub struct MessageView {
     pub created_at: DateTime<Utc>,
 }
 
-/// An endpoint's messages, newest first, optionally of one status, up to `limit`.
+/// An endpoint's messages, newest first (`created_at`, then `message_id`, both
+/// descending), optionally of one status, up to `limit`, after the message `before` (a
+/// page's last) if given.
 pub async fn list_messages(
     db: impl PgExecutor<'_>,
     tenant: &str,
     endpoint_id: Uuid,
     status: Option<&str>,
+    before: Option<(DateTime<Utc>, &str)>,
     limit: i64,
 ) -> Result<Vec<MessageView>, sqlx::Error> {
+    let (at, id) = before.unzip();
     sqlx::query_as(
         "SELECT message_id, endpoint_id, event_id, event_type, status, total_attempts AS attempts,
                 next_attempt_at, delivered_at, last_error, created_at
          FROM webhook_messages
          WHERE tenant_id = $1 AND endpoint_id = $2 AND ($3::text IS NULL OR status = $3)
-         ORDER BY created_at DESC, message_id LIMIT $4",
+           AND ($4::timestamptz IS NULL OR (created_at, message_id) < ($4, $5))
+         ORDER BY created_at DESC, message_id DESC LIMIT $6",
     )
     .bind(tenant)
     .bind(endpoint_id)
     .bind(status)
+    .bind(at)
+    .bind(id)
     .bind(limit)
     .fetch_all(db)
     .await
 }
 
+/// How many of each endpoint's messages are dead now: their schedule ran out and they
+/// were not redelivered since. The ledger is where a message's state lives; endpoints
+/// without dead messages are absent.
+pub async fn dead_messages(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    endpoints: &[Uuid],
+) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT endpoint_id, count(*) FROM webhook_messages
+         WHERE tenant_id = $1 AND endpoint_id = ANY($2) AND status = 'dead'
+         GROUP BY endpoint_id",
+    )
+    .bind(tenant)
+    .bind(endpoints)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// One attempt as admins see it.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AttemptView {
+    /// Increases with every attempt made; a page's cursor names the last one.
+    pub attempt_id: i64,
     pub message_id: String,
     pub attempted_at: DateTime<Utc>,
     pub url: String,
@@ -365,23 +394,31 @@ pub struct AttemptView {
     pub succeeded: bool,
 }
 
-/// An endpoint's attempts (or one message's), newest first, up to `limit`.
+/// An endpoint's attempts (or one message's), newest first (`attempted_at`, then
+/// `attempt_id`, both descending), up to `limit`, after the attempt `before` (a page's
+/// last) if given.
 pub async fn list_attempts(
     db: impl PgExecutor<'_>,
     tenant: &str,
     endpoint_id: Uuid,
     message_id: Option<&str>,
+    before: Option<(DateTime<Utc>, i64)>,
     limit: i64,
 ) -> Result<Vec<AttemptView>, sqlx::Error> {
+    let (at, id) = before.unzip();
     sqlx::query_as(
-        "SELECT message_id, attempted_at, url, status_code, latency_ms, error, response, succeeded
+        "SELECT attempt_id, message_id, attempted_at, url, status_code, latency_ms, error,
+                response, succeeded
          FROM webhook_attempts
          WHERE tenant_id = $1 AND endpoint_id = $2 AND ($3::text IS NULL OR message_id = $3)
-         ORDER BY attempted_at DESC, attempt_id DESC LIMIT $4",
+           AND ($4::timestamptz IS NULL OR (attempted_at, attempt_id) < ($4, $5))
+         ORDER BY attempted_at DESC, attempt_id DESC LIMIT $6",
     )
     .bind(tenant)
     .bind(endpoint_id)
     .bind(message_id)
+    .bind(at)
+    .bind(id)
     .bind(limit)
     .fetch_all(db)
     .await
