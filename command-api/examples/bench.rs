@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use commands::{CommandService, TemplateGenerator};
 use common::TestApp;
-use domain::{Actor, Command, CommandContext, Conversation, ConversationCommand, Scope};
+use domain::{Actor, Command, CommandContext, Conversation, ConversationCommand, Reach};
 use platform::auth::Role;
 use serde_json::json;
 use sqlx::PgPool;
@@ -106,7 +106,7 @@ async fn stock(pool: &PgPool, clients: usize, per_client: usize) -> (f64, Vec<Du
         tenant_id: "stock".into(),
         actor: Actor {
             subject: "writer".into(),
-            scope: Scope::Own,
+            reach: Reach::Own,
         },
         expected_version: None,
         at: schemas::timestamp_now(),

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use access::{Reach, Scope};
 use e2e::Services;
 use e2e::client::Client;
 use embeddings::{Embedder, EmbeddingConfig};
@@ -161,11 +162,10 @@ async fn search_latency(services: &Services, n: usize) {
     let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| vectors.next()).collect();
     fn query(v: &[f32]) -> SearchQuery<'_> {
         SearchQuery {
-            tenant_id: "bench",
+            scope: Scope::new("bench", "admin", Reach::Tenant),
             vector: v,
             kinds: &SourceKind::ALL,
             conversation_id: None,
-            only: None,
             limit: 10,
             min_score: None,
         }

@@ -321,7 +321,7 @@ async fn every_member_reads_the_tenants_knowledge_base_and_its_originals() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     let mut admin = meta("acme");
-    admin.scope = commands::Scope::Tenant;
+    admin.reach = commands::Reach::Tenant;
     let removed = service
         .remove_knowledge(policy.aggregate_id, None, &admin)
         .await

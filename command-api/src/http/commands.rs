@@ -327,11 +327,7 @@ impl Caller {
         Ok(RequestMeta {
             tenant_id: self.who.tenant_id.clone(),
             user_id: self.who.subject.clone(),
-            scope: if self.who.sees_whole_tenant() {
-                ::commands::Scope::Tenant
-            } else {
-                ::commands::Scope::Own
-            },
+            reach: self.who.reach(),
             correlation_id: self.ctx.correlation_id.clone(),
             causation_id: self.ctx.causation_id.clone(),
             traceparent: Some(self.ctx.traceparent.clone()),

@@ -24,7 +24,7 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope};
 use domain::{
     Actor, Command, CommandContext, Conversation, ConversationCommand, Document, DocumentCommand,
-    DomainError, Inbox, InboxCommand, Knowledge, KnowledgeCommand, Transcript, Version,
+    DomainError, Inbox, InboxCommand, Knowledge, KnowledgeCommand, Resource, Transcript, Version,
     WebhookEndpoint,
 };
 use event_store::{Appender, blobs, idempotency, log};
@@ -37,7 +37,7 @@ use thiserror::Error;
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
-pub use domain::Scope;
+pub use domain::Reach;
 pub use generator::{DocumentGenerator, TemplateGenerator};
 pub use intake::IntakeError;
 pub use webhooks::{EndpointChanges, NewEndpoint, WebhookError, WebhookSettings};
@@ -47,8 +47,8 @@ pub use webhooks::{EndpointChanges, NewEndpoint, WebhookError, WebhookSettings};
 pub struct RequestMeta {
     pub tenant_id: String,
     pub user_id: String,
-    /// How much of the tenant the caller sees (members: what they started).
-    pub scope: Scope,
+    /// How much of the tenant the caller reaches (members: what they started).
+    pub reach: Reach,
     pub correlation_id: String,
     pub causation_id: String,
     pub traceparent: Option<String>,
@@ -64,6 +64,11 @@ pub struct Idempotency {
 }
 
 impl RequestMeta {
+    /// What the caller sees ([`access`] holds the rule).
+    pub fn scope(&self) -> domain::Scope<'_> {
+        domain::Scope::new(&self.tenant_id, &self.user_id, self.reach)
+    }
+
     fn to_metadata(&self, command: &str) -> HashMap<String, String> {
         let mut m = HashMap::from([
             ("tenant_id".to_owned(), self.tenant_id.clone()),
@@ -402,7 +407,7 @@ impl CommandService {
     fn actor(meta: &RequestMeta) -> Actor {
         Actor {
             subject: meta.user_id.clone(),
-            scope: meta.scope,
+            reach: meta.reach,
         }
     }
 
@@ -743,7 +748,7 @@ impl CommandService {
         id: Uuid,
         meta: &RequestMeta,
     ) -> Result<Transcript, CommandError> {
-        let actor = Self::actor(meta);
+        let scope = meta.scope();
         const PAGE: i64 = 500;
         let aggregate_id = id.to_string();
         let mut transcript: Option<Transcript> = None;
@@ -763,7 +768,10 @@ impl CommandService {
                 match stored.event().map_err(storage)? {
                     // Another tenant's, or another member's: it does not exist for this caller.
                     Event::ConversationStarted(e)
-                        if e.tenant_id == meta.tenant_id && actor.sees(e.started_by.as_deref()) =>
+                        if scope.sees(&Resource::conversation(
+                            &e.tenant_id,
+                            e.started_by.as_deref(),
+                        )) =>
                     {
                         transcript = Some(Transcript::new(id, e.title));
                     }
@@ -965,7 +973,7 @@ mod tests {
         RequestMeta {
             tenant_id: "acme".into(),
             user_id: "writer".into(),
-            scope: Scope::Own,
+            reach: Reach::Own,
             correlation_id: "corr".into(),
             causation_id: "cause".into(),
             traceparent: None,
@@ -1099,7 +1107,7 @@ mod tests {
             .await
             .expect("remove");
         let admin = RequestMeta {
-            scope: Scope::Tenant,
+            reach: Reach::Tenant,
             ..test_meta()
         };
         let w = service

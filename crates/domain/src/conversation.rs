@@ -356,7 +356,7 @@ mod tests {
             tenant_id: tenant.into(),
             actor: crate::Actor {
                 subject: subject.into(),
-                scope: crate::Scope::Own,
+                reach: crate::Reach::Own,
             },
             expected_version: expected.map(Version),
             at: schemas::timestamp_now(),
@@ -416,7 +416,7 @@ mod tests {
     /// Decides as the tenant-wide assistant and applies what was decided.
     fn run(c: &mut Conversation, body: ConversationCommand) -> Result<(), DomainError> {
         let mut context = ctx("acme", None);
-        context.actor.scope = crate::Scope::Tenant;
+        context.actor.reach = crate::Reach::Tenant;
         context.actor.subject = "assistant".into();
         let e = c.decide(Command { ctx: context, body })?;
         c.apply(e);
@@ -660,30 +660,30 @@ mod tests {
     fn a_member_changes_only_the_conversations_they_started() {
         let c = started();
         assert_eq!(c.started_by.as_deref(), Some("ann"));
-        let by = |subject: &str, scope| Command {
+        let by = |subject: &str, reach| Command {
             ctx: CommandContext {
                 actor: crate::Actor {
                     subject: subject.into(),
-                    scope,
+                    reach,
                 },
                 ..ctx("acme", None)
             },
             body: send("hi"),
         };
-        assert!(c.decide(by("ann", crate::Scope::Own)).is_ok());
+        assert!(c.decide(by("ann", crate::Reach::Own)).is_ok());
         assert_eq!(
-            c.decide(by("bob", crate::Scope::Own)),
+            c.decide(by("bob", crate::Reach::Own)),
             Err(DomainError::NotFound),
             "another member's conversation does not exist for bob"
         );
         assert!(
-            c.decide(by("assistant", crate::Scope::Tenant)).is_ok(),
+            c.decide(by("assistant", crate::Reach::Tenant)).is_ok(),
             "an admin or the assistant sees the whole tenant"
         );
         let mut legacy = c.clone();
         legacy.started_by = None;
         assert!(
-            legacy.decide(by("bob", crate::Scope::Own)).is_ok(),
+            legacy.decide(by("bob", crate::Reach::Own)).is_ok(),
             "conversations from before owners were recorded stay shared"
         );
     }

@@ -132,14 +132,14 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Actor, CommandContext, Scope};
+    use crate::{Actor, CommandContext, Reach};
 
     fn ctx(tenant: &str, subject: &str) -> CommandContext {
         CommandContext {
             tenant_id: tenant.into(),
             actor: Actor {
                 subject: subject.into(),
-                scope: Scope::Own,
+                reach: Reach::Own,
             },
             expected_version: None,
             at: schemas::timestamp_now(),

@@ -20,6 +20,7 @@ pub mod webhook;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
+pub use access::{Reach, Resource, Scope};
 pub use conversation::{Conversation, ConversationCommand, ConversationEvent};
 pub use document::{
     Document, DocumentCommand, DocumentEvent, DocumentStatus, GeneratedDocument, ModelUsage,
@@ -31,31 +32,12 @@ pub use schemas::Version;
 pub use validate::{CONTENT_MAX, MODEL_MAX, TITLE_MAX};
 pub use webhook::{WebhookCommand, WebhookEndpoint, WebhookEvent};
 
-/// Who is acting: a subject of a tenant, and how much of the tenant they see.
+/// Who is acting: a subject of a tenant, and how much of the tenant they reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
     /// The token's `sub`.
     pub subject: String,
-    pub scope: Scope,
-}
-
-/// How much of its tenant a caller sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// Members: the conversations they started (and their documents), plus those started
-    /// before conversations recorded who started them.
-    Own,
-    /// Admins, auditors and services (the assistant): the whole tenant.
-    Tenant,
-}
-
-impl Actor {
-    /// Whether this actor may see and change a conversation started by `started_by`.
-    /// The one rule of who sees what inside a tenant; the read model's queries filter by
-    /// the same rule.
-    pub fn sees(&self, started_by: Option<&str>) -> bool {
-        self.scope == Scope::Tenant || started_by.is_none_or(|s| s == self.subject)
-    }
+    pub reach: Reach,
 }
 
 /// Who asks, and under which expectations.
@@ -65,6 +47,13 @@ pub struct CommandContext {
     pub actor: Actor,
     pub expected_version: Option<Version>,
     pub at: DateTime<Utc>,
+}
+
+impl CommandContext {
+    /// What the actor sees ([`access`] holds the rule).
+    pub fn scope(&self) -> Scope<'_> {
+        Scope::new(&self.tenant_id, &self.actor.subject, self.actor.reach)
+    }
 }
 
 /// A command with its context: what the aggregates handle.
@@ -114,7 +103,7 @@ pub(crate) fn check_access(
     version: Version,
     ctx: &CommandContext,
 ) -> Result<(), DomainError> {
-    if !exists || owner != ctx.tenant_id || !ctx.actor.sees(started_by) {
+    if !exists || !ctx.scope().sees(&Resource::conversation(owner, started_by)) {
         return Err(DomainError::NotFound);
     }
     match ctx.expected_version {

@@ -444,14 +444,14 @@ impl WebhookEndpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Actor, CommandContext, Scope};
+    use crate::{Actor, CommandContext, Reach};
 
     fn ctx(tenant: &str) -> CommandContext {
         CommandContext {
             tenant_id: tenant.into(),
             actor: Actor {
                 subject: "ann".into(),
-                scope: Scope::Tenant,
+                reach: Reach::Tenant,
             },
             expected_version: None,
             at: schemas::timestamp_now(),

@@ -5,6 +5,7 @@
 //! an unknown `kid`). `exp` is required, `nbf` is checked, `iss`/`aud` are required when
 //! configured. The tenant comes from the token only (claim `tenant_id`).
 
+use access::{Reach, Scope};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,10 +52,19 @@ impl Principal {
         self.roles.iter().any(|r| roles.contains(r))
     }
 
-    /// Whether the caller sees the whole tenant (admins, auditors, services) rather than
-    /// only the conversations they started (members).
-    pub fn sees_whole_tenant(&self) -> bool {
-        self.has_any(&[Role::Admin, Role::Auditor, Role::Service])
+    /// How much of the tenant the caller reaches: the whole of it for admins, auditors and
+    /// services; what a member sees (`access::MEMBER_SEES`) for the rest.
+    pub fn reach(&self) -> Reach {
+        if self.has_any(&[Role::Admin, Role::Auditor, Role::Service]) {
+            Reach::Tenant
+        } else {
+            Reach::Own
+        }
+    }
+
+    /// What the caller sees: every read and command filters by it.
+    pub fn scope(&self) -> Scope<'_> {
+        Scope::new(&self.tenant_id, &self.subject, self.reach())
     }
 
     /// `Ok` when the caller has one of `roles`, else a 403 problem.

@@ -9,7 +9,7 @@ pub fn meta(tenant: &str) -> RequestMeta {
     RequestMeta {
         tenant_id: tenant.into(),
         user_id: "writer".into(),
-        scope: commands::Scope::Own,
+        reach: commands::Reach::Own,
         correlation_id: format!("corr-{}", uuid::Uuid::new_v4()),
         causation_id: format!("cause-{}", uuid::Uuid::new_v4()),
         traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
@@ -22,7 +22,7 @@ pub fn meta(tenant: &str) -> RequestMeta {
 pub fn admin_meta(tenant: &str) -> RequestMeta {
     RequestMeta {
         user_id: "ada".into(),
-        scope: commands::Scope::Tenant,
+        reach: commands::Reach::Tenant,
         ..meta(tenant)
     }
 }
@@ -110,7 +110,7 @@ pub async fn add_knowledge(
     bytes: &[u8],
 ) -> commands::Accepted {
     let mut meta = meta(tenant);
-    meta.scope = commands::Scope::Tenant;
+    meta.reach = commands::Reach::Tenant;
     let upload = commands::Upload {
         title: title.into(),
         content_type: content_type.into(),

@@ -17,6 +17,7 @@
 pub mod pg;
 pub mod qdrant;
 
+use access::{Resource, Scope};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -119,21 +120,33 @@ pub struct Point {
     pub payload: Payload,
 }
 
-/// A search: one tenant always; inside it what the viewer sees.
+/// A search: one tenant always; inside it what the scope sees.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchQuery<'a> {
-    pub tenant_id: &'a str,
+    /// The tenant searched, and what its viewer sees there: a member's search finds the
+    /// knowledge base and the points of conversations they see (the rule is `access`'s).
+    pub scope: Scope<'a>,
     /// Unit length, of the index's dimension.
     pub vector: &'a [f32],
     /// The kinds of source to search (not empty).
     pub kinds: &'a [SourceKind],
     pub conversation_id: Option<Uuid>,
-    /// A member: only points of conversations they started (or of unknown starter) and
-    /// knowledge. `None`: the whole tenant.
-    pub only: Option<&'a str>,
     pub limit: usize,
     /// Cosine similarity at least this.
     pub min_score: Option<f32>,
+}
+
+impl Payload {
+    /// The point as the visibility rule looks at it: knowledge, or part of a
+    /// conversation with its starter.
+    pub fn resource(&self) -> Resource<'_> {
+        match self.source_kind {
+            SourceKind::Knowledge => Resource::knowledge(&self.tenant_id),
+            SourceKind::Message | SourceKind::Document => {
+                Resource::conversation(&self.tenant_id, self.started_by.as_deref())
+            }
+        }
+    }
 }
 
 /// A point found, with its cosine similarity to the query.

@@ -264,7 +264,7 @@ impl TenantCopy {
     }
 }
 
-/// The query's filter on one point (the tenant is the copy's).
+/// The query's filter on one point.
 fn visible(p: &Payload, q: &SearchQuery<'_>) -> bool {
     if !q.kinds.contains(&p.source_kind) {
         return false;
@@ -272,10 +272,7 @@ fn visible(p: &Payload, q: &SearchQuery<'_>) -> bool {
     if q.conversation_id.is_some() && p.conversation_id != q.conversation_id {
         return false;
     }
-    match (q.only, p.source_kind) {
-        (None, _) | (Some(_), SourceKind::Knowledge) => true,
-        (Some(subject), _) => p.started_by.as_deref().is_none_or(|s| s == subject),
-    }
+    q.scope.sees(&p.resource())
 }
 
 /// A min-heap entry by score: the heap's top is the worst of the best.
@@ -431,9 +428,9 @@ impl VectorStore for PgStore {
         index: &IndexName,
         query: &SearchQuery<'_>,
     ) -> Result<Vec<Hit>, VectorError> {
-        let copy = self.copy_of(index, query.tenant_id);
+        let copy = self.copy_of(index, query.scope.tenant);
         let mut copy = copy.lock().await;
-        self.refresh(index, query.tenant_id, &mut copy).await?;
+        self.refresh(index, query.scope.tenant, &mut copy).await?;
         if query.vector.len() != copy.dimension {
             return Err(VectorError::Rejected(format!(
                 "the query has {} dimensions, index {index} takes {}",
@@ -467,6 +464,8 @@ impl VectorStore for PgStore {
 
 #[cfg(test)]
 mod tests {
+    use access::{Reach, Scope};
+
     use super::*;
 
     fn payload(kind: SourceKind, started_by: Option<&str>) -> Payload {
@@ -487,11 +486,10 @@ mod tests {
     #[test]
     fn members_see_their_conversations_unknown_starters_and_all_knowledge() {
         let q = SearchQuery {
-            tenant_id: "acme",
+            scope: Scope::new("acme", "ann", Reach::Own),
             vector: &[],
             kinds: &SourceKind::ALL,
             conversation_id: None,
-            only: Some("ann"),
             limit: 10,
             min_score: None,
         };
@@ -500,7 +498,7 @@ mod tests {
         assert!(visible(&payload(SourceKind::Knowledge, None), &q));
         assert!(!visible(&payload(SourceKind::Message, Some("bob")), &q));
         let admin = SearchQuery {
-            only: None,
+            scope: Scope::new("acme", "admin", Reach::Tenant),
             ..q.clone()
         };
         assert!(visible(&payload(SourceKind::Message, Some("bob")), &admin));
@@ -531,11 +529,10 @@ mod tests {
         }
         copy.remove(Uuid::from_u128(1));
         let q = SearchQuery {
-            tenant_id: "acme",
+            scope: Scope::new("acme", "admin", Reach::Tenant),
             vector: &[0.6, 0.8],
             kinds: &SourceKind::ALL,
             conversation_id: None,
-            only: None,
             limit: 5,
             min_score: Some(0.7),
         };

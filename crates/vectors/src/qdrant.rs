@@ -11,7 +11,7 @@
 //! * The payload: every [`Payload`] field, uuids as strings, `position` and `chunk` as
 //!   integers; an absent `conversation_id` or `started_by` is left out of the payload.
 //! * The filters: every search, delete, rename and count is filtered by tenant inside
-//!   Qdrant. A member's search adds the same visibility rule as `pg::visible`:
+//!   Qdrant. A member's search adds `access`'s visibility rule, clause by clause:
 //!   `source_kind = knowledge OR started_by is empty (missing or null) OR started_by =
 //!   subject`. Keyword matches are built as `Match::Keyword` explicitly: the client's
 //!   `From<String>` turns a string with whitespace into a full-text match.
@@ -56,6 +56,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use uuid::Uuid;
+
+use access::{Admission, Clause};
 
 use crate::{Hit, IndexName, Payload, Point, SearchQuery, SourceKind, VectorError, VectorStore};
 
@@ -439,7 +441,7 @@ impl VectorStore for QdrantStore {
             .filter_map(hit_from)
             .filter(|hit| {
                 // The filter already did this; a point of another tenant is never returned.
-                let ours = hit.payload.tenant_id == query.tenant_id;
+                let ours = hit.payload.tenant_id == query.scope.tenant;
                 if !ours {
                     tracing::warn!(id = %hit.id, "Qdrant returned a point of another tenant: dropped");
                 }
@@ -493,7 +495,7 @@ fn field_match(key: &str, value: MatchValue) -> Condition {
 }
 
 /// The filter of a search: the tenant always, the kinds, the conversation if given, and a
-/// member's visibility (the same rule as `pg::visible`).
+/// member's visibility (`access`'s rule, clause by clause).
 fn search_filter(q: &SearchQuery<'_>) -> Filter {
     let mut kinds: Vec<String> = Vec::with_capacity(q.kinds.len());
     for kind in q.kinds {
@@ -502,19 +504,22 @@ fn search_filter(q: &SearchQuery<'_>) -> Filter {
         }
     }
     let mut must = vec![
-        keyword(field::TENANT_ID, q.tenant_id),
+        keyword(field::TENANT_ID, q.scope.tenant),
         any_keyword(field::SOURCE_KIND, kinds),
     ];
     if let Some(conversation) = q.conversation_id {
         must.push(keyword(field::CONVERSATION_ID, &conversation.to_string()));
     }
-    if let Some(subject) = q.only {
-        must.push(Condition::from(Filter::should([
-            keyword(field::SOURCE_KIND, SourceKind::Knowledge.as_str()),
-            // Missing or null: `is_null` alone would not match a missing key.
-            Condition::is_empty(field::STARTED_BY),
-            keyword(field::STARTED_BY, subject),
-        ])));
+    if let Admission::AnyOf { subject, clauses } = q.scope.admission() {
+        let any = clauses.iter().map(|clause| match clause {
+            Clause::Knowledge => keyword(field::SOURCE_KIND, SourceKind::Knowledge.as_str()),
+            // Of a conversation, with no starter. Only knowledge points are not of a
+            // conversation, and `Clause::Knowledge` admits those anyway, so the kind is
+            // not tested. Missing or null: `is_null` alone would not match a missing key.
+            Clause::OwnerUnknown => Condition::is_empty(field::STARTED_BY),
+            Clause::OwnedBySelf => keyword(field::STARTED_BY, subject),
+        });
+        must.push(Condition::from(Filter::should(any)));
     }
     Filter::must(must)
 }
@@ -706,6 +711,7 @@ fn status_error(status: &Status, index: Option<&IndexName>) -> VectorError {
 
 #[cfg(test)]
 mod tests {
+    use access::{Reach, Scope};
     use qdrant_client::qdrant::condition::ConditionOneOf;
     use qdrant_client::qdrant::{IsEmptyCondition, PointId};
 
@@ -873,11 +879,10 @@ mod tests {
 
     fn query<'a>(kinds: &'a [SourceKind]) -> SearchQuery<'a> {
         SearchQuery {
-            tenant_id: "acme corp",
+            scope: Scope::new("acme corp", "admin", Reach::Tenant),
             vector: &[1.0, 0.0],
             kinds,
             conversation_id: None,
-            only: None,
             limit: 5,
             min_score: None,
         }
@@ -924,7 +929,7 @@ mod tests {
     #[test]
     fn a_member_search_adds_the_visibility_rule() {
         let q = SearchQuery {
-            only: Some("ann smith"),
+            scope: Scope::new("acme corp", "ann smith", Reach::Own),
             ..query(&[SourceKind::Message, SourceKind::Knowledge])
         };
         assert_eq!(

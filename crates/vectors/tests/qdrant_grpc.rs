@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use access::{Reach, Scope};
 // The generated messages; its modules `vectors` and `qdrant_client` are named through `pb`.
 use ::qdrant_client::qdrant as pb;
 use ::qdrant_client::qdrant::*;
@@ -747,11 +748,10 @@ fn point(n: u128, vector: [f32; 3], payload: Payload) -> Point {
 
 fn search<'a>(tenant: &'a str, vector: &'a [f32], kinds: &'a [SourceKind]) -> SearchQuery<'a> {
     SearchQuery {
-        tenant_id: tenant,
+        scope: Scope::new(tenant, "admin", Reach::Tenant),
         vector,
         kinds,
         conversation_id: None,
-        only: None,
         limit: 100,
         min_score: None,
     }
@@ -1041,7 +1041,7 @@ async fn members_see_their_conversations_unknown_starters_and_knowledge() {
     let q = [1.0, 0.2, 0.0];
     let all = search(ACME, &q, &SourceKind::ALL);
     let as_member = |who| SearchQuery {
-        only: Some(who),
+        scope: Scope::new(ACME, who, Reach::Own),
         ..all.clone()
     };
 
@@ -1107,7 +1107,7 @@ async fn kinds_and_conversation_narrow_a_search() {
     assert_eq!(only(messages_in_conv).await, [1]);
     // bob does not see ann's conversation even when he names it.
     let bob_in_conv = SearchQuery {
-        only: Some("bob"),
+        scope: Scope::new(in_conv.scope.tenant, "bob", Reach::Own),
         ..in_conv
     };
     assert_eq!(only(bob_in_conv).await, Vec::<u128>::new());

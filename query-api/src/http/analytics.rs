@@ -12,7 +12,7 @@ use platform::problem::{Problem, Query};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::reads::{Consistency, consistent, consistent_in, viewer};
+use super::reads::{Consistency, consistent, consistent_in};
 use super::{AppState, checked_time, database_failed, read_failed};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -149,7 +149,7 @@ pub async fn conversation(
     let id: uuid::Uuid = id.parse().map_err(|_| Problem::not_found())?;
     consistent(&app, &position, &who).await?;
     app.reads
-        .conversation_summary(&viewer(&who), id)
+        .conversation_summary(&who.scope(), id)
         .await
         .map_err(read_failed)?
         .map(axum::Json)

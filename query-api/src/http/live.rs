@@ -30,7 +30,7 @@ use sqlx::PgPool;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::reads::{viewer, visible};
+use super::reads::visible;
 use super::{AppState, database_failed, read_failed};
 
 /// How often an open stream looks for newly applied events without announcements (tests
@@ -169,10 +169,10 @@ pub async fn conversation_stream(
     // A conversation started a moment ago may not be in the read model yet: the event
     // store says whether it exists and is the caller's to see, and the stream shows its
     // events as the read model applies them.
-    let viewer = viewer(&who);
+    let scope = who.scope();
     let projected = app
         .reads
-        .conversation(&viewer, id)
+        .conversation(&scope, id)
         .await
         .map_err(read_failed)?
         .is_some();
@@ -182,7 +182,7 @@ pub async fn conversation_stream(
         version: Version(0),
     };
     if !projected
-        && !visible(&app, &viewer, &token)
+        && !visible(&app, &scope, &token)
             .await
             .map_err(|e| database_failed(&e))?
     {

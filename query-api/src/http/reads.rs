@@ -1,5 +1,6 @@
 //! Read-model handlers, with read-your-writes through `?position=`.
 
+use access::{Resource, Scope};
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, TimeZone, Utc};
@@ -10,9 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{AppState, checked_time, database_failed, read_failed};
-use read_model::queries::{
-    ConversationFilter, ConversationView, DocumentView, MessageView, Viewer,
-};
+use read_model::queries::{ConversationFilter, ConversationView, DocumentView, MessageView};
 use schemas::VersionToken;
 use schemas::positions::BadVersionToken;
 use schemas::{AggregateKind, Event};
@@ -70,7 +69,7 @@ pub(super) async fn consistent_in(
         .parse()
         .map_err(|e: BadVersionToken| Problem::bad_request("invalid_position", e.to_string()))?;
     let pool = app.reads.pool();
-    let visible = visible(app, &viewer(who), &token)
+    let visible = visible(app, &who.scope(), &token)
         .await
         .map_err(|e| database_failed(&e))?;
     let outcome = if visible {
@@ -109,7 +108,7 @@ async fn conversation_in_sight(
     consistent(app, position, who).await?;
     match app
         .reads
-        .conversation(&viewer(who), id)
+        .conversation(&who.scope(), id)
         .await
         .map_err(read_failed)?
     {
@@ -118,19 +117,11 @@ async fn conversation_in_sight(
     }
 }
 
-/// Who the caller reads as: their tenant, and for a member only what they started.
-pub(super) fn viewer(who: &Principal) -> Viewer<'_> {
-    Viewer {
-        tenant: &who.tenant_id,
-        only: (!who.sees_whole_tenant()).then_some(who.subject.as_str()),
-    }
-}
-
-/// Whether the token's aggregate is one the viewer may see (`domain::Actor::sees`, read
-/// from the event store, which has it whether or not the read model does yet).
+/// Whether the token's aggregate is one the scope sees (the rule is `access`'s), read
+/// from the event store, which has it whether or not the read model does yet.
 pub(super) async fn visible(
     app: &AppState,
-    viewer: &Viewer<'_>,
+    scope: &Scope<'_>,
     token: &VersionToken,
 ) -> Result<bool, sqlx::Error> {
     let pool = app.reads.pool();
@@ -141,17 +132,11 @@ pub(super) async fn visible(
     let Some(first_event) = first(token.kind, token.id.to_string()).await? else {
         return Ok(false);
     };
-    if first_event.meta("tenant_id") != Some(viewer.tenant) {
+    let Some(tenant) = first_event.meta("tenant_id") else {
         return Ok(false);
-    }
-    let Some(subject) = viewer.only else {
-        return Ok(true);
     };
-    // A document goes with its conversation; the knowledge base is the whole tenant's.
-    let conversation = match first_event.event() {
-        Ok(Event::KnowledgeDocumentAdded(_)) => return Ok(true),
-        // An inbox is its user's alone.
-        Ok(Event::NotificationsRead(r)) => return Ok(r.user_id == subject),
+    // A document goes with its conversation.
+    let event = match first_event.event() {
         Ok(Event::DocumentGenerated(d)) => {
             first(AggregateKind::Conversation, d.conversation_id.to_string())
                 .await?
@@ -160,14 +145,16 @@ pub(super) async fn visible(
         Ok(other) => Some(other),
         Err(_) => None,
     };
-    let actor = domain::Actor {
-        subject: subject.to_owned(),
-        scope: domain::Scope::Own,
+    let resource = match &event {
+        Some(Event::KnowledgeDocumentAdded(_)) => Resource::knowledge(tenant),
+        Some(Event::NotificationsRead(r)) => Resource::inbox(tenant, &r.user_id),
+        Some(Event::ConversationStarted(c)) => {
+            Resource::conversation(tenant, c.started_by.as_deref())
+        }
+        Some(Event::WebhookEndpointCreated(_)) => Resource::webhook_endpoint(tenant),
+        _ => return Ok(false),
     };
-    Ok(match conversation {
-        Some(Event::ConversationStarted(c)) => actor.sees(c.started_by.as_deref()),
-        _ => false,
-    })
+    Ok(scope.sees(&resource))
 }
 
 pub(super) fn parse_id(raw: &str) -> Result<Uuid, Problem> {
@@ -297,7 +284,7 @@ pub async fn list_conversations(
     };
     let items = app
         .reads
-        .conversations(&viewer(&who), &filter)
+        .conversations(&who.scope(), &filter)
         .await
         .map_err(read_failed)?;
     Ok(Json(Page::from_overfetch(items, limit, |c| {
@@ -318,7 +305,7 @@ pub async fn get_conversation(
     consistent(&app, &c, &who).await?;
     let found = app
         .reads
-        .conversation(&viewer(&who), id)
+        .conversation(&who.scope(), id)
         .await
         .map_err(read_failed)?;
     found.map(Json).ok_or_else(Problem::not_found)
@@ -364,7 +351,7 @@ pub async fn list_messages(
     };
     let items = app
         .reads
-        .messages(&viewer(&who), id, after, limit + 1)
+        .messages(&who.scope(), id, after, limit + 1)
         .await
         .map_err(read_failed)?;
     Ok(Json(Page::from_overfetch(items, limit, |m| {
@@ -407,7 +394,7 @@ pub async fn list_documents(
     let after = q.cursor.as_deref().map(parse_time_cursor).transpose()?;
     let items = app
         .reads
-        .documents_of(&viewer(&who), id, after, limit + 1)
+        .documents_of(&who.scope(), id, after, limit + 1)
         .await
         .map_err(read_failed)?;
     Ok(Json(Page::from_overfetch(items, limit, |d| {
@@ -428,7 +415,7 @@ pub async fn get_document(
     consistent(&app, &c, &who).await?;
     let found = app
         .reads
-        .document(&viewer(&who), id)
+        .document(&who.scope(), id)
         .await
         .map_err(read_failed)?;
     found.map(Json).ok_or_else(Problem::not_found)

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use vectors::SourceKind;
 
-use super::reads::{Consistency, READERS, consistent_in, viewer};
+use super::reads::{Consistency, READERS, consistent_in};
 use super::{AppState, database_failed};
 
 /// Longest query, in characters.
@@ -161,12 +161,10 @@ pub async fn search(
         wait_ms: params.wait_ms,
     };
     consistent_in(&app, semantic_index::NAME, &position, &who).await?;
-    let scope = viewer(&who);
     let found = app
         .search
         .search(&SearchRequest {
-            tenant_id: scope.tenant,
-            only: scope.only,
+            scope: who.scope(),
             text: params.q.trim(),
             kinds: &checked.kinds,
             conversation_id: checked.conversation_id,

@@ -110,7 +110,7 @@ async fn caught_up(stack: &Stack) -> bool {
 async fn load(stack: &Stack, tenant: &str, n: usize) {
     let service = &stack.service;
     let mut assistant = meta(tenant);
-    assistant.scope = commands::Scope::Tenant;
+    assistant.reach = commands::Reach::Tenant;
     assistant.user_id = "assistant".into();
     for i in 0..n {
         let mut asker = meta(tenant);
@@ -168,7 +168,7 @@ async fn load(stack: &Stack, tenant: &str, n: usize) {
     )
     .await;
     let mut admin = meta(tenant);
-    admin.scope = commands::Scope::Tenant;
+    admin.reach = commands::Reach::Tenant;
     service
         .remove_knowledge(k.aggregate_id, None, &admin)
         .await

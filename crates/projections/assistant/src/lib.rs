@@ -34,7 +34,8 @@ pub mod read;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use commands::{CommandError, CommandService, Idempotency, NewMessage, RequestMeta, Scope};
+use commands::{CommandError, CommandService, Idempotency, NewMessage, Reach, RequestMeta};
+use domain::Scope;
 use domain::conversation::{Reply, Status};
 use domain::{DocumentStatus, DomainError};
 use llm::ContextItem;
@@ -163,7 +164,7 @@ impl Assistant {
         RequestMeta {
             tenant_id: planned.tenant_id.clone(),
             user_id: SUBJECT.to_owned(),
-            scope: Scope::Tenant,
+            reach: Reach::Tenant,
             correlation_id: planned
                 .effect
                 .correlation_id
@@ -426,9 +427,8 @@ impl Assistant {
         message_id: Uuid,
     ) -> (Vec<ContextItem>, Vec<MessageSource>) {
         let request = SearchRequest {
-            tenant_id: tenant,
             // What the person asking may see: their conversations and the knowledge base.
-            only: Some(started_by.unwrap_or("")),
+            scope: Scope::new(tenant, started_by.unwrap_or(""), Reach::Own),
             text: question,
             kinds: &SourceKind::ALL,
             conversation_id: None,

@@ -9,7 +9,7 @@ pub mod queries;
 use projection::{ApplyError, Envelope, Pass, TableProjection};
 use sqlx::PgConnection;
 
-pub use queries::{Reads, Viewer};
+pub use queries::Reads;
 
 pub const NAME: &str = "read_model";
 

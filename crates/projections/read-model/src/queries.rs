@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use access::Scope;
 use chrono::{DateTime, Utc};
 use projection::{generation, progress};
 use schemas::VersionToken;
@@ -156,23 +157,11 @@ const WEBHOOK_COLUMNS: &str = "endpoint_id, url, event_types, description, enabl
 
 const KNOWLEDGE_COLUMNS: &str = "knowledge_id, title, media_type, sha256, size_bytes, char_length(text) AS characters, added_by, added_at";
 
-/// Who reads: a tenant, and for a member the subject whose conversations they see
-/// (`only`; `None` for admins, auditors and services, who see the whole tenant). The rule
-/// is `domain::Actor::sees`: a member sees the conversations they started and those
-/// started before conversations recorded who started them; a conversation's messages and
-/// documents go with it.
-#[derive(Debug, Clone, Copy)]
-pub struct Viewer<'a> {
-    pub tenant: &'a str,
-    pub only: Option<&'a str>,
+/// The visibility rule (`access`) over a conversations row `c`, with the scope's
+/// [`Scope::only`] as parameter `$param`.
+fn visible(param: u8) -> String {
+    access::sql::conversation_visible("c.started_by", param)
 }
-
-/// `domain::Actor::sees` in SQL, over a conversations row `c`, with the viewer's `only` as
-/// parameter $8 (and as $3, $5, $6 in the statements that bind it there).
-const VISIBLE: &str = "($8::text IS NULL OR c.started_by IS NULL OR c.started_by = $8)";
-const VISIBLE_AT_3: &str = "($3::text IS NULL OR c.started_by IS NULL OR c.started_by = $3)";
-const VISIBLE_AT_5: &str = "($5::text IS NULL OR c.started_by IS NULL OR c.started_by = $5)";
-const VISIBLE_AT_6: &str = "($6::text IS NULL OR c.started_by IS NULL OR c.started_by = $6)";
 
 /// Filters and keyset position of a conversation listing (newest activity first).
 #[derive(Debug, Clone, Default)]
@@ -221,15 +210,16 @@ impl Reads {
 
     pub async fn conversations(
         &self,
-        viewer: &Viewer<'_>,
+        scope: &Scope<'_>,
         f: &ConversationFilter,
     ) -> Result<Vec<ConversationView>, ReadError> {
         let s = self.schema().await?;
+        let visible = visible(8);
         let (after_time, after_id) = f.after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
         Ok(sqlx::query_as(&format!(
             "SELECT conversation_id, title, status, message_count, metadata, version, started_at, last_activity_at, ended_at, assistant
              FROM {s}.conversations c
-             WHERE tenant_id = $1 AND {VISIBLE}
+             WHERE tenant_id = $1 AND {visible}
                AND ($2::text IS NULL OR status = $2)
                AND ($3::timestamptz IS NULL OR last_activity_at >= $3)
                AND ($4::timestamptz IS NULL OR last_activity_at < $4)
@@ -237,42 +227,44 @@ impl Reads {
              ORDER BY last_activity_at DESC, conversation_id DESC
              LIMIT $7"
         ))
-        .bind(viewer.tenant)
+        .bind(scope.tenant)
         .bind(&f.status)
         .bind(f.active_after)
         .bind(f.active_before)
         .bind(after_time)
         .bind(after_id)
         .bind(f.limit)
-        .bind(viewer.only)
+        .bind(scope.only())
         .fetch_all(&self.pool)
         .await?)
     }
 
     pub async fn conversation(
         &self,
-        viewer: &Viewer<'_>,
+        scope: &Scope<'_>,
         id: Uuid,
     ) -> Result<Option<ConversationView>, ReadError> {
         let s = self.schema().await?;
+        let visible = visible(3);
         Ok(sqlx::query_as(&format!(
             "SELECT conversation_id, title, status, message_count, metadata, version, started_at, last_activity_at, ended_at, assistant
-             FROM {s}.conversations c WHERE tenant_id = $1 AND conversation_id = $2 AND {VISIBLE_AT_3}"
+             FROM {s}.conversations c WHERE tenant_id = $1 AND conversation_id = $2 AND {visible}"
         ))
-        .bind(viewer.tenant)
+        .bind(scope.tenant)
         .bind(id)
-        .bind(viewer.only)
+        .bind(scope.only())
         .fetch_optional(&self.pool)
         .await?)
     }
 
-    /// The summary of a conversation the viewer sees.
+    /// The summary of a conversation the scope sees.
     pub async fn conversation_summary(
         &self,
-        viewer: &Viewer<'_>,
+        scope: &Scope<'_>,
         id: Uuid,
     ) -> Result<Option<ConversationSummary>, ReadError> {
         let s = self.schema().await?;
+        let visible = visible(3);
         Ok(sqlx::query_as(&format!(
             "SELECT c.conversation_id, c.status, c.started_at, c.last_activity_at, c.ended_at,
                     count(m.message_id) FILTER (WHERE m.role = 'user') AS user_messages,
@@ -293,37 +285,38 @@ impl Reads {
                        FROM {s}.messages r JOIN {s}.messages q ON q.message_id = r.reply_to
                        WHERE r.conversation_id = c.conversation_id) times
              ) t ON true
-             WHERE c.tenant_id = $1 AND c.conversation_id = $2 AND {VISIBLE_AT_3}
+             WHERE c.tenant_id = $1 AND c.conversation_id = $2 AND {visible}
              GROUP BY c.conversation_id, t.p50, t.p95"
         ))
-        .bind(viewer.tenant)
+        .bind(scope.tenant)
         .bind(id)
-        .bind(viewer.only)
+        .bind(scope.only())
         .fetch_optional(&self.pool)
         .await?)
     }
 
     pub async fn messages(
         &self,
-        viewer: &Viewer<'_>,
+        scope: &Scope<'_>,
         id: Uuid,
         after_sequence: i64,
         limit: i64,
     ) -> Result<Vec<MessageView>, ReadError> {
         let s = self.schema().await?;
+        let visible = visible(5);
         Ok(sqlx::query_as(&format!(
             "SELECT message_id, conversation_id, sequence, role, content, model, prompt_tokens, completion_tokens, sent_at,
                     reply_to, latency_ms, sources, reply_status, reply_error
              FROM {s}.messages m WHERE tenant_id = $1 AND conversation_id = $2 AND sequence > $3
                AND EXISTS (SELECT 1 FROM {s}.conversations c
-                           WHERE c.conversation_id = m.conversation_id AND {VISIBLE_AT_5})
+                           WHERE c.conversation_id = m.conversation_id AND {visible})
              ORDER BY sequence LIMIT $4"
         ))
-        .bind(viewer.tenant)
+        .bind(scope.tenant)
         .bind(id)
         .bind(after_sequence)
         .bind(limit)
-        .bind(viewer.only)
+        .bind(scope.only())
         .fetch_all(&self.pool)
         .await?)
     }
@@ -332,12 +325,13 @@ impl Reads {
     /// (`generated_at`, `document_id`), at most `limit`.
     pub async fn documents_of(
         &self,
-        viewer: &Viewer<'_>,
+        scope: &Scope<'_>,
         conversation: Uuid,
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
     ) -> Result<Vec<DocumentView>, ReadError> {
         let s = self.schema().await?;
+        let visible = visible(6);
         let (after_time, after_id) = after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
         Ok(sqlx::query_as(&format!(
             "SELECT document_id, conversation_id, kind, title, format, content, source_message_count,
@@ -346,36 +340,37 @@ impl Reads {
              FROM {s}.documents d WHERE tenant_id = $1 AND conversation_id = $2
                AND ($3::timestamptz IS NULL OR (generated_at, document_id) > ($3, $4))
                AND EXISTS (SELECT 1 FROM {s}.conversations c
-                           WHERE c.conversation_id = d.conversation_id AND {VISIBLE_AT_6})
+                           WHERE c.conversation_id = d.conversation_id AND {visible})
              ORDER BY generated_at, document_id LIMIT $5"
         ))
-        .bind(viewer.tenant)
+        .bind(scope.tenant)
         .bind(conversation)
         .bind(after_time)
         .bind(after_id)
         .bind(limit)
-        .bind(viewer.only)
+        .bind(scope.only())
         .fetch_all(&self.pool)
         .await?)
     }
 
     pub async fn document(
         &self,
-        viewer: &Viewer<'_>,
+        scope: &Scope<'_>,
         id: Uuid,
     ) -> Result<Option<DocumentView>, ReadError> {
         let s = self.schema().await?;
+        let visible = visible(3);
         Ok(sqlx::query_as(&format!(
             "SELECT document_id, conversation_id, kind, title, format, content, source_message_count,
                     generator_name, generator_version, generated_at, status, failure,
                     prompt_tokens, completion_tokens, latency_ms
              FROM {s}.documents d WHERE tenant_id = $1 AND document_id = $2
                AND EXISTS (SELECT 1 FROM {s}.conversations c
-                           WHERE c.conversation_id = d.conversation_id AND {VISIBLE_AT_3})"
+                           WHERE c.conversation_id = d.conversation_id AND {visible})"
         ))
-        .bind(viewer.tenant)
+        .bind(scope.tenant)
         .bind(id)
-        .bind(viewer.only)
+        .bind(scope.only())
         .fetch_optional(&self.pool)
         .await?)
     }

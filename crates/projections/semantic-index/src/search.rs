@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use access::Scope;
 use embeddings::{EmbedError, Embedder, ModelId};
 use projection::{generation, progress};
 use schemas::VersionToken;
@@ -35,10 +36,8 @@ pub enum SearchError {
 /// A search as the query API received it, with the caller's scope.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchRequest<'a> {
-    pub tenant_id: &'a str,
-    /// A member's subject (they see their conversations and the knowledge base); `None`
-    /// for roles that see the whole tenant.
-    pub only: Option<&'a str>,
+    /// The tenant, and what the caller sees there (`access`).
+    pub scope: Scope<'a>,
     pub text: &'a str,
     pub kinds: &'a [SourceKind],
     pub conversation_id: Option<Uuid>,
@@ -118,11 +117,10 @@ impl Search {
             .search(
                 &index,
                 &SearchQuery {
-                    tenant_id: request.tenant_id,
+                    scope: request.scope,
                     vector: &vector,
                     kinds: request.kinds,
                     conversation_id: request.conversation_id,
-                    only: request.only,
                     limit: request.limit,
                     min_score: request.min_score,
                 },

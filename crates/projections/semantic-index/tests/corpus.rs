@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use access::{Reach, Scope};
 use embeddings::chunk::ChunkConfig;
 use embeddings::local::LocalEmbedder;
 use embeddings::{Embedder, EmbeddingConfig};
@@ -184,8 +185,7 @@ async fn a_paraphrase_finds_its_source_among_distractors() {
     for ((query, text), source) in PAIRS.iter().zip(&sources) {
         let found = search
             .search(&SearchRequest {
-                tenant_id: tenant,
-                only: None,
+                scope: Scope::new(tenant, "admin", Reach::Tenant),
                 text: query,
                 kinds: &SourceKind::ALL,
                 conversation_id: None,

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use access::{Reach, Scope};
 use embeddings::chunk::ChunkConfig;
 use projection::EffectSink;
 use semantic_index::{Search, SearchRequest, SemanticIndex, index_name};
@@ -261,8 +262,7 @@ async fn searches_stay_inside_the_tenant_and_what_the_viewer_sees() {
                 for conversation_id in filters {
                     let found = search
                         .search(&SearchRequest {
-                            tenant_id: tenant,
-                            only,
+                            scope: scope_of(tenant, only),
                             text: "launch",
                             kinds,
                             conversation_id,
@@ -305,8 +305,7 @@ async fn searches_stay_inside_the_tenant_and_what_the_viewer_sees() {
         async move {
             let mut ids: Vec<Uuid> = search
                 .search(&SearchRequest {
-                    tenant_id: tenant,
-                    only,
+                    scope: scope_of(tenant, only),
                     text: "launch",
                     kinds: &[SourceKind::Message],
                     conversation_id: None,
@@ -383,8 +382,7 @@ async fn a_rename_retitles_points_and_a_removed_knowledge_document_leaves_the_in
     .await;
     let search = index.search(&["bow"]);
     let request = SearchRequest {
-        tenant_id: "acme",
-        only: None,
+        scope: Scope::new("acme", "admin", Reach::Tenant),
         text: "premium tier",
         kinds: &SourceKind::ALL,
         conversation_id: None,
@@ -405,7 +403,7 @@ async fn a_rename_retitles_points_and_a_removed_knowledge_document_leaves_the_in
         }
     }
     let mut admin = meta("acme");
-    admin.scope = commands::Scope::Tenant;
+    admin.reach = commands::Reach::Tenant;
     let removed = service
         .remove_knowledge(doc.aggregate_id, None, &admin)
         .await
@@ -448,8 +446,7 @@ async fn a_rebuild_with_another_model_switches_atomically_while_searches_answer(
             while !*stopped.borrow() {
                 let found = search
                     .search(&SearchRequest {
-                        tenant_id: "acme",
-                        only: None,
+                        scope: Scope::new("acme", "admin", Reach::Tenant),
                         text: "quarterly roadmap",
                         kinds: &SourceKind::ALL,
                         conversation_id: None,
@@ -525,4 +522,12 @@ async fn write_corpus_id(index: &Index) -> Uuid {
     .await
     .expect("the roadmap conversation");
     id
+}
+
+/// A member's scope for `Some(subject)`, the whole tenant's for `None`.
+fn scope_of<'a>(tenant: &'a str, only: Option<&'a str>) -> access::Scope<'a> {
+    match only {
+        Some(subject) => access::Scope::new(tenant, subject, access::Reach::Own),
+        None => access::Scope::new(tenant, "admin", access::Reach::Tenant),
+    }
 }

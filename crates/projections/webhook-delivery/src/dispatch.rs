@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use commands::{CommandError, CommandService, Idempotency, RequestMeta, Scope};
+use commands::{CommandError, CommandService, Idempotency, Reach, RequestMeta};
 use domain::{DomainError, WebhookCommand, WebhookEndpoint};
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -303,7 +303,7 @@ impl Dispatcher {
         let meta = RequestMeta {
             tenant_id: c.tenant_id.clone(),
             user_id: SUBJECT.to_owned(),
-            scope: Scope::Tenant,
+            reach: Reach::Tenant,
             correlation_id: c.message_id.clone(),
             causation_id: c.event_id.to_string(),
             traceparent: None,
