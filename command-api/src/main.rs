@@ -59,26 +59,12 @@ async fn main() -> anyhow::Result<()> {
         (None, None)
     };
 
-    let knowledge_max: usize =
-        config::parse_or("KNOWLEDGE_MAX_BYTES", commands::intake::DEFAULT_MAX_BYTES)?;
     let extractor =
         commands::intake::Extractor::new(commands::intake::ExtractorSettings::from_env()?);
     extractor.check()?;
-    let mut service = CommandService::new(pool, Arc::new(TemplateGenerator))
-        .with_knowledge_max_bytes(knowledge_max)
+    let settings = commands::ServiceSettings::from_env()?;
+    let mut service = CommandService::from_settings(pool, Arc::new(TemplateGenerator), &settings)
         .with_extractor(extractor)
-        .with_cached_aggregates(config::parse_or(
-            "AGGREGATE_CACHE_SIZE",
-            commands::CACHED_AGGREGATES,
-        )?)
-        .with_snapshots_every(config::parse_or(
-            "SNAPSHOT_EVERY",
-            commands::SNAPSHOT_EVERY,
-        )?)
-        .with_group_commit(config::parse_or(
-            "GROUP_COMMIT_MAX",
-            event_store::append::DEFAULT_MAX_UNITS,
-        )?)
         .with_commit_signal(commits);
     match commands::WebhookSettings::from_env()? {
         Some(webhooks) => service = service.with_webhooks(webhooks),

@@ -10,7 +10,6 @@ use platform::problem::{Json, Problem};
 use schemas::{DocumentKind, Event, Role};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -244,18 +243,11 @@ fn idempotency(
                 "Idempotency-Key must be 1-255 visible ASCII characters",
             )
         })?;
-    // Canonical form: serde_json::Value objects keep keys sorted.
-    let canonical = serde_json::to_value(body)
-        .map(|v| v.to_string())
-        .unwrap_or_default();
-    let mut hash = Sha256::new();
-    hash.update(method_and_target.as_bytes());
-    hash.update([0]);
-    hash.update(canonical.as_bytes());
-    Ok(Some(Idempotency {
-        key: key.to_owned(),
-        request_hash: hex::encode(hash.finalize()),
-    }))
+    Ok(Some(Idempotency::new(
+        key.to_owned(),
+        method_and_target,
+        body,
+    )))
 }
 
 /// Everything a command handler needs besides its path: the caller (authenticated, with

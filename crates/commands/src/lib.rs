@@ -13,6 +13,7 @@ pub mod intake;
 mod recent;
 pub mod webhooks;
 
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,8 +60,68 @@ pub struct RequestMeta {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Idempotency {
     pub key: String,
-    /// Hash of the request (method, target, body): the same key with another request is refused.
+    /// Hash of the request (target, body): the same key with another request is refused.
     pub request_hash: String,
+}
+
+impl Idempotency {
+    /// `key` for the request `body` sent to `target`. The one way every writer hashes its
+    /// request: command-api's target is `METHOD /path` and its body the JSON the client
+    /// sent; an internal writer's target names the command and its aggregate, its body
+    /// what identifies the work (the effect or message it acts for), never text it
+    /// generated, which a retry may word differently.
+    pub fn new(key: String, target: &str, body: &impl serde::Serialize) -> Idempotency {
+        // Canonical form: serde_json::Value objects keep keys sorted.
+        let canonical = serde_json::to_value(body)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let mut hash = Sha256::new();
+        hash.update(target.as_bytes());
+        hash.update([0]);
+        hash.update(canonical.as_bytes());
+        Idempotency {
+            key,
+            request_hash: hex::encode(hash.finalize()),
+        }
+    }
+}
+
+/// How a process's command service is set up, from the settings every writer reads
+/// (command-api, assistant-projector, webhooks-projector): one struct, one place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSettings {
+    /// `AGGREGATE_CACHE_SIZE` (default [`CACHED_AGGREGATES`]).
+    pub cached_aggregates: usize,
+    /// `SNAPSHOT_EVERY` (default [`SNAPSHOT_EVERY`]).
+    pub snapshot_every: usize,
+    /// `GROUP_COMMIT_MAX` (default [`event_store::append::DEFAULT_MAX_UNITS`]).
+    pub group_commit_max: usize,
+    /// `KNOWLEDGE_MAX_BYTES` (default [`intake::DEFAULT_MAX_BYTES`]).
+    pub knowledge_max_bytes: usize,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            cached_aggregates: CACHED_AGGREGATES,
+            snapshot_every: SNAPSHOT_EVERY,
+            group_commit_max: event_store::append::DEFAULT_MAX_UNITS,
+            knowledge_max_bytes: intake::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+impl ServiceSettings {
+    pub fn from_env() -> Result<Self, platform::config::ConfigError> {
+        use platform::config::parse_or;
+        let d = ServiceSettings::default();
+        Ok(ServiceSettings {
+            cached_aggregates: parse_or("AGGREGATE_CACHE_SIZE", d.cached_aggregates)?,
+            snapshot_every: parse_or("SNAPSHOT_EVERY", d.snapshot_every)?,
+            group_commit_max: parse_or("GROUP_COMMIT_MAX", d.group_commit_max)?,
+            knowledge_max_bytes: parse_or("KNOWLEDGE_MAX_BYTES", d.knowledge_max_bytes)?,
+        })
+    }
 }
 
 impl RequestMeta {
@@ -342,6 +403,19 @@ impl CommandService {
             extractor: intake::Extractor::default(),
             committed: None,
         }
+    }
+
+    /// A service set up as `settings` say: what every process that writes builds.
+    pub fn from_settings(
+        pool: PgPool,
+        generator: Arc<dyn DocumentGenerator>,
+        settings: &ServiceSettings,
+    ) -> Self {
+        CommandService::new(pool, generator)
+            .with_cached_aggregates(settings.cached_aggregates)
+            .with_snapshots_every(settings.snapshot_every)
+            .with_group_commit(settings.group_commit_max)
+            .with_knowledge_max_bytes(settings.knowledge_max_bytes)
     }
 
     /// Notifies `signal` after every commit: an outbox relay in the same process waits
@@ -968,6 +1042,33 @@ impl CommandService {
 mod tests {
     use super::*;
     use cqrs_es::EventStore;
+
+    /// One hash for one request, whoever writes: the body's canonical JSON (object keys
+    /// in any order) under its target; another body or target is another request.
+    #[test]
+    fn a_request_hashes_the_same_however_its_json_is_ordered() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"title":"Plan","metadata":{"b":1,"a":2}}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"metadata":{"a":2,"b":1},"title":"Plan"}"#).unwrap();
+        let hash = |target: &str, body: &serde_json::Value| {
+            Idempotency::new("k".into(), target, body).request_hash
+        };
+        assert_eq!(
+            hash("POST /v1/conversations", &a),
+            hash("POST /v1/conversations", &b)
+        );
+        assert_ne!(
+            hash("POST /v1/conversations", &a),
+            hash("POST /v1/documents", &a)
+        );
+        let other: serde_json::Value = serde_json::from_str(r#"{"title":"Other"}"#).unwrap();
+        assert_ne!(
+            hash("POST /v1/conversations", &a),
+            hash("POST /v1/conversations", &other)
+        );
+        assert_eq!(Idempotency::new("k".into(), "t", &a).key, "k");
+    }
 
     fn test_meta() -> RequestMeta {
         RequestMeta {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use assistant::budget::PgBudget;
 use assistant::{Assistant, AssistantSettings};
-use commands::{CommandService, TemplateGenerator};
+use commands::{CommandService, ServiceSettings, TemplateGenerator};
 use llm::clock::SystemClock;
 use llm::config::LlmConfig;
 use platform::db::DbConfig;
@@ -38,7 +38,11 @@ async fn main() -> anyhow::Result<()> {
         .context("configuring the LLM providers")?;
     let (embedder, store) = semantic_index::setup::from_env(&pool).await?;
     let search = Search::new(pool.clone(), store, vec![embedder]);
-    let service = CommandService::new(pool.clone(), Arc::new(TemplateGenerator));
+    let service = CommandService::from_settings(
+        pool.clone(),
+        Arc::new(TemplateGenerator),
+        &ServiceSettings::from_env()?,
+    );
     let assistant = Assistant::new(
         Arc::new(service),
         pool.clone(),

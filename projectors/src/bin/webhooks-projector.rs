@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use commands::{CommandService, TemplateGenerator};
+use commands::{CommandService, ServiceSettings, TemplateGenerator};
 use platform::db::DbConfig;
 use projection::TableSink;
 use webhook_delivery::{DeliverySettings, Dispatcher, Fanout};
@@ -17,6 +17,7 @@ use webhook_delivery::{DeliverySettings, Dispatcher, Fanout};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = DeliverySettings::from_env()?;
+    let writer = ServiceSettings::from_env()?;
     let first_delay = settings.schedule.first();
     // The ledger exists before the fan-out writes to it.
     let pool = DbConfig::from_env()?
@@ -29,7 +30,8 @@ async fn main() -> anyhow::Result<()> {
     pool.close().await;
     let companion: projector_runtime::service::Companion = Box::new(move |pool, stop| {
         Box::pin(async move {
-            let commands = CommandService::new(pool.clone(), Arc::new(TemplateGenerator));
+            let commands =
+                CommandService::from_settings(pool.clone(), Arc::new(TemplateGenerator), &writer);
             let dispatcher = Dispatcher::new(pool, commands, settings)
                 .map_err(|e| format!("building the HTTP client: {e}"))?;
             dispatcher.run(stop).await

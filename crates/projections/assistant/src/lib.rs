@@ -173,10 +173,13 @@ impl Assistant {
             causation_id: planned.event_id.to_string(),
             traceparent: planned.effect.traceparent.clone(),
             tracestate: None,
-            idempotency: Some(Idempotency {
-                key: format!("assistant:{}", planned.id),
-                request_hash: NAME.to_owned(),
-            }),
+            // The request is the effect this reply or document performs; what the model
+            // wrote may differ on a retry and is no part of it.
+            idempotency: Some(Idempotency::new(
+                format!("assistant:{}", planned.id),
+                NAME,
+                &planned.id.0,
+            )),
         }
     }
 

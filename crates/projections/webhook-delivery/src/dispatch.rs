@@ -204,8 +204,9 @@ impl Dispatcher {
                     last.as_deref().unwrap_or("no answer")
                 ),
             };
-            let key = format!("webhook-disable:{endpoint_id}:{}", since.timestamp_millis());
-            match self.command(claimed, disable, key).await {
+            let since = since.timestamp_millis();
+            let key = format!("webhook-disable:{endpoint_id}:{since}");
+            match self.command(claimed, disable, key, &since).await {
                 Ok(()) | Err(CommandError::Domain(DomainError::Unchanged(_))) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, %endpoint_id, "disabling a failing endpoint")
@@ -283,8 +284,12 @@ impl Dispatcher {
                 attempts: c.total_attempts + 1,
                 last_error: attempt.error.clone().unwrap_or_default(),
             };
-            let key = format!("webhook-dead:{}:{}", c.message_id, c.total_attempts + 1);
-            if let Err(e) = self.command(&c, report, key).await {
+            let attempts = c.total_attempts + 1;
+            let key = format!("webhook-dead:{}:{attempts}", c.message_id);
+            if let Err(e) = self
+                .command(&c, report, key, &(&c.message_id, attempts))
+                .await
+            {
                 tracing::warn!(error = %e, message_id = %c.message_id,
                     "reporting a dead webhook message; its lease brings it back");
                 return None;
@@ -299,6 +304,7 @@ impl Dispatcher {
         c: &Claimed,
         body: WebhookCommand,
         key: String,
+        request: &impl serde::Serialize,
     ) -> Result<(), CommandError> {
         let meta = RequestMeta {
             tenant_id: c.tenant_id.clone(),
@@ -308,10 +314,14 @@ impl Dispatcher {
             causation_id: c.event_id.to_string(),
             traceparent: None,
             tracestate: None,
-            idempotency: Some(Idempotency {
-                request_hash: key.clone(),
+            // The request: this command on this endpoint, for what the key names (a dead
+            // message's attempt, the start of a failing streak); the reason's wording (the
+            // last error) is no part of it.
+            idempotency: Some(Idempotency::new(
                 key,
-            }),
+                &format!("{} {}", body.name(), c.endpoint_id),
+                request,
+            )),
         };
         self.commands
             .webhook_endpoint(c.endpoint_id, body, None, &meta)
