@@ -56,7 +56,32 @@ async fn a_projector_whose_consumer_cannot_start_exits_instead_of_staying_health
 /// and waits until it consumes (a new projection first fills itself from the event store
 /// as history).
 /// A projector process, killed when dropped (a failing test leaves none behind).
-struct Projector(std::process::Child);
+struct Projector(std::process::Child, String);
+
+impl Projector {
+    /// Its `/status`, if it answers.
+    async fn status(&self) -> Option<serde_json::Value> {
+        reqwest::get(format!("http://{}/status", self.1))
+            .await
+            .ok()?
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+    }
+
+    /// Waits until it has performed and committed every record on its topics: no lag,
+    /// nothing in flight or waiting. Whatever it was going to do, it has done.
+    async fn wait_idle(&self) {
+        testkit::wait_until("the projector idle", || async {
+            self.status().await.is_some_and(|s| {
+                s["lag_events"] == 0
+                    && s["load"]["records_in_flight"] == 0
+                    && s["load"]["waiting"] == 0
+            })
+        })
+        .await;
+    }
+}
 
 impl std::ops::Deref for Projector {
     type Target = std::process::Child;
@@ -96,17 +121,10 @@ async fn spawn_projector(
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {bin}: {e}"));
-    let child = Projector(child);
+    let child = Projector(child, addr);
     testkit::wait_until("the projector consuming", || async {
-        let status = async {
-            reqwest::get(format!("http://{addr}/status"))
-                .await
-                .ok()?
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-        };
-        status
+        child
+            .status()
             .await
             .is_some_and(|s| s["assigned_partitions"].as_u64().unwrap_or(0) > 0)
     })
@@ -354,9 +372,10 @@ async fn the_assistant_survives_a_kill_9_with_one_reply_per_message() {
         replies(&stack).await.1 >= asked
     })
     .await;
-    // Nothing more comes: one reply per question, and no model call more than questions
-    // but for those the killed process had made without appending their reply.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the restarted projector has performed and committed every record, nothing
+    // more can come: one reply per question, and no model call more than questions but
+    // for those the killed process had made without appending their reply.
+    restarted.wait_idle().await;
     assert_eq!(replies(&stack).await, (asked, asked));
     let calls = chat.calls() as i64;
     assert!(

@@ -2,8 +2,8 @@
 //! every schema inline (`schemas/contract/schema-ids.json`) and an AsyncAPI 3 document of
 //! every topic (`schemas/contract/asyncapi.json`), both generated here from the registry,
 //! the topics and the header names; a test fails when the committed files differ from
-//! what this code generates (`THREADLINE_WRITE_CONTRACT=1 cargo test -p schemas --test
-//! published` rewrites them).
+//! what this code generates (`cargo run -p schemas --example write_contract` rewrites
+//! them).
 
 use serde_json::{Map, Value, json};
 

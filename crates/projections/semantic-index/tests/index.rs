@@ -439,10 +439,12 @@ async fn a_rebuild_with_another_model_switches_atomically_while_searches_answer(
     // Searches run throughout, embedding with whichever model the live index has.
     let search = Arc::new(index.search(&["bow-a", "bow-b"]));
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // The models the searches ranked with, in order, each once.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let searcher = tokio::spawn({
         let search = search.clone();
+        let seen = seen.clone();
         async move {
-            let mut models = Vec::new();
             while !*stopped.borrow() {
                 let found = search
                     .search(&SearchRequest {
@@ -462,20 +464,40 @@ async fn a_rebuild_with_another_model_switches_atomically_while_searches_answer(
                         .iter()
                         .all(|h| h.payload.text.contains("roadmap"))
                 );
-                if models.last() != Some(&found.model.name) {
-                    models.push(found.model.name.clone());
+                {
+                    let mut models = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    if models.last() != Some(&found.model.name) {
+                        models.push(found.model.name.clone());
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            models
         }
     });
     let report = projection::rebuild(&index.stack.db.pool, index.sink("bow-b").as_ref())
         .await
         .expect("rebuild with the new model");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Searches after the switch rank with the new model; a few more, then stop.
+    let searched_with = |model: &'static str| {
+        let seen = seen.clone();
+        move || {
+            let seen = seen.clone();
+            async move {
+                seen.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .any(|m| m == model)
+            }
+        }
+    };
+    wait_until(
+        "a search ranked by the new model",
+        searched_with("openai/bow-b"),
+    )
+    .await;
     let _ = stop.send(true);
-    let models = searcher.await.expect("the searcher");
+    searcher.await.expect("the searcher");
+    let models = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
     assert_eq!(
         models,
         ["openai/bow-a", "openai/bow-b"],

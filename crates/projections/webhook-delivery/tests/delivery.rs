@@ -421,9 +421,19 @@ async fn an_endpoint_failing_too_long_is_disabled_and_its_dead_messages_can_be_r
             == 1
     })
     .await;
-    // Still failing a while later: the second message's attempt disables the endpoint,
-    // and its retry waits (paused) instead of being attempted.
-    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    // Still failing once the streak is older than disable_after (what the dispatcher
+    // checks, read from its own table): the second message's attempt disables the
+    // endpoint, and its retry waits (paused) instead of being attempted.
+    wait_until("a failing streak older than 1.5 s", || async {
+        scalar(
+            &kit,
+            "SELECT count(*) FROM webhook_endpoint_health
+             WHERE clock_timestamp() - failing_since > interval '1600 milliseconds'",
+        )
+        .await
+            == 1
+    })
+    .await;
     kit.start_conversation("acme", "Second").await;
     wait_until("the automatic disable", || async {
         scalar(&kit, "SELECT count(*) FROM events WHERE event_type = 'WebhookEndpointDisabled' AND payload -> 'WebhookEndpointDisabled' ->> 'automatic' = 'true'").await == 1
