@@ -8,7 +8,7 @@ use platform::auth::{Principal, Role};
 use platform::problem::{Problem, Query};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use webhook_delivery::ledger::{self, AttemptView, MessageView};
+use webhook_ledger::{self as ledger, AttemptView, MessageView};
 
 use super::reads::{
     Consistency, Page, consistent, invalid_cursor, limit, parse_id, parse_time_cursor,

@@ -9,24 +9,25 @@
 //!   them signed ([`client`], Standard Webhooks), records each attempt, and schedules
 //!   the next ([`schedule`], persisted, so a restart resumes it).
 //!
-//! Owns the tables of migration 5xxx (`webhook_messages`, `webhook_attempts`,
-//! `webhook_endpoint_health`), which live outside projection generations: a rebuild never
-//! sends anything again. Secrets are opened only in memory, at sending time.
+//! Writes the tables of [`ledger`] (`webhook-ledger`, migrations 5xxx), which live outside
+//! projection generations: a rebuild never sends anything again. Secrets are opened only
+//! in memory, at sending time.
 
 pub mod client;
 pub mod dispatch;
 pub mod endpoints;
 pub mod fanout;
-pub mod ledger;
 pub mod message;
 pub mod schedule;
+
+pub use webhook_ledger as ledger;
 
 use std::time::Duration;
 
 use commands::WebhookSettings;
 use platform::config::{self, ConfigError};
 use sqlx::PgPool;
-use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::migrate::MigrateError;
 
 pub use dispatch::Dispatcher;
 pub use fanout::{Fanout, NAME};
@@ -34,9 +35,7 @@ pub use schedule::Schedule;
 
 /// The ledger's migrations (versions 5xxx) in the shared database.
 pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
-    let mut migrator: Migrator = sqlx::migrate!("./migrations");
-    migrator.set_ignore_missing(true);
-    migrator.run(pool).await
+    ledger::migrate(pool).await
 }
 
 /// How the dispatcher sends.

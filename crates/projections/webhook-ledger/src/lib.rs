@@ -1,13 +1,27 @@
-//! The delivery ledger (migration 5001): messages with their schedule, every attempt, and
-//! each endpoint's health. The fan-out writes messages, the dispatcher claims and records,
-//! query-api reads ([`list_messages`], [`list_attempts`]).
+//! The delivery ledger (migrations 5xxx): messages with their schedule, every attempt, and
+//! each endpoint's health. The fan-out writes messages, the dispatcher claims and records
+//! (both in `webhook-delivery`), query-api reads ([`list_messages`], [`list_attempts`],
+//! [`dead_messages`]). The tables live outside projection generations: a rebuild never
+//! sends anything again.
+//!
+//! Architecture invariant: the only code with SQL on these tables; depends on no other
+//! crate of ours, so a reader of the ledger links neither the command side nor an HTTP
+//! client.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
+
+/// The ledger's migrations (versions 5xxx) in the shared database.
+pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
+    let mut migrator: Migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await
+}
 
 /// A message to write: one event for one endpoint.
 #[derive(Debug, Clone, PartialEq)]
