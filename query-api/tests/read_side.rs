@@ -334,3 +334,144 @@ async fn every_member_reads_the_tenants_knowledge_base_and_its_originals() {
     assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
     projector.stop().await;
 }
+
+/// The query API answers as `access`'s rule says: every case of its conformance table
+/// that can be written through commands (a conversation whose starter is recorded, a
+/// knowledge document), read over HTTP as the case's viewer, one resource per tenant of
+/// its own: a conversation, its messages, the listing, its live stream and a position
+/// wait on it; a knowledge document and its listing. Seen is 200 and listed; not seen is
+/// the 404 (or, for a position, the 503 `position_not_reached`) of what does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_http_api_sees_what_the_visibility_rule_says() {
+    use access::{Kind, Reach};
+    let stack = ReadStack::spawn().await;
+    let service = stack.commands.service.clone();
+    let projector = stack.read_model().await;
+    let q = &stack.query_base;
+    let client = reqwest::Client::new();
+    let mut checked = 0;
+    for (scope, resource, seen) in access::conformance::CASES {
+        let writable = match resource.kind {
+            Kind::Conversation => resource.owner.is_some(),
+            Kind::Knowledge => true,
+            // Read by role (endpoints) and by user (inboxes), not through this rule.
+            Kind::Inbox | Kind::WebhookEndpoint => false,
+        };
+        if !writable {
+            continue;
+        }
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let (scope_tenant, resource_tenant) = (
+            format!("{}-{suffix}", scope.tenant),
+            format!("{}-{suffix}", resource.tenant),
+        );
+        let mut meta = meta(&resource_tenant);
+        let (path, list, position) = match resource.kind {
+            Kind::Conversation => {
+                meta.user_id = resource.owner.unwrap_or_default().to_owned();
+                let started = service
+                    .start_conversation("case".into(), Default::default(), &meta)
+                    .await
+                    .expect("start");
+                let id = started.aggregate_id;
+                let sent = service
+                    .send_message(id, user_message("hello"), None, &meta)
+                    .await
+                    .expect("send");
+                (
+                    format!("/v1/conversations/{id}"),
+                    "/v1/conversations",
+                    sent.token().to_string(),
+                )
+            }
+            _ => {
+                let added =
+                    add_knowledge(&service, &resource_tenant, "case", "text/plain", b"text").await;
+                (
+                    format!("/v1/knowledge/{}", added.aggregate_id),
+                    "/v1/knowledge",
+                    added.token().to_string(),
+                )
+            }
+        };
+        let events = scalar(&stack, "SELECT count(*) FROM events").await as u64;
+        wait_until("the read model", || async {
+            projector.status.borrow().applied >= events
+        })
+        .await;
+        let roles = match scope.reach {
+            Reach::Own => [Role::Member],
+            Reach::Tenant => [Role::Admin],
+        };
+        let token = testkit::tokens::hs256_token(
+            testkit::tokens::SECRET,
+            &scope_tenant,
+            scope.subject,
+            &roles,
+            3600,
+        );
+        let get = |url: String| {
+            let (client, token) = (client.clone(), token.clone());
+            async move {
+                let resp = client
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .expect("get");
+                let status = resp.status();
+                (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let case = format!("{scope:?} {resource:?}");
+        let (found, missing) = (StatusCode::OK, StatusCode::NOT_FOUND);
+        let (status, body) = get(format!("{q}{path}")).await;
+        assert_eq!(
+            status,
+            if *seen { found } else { missing },
+            "{case}: {body}"
+        );
+        let (status, listed) = get(format!("{q}{list}")).await;
+        assert_eq!(status, StatusCode::OK, "{case}: {listed}");
+        assert_eq!(
+            listed["items"].as_array().map_or(0, Vec::len),
+            usize::from(*seen),
+            "{case}: {listed}"
+        );
+        let (status, body) = get(format!("{q}{list}?position={position}&wait_ms=0")).await;
+        if *seen {
+            assert_eq!(status, StatusCode::OK, "position, {case}: {body}");
+        } else {
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some("position_not_reached")
+                ),
+                "position, {case}"
+            );
+        }
+        if resource.kind == Kind::Conversation {
+            let (status, body) = get(format!("{q}{path}/messages")).await;
+            assert_eq!(
+                status,
+                if *seen { found } else { missing },
+                "{case}: {body}"
+            );
+            let stream = client
+                .get(format!("{q}{path}/stream"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("open the stream");
+            assert_eq!(
+                stream.status(),
+                if *seen { found } else { missing },
+                "stream, {case}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked} cases over HTTP");
+    projector.stop().await;
+}
