@@ -28,6 +28,20 @@ impl Http {
         }
     }
 
+    /// A caller of `tenant` with a subject of its own.
+    fn as_user(tenant: &str, subject: &str, roles: &[Role]) -> Http {
+        Http {
+            client: reqwest::Client::new(),
+            token: testkit::tokens::hs256_token(
+                testkit::tokens::SECRET,
+                tenant,
+                subject,
+                roles,
+                3600,
+            ),
+        }
+    }
+
     async fn get(&self, url: String) -> (StatusCode, Value) {
         let resp = self
             .client
@@ -348,7 +362,6 @@ async fn the_http_api_sees_what_the_visibility_rule_says() {
     let service = stack.commands.service.clone();
     let projector = stack.read_model().await;
     let q = &stack.query_base;
-    let client = reqwest::Client::new();
     let mut checked = 0;
     for (scope, resource, seen) in access::conformance::CASES {
         let writable = match resource.kind {
@@ -403,26 +416,8 @@ async fn the_http_api_sees_what_the_visibility_rule_says() {
             Reach::Own => [Role::Member],
             Reach::Tenant => [Role::Admin],
         };
-        let token = testkit::tokens::hs256_token(
-            testkit::tokens::SECRET,
-            &scope_tenant,
-            scope.subject,
-            &roles,
-            3600,
-        );
-        let get = |url: String| {
-            let (client, token) = (client.clone(), token.clone());
-            async move {
-                let resp = client
-                    .get(url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .expect("get");
-                let status = resp.status();
-                (status, resp.json::<Value>().await.unwrap_or(Value::Null))
-            }
-        };
+        let http = Http::as_user(&scope_tenant, scope.subject, &roles);
+        let get = |url: String| http.get(url);
         let case = format!("{scope:?} {resource:?}");
         let (found, missing) = (StatusCode::OK, StatusCode::NOT_FOUND);
         let (status, body) = get(format!("{q}{path}")).await;
@@ -458,9 +453,10 @@ async fn the_http_api_sees_what_the_visibility_rule_says() {
                 if *seen { found } else { missing },
                 "{case}: {body}"
             );
-            let stream = client
+            let stream = http
+                .client
                 .get(format!("{q}{path}/stream"))
-                .bearer_auth(&token)
+                .bearer_auth(&http.token)
                 .send()
                 .await
                 .expect("open the stream");

@@ -158,14 +158,7 @@ fn email_to(smtp: &testkit::smtp::SmtpServer) -> Channel {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mail_goes_through_a_real_relay_with_starttls_auth_and_a_private_ca() {
     let relay = Relay::start().await;
-    let channel = Channel::email(
-        &relay.url(),
-        "Threadline <noreply@threadline.test>",
-        "{user}@example.com".into(),
-        Duration::from_secs(5),
-        Some(&relay.ca()),
-    )
-    .expect("an email channel trusting the relay's CA");
+    let channel = relay.channel(Some(&relay.ca()));
     let kit = Kit::start(Arc::new(EffectSink::new(Notifications::new(channel)))).await;
     let c = kit.start_conversation("acme", "Over TLS").await;
     kit.end("acme", c).await;
@@ -193,14 +186,7 @@ async fn a_relay_certificate_the_channel_does_not_trust_parks_the_mail_instead_o
 {
     let relay = Relay::start().await;
     // The public roots only: the relay's private CA is not among them.
-    let channel = Channel::email(
-        &relay.url(),
-        "Threadline <noreply@threadline.test>",
-        "{user}@example.com".into(),
-        Duration::from_secs(5),
-        None,
-    )
-    .expect("an email channel");
+    let channel = relay.channel(None);
     let kit = Kit::start(Arc::new(EffectSink::new(Notifications::new(channel)))).await;
     let c = kit.start_conversation("acme", "Untrusted").await;
     kit.end("acme", c).await;
@@ -289,6 +275,19 @@ impl Relay {
             "smtp://threadline:relay-secret@127.0.0.1:{}?tls=required",
             self.port
         )
+    }
+
+    /// Email to `{user}@example.com` through the relay, trusting `ca` besides the public
+    /// roots.
+    fn channel(&self, ca: Option<&[u8]>) -> Channel {
+        Channel::email(
+            &self.url(),
+            "Threadline <noreply@threadline.test>",
+            "{user}@example.com".into(),
+            Duration::from_secs(5),
+            ca,
+        )
+        .expect("an email channel")
     }
 
     fn ca(&self) -> Vec<u8> {
