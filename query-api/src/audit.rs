@@ -15,6 +15,7 @@ use domain::state::{
     ConversationState, DocumentState, InboxState, KnowledgeState, WebhookEndpointState,
 };
 use domain::{Conversation, Document, Inbox, Knowledge, WebhookEndpoint};
+use event_store::StreamError;
 use event_store::log::{self, RawEvent, RawPage};
 use futures::Stream;
 use schemas::{AggregateKind, CommitPosition};
@@ -259,8 +260,14 @@ pub enum StateError {
     Corrupt(String),
 }
 
-/// Events read per query while folding.
-const FOLD_PAGE: i64 = 500;
+impl From<StreamError> for StateError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Database(e) => StateError::Database(e),
+            corrupt => StateError::Corrupt(corrupt.to_string()),
+        }
+    }
+}
 
 /// Folds the aggregate's events up to `as_of` with the command side's own aggregate, page
 /// by page (memory stays bounded by a page however many events it has), then shows its
@@ -276,34 +283,28 @@ where
     A: Aggregate,
     V: for<'a> From<&'a A> + Serialize,
 {
+    // An id that is no UUID names no aggregate.
+    let Ok(uuid) = id.parse::<uuid::Uuid>() else {
+        return Ok(None);
+    };
     let mut aggregate = A::default();
     let mut version = 0u64;
     let mut last_at = None;
-    'pages: loop {
-        let from = version as i64 + 1;
-        let page =
-            log::aggregate_events(pool, kind.as_str(), id, from..=from + FOLD_PAGE - 1).await?;
-        if page.is_empty() {
-            break;
-        }
-        for e in &page {
-            if version == 0 && e.meta("tenant_id") != Some(tenant) {
-                return Ok(None);
-            }
+    let mut stream = event_store::Stream::new(pool, kind, uuid).of_tenant(tenant);
+    'pages: while let Some(page) = stream.next_page().await? {
+        for e in page {
             let past = match as_of {
                 AsOf::Latest => false,
-                AsOf::Version(v) => e.sequence as u64 > v,
+                AsOf::Version(v) => e.sequence() as u64 > v,
                 // A prefix of the stream: the state as it stood at that time.
-                AsOf::Time(t) => e.recorded_at > t,
+                AsOf::Time(t) => e.headers.recorded_at > t,
             };
             if past {
                 break 'pages;
             }
-            let event: A::Event = serde_json::from_value(e.payload.clone())
-                .map_err(|err| StateError::Corrupt(err.to_string()))?;
-            aggregate.apply(event);
-            version = e.sequence as u64;
-            last_at = Some(e.recorded_at);
+            aggregate.apply(e.decode::<A::Event>()?);
+            version = e.sequence() as u64;
+            last_at = Some(e.headers.recorded_at);
         }
     }
     if let AsOf::Version(v) = as_of

@@ -28,7 +28,7 @@ use domain::{
     DomainError, Inbox, InboxCommand, Knowledge, KnowledgeCommand, Resource, Transcript, Version,
     WebhookEndpoint,
 };
-use event_store::{Appender, blobs, idempotency, log};
+use event_store::{Appender, Stream, StreamError, blobs, idempotency};
 use platform::backoff::Backoff;
 use recent::Aggregates;
 pub use recent::SNAPSHOT_EVERY;
@@ -244,6 +244,13 @@ fn rows<A: Aggregate>(
 
 fn storage(e: impl fmt::Display) -> CommandError {
     CommandError::Storage(e.to_string())
+}
+
+fn stream_error(e: StreamError) -> CommandError {
+    match e {
+        StreamError::Database(e) => db(e),
+        corrupt => storage(corrupt),
+    }
 }
 
 /// A database error: unavailable (503 and retry) or a storage failure.
@@ -823,23 +830,12 @@ impl CommandService {
         meta: &RequestMeta,
     ) -> Result<Transcript, CommandError> {
         let scope = meta.scope();
-        const PAGE: i64 = 500;
-        let aggregate_id = id.to_string();
         let mut transcript: Option<Transcript> = None;
-        let mut after = 0;
-        loop {
-            let page = log::aggregate_events(
-                &self.pool,
-                AggregateKind::Conversation.as_str(),
-                &aggregate_id,
-                after + 1..=after + PAGE,
-            )
-            .await
-            .map_err(db)?;
-            let Some(last) = page.last() else { break };
-            after = last.sequence;
-            for stored in page {
-                match stored.event().map_err(storage)? {
+        let mut stream =
+            Stream::new(&self.pool, AggregateKind::Conversation, id).of_tenant(&meta.tenant_id);
+        while let Some(page) = stream.next_page().await.map_err(stream_error)? {
+            for recorded in page {
+                match recorded.event().map_err(stream_error)? {
                     // Another tenant's, or another member's: it does not exist for this caller.
                     Event::ConversationStarted(e)
                         if scope.sees(&Resource::conversation(
@@ -1009,19 +1005,14 @@ impl CommandService {
         let kind = AggregateKind::parse(&hit.aggregate_type)
             .ok_or_else(|| storage("unknown aggregate type"))?;
         let aggregate_id: Uuid = hit.aggregate_id.parse().map_err(storage)?;
-        let stored = log::aggregate_events(
-            &self.pool,
-            &hit.aggregate_type,
-            &hit.aggregate_id,
-            hit.first_sequence..=hit.last_sequence,
-        )
-        .await
-        .map_err(db)?;
-        let events = stored
-            .iter()
-            .map(event_store::StoredEvent::event)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(storage)?;
+        let mut stream = Stream::new(&self.pool, kind, aggregate_id)
+            .sequences(hit.first_sequence..=hit.last_sequence);
+        let mut events = Vec::new();
+        while let Some(page) = stream.next_page().await.map_err(stream_error)? {
+            for recorded in page {
+                events.push(recorded.event().map_err(stream_error)?);
+            }
+        }
         Ok(Some(Accepted {
             kind,
             aggregate_id,

@@ -36,8 +36,10 @@ use cqrs_es::{Aggregate, AggregateError, EventStore};
 use domain::{Conversation, Document, Inbox, Knowledge, WebhookEndpoint};
 use event_store::append::{Settled, Ticket};
 use event_store::snapshots::{self, Snapshot};
-use event_store::{Appender, Store, log};
+use event_store::{Appender, Store, Stream};
+use schemas::AggregateKind;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 /// Snapshots every this many events, by default.
 pub const SNAPSHOT_EVERY: usize = 100;
@@ -226,16 +228,28 @@ impl<A: SnapshotFormat> Aggregates<A> {
         mut state: A,
         sequence: i64,
     ) -> Result<(EventStoreAggregateContext<A>, usize), AggregateError<A::Error>> {
-        let events = log::aggregate_events(&self.pool, A::TYPE, id, sequence + 1..=i64::MAX)
-            .await
-            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
-        let applied = events.len();
+        let unexpected = |e: String| AggregateError::UnexpectedError(e.into());
+        let kind = AggregateKind::parse(A::TYPE)
+            .ok_or_else(|| unexpected(format!("no aggregate kind {}", A::TYPE)))?;
+        let uuid = id
+            .parse::<Uuid>()
+            .map_err(|e| unexpected(format!("aggregate id {id}: {e}")))?;
+        let mut stream = Stream::new(&self.pool, kind, uuid).sequences(sequence + 1..=i64::MAX);
+        let mut applied = 0;
         let mut current = sequence;
-        for stored in events {
-            let event: A::Event = serde_json::from_value(stored.payload)
-                .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
-            state.apply(event);
-            current = stored.sequence;
+        while let Some(page) = stream
+            .next_page()
+            .await
+            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?
+        {
+            for recorded in page {
+                let event: A::Event = recorded
+                    .decode()
+                    .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
+                state.apply(event);
+                current = recorded.sequence();
+                applied += 1;
+            }
         }
         let context = EventStoreAggregateContext {
             aggregate_id: id.to_owned(),

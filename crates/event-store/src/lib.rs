@@ -20,6 +20,7 @@ pub mod log;
 pub mod outbox;
 mod repository;
 pub mod snapshots;
+pub mod stream;
 mod unavailable;
 
 use cqrs_es::Aggregate;
@@ -31,6 +32,7 @@ pub use append::Appender;
 pub use log::StoredEvent;
 pub use repository::GroupCommitRepository;
 pub use schemas::CommitPosition;
+pub use stream::{Recorded, Stream, StreamError};
 pub use unavailable::{is_transient_sqlstate, is_unavailable, is_unavailable_dyn};
 
 /// The event store's migrations. Other crates keep their own (with other version

@@ -31,7 +31,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::reads::visible;
-use super::{AppState, database_failed, read_failed};
+use super::{AppState, read_failed, stream_failed};
 
 /// How often an open stream looks for newly applied events without announcements (tests
 /// without a listener), and with them (in case one was lost while reconnecting).
@@ -184,7 +184,7 @@ pub async fn conversation_stream(
     if !projected
         && !visible(&app, &scope, &token)
             .await
-            .map_err(|e| database_failed(&e))?
+            .map_err(|e| stream_failed(&e))?
     {
         return Err(Problem::not_found());
     }

@@ -132,6 +132,17 @@ pub(crate) fn checked_time(
 
 /// A database failure as clients see it: 503 `database_unavailable` with `Retry-After`
 /// when the database cannot be reached (or is overloaded), else a logged 500.
+/// A failed read of an aggregate's stream: the database's, or a corrupt row (500).
+pub(crate) fn stream_failed(e: &event_store::StreamError) -> Problem {
+    match e {
+        event_store::StreamError::Database(e) => database_failed(e),
+        corrupt => {
+            tracing::error!(error = %corrupt, "a stored event does not read");
+            Problem::internal()
+        }
+    }
+}
+
 pub(crate) fn database_failed(e: &sqlx::Error) -> Problem {
     if event_store::is_unavailable(e) {
         tracing::warn!(error = %e, "database unavailable");

@@ -4,13 +4,14 @@ use access::{Resource, Scope};
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, TimeZone, Utc};
+use event_store::{Stream, StreamError};
 use platform::auth::{Principal, Role};
 use platform::problem::{Problem, Query};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{AppState, checked_time, database_failed, read_failed};
+use super::{AppState, checked_time, database_failed, read_failed, stream_failed};
 use read_model::queries::{ConversationFilter, ConversationView, DocumentView, MessageView};
 use schemas::VersionToken;
 use schemas::positions::BadVersionToken;
@@ -71,7 +72,7 @@ pub(super) async fn consistent_in(
     let pool = app.reads.pool();
     let visible = visible(app, &who.scope(), &token)
         .await
-        .map_err(|e| database_failed(&e))?;
+        .map_err(|e| stream_failed(&e))?;
     let outcome = if visible {
         let wake = app.progress.as_ref().map(|a| a.of(projection));
         projection::progress::wait_for(pool, projection, &token, wait, wake)
@@ -123,25 +124,18 @@ pub(super) async fn visible(
     app: &AppState,
     scope: &Scope<'_>,
     token: &VersionToken,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, StreamError> {
     let pool = app.reads.pool();
-    let first = |kind: AggregateKind, id: String| async move {
-        let events = event_store::log::aggregate_events(pool, kind.as_str(), &id, 1..=1).await?;
-        Ok::<_, sqlx::Error>(events.into_iter().next())
-    };
-    let Some(first_event) = first(token.kind, token.id.to_string()).await? else {
+    let first = |kind: AggregateKind, id: Uuid| Stream::new(pool, kind, id).first();
+    let Some(first_event) = first(token.kind, token.id).await? else {
         return Ok(false);
     };
-    let Some(tenant) = first_event.meta("tenant_id") else {
-        return Ok(false);
-    };
+    let tenant = first_event.tenant();
     // A document goes with its conversation.
     let event = match first_event.event() {
-        Ok(Event::DocumentGenerated(d)) => {
-            first(AggregateKind::Conversation, d.conversation_id.to_string())
-                .await?
-                .and_then(|e| e.event().ok())
-        }
+        Ok(Event::DocumentGenerated(d)) => first(AggregateKind::Conversation, d.conversation_id)
+            .await?
+            .and_then(|e| e.event().ok()),
         Ok(other) => Some(other),
         Err(_) => None,
     };

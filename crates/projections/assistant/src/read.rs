@@ -5,7 +5,7 @@
 
 use cqrs_es::Aggregate;
 use domain::{Conversation, ConversationEvent, Document, DocumentEvent};
-use event_store::log;
+use event_store::{Stream, StreamError};
 use schemas::AggregateKind;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -34,26 +34,23 @@ pub enum LoadError {
     Decode(String),
 }
 
+impl From<StreamError> for LoadError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Database(e) => LoadError::Database(e),
+            corrupt => LoadError::Decode(corrupt.to_string()),
+        }
+    }
+}
+
 /// Reads the whole stream of `id` (empty state when it does not exist).
 pub async fn load(pool: &PgPool, id: Uuid) -> Result<Loaded, LoadError> {
-    const PAGE: i64 = 500;
-    let aggregate_id = id.to_string();
     let mut loaded = Loaded::default();
-    let mut after = 0;
-    loop {
-        let page = log::aggregate_events(
-            pool,
-            AggregateKind::Conversation.as_str(),
-            &aggregate_id,
-            after + 1..=after + PAGE,
-        )
-        .await?;
-        let Some(last) = page.last() else { break };
-        after = last.sequence;
-        for stored in page {
+    let mut stream = Stream::new(pool, AggregateKind::Conversation, id);
+    while let Some(page) = stream.next_page().await? {
+        for recorded in page {
             // The stored payload is the aggregate's own serde form.
-            let event: ConversationEvent = serde_json::from_value(stored.payload)
-                .map_err(|e| LoadError::Decode(e.to_string()))?;
+            let event: ConversationEvent = recorded.decode()?;
             if let ConversationEvent::MessageSent(m) = &event {
                 loaded.messages.push(Message {
                     id: m.message_id,
@@ -72,17 +69,11 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Loaded, LoadError> {
 /// The state of document `id` (the default state when it does not exist).
 pub async fn document(pool: &PgPool, id: Uuid) -> Result<Document, LoadError> {
     let mut state = Document::default();
-    let events = log::aggregate_events(
-        pool,
-        AggregateKind::Document.as_str(),
-        &id.to_string(),
-        1..=i64::MAX,
-    )
-    .await?;
-    for stored in events {
-        let event: DocumentEvent =
-            serde_json::from_value(stored.payload).map_err(|e| LoadError::Decode(e.to_string()))?;
-        state.apply(event);
+    let mut stream = Stream::new(pool, AggregateKind::Document, id);
+    while let Some(page) = stream.next_page().await? {
+        for recorded in page {
+            state.apply(recorded.decode::<DocumentEvent>()?);
+        }
     }
     Ok(state)
 }

@@ -190,21 +190,19 @@ impl SemanticIndex {
         if let Some((title, started_by)) = row {
             return Ok(ConversationInfo { title, started_by });
         }
-        let first = event_store::log::aggregate_events(
-            &self.pool,
-            AggregateKind::Conversation.as_str(),
-            &id.to_string(),
-            1..=1,
-        )
-        .await
-        .map_err(unavailable)?;
-        match first.first().map(|e| e.event()) {
-            Some(Ok(Event::ConversationStarted(c))) if c.tenant_id == tenant => {
-                Ok(ConversationInfo {
-                    title: c.title,
-                    started_by: c.started_by,
-                })
-            }
+        let first = event_store::Stream::new(&self.pool, AggregateKind::Conversation, id)
+            .of_tenant(tenant)
+            .first()
+            .await
+            .map_err(|e| match e {
+                event_store::StreamError::Database(e) => unavailable(e),
+                corrupt => EffectError::Rejected(corrupt.to_string()),
+            })?;
+        match first.map(|e| e.event()) {
+            Some(Ok(Event::ConversationStarted(c))) => Ok(ConversationInfo {
+                title: c.title,
+                started_by: c.started_by,
+            }),
             // A document of a conversation that is not the tenant's cannot be: refuse it
             // rather than index it visible to every member.
             _ => Err(EffectError::Rejected(format!(

@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 
+use cqrs_es::Aggregate;
 use domain::{WebhookEndpoint, WebhookEvent};
-use event_store::StoredEvent;
 use event_store::log;
+use event_store::{StoredEvent, Stream, StreamError};
 use schemas::{AggregateKind, CommitPosition};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -106,18 +107,13 @@ impl Book {
 }
 
 /// One endpoint as it is now, folded from its stream (what the dispatcher sends with).
-pub async fn current(
-    db: impl sqlx::PgExecutor<'_>,
-    endpoint_id: Uuid,
-) -> Result<WebhookEndpoint, sqlx::Error> {
-    let stored = log::aggregate_events(
-        db,
-        AggregateKind::WebhookEndpoint.as_str(),
-        &endpoint_id.to_string(),
-        1..=i64::MAX,
-    )
-    .await?;
-    Ok(WebhookEndpoint::fold(
-        stored.iter().filter_map(|s| decode(s).map(|(_, _, e)| e)),
-    ))
+pub async fn current(db: &sqlx::PgPool, endpoint_id: Uuid) -> Result<WebhookEndpoint, StreamError> {
+    let mut endpoint = WebhookEndpoint::default();
+    let mut stream = Stream::new(db, AggregateKind::WebhookEndpoint, endpoint_id);
+    while let Some(page) = stream.next_page().await? {
+        for recorded in page {
+            endpoint.apply(recorded.decode::<WebhookEvent>()?);
+        }
+    }
+    Ok(endpoint)
 }
