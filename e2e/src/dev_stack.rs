@@ -57,6 +57,23 @@ fn build_binaries(root: &Path) {
     assert!(status.success(), "building the service binaries failed");
 }
 
+/// The projectors: the binaries `projectors/src/bin/*-projector.rs`, by name (what
+/// `dev/stack run` starts, each on its own address).
+pub fn projector_binaries(root: &std::path::Path) -> Vec<String> {
+    let dir = root.join("projectors/src/bin");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".rs")
+                .filter(|n| n.ends_with("-projector"))
+                .map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// Sends `signal` to every process of group `pgid`; false when the group is empty.
 pub fn signal_group(pgid: u32, signal: &str) -> bool {
     kill(signal, &format!("-{pgid}"))
@@ -94,7 +111,7 @@ pub struct DevStack {
     pub commands: String,
     pub queries: String,
     /// `host:port` of each projector's `/healthz`, `/metrics`, `/status`, by binary name.
-    pub projectors: Vec<(&'static str, String)>,
+    pub projectors: Vec<(String, String)>,
     /// `.stack/<name>`: its logs and pid files.
     pub state: PathBuf,
     /// `KAFKA_TOPIC_PREFIX` of its services.
@@ -165,17 +182,15 @@ impl DevStack {
         // What the script itself says (a service that exited, say), kept beside the state.
         let output = std::env::temp_dir().join(format!("threadline-{name}.out"));
         let (commands, queries) = (free_addr(), free_addr());
-        let projectors: Vec<(&'static str, &'static str, String)> = [
-            ("read-model-projector", "READ_MODEL_PROJECTOR_ADDR"),
-            ("notifications-projector", "NOTIFICATIONS_PROJECTOR_ADDR"),
-            ("embeddings-projector", "EMBEDDINGS_PROJECTOR_ADDR"),
-            ("assistant-projector", "ASSISTANT_PROJECTOR_ADDR"),
-            ("analytics-projector", "ANALYTICS_PROJECTOR_ADDR"),
-            ("webhooks-projector", "WEBHOOKS_PROJECTOR_ADDR"),
-        ]
-        .into_iter()
-        .map(|(bin, var)| (bin, var, free_addr()))
-        .collect();
+        // Every projector binary, each on an address of this test's own, named as
+        // dev/stack names it (read-model-projector listens on READ_MODEL_PROJECTOR_ADDR).
+        let projectors: Vec<(String, String, String)> = projector_binaries(&root)
+            .into_iter()
+            .map(|bin| {
+                let var = format!("{}_ADDR", bin.replace('-', "_").to_uppercase());
+                (bin, var, free_addr())
+            })
+            .collect();
         let mut stack = if ignore_sigint {
             // What a shell does to a background job: SIGINT ignored, and a signal ignored
             // when bash starts cannot be trapped by the script either.
@@ -201,7 +216,7 @@ impl DevStack {
             .envs(
                 projectors
                     .iter()
-                    .map(|(_, var, addr)| (*var, addr.as_str())),
+                    .map(|(_, var, addr)| (var.as_str(), addr.as_str())),
             )
             .env("KAFKA_TOPIC_PREFIX", format!("{name}."))
             .envs(env.iter().copied())

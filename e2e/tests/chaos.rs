@@ -63,7 +63,7 @@ async fn acknowledged_commands_survive_kills_and_restarts_of_every_process() {
         stack
             .projectors
             .iter()
-            .map(|(bin, addr)| (*bin, format!("http://{addr}/healthz"))),
+            .map(|(bin, addr)| (bin.as_str(), format!("http://{addr}/healthz"))),
     );
     faults.push(("postgres", format!("http://{}/readyz", stack.commands)));
     faults.push(("broker", format!("http://{}/readyz", stack.commands)));

@@ -61,7 +61,12 @@ async fn scrape(stack: &DevStack) -> std::collections::BTreeSet<String> {
         ("query-api", stack.queries.clone()),
     ]
     .into_iter()
-    .chain(stack.projectors.iter().map(|(b, a)| (*b, a.clone())));
+    .chain(
+        stack
+            .projectors
+            .iter()
+            .map(|(b, a)| (b.as_str(), a.clone())),
+    );
     for (service, addr) in targets {
         let text = http
             .get(format!("http://{addr}/metrics"))

@@ -438,3 +438,53 @@ async fn a_kill_9_with_a_hundred_model_calls_in_flight_repeats_only_those() {
         "{repeated} repeated, {unfinished} unfinished"
     );
 }
+
+/// A projector is its binary here (`src/bin/<name>-projector.rs`): `dev/stack` and the
+/// end-to-end stack start every one they find. What cannot be derived names each by hand,
+/// and this fails while one is missing: the compose service, the Kubernetes manifest,
+/// the Prometheus scrape target, and the codemap's list of binaries (the deployment
+/// validator, `dev/validate-deploy`, then checks their settings).
+#[test]
+fn every_projector_is_deployed_scraped_and_documented() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read = |path: &str| {
+        std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let (compose, prometheus, codemap) = (
+        read("docker-compose.yml"),
+        read("deploy/prometheus/prometheus.yml"),
+        read("docs/ARCHITECTURE.md"),
+    );
+    let mut found = 0;
+    for entry in std::fs::read_dir(root.join("projectors/src/bin")).expect("the binaries") {
+        let name = entry
+            .expect("an entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        let Some(bin) = name
+            .strip_suffix(".rs")
+            .filter(|n| n.ends_with("-projector"))
+        else {
+            continue;
+        };
+        found += 1;
+        assert!(
+            compose.contains(&format!("\n  {bin}:\n")),
+            "docker-compose.yml has no service {bin}"
+        );
+        assert!(
+            root.join(format!("k8s/{bin}.yaml")).exists(),
+            "k8s/{bin}.yaml is missing"
+        );
+        assert!(
+            prometheus.contains(&format!("- {bin}:8082")),
+            "deploy/prometheus/prometheus.yml does not scrape {bin}"
+        );
+        assert!(
+            codemap.contains(&format!("`{bin}`")),
+            "docs/ARCHITECTURE.md does not list {bin}"
+        );
+    }
+    assert!(found >= 6, "{found} projector binaries");
+}
