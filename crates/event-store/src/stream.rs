@@ -173,6 +173,18 @@ impl<'a> Stream<'a> {
         Ok(Some(page))
     }
 
+    /// The aggregate `A` folded from the stream's events (its default when there are none),
+    /// a page at a time.
+    pub async fn fold<A: cqrs_es::Aggregate>(mut self) -> Result<A, StreamError> {
+        let mut aggregate = A::default();
+        while let Some(page) = self.next_page().await? {
+            for recorded in page {
+                aggregate.apply(recorded.decode::<A::Event>()?);
+            }
+        }
+        Ok(aggregate)
+    }
+
     /// The first event of the stream (or of its range), if any.
     pub async fn first(mut self) -> Result<Option<Recorded>, StreamError> {
         self.last = self.last.min(self.next);

@@ -4,7 +4,7 @@
 //! whether it still waits for its generator.
 
 use cqrs_es::Aggregate;
-use domain::{Conversation, ConversationEvent, Document, DocumentEvent};
+use domain::{Conversation, ConversationEvent, Document};
 use event_store::{Stream, StreamError};
 use schemas::AggregateKind;
 use sqlx::PgPool;
@@ -68,12 +68,7 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Loaded, LoadError> {
 
 /// The state of document `id` (the default state when it does not exist).
 pub async fn document(pool: &PgPool, id: Uuid) -> Result<Document, LoadError> {
-    let mut state = Document::default();
-    let mut stream = Stream::new(pool, AggregateKind::Document, id);
-    while let Some(page) = stream.next_page().await? {
-        for recorded in page {
-            state.apply(recorded.decode::<DocumentEvent>()?);
-        }
-    }
-    Ok(state)
+    Ok(Stream::new(pool, AggregateKind::Document, id)
+        .fold()
+        .await?)
 }

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 
-use cqrs_es::Aggregate;
 use domain::{WebhookEndpoint, WebhookEvent};
 use event_store::log;
 use event_store::{StoredEvent, Stream, StreamError};
@@ -108,12 +107,7 @@ impl Book {
 
 /// One endpoint as it is now, folded from its stream (what the dispatcher sends with).
 pub async fn current(db: &sqlx::PgPool, endpoint_id: Uuid) -> Result<WebhookEndpoint, StreamError> {
-    let mut endpoint = WebhookEndpoint::default();
-    let mut stream = Stream::new(db, AggregateKind::WebhookEndpoint, endpoint_id);
-    while let Some(page) = stream.next_page().await? {
-        for recorded in page {
-            endpoint.apply(recorded.decode::<WebhookEvent>()?);
-        }
-    }
-    Ok(endpoint)
+    Stream::new(db, AggregateKind::WebhookEndpoint, endpoint_id)
+        .fold()
+        .await
 }
