@@ -17,7 +17,7 @@
    the Dockerfile): a variable read without a default must be set; a variable set that
    no binary reads is reported too (a typo, or a setting that was removed).
 
-How the Rust source is read (crates/platform/src/config.rs has the helpers):
+How the Rust source is read (crates/common/src/config.rs has the helpers):
 - `config::var("X")` is optional (None when unset or empty), unless the result goes
   straight into `.ok_or(..)`, `.expect(..)`, `.unwrap()` or `.context(..)`;
   `config::parse_or("X", default)` has a default; `config::required("X")` and a literal
@@ -209,7 +209,7 @@ class Source:
     code: str
     skel: str
     imports: set[str]
-    helpers_imported: bool  # `use platform::config::{var, required, parse_or}` style
+    helpers_imported: bool  # `use common::config::{var, required, parse_or}` style
     fns: list[Fn] = field(default_factory=list)
 
     def line(self, pos: int) -> int:
@@ -371,7 +371,7 @@ def closure(crates: dict[str, Crate], name: str) -> set[str]:
 # A condition: (selector variable, "in" | "not_in", frozenset of values; None = unset).
 Cond = tuple[str, str, frozenset]
 
-HELPER = re.compile(r"(?:\b(?:crate|platform)::)?\bconfig::(var|required|parse_or)\s*\(")
+HELPER = re.compile(r"(?:\b(?:crate|platform|common)::)?\bconfig::(var|required|parse_or)\s*\(")
 BARE_HELPER = re.compile(r"(?<![\w.:])(var|required|parse_or)\s*\(")
 MISSING = re.compile(r"ConfigError::Missing\s*\{\s*name\s*:\s*")
 DIRECT_ENV = re.compile(r"\b(?:std::)?env::(var|var_os|vars|vars_os)\b|\bdotenv")
@@ -380,7 +380,7 @@ LITERAL = re.compile(r'^\s*"([^"]*)"\s*$')
 
 
 def selector_of(code: str) -> str | None:
-    m = re.fullmatch(r"\s*(?:(?:crate|platform)::)?(?:config::)?var\s*\(\s*\"(\w+)\"\s*\)\s*(\.as_deref\(\)|\.as_ref\(\)\.map\(String::as_str\))?\s*", code)
+    m = re.fullmatch(r"\s*(?:(?:crate|platform|common)::)?(?:config::)?var\s*\(\s*\"(\w+)\"\s*\)\s*(\.as_deref\(\)|\.as_ref\(\)\.map\(String::as_str\))?\s*", code)
     return m.group(1) if m else None
 
 
@@ -441,7 +441,7 @@ def conditions(src: Source, a: int, b: int) -> list[tuple[int, int, Cond]]:
             continue
         cond_code = code[i:k]
         then_end = matching(skel, k)
-        pm = re.fullmatch(r"\s*(?:(?:crate|platform)::)?(?:config::)?parse_or\s*\(\s*\"(\w+)\"\s*,\s*(true|false)\s*\)\s*\?\s*", cond_code)
+        pm = re.fullmatch(r"\s*(?:(?:crate|platform|common)::)?(?:config::)?parse_or\s*\(\s*\"(\w+)\"\s*,\s*(true|false)\s*\)\s*\?\s*", cond_code)
         lm = re.fullmatch(r"\s*let\s+Some\s*\(.*\)\s*=\s*(.*)", cond_code, re.S)
         if pm:
             sel, default = pm.group(1), pm.group(2) == "true"
@@ -505,7 +505,7 @@ def scan_fn(fn: Fn, rep: Report) -> FnScan:
     code, skel = src.code, src.skel
     a, b = fn.body
     s = FnScan([], [], [], [], [], conditions(src, a, b))
-    helper_file = src.path == ROOT / "crates/platform/src/config.rs"
+    helper_file = src.path == ROOT / "crates/common/src/config.rs"
     modelled = src.path == ROOT / LLM_CONFIG
     if not helper_file and not modelled:
         hits = [(m, HELPER) for m in HELPER.finditer(skel, a, b)]
@@ -648,7 +648,7 @@ class Program:
                                 elif kind == "required":
                                     rep.error(f.where(pos), "required variable with a name that cannot be resolved: model it in dev/validate_deploy.py")
         for d in sorted(set(self.direct)):
-            rep.error(d, f"{binary} reads the environment directly: use platform::config, or model it in dev/validate_deploy.py")
+            rep.error(d, f"{binary} reads the environment directly: use common::config, or model it in dev/validate_deploy.py")
 
     def names(self) -> set[str]:
         out = set()
@@ -723,7 +723,7 @@ def llm_known(var: str, known: set[str]) -> bool:
 class Workload:
     where: str
     binary: str
-    env: dict  # name -> value ("" counts as unset, as in platform::config)
+    env: dict  # name -> value ("" counts as unset, as in common::config)
     maybe: set  # keys a Secret may hold ("A|B": one of them)
     probe_ports: list  # the ports its probes / healthcheck reach
     is_k8s: bool

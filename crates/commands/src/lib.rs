@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use common::backoff::Backoff;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope};
@@ -29,7 +30,6 @@ use domain::{
     WebhookEndpoint,
 };
 use event_store::{Appender, Stream, StreamError, blobs, idempotency};
-use platform::backoff::Backoff;
 use recent::Aggregates;
 pub use recent::SNAPSHOT_EVERY;
 use schemas::{AggregateKind, DocumentKind, Event, Role, VersionToken};
@@ -112,8 +112,8 @@ impl Default for ServiceSettings {
 }
 
 impl ServiceSettings {
-    pub fn from_env() -> Result<Self, platform::config::ConfigError> {
-        use platform::config::parse_or;
+    pub fn from_env() -> Result<Self, common::config::ConfigError> {
+        use common::config::parse_or;
         let d = ServiceSettings::default();
         Ok(ServiceSettings {
             cached_aggregates: parse_or("AGGREGATE_CACHE_SIZE", d.cached_aggregates)?,

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use chrono::Duration;
+use common::config::{self, ConfigError};
 use domain::{Version, WebhookCommand};
-use platform::config::{self, ConfigError};
 use schemas::{AggregateKind, Event};
 use thiserror::Error;
 use uuid::Uuid;

@@ -33,10 +33,10 @@ impl ChunkConfig {
 
     /// `EMBEDDING_CHUNK_TOKENS` (default 200, or the model's limit if smaller) and
     /// `EMBEDDING_CHUNK_OVERLAP` (default 40).
-    pub fn from_env(max: usize) -> Result<Self, platform::config::ConfigError> {
-        let size = platform::config::parse_or("EMBEDDING_CHUNK_TOKENS", 200usize.min(max))?;
-        let overlap = platform::config::parse_or("EMBEDDING_CHUNK_OVERLAP", 40usize.min(size / 2))?;
-        ChunkConfig::new(size, overlap, max).map_err(|e| platform::config::ConfigError::Invalid {
+    pub fn from_env(max: usize) -> Result<Self, common::config::ConfigError> {
+        let size = common::config::parse_or("EMBEDDING_CHUNK_TOKENS", 200usize.min(max))?;
+        let overlap = common::config::parse_or("EMBEDDING_CHUNK_OVERLAP", 40usize.min(size / 2))?;
+        ChunkConfig::new(size, overlap, max).map_err(|e| common::config::ConfigError::Invalid {
             name: "EMBEDDING_CHUNK_TOKENS",
             value: size.to_string(),
             reason: e.to_string(),

@@ -106,11 +106,11 @@ pub enum EmbeddingConfig {
 }
 
 impl EmbeddingConfig {
-    pub fn from_env() -> Result<Self, platform::config::ConfigError> {
-        match platform::config::var("EMBEDDING_PROVIDER").as_deref() {
+    pub fn from_env() -> Result<Self, common::config::ConfigError> {
+        match common::config::var("EMBEDDING_PROVIDER").as_deref() {
             None | Some("local") => Ok(EmbeddingConfig::Local(local::LocalConfig::from_env()?)),
             Some("openai") => Ok(EmbeddingConfig::OpenAi(openai::OpenAiConfig::from_env()?)),
-            Some(other) => Err(platform::config::ConfigError::Invalid {
+            Some(other) => Err(common::config::ConfigError::Invalid {
                 name: "EMBEDDING_PROVIDER",
                 value: other.to_owned(),
                 reason: "use local or openai".into(),

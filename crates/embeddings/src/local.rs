@@ -54,9 +54,9 @@ pub struct LocalConfig {
 }
 
 impl LocalConfig {
-    pub fn from_env() -> Result<Self, platform::config::ConfigError> {
+    pub fn from_env() -> Result<Self, common::config::ConfigError> {
         Ok(LocalConfig {
-            model_dir: platform::config::required("EMBEDDING_MODEL_DIR")?.into(),
+            model_dir: common::config::required("EMBEDDING_MODEL_DIR")?.into(),
         })
     }
 }

@@ -7,8 +7,8 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use platform::backoff::{Backoff, retry_after};
-use platform::config::{self, ConfigError};
+use common::backoff::{Backoff, retry_after};
+use common::config::{self, ConfigError};
 use reqwest::StatusCode;
 use serde::Deserialize;
 

@@ -17,7 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use thiserror::Error;
 
-use platform::config::{self, ConfigError};
+use common::config::{self, ConfigError};
 
 #[derive(Debug, Error)]
 pub enum KafkaSetupError {

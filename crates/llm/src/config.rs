@@ -19,7 +19,7 @@
 //! | `LLM_TENANT_DAILY_TOKENS` | unlimited | tokens per tenant per UTC day |
 //!
 //! Provider names are dynamic, so the variables are read here rather than through
-//! `platform::config` (whose names are `&'static str`), with the same rules: an empty
+//! `common::config` (whose names are `&'static str`), with the same rules: an empty
 //! variable counts as unset, and every error names its variable. Keys are kept in
 //! [`Secret`]s and never appear in errors or `Debug` output.
 

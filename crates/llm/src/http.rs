@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use platform::backoff::retry_after;
+use common::backoff::retry_after;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::Serialize;

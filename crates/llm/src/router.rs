@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use platform::backoff::Backoff;
+use common::backoff::Backoff;
 use thiserror::Error;
 
 use crate::breaker::{Breaker, BreakerSettings, BreakerState};

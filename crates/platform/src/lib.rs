@@ -15,8 +15,8 @@
 //! librdkafka; test fixtures are in `testkit`, a dev-dependency only.
 
 pub mod auth;
-pub mod backoff;
-pub mod config;
+/// Re-exported from `common`, the leaf that crates needing only these depend on.
+pub use common::{backoff, config};
 pub mod context;
 pub mod db;
 pub mod edge;

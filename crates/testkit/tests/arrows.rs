@@ -163,6 +163,29 @@ fn the_arrows_point_one_way() {
         ws.internal["access"].is_empty() && ws.external["access"].is_empty(),
         "access depends on nothing"
     );
+    // Crates that need settings and the retry delay alone take them from the leaf
+    // `common`, not from `platform` with its HTTP, auth and telemetry stack.
+    for needs_settings_only in [
+        "commands",
+        "embeddings",
+        "kafka",
+        "llm",
+        "vectors",
+        "assistant",
+        "notifications",
+        "semantic-index",
+        "webhook-delivery",
+    ] {
+        ws.refuse(
+            needs_settings_only,
+            &["platform", "axum", "jsonwebtoken", "opentelemetry"],
+            "settings and backoff come from common",
+        );
+    }
+    assert!(
+        ws.internal["common"].is_empty(),
+        "common depends on no crate of ours"
+    );
     // A reader of the ledger links neither the command side nor an HTTP client.
     ws.refuse(
         "webhook-ledger",

@@ -220,11 +220,11 @@ pub enum StoreConfig {
 }
 
 impl StoreConfig {
-    pub fn from_env() -> Result<Self, platform::config::ConfigError> {
-        match platform::config::var("VECTOR_STORE").as_deref() {
+    pub fn from_env() -> Result<Self, common::config::ConfigError> {
+        match common::config::var("VECTOR_STORE").as_deref() {
             None | Some("postgres") => Ok(StoreConfig::Postgres),
             Some("qdrant") => Ok(StoreConfig::Qdrant(qdrant::QdrantConfig::from_env()?)),
-            Some(other) => Err(platform::config::ConfigError::Invalid {
+            Some(other) => Err(common::config::ConfigError::Invalid {
                 name: "VECTOR_STORE",
                 value: other.to_owned(),
                 reason: "use postgres or qdrant".into(),

@@ -128,8 +128,8 @@ impl QdrantConfig {
         }
     }
 
-    pub fn from_env() -> Result<Self, platform::config::ConfigError> {
-        use platform::config::{ConfigError, parse_or, required, var};
+    pub fn from_env() -> Result<Self, common::config::ConfigError> {
+        use common::config::{ConfigError, parse_or, required, var};
         let collection_prefix =
             var("QDRANT_COLLECTION_PREFIX").unwrap_or_else(|| DEFAULT_PREFIX.into());
         if let Err(reason) = check_prefix(&collection_prefix) {

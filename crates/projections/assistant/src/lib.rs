@@ -35,12 +35,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use commands::{CommandError, CommandService, Idempotency, NewMessage, Reach, RequestMeta};
+use common::config::{self, ConfigError};
 use domain::Scope;
 use domain::conversation::{Reply, Status};
 use domain::{DocumentStatus, DomainError};
 use llm::ContextItem;
 use llm::router::{RouteError, Router};
-use platform::config::{self, ConfigError};
 use projection::deltas::Publisher;
 use projection::{EffectError, EffectId, EffectProjection, Envelope, Pass, Planned};
 use schemas::{Event, MessageSource, Role};

@@ -13,7 +13,7 @@ mod channel;
 pub mod queries;
 
 use chrono::{DateTime, Utc};
-use platform::config::{self, ConfigError};
+use common::config::{self, ConfigError};
 use projection::{ApplyError, EffectError, EffectProjection, Envelope, Pass, Planned};
 use schemas::Event;
 use serde::Serialize;

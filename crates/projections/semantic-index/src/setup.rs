@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use common::config::ConfigError;
 use embeddings::{EmbedError, Embedder, EmbeddingConfig};
-use platform::config::ConfigError;
 use sqlx::PgPool;
 use vectors::{StoreConfig, VectorError, VectorStore};
 

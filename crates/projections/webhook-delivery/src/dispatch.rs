@@ -68,7 +68,7 @@ impl Dispatcher {
         let mut tasks: JoinSet<(Uuid, Option<Done>)> = JoinSet::new();
         let mut finished: Vec<Done> = Vec::new();
         let mut failures =
-            platform::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+            common::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         while !*stop.borrow() {
             if !finished.is_empty() {
                 this.record(std::mem::take(&mut finished)).await;

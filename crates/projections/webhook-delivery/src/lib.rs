@@ -25,7 +25,7 @@ pub use webhook_ledger as ledger;
 use std::time::Duration;
 
 use commands::WebhookSettings;
-use platform::config::{self, ConfigError};
+use common::config::{self, ConfigError};
 use sqlx::PgPool;
 use sqlx::migrate::MigrateError;
 

@@ -47,8 +47,8 @@ impl Backoff {
 /// The delay a `Retry-After` header asks for, in its delta-seconds form (`Retry-After:
 /// 2`). The HTTP-date form, or anything malformed, counts as absent: the caller falls
 /// back to its own [`Backoff`].
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    parse_retry_after(headers.get(http::header::RETRY_AFTER)?.to_str().ok()?)
 }
 
 /// The delta-seconds value of a `Retry-After` header (see [`retry_after`]).
@@ -91,9 +91,9 @@ mod tests {
         assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(parse_retry_after("-1"), None);
-        let mut headers = reqwest::header::HeaderMap::new();
+        let mut headers = http::HeaderMap::new();
         assert_eq!(retry_after(&headers), None);
-        headers.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
+        headers.insert(http::header::RETRY_AFTER, "3".parse().unwrap());
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
     }
 }
