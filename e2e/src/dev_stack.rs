@@ -16,10 +16,7 @@ fn free_addr() -> String {
 
 /// The repository's root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repository root")
-        .to_owned()
+    testkit::workspace::root()
 }
 
 /// Makes sure the service binaries in `target/debug` are built from the code under test.
@@ -55,23 +52,6 @@ fn build_binaries(root: &Path) {
         .status()
         .expect("run cargo");
     assert!(status.success(), "building the service binaries failed");
-}
-
-/// The projectors: the binaries `projectors/src/bin/*-projector.rs`, by name (what
-/// `dev/stack run` starts, each on its own address).
-pub fn projector_binaries(root: &std::path::Path) -> Vec<String> {
-    let dir = root.join("projectors/src/bin");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|entry| {
-            let name = entry.ok()?.file_name().into_string().ok()?;
-            name.strip_suffix(".rs")
-                .filter(|n| n.ends_with("-projector"))
-                .map(str::to_owned)
-        })
-        .collect();
-    names.sort();
-    names
 }
 
 /// Sends `signal` to every process of group `pgid`; false when the group is empty.
@@ -184,7 +164,7 @@ impl DevStack {
         let (commands, queries) = (free_addr(), free_addr());
         // Every projector binary, each on an address of this test's own, named as
         // dev/stack names it (read-model-projector listens on READ_MODEL_PROJECTOR_ADDR).
-        let projectors: Vec<(String, String, String)> = projector_binaries(&root)
+        let projectors: Vec<(String, String, String)> = testkit::workspace::projector_binaries()
             .into_iter()
             .map(|bin| {
                 let var = format!("{}_ADDR", bin.replace('-', "_").to_uppercase());

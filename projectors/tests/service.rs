@@ -446,7 +446,7 @@ async fn a_kill_9_with_a_hundred_model_calls_in_flight_repeats_only_those() {
 /// validator, `dev/validate-deploy`, then checks their settings).
 #[test]
 fn every_projector_is_deployed_scraped_and_documented() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = testkit::workspace::root();
     let read = |path: &str| {
         std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
     };
@@ -455,20 +455,8 @@ fn every_projector_is_deployed_scraped_and_documented() {
         read("deploy/prometheus/prometheus.yml"),
         read("docs/ARCHITECTURE.md"),
     );
-    let mut found = 0;
-    for entry in std::fs::read_dir(root.join("projectors/src/bin")).expect("the binaries") {
-        let name = entry
-            .expect("an entry")
-            .file_name()
-            .to_string_lossy()
-            .into_owned();
-        let Some(bin) = name
-            .strip_suffix(".rs")
-            .filter(|n| n.ends_with("-projector"))
-        else {
-            continue;
-        };
-        found += 1;
+    let binaries = testkit::workspace::projector_binaries();
+    for bin in &binaries {
         assert!(
             compose.contains(&format!("\n  {bin}:\n")),
             "docker-compose.yml has no service {bin}"
@@ -486,5 +474,5 @@ fn every_projector_is_deployed_scraped_and_documented() {
             "docs/ARCHITECTURE.md does not list {bin}"
         );
     }
-    assert!(found >= 6, "{found} projector binaries");
+    assert!(binaries.len() >= 6, "{binaries:?}");
 }

@@ -97,13 +97,6 @@ pub enum StreamError {
     },
 }
 
-impl StreamError {
-    /// Whether the database is unavailable (worth retrying), not the row at fault.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, StreamError::Database(e) if crate::is_unavailable(e))
-    }
-}
-
 /// One aggregate's events in sequence order, read a page at a time.
 #[derive(Debug, Clone)]
 pub struct Stream<'a> {

@@ -35,5 +35,6 @@ pub mod smtp;
 pub mod stack;
 pub mod tokens;
 pub mod webhooks;
+pub mod workspace;
 
 pub use stack::{RunningProjector, RunningRelay, Stack, serve, serve_with, wait_until};

@@ -26,25 +26,8 @@ pub struct Loaded {
     pub messages: Vec<Message>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("a stored event does not decode: {0}")]
-    Decode(String),
-}
-
-impl From<StreamError> for LoadError {
-    fn from(e: StreamError) -> Self {
-        match e {
-            StreamError::Database(e) => LoadError::Database(e),
-            corrupt => LoadError::Decode(corrupt.to_string()),
-        }
-    }
-}
-
 /// Reads the whole stream of `id` (empty state when it does not exist).
-pub async fn load(pool: &PgPool, id: Uuid) -> Result<Loaded, LoadError> {
+pub async fn load(pool: &PgPool, id: Uuid) -> Result<Loaded, StreamError> {
     let mut loaded = Loaded::default();
     let mut stream = Stream::new(pool, AggregateKind::Conversation, id);
     while let Some(page) = stream.next_page().await? {
@@ -67,8 +50,6 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Loaded, LoadError> {
 }
 
 /// The state of document `id` (the default state when it does not exist).
-pub async fn document(pool: &PgPool, id: Uuid) -> Result<Document, LoadError> {
-    Ok(Stream::new(pool, AggregateKind::Document, id)
-        .fold()
-        .await?)
+pub async fn document(pool: &PgPool, id: Uuid) -> Result<Document, StreamError> {
+    Stream::new(pool, AggregateKind::Document, id).fold().await
 }
