@@ -1,9 +1,11 @@
 //! command-api: REST commands plus the outbox relay (one active relay across replicas).
 //!
-//!     command-api                serve commands and run the relay until SIGTERM/Ctrl-C
-//!     command-api relay-reset    move the relay cursor (RELAY_NAME) back to the start of
-//!                                this cluster's log: every event is published again
-//!                                (after a restore into another cluster; see docs/OPERATIONS.md)
+//!     command-api                 serve commands and run the relay until SIGTERM/Ctrl-C
+//!     command-api relay-reset     move the relay cursor (RELAY_NAME) back to the start of
+//!                                 this cluster's log: every event is published again
+//!                                 (after a restore into another cluster; see docs/OPERATIONS.md)
+//!     command-api check-settings  check the settings without connecting to anything, exit
+//!     command-api --help          every setting, with its variable, default and meaning
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,47 +13,115 @@ use std::time::Duration;
 
 use anyhow::Context;
 use command_api::http::{AppState, router};
-use commands::{CommandService, TemplateGenerator};
+use commands::intake::{Extractor, ExtractorArgs};
+use commands::webhooks::WebhookKeys;
+use commands::{CommandService, ServiceSettings, TemplateGenerator, WebhookSettings};
 use kafka::KafkaConfig;
-use platform::auth::{AuthConfig, Authenticator};
+use platform::auth::{AuthConfig, AuthSettings, Authenticator};
+use platform::edge::EdgeConfig;
+use platform::http::HttpTimeouts;
 use platform::shutdown::Shutdown;
+use platform::telemetry::TelemetrySettings;
 use platform::{config, db::DbConfig, http, telemetry};
-use relay::{Relay, RelayConfig};
+use relay::{Relay, RelayConfig, RelaySettings};
 use tokio::sync::watch;
+
+/// REST commands plus the outbox relay (one active relay across replicas). Every setting
+/// is a flag or its environment variable.
+#[derive(Debug, clap::Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Verb>,
+    /// Where commands are served.
+    #[arg(
+        id = "command-api-addr",
+        long = "command-api-addr",
+        env = "COMMAND_API_ADDR",
+        default_value = "127.0.0.1:8080",
+        help_heading = "Command API"
+    )]
+    addr: SocketAddr,
+    /// How long an `Idempotency-Key` replays its first answer, in hours.
+    #[arg(
+        long = "idempotency-key-ttl-hours",
+        env = "IDEMPOTENCY_KEY_TTL_HOURS",
+        default_value_t = 24,
+        help_heading = "Command API"
+    )]
+    idempotency_ttl_hours: u64,
+    #[command(flatten)]
+    service: ServiceSettings,
+    #[command(flatten)]
+    extractor: ExtractorArgs,
+    #[command(flatten)]
+    webhooks: WebhookKeys,
+    #[command(flatten)]
+    relay: RelaySettings,
+    #[command(flatten)]
+    database: DbConfig,
+    #[command(flatten)]
+    kafka: KafkaConfig,
+    #[command(flatten)]
+    auth: AuthSettings,
+    #[command(flatten)]
+    edge: EdgeConfig,
+    #[command(flatten)]
+    http: HttpTimeouts,
+    #[command(flatten)]
+    shutdown: Shutdown,
+    #[command(flatten)]
+    telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+enum Verb {
+    /// Serve commands and run the relay until SIGTERM/Ctrl-C (also what no command does).
+    Run,
+    /// Move the relay cursor (`RELAY_NAME`) back to the start of this cluster's log: every
+    /// event is published again (after a restore into another cluster; see
+    /// docs/OPERATIONS.md).
+    RelayReset,
+    /// Check the settings without connecting to anything; exit 0 when they hold.
+    CheckSettings,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = telemetry::init("command-api");
-    let shutdown = Shutdown::from_env()?;
-    let addr: SocketAddr = config::parse_or("COMMAND_API_ADDR", ([127, 0, 0, 1], 8080).into())?;
-    let db = DbConfig::from_env()?;
+    let cli: Cli = config::parse("command-api");
+    // Everything that can be wrong with the settings, before connecting to anything.
+    let auth = AuthConfig::try_from(cli.auth)?;
+    let webhooks = WebhookSettings::from_keys(cli.webhooks)?;
+    if cli.command == Some(Verb::CheckSettings) {
+        println!("command-api: settings ok");
+        return Ok(());
+    }
+    let telemetry = telemetry::init("command-api", &cli.telemetry);
+    let shutdown = cli.shutdown;
+    let addr = cli.addr;
+    let db = cli.database;
     let pool = db.connect().await.context("connecting to PostgreSQL")?;
     event_store::migrate(&pool)
         .await
         .context("migrating the event store")?;
-    let relay_name = config::var("RELAY_NAME").unwrap_or_else(|| "kafka".into());
-    match std::env::args().nth(1).as_deref() {
-        None | Some("run") => {}
-        Some("relay-reset") => {
-            let mut conn = pool.acquire().await?;
-            event_store::outbox::reset_cursor(&mut conn, &relay_name).await?;
-            println!("relay cursor {relay_name:?} reset: every event will be published again");
-            return Ok(());
-        }
-        Some(other) => anyhow::bail!("unknown command {other:?}: use run or relay-reset"),
+    let relay_name = cli.relay.name.clone();
+    if cli.command == Some(Verb::RelayReset) {
+        let mut conn = pool.acquire().await?;
+        event_store::outbox::reset_cursor(&mut conn, &relay_name).await?;
+        println!("relay cursor {relay_name:?} reset: every event will be published again");
+        return Ok(());
     }
-    let auth = Authenticator::new(AuthConfig::from_env()?);
+    let auth = Authenticator::new(auth);
 
     let (stop, stopped) = watch::channel(false);
     // Each commit wakes the relay of this process: published at once, not at its next poll.
     let commits = Arc::new(tokio::sync::Notify::new());
-    let (relay, relay_status) = if config::parse_or("RELAY_ENABLED", true)? {
+    let (relay, relay_status) = if cli.relay.enabled {
         let (relay, status) = Relay::new(RelayConfig {
             name: relay_name.clone(),
             database: db.clone(),
-            kafka: KafkaConfig::from_env()?,
-            batch_size: config::parse_or("RELAY_BATCH_SIZE", 500)?,
-            idle_poll: Duration::from_millis(config::parse_or("RELAY_IDLE_POLL_MS", 20)?),
+            kafka: cli.kafka,
+            batch_size: cli.relay.batch_size,
+            idle_poll: cli.relay.idle_poll,
         });
         let relay = relay.woken_by(commits.clone());
         (Some(tokio::spawn(relay.run(stopped))), Some(status))
@@ -59,22 +129,21 @@ async fn main() -> anyhow::Result<()> {
         (None, None)
     };
 
-    let extractor =
-        commands::intake::Extractor::new(commands::intake::ExtractorSettings::from_env()?);
+    let extractor = Extractor::new(cli.extractor.into());
     extractor.check()?;
-    let settings = commands::ServiceSettings::from_env()?;
-    let mut service = CommandService::from_settings(pool, Arc::new(TemplateGenerator), &settings)
-        .with_extractor(extractor)
-        .with_commit_signal(commits);
-    match commands::WebhookSettings::from_env()? {
+    let mut service =
+        CommandService::from_settings(pool, Arc::new(TemplateGenerator), &cli.service)
+            .with_extractor(extractor)
+            .with_commit_signal(commits);
+    match webhooks {
         Some(webhooks) => service = service.with_webhooks(webhooks),
         None => {
             tracing::info!("WEBHOOK_SECRET_KEY is not set: webhook endpoints cannot be created")
         }
     }
     let service = Arc::new(service);
-    let limits = http::HttpLimits::from_env(command_api::http::transport_body_limit(&service))?;
-    let ttl = Duration::from_secs(3600 * config::parse_or("IDEMPOTENCY_KEY_TTL_HOURS", 24u64)?);
+    let limits = http::HttpLimits::new(cli.http, command_api::http::transport_body_limit(&service));
+    let ttl = Duration::from_secs(3600 * cli.idempotency_ttl_hours);
     let expiry = tokio::spawn({
         let service = service.clone();
         async move {
@@ -94,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
         auth,
         relay: relay_status,
         relay_name,
-        edge: platform::edge::EdgeConfig::from_env()?,
+        edge: cli.edge,
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await

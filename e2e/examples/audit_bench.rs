@@ -103,8 +103,7 @@ async fn replay(http: &reqwest::Client, url: &str, token: &str) -> (f64, u64, u6
 
 #[tokio::main]
 async fn main() {
-    let events: i64 =
-        platform::config::parse_or("AUDIT_EVENTS", 1_000_000).unwrap_or_else(|e| panic!("{e}"));
+    let events: i64 = testkit::env::knob("AUDIT_EVENTS", 1_000_000);
     let mut stack = Services::spawn().await;
     let pool = stack.commands.stack.db.pool.clone();
     let started = Instant::now();

@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use e2e::Services;
 use embeddings::EmbeddingConfig;
 use llm::config::LlmConfig;
-use platform::config::parse_or;
 use schemas::Event;
 use testkit::chat_server::ChatServer;
 use testkit::commands::{meta, user_message};
+use testkit::env::knob;
 use uuid::Uuid;
 
 struct Burst {
@@ -40,17 +40,15 @@ struct Burst {
 
 #[tokio::main]
 async fn main() {
-    let messages: usize = parse_or("BURST_MESSAGES", 200).expect("BURST_MESSAGES");
-    let baseline_messages: usize =
-        parse_or("BURST_BASELINE_MESSAGES", 20).expect("BURST_BASELINE_MESSAGES");
-    let fair_messages: usize = parse_or("BURST_FAIR_MESSAGES", 500).expect("BURST_FAIR_MESSAGES");
-    let latency =
-        Duration::from_millis(parse_or("BURST_LATENCY_MS", 1000).expect("BURST_LATENCY_MS"));
+    let messages: usize = knob("BURST_MESSAGES", 200);
+    let baseline_messages: usize = knob("BURST_BASELINE_MESSAGES", 20);
+    let fair_messages: usize = knob("BURST_FAIR_MESSAGES", 500);
+    let latency = Duration::from_millis(knob("BURST_LATENCY_MS", 1000));
 
     // BURST_EMBEDDER=remote: a real HTTP server playing a remote embedding provider
     // instead of the local model, so the CPU of this machine goes to the backend alone.
     let remote = testkit::embeddings_server::EmbeddingsServer::start().await;
-    let model = match platform::config::var("BURST_EMBEDDER").as_deref() {
+    let model = match testkit::env::var("BURST_EMBEDDER").as_deref() {
         Some("remote") => remote.embedder("bow"),
         _ => EmbeddingConfig::from_env()
             .expect("embedding settings")
@@ -127,7 +125,7 @@ async fn main() {
     assistant.stop().await;
 
     // Notifications: a mail per ended conversation, to a relay taking 200 ms a message.
-    let mails: usize = parse_or("BURST_MAILS", 200).expect("BURST_MAILS");
+    let mails: usize = knob("BURST_MAILS", 200);
     let smtp = testkit::smtp::SmtpServer::start().await;
     smtp.set_delay(Duration::from_millis(200));
     let channel = notifications::Channel::email(

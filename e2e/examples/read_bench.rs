@@ -31,8 +31,7 @@ fn against_pgbench(what: &str, events_per_second: f64) {
 async fn main() {
     let stack = Services::spawn().await;
     let service = stack.commands.stack.service.clone();
-    let messages: usize =
-        platform::config::parse_or("READ_BENCH_MESSAGES", 50_000).unwrap_or_else(|e| panic!("{e}"));
+    let messages: usize = testkit::env::knob("READ_BENCH_MESSAGES", 50_000);
     let ids = Arc::new(start_conversations(&service, "bench", 50).await);
     send_messages(service.clone(), "bench", ids.clone(), 0..messages, 32).await;
     let total = stack.commands.stack.event_count().await as u64;

@@ -88,15 +88,28 @@ impl Idempotency {
 
 /// How a process's command service is set up, from the settings every writer reads
 /// (command-api, assistant-projector, webhooks-projector): one struct, one place.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+#[command(next_help_heading = "Writing commands")]
 pub struct ServiceSettings {
-    /// `AGGREGATE_CACHE_SIZE` (default [`CACHED_AGGREGATES`]).
+    /// Recently used aggregates of each type kept in memory, so a command on a long stream
+    /// does not reload it (0: always load; a conversation's state grows with its user
+    /// messages, tens of bytes each).
+    #[arg(long = "aggregate-cache-size", env = "AGGREGATE_CACHE_SIZE", default_value_t = CACHED_AGGREGATES)]
     pub cached_aggregates: usize,
-    /// `SNAPSHOT_EVERY` (default [`SNAPSHOT_EVERY`]).
+    /// A snapshot of an aggregate's state every this many of its events (doubled each time
+    /// the stream doubles past 32 times this), in `aggregate_snapshots`: a cache, emptying
+    /// it only makes loads replay whole streams; a process that has not seen the aggregate
+    /// reads only the events after it (0: none written).
+    #[arg(long = "snapshot-every", env = "SNAPSHOT_EVERY", default_value_t = SNAPSHOT_EVERY)]
     pub snapshot_every: usize,
-    /// `GROUP_COMMIT_MAX` (default [`event_store::append::DEFAULT_MAX_UNITS`]).
+    /// The appends of at most this many concurrent commands are written by one statement
+    /// and committed together (one WAL flush); a command is answered after the commit that
+    /// holds its events, and a conflict fails only its own command (1: every command
+    /// commits alone).
+    #[arg(long = "group-commit-max", env = "GROUP_COMMIT_MAX", default_value_t = event_store::append::DEFAULT_MAX_UNITS)]
     pub group_commit_max: usize,
-    /// `KNOWLEDGE_MAX_BYTES` (default [`intake::DEFAULT_MAX_BYTES`]).
+    /// Largest file `POST /v1/knowledge` takes, in bytes (413 `body_too_large` above).
+    #[arg(long = "knowledge-max-bytes", env = "KNOWLEDGE_MAX_BYTES", default_value_t = intake::DEFAULT_MAX_BYTES)]
     pub knowledge_max_bytes: usize,
 }
 
@@ -113,14 +126,7 @@ impl Default for ServiceSettings {
 
 impl ServiceSettings {
     pub fn from_env() -> Result<Self, common::config::ConfigError> {
-        use common::config::parse_or;
-        let d = ServiceSettings::default();
-        Ok(ServiceSettings {
-            cached_aggregates: parse_or("AGGREGATE_CACHE_SIZE", d.cached_aggregates)?,
-            snapshot_every: parse_or("SNAPSHOT_EVERY", d.snapshot_every)?,
-            group_commit_max: parse_or("GROUP_COMMIT_MAX", d.group_commit_max)?,
-            knowledge_max_bytes: parse_or("KNOWLEDGE_MAX_BYTES", d.knowledge_max_bytes)?,
-        })
+        common::config::from_env()
     }
 }
 

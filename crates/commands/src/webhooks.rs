@@ -25,22 +25,43 @@ pub struct WebhookSettings {
     pub guard: Guard,
 }
 
+/// The settings of [`WebhookSettings`] (command-api and webhooks-projector read them).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Webhooks")]
+pub struct WebhookKeys {
+    /// Base64 of 32 random bytes that seals the endpoints' signing secrets; comma-separated
+    /// to rotate it (the first seals, all open). Unset: command-api cannot create webhook
+    /// endpoints (`dev/stack` sets a fixed local key); webhooks-projector requires it.
+    #[arg(
+        long = "webhook-secret-key",
+        env = "WEBHOOK_SECRET_KEY",
+        hide_env_values = true
+    )]
+    pub secret_key: Option<String>,
+    /// Allow endpoints on loopback addresses (tests and local use only).
+    #[arg(long = "webhook-allow-loopback", env = "WEBHOOK_ALLOW_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_loopback: bool,
+    /// Allow plain `http` endpoints (tests and local use only).
+    #[arg(long = "webhook-allow-http", env = "WEBHOOK_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_http: bool,
+}
+
 impl WebhookSettings {
-    /// `WEBHOOK_SECRET_KEY` (base64 keys of 32 bytes, comma-separated; the first seals),
-    /// `WEBHOOK_ALLOW_LOOPBACK` and `WEBHOOK_ALLOW_HTTP` (both `false` unless set: only for
-    /// tests and `dev/stack run`). `None` when no key is set: webhooks are off.
+    /// From the environment; `None` when no key is set: webhooks are off.
     pub fn from_env() -> Result<Option<WebhookSettings>, ConfigError> {
-        let Some(keys) = config::var("WEBHOOK_SECRET_KEY") else {
+        Self::from_keys(config::from_env()?)
+    }
+
+    /// `None` when no key is set: webhooks are off.
+    pub fn from_keys(keys: WebhookKeys) -> Result<Option<WebhookSettings>, ConfigError> {
+        let Some(secret) = keys.secret_key else {
             return Ok(None);
         };
-        let sealer = Sealer::from_keys(&keys).map_err(|e| ConfigError::Invalid {
-            name: "WEBHOOK_SECRET_KEY",
-            value: "***".into(),
-            reason: e.to_string(),
-        })?;
+        let sealer = Sealer::from_keys(&secret)
+            .map_err(|e| ConfigError::invalid("WEBHOOK_SECRET_KEY", "***", e))?;
         let guard = Guard {
-            allow_loopback: config::parse_or("WEBHOOK_ALLOW_LOOPBACK", false)?,
-            allow_http: config::parse_or("WEBHOOK_ALLOW_HTTP", false)?,
+            allow_loopback: keys.allow_loopback,
+            allow_http: keys.allow_http,
         };
         Ok(Some(WebhookSettings {
             sealer: Arc::new(sealer),

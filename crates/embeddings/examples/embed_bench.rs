@@ -125,7 +125,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|e| format!("N must be a number ({arg}): {e}"))?,
         None => 2000,
     };
-    let config = LocalConfig::from_env()?;
+    let config = LocalConfig {
+        model_dir: std::env::var("EMBEDDING_MODEL_DIR")
+            .map_err(|_| "EMBEDDING_MODEL_DIR is not set")?
+            .into(),
+    };
     let started = Instant::now();
     let model = LocalEmbedder::load(config).await?;
     println!("loaded {} in {:.2?}", model.model(), started.elapsed());

@@ -21,6 +21,30 @@ pub struct BadChunkConfig {
     pub max: usize,
 }
 
+/// How long texts are cut (embeddings-projector reads it; changing it needs a rebuild).
+#[derive(Debug, Clone, Copy, clap::Args)]
+#[command(next_help_heading = "Embeddings")]
+pub struct ChunkSettings {
+    /// A text longer than this many tokens is indexed as overlapping windows of it
+    /// (default 200, or the model's limit if smaller).
+    #[arg(long = "embedding-chunk-tokens", env = "EMBEDDING_CHUNK_TOKENS")]
+    pub tokens: Option<usize>,
+    /// Tokens consecutive windows share (default 40, or half a window if smaller).
+    #[arg(long = "embedding-chunk-overlap", env = "EMBEDDING_CHUNK_OVERLAP")]
+    pub overlap: Option<usize>,
+}
+
+impl ChunkSettings {
+    /// The windows for a model that takes at most `max` tokens.
+    pub fn config(self, max: usize) -> Result<ChunkConfig, common::config::ConfigError> {
+        let size = self.tokens.unwrap_or(200usize.min(max));
+        let overlap = self.overlap.unwrap_or(40usize.min(size / 2));
+        ChunkConfig::new(size, overlap, max).map_err(|e| {
+            common::config::ConfigError::invalid("EMBEDDING_CHUNK_TOKENS", size.to_string(), e)
+        })
+    }
+}
+
 impl ChunkConfig {
     /// Windows of `size` tokens, each starting `size - overlap` tokens after the last;
     /// `size` at most `max` (the model's limit).
@@ -31,16 +55,8 @@ impl ChunkConfig {
         Ok(ChunkConfig { size, overlap })
     }
 
-    /// `EMBEDDING_CHUNK_TOKENS` (default 200, or the model's limit if smaller) and
-    /// `EMBEDDING_CHUNK_OVERLAP` (default 40).
     pub fn from_env(max: usize) -> Result<Self, common::config::ConfigError> {
-        let size = common::config::parse_or("EMBEDDING_CHUNK_TOKENS", 200usize.min(max))?;
-        let overlap = common::config::parse_or("EMBEDDING_CHUNK_OVERLAP", 40usize.min(size / 2))?;
-        ChunkConfig::new(size, overlap, max).map_err(|e| common::config::ConfigError::Invalid {
-            name: "EMBEDDING_CHUNK_TOKENS",
-            value: size.to_string(),
-            reason: e.to_string(),
-        })
+        common::config::from_env::<ChunkSettings>()?.config(max)
     }
 
     pub fn size(&self) -> usize {

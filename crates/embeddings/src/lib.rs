@@ -105,17 +105,84 @@ pub enum EmbeddingConfig {
     OpenAi(openai::OpenAiConfig),
 }
 
+/// The embedding settings (embeddings-projector, assistant-projector and query-api read
+/// them, and must embed with the same model).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Embeddings")]
+pub struct EmbeddingSettings {
+    /// `local` (the model in `EMBEDDING_MODEL_DIR`, run in this process) or `openai` (any
+    /// OpenAI-compatible embeddings API).
+    #[arg(long = "embedding-provider", env = "EMBEDDING_PROVIDER", default_value = "local", value_parser = ["local", "openai"])]
+    pub provider: String,
+    /// `local`: the directory with `model.safetensors`, `tokenizer.json` and `config.json`
+    /// of all-MiniLM-L6-v2 (`dev/stack` sets it).
+    #[arg(long = "embedding-model-dir", env = "EMBEDDING_MODEL_DIR")]
+    pub model_dir: Option<std::path::PathBuf>,
+    /// `openai`, required: the API's base URL, e.g. `https://api.openai.com/v1`, Ollama's
+    /// `http://ollama:11434/v1` (`POST {url}/embeddings`).
+    #[arg(long = "embedding-openai-url", env = "EMBEDDING_OPENAI_URL")]
+    pub openai_url: Option<String>,
+    /// `openai`, required: the model.
+    #[arg(long = "embedding-model", env = "EMBEDDING_MODEL")]
+    pub model: Option<String>,
+    /// `openai`, required: the dimension of its vectors (part of the index's identity).
+    #[arg(long = "embedding-dimension", env = "EMBEDDING_DIMENSION", value_parser = clap::value_parser!(u32).range(1..))]
+    pub dimension: Option<u32>,
+    /// `openai`: the bearer key (never logged).
+    #[arg(
+        long = "embedding-api-key",
+        env = "EMBEDDING_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// `openai`: texts per request.
+    #[arg(long = "embedding-batch", env = "EMBEDDING_BATCH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+    /// `openai`: milliseconds per request.
+    #[arg(id = "embedding-timeout-ms", long = "embedding-timeout-ms", env = "EMBEDDING_TIMEOUT_MS", default_value = "30000", value_parser = common::config::millis)]
+    pub timeout: std::time::Duration,
+    /// `openai`: retries on 429, 5xx and timeouts (with backoff, honouring `Retry-After`).
+    #[arg(
+        long = "embedding-retries",
+        env = "EMBEDDING_RETRIES",
+        default_value_t = 3
+    )]
+    pub retries: u32,
+}
+
+impl TryFrom<EmbeddingSettings> for EmbeddingConfig {
+    type Error = common::config::ConfigError;
+
+    fn try_from(s: EmbeddingSettings) -> Result<Self, Self::Error> {
+        use common::config::ConfigError::Missing;
+        if s.provider == "local" {
+            let model_dir = s.model_dir.ok_or(Missing {
+                name: "EMBEDDING_MODEL_DIR",
+            })?;
+            return Ok(EmbeddingConfig::Local(local::LocalConfig { model_dir }));
+        }
+        Ok(EmbeddingConfig::OpenAi(openai::OpenAiConfig {
+            base_url: s.openai_url.ok_or(Missing {
+                name: "EMBEDDING_OPENAI_URL",
+            })?,
+            model: s.model.ok_or(Missing {
+                name: "EMBEDDING_MODEL",
+            })?,
+            dimension: s.dimension.ok_or(Missing {
+                name: "EMBEDDING_DIMENSION",
+            })? as usize,
+            api_key: s.api_key,
+            batch: s.batch as usize,
+            timeout: s.timeout,
+            retries: s.retries,
+            max_retry_after: openai::MAX_RETRY_AFTER,
+        }))
+    }
+}
+
 impl EmbeddingConfig {
     pub fn from_env() -> Result<Self, common::config::ConfigError> {
-        match common::config::var("EMBEDDING_PROVIDER").as_deref() {
-            None | Some("local") => Ok(EmbeddingConfig::Local(local::LocalConfig::from_env()?)),
-            Some("openai") => Ok(EmbeddingConfig::OpenAi(openai::OpenAiConfig::from_env()?)),
-            Some(other) => Err(common::config::ConfigError::Invalid {
-                name: "EMBEDDING_PROVIDER",
-                value: other.to_owned(),
-                reason: "use local or openai".into(),
-            }),
-        }
+        common::config::from_env::<EmbeddingSettings>()?.try_into()
     }
 
     /// The configured provider, ready to embed (the local model is loaded here).

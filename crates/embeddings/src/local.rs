@@ -53,14 +53,6 @@ pub struct LocalConfig {
     pub model_dir: PathBuf,
 }
 
-impl LocalConfig {
-    pub fn from_env() -> Result<Self, common::config::ConfigError> {
-        Ok(LocalConfig {
-            model_dir: common::config::required("EMBEDDING_MODEL_DIR")?.into(),
-        })
-    }
-}
-
 /// all-MiniLM-L6-v2, loaded once and shared: clones of the inner `Arc` go to the
 /// blocking pool with each batch.
 pub struct LocalEmbedder {

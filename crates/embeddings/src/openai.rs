@@ -8,7 +8,6 @@ use std::ops::Range;
 use std::time::Duration;
 
 use common::backoff::{Backoff, retry_after};
-use common::config::{self, ConfigError};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
@@ -46,28 +45,8 @@ impl std::fmt::Debug for OpenAiConfig {
     }
 }
 
-impl OpenAiConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(OpenAiConfig {
-            base_url: config::required("EMBEDDING_OPENAI_URL")?,
-            model: config::required("EMBEDDING_MODEL")?,
-            dimension: config::parse_or("EMBEDDING_DIMENSION", 0usize).and_then(|d| {
-                if d == 0 {
-                    Err(ConfigError::Missing {
-                        name: "EMBEDDING_DIMENSION",
-                    })
-                } else {
-                    Ok(d)
-                }
-            })?,
-            api_key: config::var("EMBEDDING_API_KEY"),
-            batch: config::parse_or("EMBEDDING_BATCH", 64usize)?.max(1),
-            timeout: Duration::from_millis(config::parse_or("EMBEDDING_TIMEOUT_MS", 30_000)?),
-            retries: config::parse_or("EMBEDDING_RETRIES", 3)?,
-            max_retry_after: Duration::from_secs(30),
-        })
-    }
-}
+/// Longest wait a `Retry-After` may ask for before the provider counts as unavailable.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 pub struct OpenAiEmbedder {
     config: OpenAiConfig,

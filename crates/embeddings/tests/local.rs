@@ -8,7 +8,7 @@ use embeddings::local::{LocalConfig, LocalEmbedder};
 use embeddings::{EmbedError, Embedder};
 
 fn model_dir() -> PathBuf {
-    platform::config::var("EMBEDDING_MODEL_DIR")
+    testkit::env::var("EMBEDDING_MODEL_DIR")
         .unwrap_or_else(|| {
             panic!(
                 "EMBEDDING_MODEL_DIR is not set: run tests through `dev/stack test` (see README), which installs the all-MiniLM-L6-v2 model files and sets it"

@@ -32,53 +32,67 @@ pub enum KafkaSetupError {
     Property(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Kafka")]
 pub struct KafkaConfig {
-    /// `KAFKA_BROKERS`: bootstrap servers, `host:port[,host:port]`.
+    /// Bootstrap servers, `host:port[,host:port]` (`dev/stack` sets it).
+    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS")]
     pub brokers: String,
-    /// `KAFKA_TOPIC_PREFIX` (default `threadline.`): topics are `<prefix><aggregate>.events`.
+    /// Topics are `<prefix><aggregate>.events`.
+    #[arg(
+        long = "kafka-topic-prefix",
+        env = "KAFKA_TOPIC_PREFIX",
+        default_value = "threadline."
+    )]
     pub topic_prefix: String,
-    /// `KAFKA_TOPIC_PARTITIONS` (default 6) for topics this deployment creates.
+    /// Partitions of the topics this deployment creates.
+    #[arg(
+        long = "kafka-topic-partitions",
+        env = "KAFKA_TOPIC_PARTITIONS",
+        default_value_t = 6
+    )]
     pub partitions: i32,
-    /// `KAFKA_REPLICATION_FACTOR` (default 1; use 3 on a real cluster).
+    /// Replication factor of the topics this deployment creates (use 3 on a real cluster).
+    #[arg(
+        long = "kafka-replication-factor",
+        env = "KAFKA_REPLICATION_FACTOR",
+        default_value_t = 1
+    )]
     pub replication: i32,
-    /// `KAFKA_FETCH_WAIT_MAX_MS` (default 100): how long a fetch waits for data.
+    /// Milliseconds a consumer's fetch waits for data.
+    #[arg(
+        long = "kafka-fetch-wait-max-ms",
+        env = "KAFKA_FETCH_WAIT_MAX_MS",
+        default_value_t = 100
+    )]
     pub fetch_wait_max_ms: u32,
-    /// `KAFKA_MESSAGE_MAX_BYTES` (default 1000000): the largest record the producer sends
-    /// and the `max.message.bytes` of topics this deployment creates. The relay parks an
-    /// event whose record would be larger; commands refuse events well below it.
+    /// The largest record the relay sends (an event whose record would be larger is parked;
+    /// commands refuse events well below it) and the `max.message.bytes` of topics this
+    /// deployment creates.
+    #[arg(
+        long = "kafka-message-max-bytes",
+        env = "KAFKA_MESSAGE_MAX_BYTES",
+        default_value_t = 1_000_000
+    )]
     pub message_max_bytes: usize,
-    /// `KAFKA_REQUEST_TIMEOUT_MS` (default 30000): how long a record may wait for the
-    /// broker's acknowledgement, and an admin request (topic creation) for its answer.
+    /// Milliseconds a record may wait for the broker's acknowledgement, and an admin
+    /// request (topic creation) for its answer.
+    #[arg(long = "kafka-request-timeout-ms", env = "KAFKA_REQUEST_TIMEOUT_MS", default_value = "30000", value_parser = config::millis)]
     pub request_timeout: Duration,
-    /// `KAFKA_PROPERTIES`: extra librdkafka properties, `key=value;key=value`
-    /// (security.protocol, sasl.* for a managed cluster).
-    pub extra: Vec<(String, String)>,
+    /// Extra librdkafka properties, `key=value;key=value` (`security.protocol`, `sasl.*`
+    /// for a managed cluster); they cannot weaken the producer's idempotence, `acks=all`
+    /// or in-flight limit.
+    #[arg(long = "kafka-properties", env = "KAFKA_PROPERTIES", default_value = "", value_parser = properties_setting)]
+    pub extra: ::std::vec::Vec<(String, String)>,
+}
+
+fn properties_setting(raw: &str) -> Result<Vec<(String, String)>, String> {
+    parse_properties(raw).map_err(|e| e.to_string())
 }
 
 impl KafkaConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let extra = match config::var("KAFKA_PROPERTIES") {
-            None => Vec::new(),
-            Some(raw) => parse_properties(&raw).map_err(|e| ConfigError::Invalid {
-                name: "KAFKA_PROPERTIES",
-                value: raw.clone(),
-                reason: e.to_string(),
-            })?,
-        };
-        Ok(Self {
-            brokers: config::required("KAFKA_BROKERS")?,
-            topic_prefix: config::var("KAFKA_TOPIC_PREFIX").unwrap_or_else(|| "threadline.".into()),
-            partitions: config::parse_or("KAFKA_TOPIC_PARTITIONS", 6)?,
-            replication: config::parse_or("KAFKA_REPLICATION_FACTOR", 1)?,
-            fetch_wait_max_ms: config::parse_or("KAFKA_FETCH_WAIT_MAX_MS", 100)?,
-            message_max_bytes: config::parse_or("KAFKA_MESSAGE_MAX_BYTES", 1_000_000)?,
-            request_timeout: Duration::from_millis(config::parse_or(
-                "KAFKA_REQUEST_TIMEOUT_MS",
-                30_000,
-            )?),
-            extra,
-        })
+        config::from_env()
     }
 
     /// Settings shared by every client, with `KAFKA_PROPERTIES` applied.

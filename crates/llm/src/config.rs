@@ -18,10 +18,11 @@
 //! | `LLM_RETRY_AFTER_MAX_MS` | 10000 | the longest `Retry-After` waited for |
 //! | `LLM_TENANT_DAILY_TOKENS` | unlimited | tokens per tenant per UTC day |
 //!
-//! Provider names are dynamic, so the variables are read here rather than through
-//! `common::config` (whose names are `&'static str`), with the same rules: an empty
-//! variable counts as unset, and every error names its variable. Keys are kept in
-//! [`Secret`]s and never appear in errors or `Debug` output.
+//! The fixed ones are the settings group [`LlmSettings`]; provider names are dynamic, so
+//! the `LLM_<NAME>_*` and `LLM_ROUTE_*` variables are read here (listed for `--help` by
+//! [`PROVIDER_VARIABLES`]), with the same rules: an empty variable counts as unset, and
+//! every error names its variable. Keys are kept in [`Secret`]s and never appear in errors
+//! or `Debug` output.
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -53,6 +54,9 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    /// One of [`LlmSettings`] (the message names it).
+    #[error("{0}")]
+    Setting(String),
     /// A key file that cannot be read (the error never quotes the file's content).
     #[error("environment variable {name}: cannot read {path:?}: {reason}")]
     Unreadable {
@@ -111,6 +115,51 @@ pub struct LlmConfig {
     pub tenant_daily_tokens: Option<u64>,
 }
 
+/// The fixed LLM settings (assistant-projector reads them); each provider is configured
+/// by variables named after it, [`PROVIDER_VARIABLES`].
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+#[command(next_help_heading = "LLM providers")]
+pub struct LlmSettings {
+    /// Provider names, in order (letters, digits and `_`), e.g. `openai,claude,local`; each
+    /// is configured by its `LLM_<NAME>_*` variables (below).
+    #[arg(long = "llm-providers", env = "LLM_PROVIDERS", default_value = "local")]
+    pub providers: String,
+    /// Failures in a row that open a provider's circuit breaker.
+    #[arg(
+        long = "llm-breaker-failures",
+        env = "LLM_BREAKER_FAILURES",
+        default_value_t = 5
+    )]
+    pub breaker_failures: u32,
+    /// Milliseconds an open breaker stays open.
+    #[arg(long = "llm-breaker-cooldown-ms", env = "LLM_BREAKER_COOLDOWN_MS", default_value = "30000", value_parser = common::config::millis)]
+    pub breaker_cooldown: Duration,
+    /// The longest `Retry-After` waited for, in milliseconds; longer goes to the next
+    /// provider of the route.
+    #[arg(long = "llm-retry-after-max-ms", env = "LLM_RETRY_AFTER_MAX_MS", default_value = "10000", value_parser = common::config::millis)]
+    pub retry_after_max: Duration,
+    /// LLM tokens per tenant per UTC day, one budget for all replicas (`llm_token_usage`);
+    /// a call is refused once it is spent (the call that crosses the limit completes).
+    /// Unset: no limit.
+    #[arg(long = "llm-tenant-daily-tokens", env = "LLM_TENANT_DAILY_TOKENS")]
+    pub tenant_daily_tokens: Option<u64>,
+}
+
+/// The variables named after a provider or a route, for `--help` (their defaults and
+/// meanings: the table at the top of this module, and the README).
+pub const PROVIDER_VARIABLES: &str = "\
+Each provider NAME of LLM_PROVIDERS is configured by LLM_<NAME>_* variables:
+  LLM_<NAME>_KIND                openai, anthropic or local (`local` for the name local, else required)
+  LLM_<NAME>_URL                 base URL (default: the vendor's API)
+  LLM_<NAME>_MODEL               the model (required for openai and anthropic)
+  LLM_<NAME>_API_KEY             the key, or LLM_<NAME>_API_KEY_FILE: a file holding it (not both)
+  LLM_<NAME>_TIMEOUT_MS          one attempt at most (default 60000)
+  LLM_<NAME>_RETRIES             further attempts after a retryable failure (default 2)
+  LLM_<NAME>_MAX_TOKENS          anthropic: max_tokens when a request sets none (default 1024)
+  LLM_<NAME>_MAX_CONCURRENCY     calls in flight at once from this process (default unbounded)
+  LLM_<NAME>_RPM, LLM_<NAME>_TPM requests and tokens per minute (default unbounded)
+  LLM_ROUTE_<ROUTE>              a route's fallback chain (default: every provider, in order)";
+
 impl LlmConfig {
     /// From the process environment (variables starting with `LLM_`).
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -134,24 +183,42 @@ impl LlmConfig {
             .map(|(k, v)| (k.into(), v.into()))
             .filter(|(_, v)| !v.is_empty())
             .collect());
-        let names = provider_names(&env)?;
+        let settings = common::config::from_vars::<LlmSettings, _, _, _>(
+            env.0.iter().map(|(k, v)| (k.as_str(), v.clone())),
+        )
+        .map_err(|e| ConfigError::Setting(e.to_string()))?;
+        Self::resolve(settings, &env)
+    }
+
+    /// From the fixed `settings` and the process environment's `LLM_<NAME>_*` and
+    /// `LLM_ROUTE_*` variables.
+    pub fn from_settings(settings: LlmSettings) -> Result<Self, ConfigError> {
+        let env = Env(std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, v)| k.starts_with("LLM_") && !v.is_empty())
+            .collect());
+        Self::resolve(settings, &env)
+    }
+
+    fn resolve(settings: LlmSettings, env: &Env) -> Result<Self, ConfigError> {
+        let names = provider_names(&settings.providers)?;
         let providers = names
             .iter()
-            .map(|name| provider(&env, name))
+            .map(|name| provider(env, name))
             .collect::<Result<Vec<_>, _>>()?;
-        let routes = routes(&env, &names)?;
+        let routes = routes(env, &names)?;
         Ok(LlmConfig {
             providers,
             routes,
             router: RouterSettings {
                 breaker: BreakerSettings {
-                    failures: env.parse_or("LLM_BREAKER_FAILURES", 5u32)?,
-                    cooldown: env.millis_or("LLM_BREAKER_COOLDOWN_MS", 30_000)?,
+                    failures: settings.breaker_failures,
+                    cooldown: settings.breaker_cooldown,
                 },
-                max_retry_after: env.millis_or("LLM_RETRY_AFTER_MAX_MS", 10_000)?,
+                max_retry_after: settings.retry_after_max,
                 ..RouterSettings::default()
             },
-            tenant_daily_tokens: env.parse::<u64>("LLM_TENANT_DAILY_TOKENS")?,
+            tenant_daily_tokens: settings.tenant_daily_tokens,
         })
     }
 
@@ -180,11 +247,8 @@ impl LlmConfig {
     }
 }
 
-fn provider_names(env: &Env) -> Result<Vec<String>, ConfigError> {
+fn provider_names(raw: &str) -> Result<Vec<String>, ConfigError> {
     const VAR: &str = "LLM_PROVIDERS";
-    let Some(raw) = env.get(VAR) else {
-        return Ok(vec!["local".to_owned()]);
-    };
     let names = list(raw);
     if names.is_empty() {
         return Err(invalid(VAR, raw, "name at least one provider"));

@@ -142,9 +142,50 @@ pub struct AuthConfig {
     pub jwks_min_refresh: Duration,
 }
 
+/// How tokens are verified: the settings both APIs read.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Tokens (both APIs)")]
+pub struct AuthSettings {
+    /// HS256 secret, 32 bytes or more (development; `dev/stack` sets one for local use).
+    /// Set this or `JWT_JWKS_URL`, not both.
+    #[arg(
+        long = "jwt-hs256-secret",
+        env = "JWT_HS256_SECRET",
+        hide_env_values = true
+    )]
+    pub hs256_secret: Option<String>,
+    /// Where the RS256 keys are published (production).
+    #[arg(long = "jwt-jwks-url", env = "JWT_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// The `iss` every token must carry, when set.
+    #[arg(long = "jwt-issuer", env = "JWT_ISSUER")]
+    pub issuer: Option<String>,
+    /// The `aud` every token must carry, when set.
+    #[arg(long = "jwt-audience", env = "JWT_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(
+        long = "jwt-leeway-secs",
+        env = "JWT_LEEWAY_SECS",
+        default_value_t = 30
+    )]
+    pub leeway: u64,
+    /// How often a token naming an unknown `kid` may refetch the key set, in seconds.
+    #[arg(long = "jwt-jwks-min-refresh-secs", env = "JWT_JWKS_MIN_REFRESH_SECS", default_value = "10", value_parser = config::secs)]
+    pub jwks_min_refresh: Duration,
+}
+
 impl AuthConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let keys = match (config::var("JWT_JWKS_URL"), config::var("JWT_HS256_SECRET")) {
+        config::from_env::<AuthSettings>()?.try_into()
+    }
+}
+
+impl TryFrom<AuthSettings> for AuthConfig {
+    type Error = ConfigError;
+
+    fn try_from(settings: AuthSettings) -> Result<Self, ConfigError> {
+        let keys = match (settings.jwks_url, settings.hs256_secret) {
             (Some(url), None) => KeySource::Jwks { url },
             (None, Some(secret)) if secret.len() >= 32 => KeySource::Hs256 {
                 secret: secret.into_bytes(),
@@ -171,13 +212,10 @@ impl AuthConfig {
         };
         Ok(Self {
             keys,
-            issuer: config::var("JWT_ISSUER"),
-            audience: config::var("JWT_AUDIENCE"),
-            leeway: config::parse_or("JWT_LEEWAY_SECS", 30)?,
-            jwks_min_refresh: Duration::from_secs(config::parse_or(
-                "JWT_JWKS_MIN_REFRESH_SECS",
-                10,
-            )?),
+            issuer: settings.issuer,
+            audience: settings.audience,
+            leeway: settings.leeway,
+            jwks_min_refresh: settings.jwks_min_refresh,
         })
     }
 }

@@ -7,27 +7,29 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::{self, ConfigError};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "PostgreSQL")]
 pub struct DbConfig {
-    /// `DATABASE_URL`
+    /// PostgreSQL URL, e.g. `postgres://user:password@host:5432/threadline` (`dev/stack`
+    /// sets it).
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub url: String,
-    /// `DATABASE_MAX_CONNECTIONS` (default 20)
+    /// Connections in this process's pool.
+    #[arg(
+        long = "database-max-connections",
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 20
+    )]
     pub max_connections: u32,
-    /// `DATABASE_STATEMENT_TIMEOUT_MS` (default 30000): no statement of a service runs
-    /// longer (0: no limit). A slow database then fails a request instead of holding it.
+    /// Longest statement, in milliseconds (0: no limit): a slow database then fails a
+    /// request instead of holding it.
+    #[arg(long = "database-statement-timeout-ms", env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value = "30000", value_parser = config::millis)]
     pub statement_timeout: Duration,
 }
 
 impl DbConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self {
-            url: config::required("DATABASE_URL")?,
-            max_connections: config::parse_or("DATABASE_MAX_CONNECTIONS", 20)?,
-            statement_timeout: Duration::from_millis(config::parse_or(
-                "DATABASE_STATEMENT_TIMEOUT_MS",
-                30_000,
-            )?),
-        })
+        config::from_env()
     }
 
     /// Connection settings: the URL, plus the session limits every connection gets

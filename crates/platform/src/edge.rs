@@ -41,9 +41,12 @@ impl Rate {
     fn quota(self) -> Quota {
         Quota::per_second(self.per_second).allow_burst(self.burst)
     }
+}
 
-    fn from_env(name: &'static str, per_second: u32, burst: u32) -> Result<Rate, ConfigError> {
-        let raw: String = config::parse_or(name, format!("{per_second}/{burst}"))?;
+impl std::str::FromStr for Rate {
+    type Err = &'static str;
+
+    fn from_str(raw: &str) -> Result<Rate, Self::Err> {
         let parse = || -> Option<Rate> {
             let (rate, burst) = raw.split_once('/')?;
             Some(Rate {
@@ -51,57 +54,53 @@ impl Rate {
                 burst: burst.trim().parse().ok()?,
             })
         };
-        parse().ok_or_else(|| ConfigError::Invalid {
-            name,
-            value: raw.clone(),
-            reason: "expected <requests per second>/<burst>, both above 0".into(),
-        })
+        parse().ok_or("expected <requests per second>/<burst>, both above 0")
     }
 }
 
-/// Settings of the edge (each from its environment variable).
-#[derive(Debug, Clone)]
+fn origin(o: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(o.trim()).map_err(|_| format!("{o:?} is not a valid origin"))
+}
+
+/// Settings of the edge of both APIs.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Edge (both APIs)")]
 pub struct EdgeConfig {
-    /// `RATE_LIMIT_SUBJECT` (default `50/100`): per subject of a token.
+    /// Requests per second / burst, per subject of a token.
+    #[arg(
+        long = "rate-limit-subject",
+        env = "RATE_LIMIT_SUBJECT",
+        default_value = "50/100"
+    )]
     pub per_subject: Rate,
-    /// `RATE_LIMIT_TENANT` (default `500/1000`): per tenant, all its subjects together.
+    /// The same per tenant, all its subjects together.
+    #[arg(
+        long = "rate-limit-tenant",
+        env = "RATE_LIMIT_TENANT",
+        default_value = "500/1000"
+    )]
     pub per_tenant: Rate,
-    /// `RATE_LIMIT_ANONYMOUS` (default `20/40`): per peer address, without a valid token.
+    /// The same per peer address, for requests without a valid token.
+    #[arg(
+        long = "rate-limit-anonymous",
+        env = "RATE_LIMIT_ANONYMOUS",
+        default_value = "20/40"
+    )]
     pub per_peer: Rate,
-    /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to call from a browser
-    /// (default none: no CORS headers at all).
+    /// Comma-separated origins browsers may call from (none: no CORS headers at all).
+    #[arg(long = "cors-allowed-origins", env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = origin)]
     pub cors_origins: Vec<HeaderValue>,
-    /// `EXPOSE_METRICS` (default true): serve `/metrics`.
+    /// Serve `/metrics`.
+    #[arg(long = "expose-metrics", env = "EXPOSE_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub expose_metrics: bool,
-    /// `EXPOSE_DOCS` (default true): serve `/openapi.json` and `/docs`.
+    /// Serve `/openapi.json` and `/docs` (often off in public deployments).
+    #[arg(long = "expose-docs", env = "EXPOSE_DOCS", default_value_t = true, action = clap::ArgAction::Set)]
     pub expose_docs: bool,
 }
 
 impl EdgeConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let cors_origins = match config::var("CORS_ALLOWED_ORIGINS") {
-            None => Vec::new(),
-            Some(raw) => raw
-                .split(',')
-                .map(str::trim)
-                .filter(|o| !o.is_empty())
-                .map(|o| {
-                    HeaderValue::from_str(o).map_err(|_| ConfigError::Invalid {
-                        name: "CORS_ALLOWED_ORIGINS",
-                        value: raw.clone(),
-                        reason: format!("{o:?} is not a valid origin"),
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        Ok(EdgeConfig {
-            per_subject: Rate::from_env("RATE_LIMIT_SUBJECT", 50, 100)?,
-            per_tenant: Rate::from_env("RATE_LIMIT_TENANT", 500, 1000)?,
-            per_peer: Rate::from_env("RATE_LIMIT_ANONYMOUS", 20, 40)?,
-            cors_origins,
-            expose_metrics: config::parse_or("EXPOSE_METRICS", true)?,
-            expose_docs: config::parse_or("EXPOSE_DOCS", true)?,
-        })
+        config::from_env()
     }
 
     /// Generous limits, for tests that do not test limits.

@@ -28,14 +28,32 @@ pub struct HttpLimits {
     pub body: usize,
 }
 
+/// The time limits of [`HttpLimits`], as settings.
+#[derive(Debug, Clone, Copy, clap::Args)]
+#[command(next_help_heading = "HTTP")]
+pub struct HttpTimeouts {
+    /// Milliseconds in which a request's headers must arrive; idle keep-alive connections
+    /// close after it too.
+    #[arg(long = "http-header-read-timeout-ms", env = "HTTP_HEADER_READ_TIMEOUT_MS", default_value = "10000", value_parser = crate::config::millis)]
+    pub header_read: Duration,
+    /// Milliseconds for a whole request (body included) until the answer starts, else 408
+    /// `request_timeout` (the APIs; a projector's health server has no slow requests).
+    #[arg(long = "http-request-timeout-ms", env = "HTTP_REQUEST_TIMEOUT_MS", default_value = "30000", value_parser = crate::config::millis)]
+    pub request: Duration,
+}
+
 impl HttpLimits {
-    pub fn from_env(body: usize) -> Result<Self, crate::config::ConfigError> {
-        use crate::config::parse_or;
-        Ok(HttpLimits {
-            header_read: Duration::from_millis(parse_or("HTTP_HEADER_READ_TIMEOUT_MS", 10_000)?),
-            request: Duration::from_millis(parse_or("HTTP_REQUEST_TIMEOUT_MS", 30_000)?),
+    /// The limits of `timeouts` with the largest body `body`.
+    pub fn new(timeouts: HttpTimeouts, body: usize) -> Self {
+        HttpLimits {
+            header_read: timeouts.header_read,
+            request: timeouts.request,
             body,
-        })
+        }
+    }
+
+    pub fn from_env(body: usize) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self::new(crate::config::from_env()?, body))
     }
 
     /// Wraps `app` in the request timeout (408 `request_timeout`) and the body limit

@@ -13,18 +13,20 @@ use crate::config::{self, ConfigError};
 /// Exit status when the grace period runs out or a second signal arrives.
 pub const FORCED_EXIT: i32 = 130;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, clap::Args)]
+#[command(next_help_heading = "Process")]
 pub struct Shutdown {
-    /// `SHUTDOWN_GRACE_SECS` (default 8): how long a graceful stop may take. Keep it under
-    /// the orchestrator's own limit (Kubernetes' `terminationGracePeriodSeconds`, 30).
+    /// Seconds a graceful stop may take after SIGINT/SIGTERM: the process ends within
+    /// this whatever the broker and the database do; a second signal ends it at once.
+    /// Keep it under the orchestrator's own limit (Kubernetes'
+    /// `terminationGracePeriodSeconds`, 30).
+    #[arg(long = "shutdown-grace-secs", env = "SHUTDOWN_GRACE_SECS", default_value = "8", value_parser = config::secs)]
     pub grace: Duration,
 }
 
 impl Shutdown {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Shutdown {
-            grace: Duration::from_secs(config::parse_or("SHUTDOWN_GRACE_SECS", 8u64)?),
-        })
+        config::from_env()
     }
 
     /// Resolves on the first SIGINT or SIGTERM. From then on the process is bound to end:

@@ -50,12 +50,32 @@ fn otlp_provider(service: &'static str, endpoint: &str) -> Result<SdkTracerProvi
         .build())
 }
 
-/// Installs the global subscriber. Call once, first thing in `main`.
-pub fn init(service: &'static str) -> Telemetry {
+/// How a process logs and traces.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Logs and traces")]
+pub struct TelemetrySettings {
+    /// Which events are logged: a level or `tracing` directives (`dev/stack` runs the
+    /// broker at `warn` whatever it is: `THREADLINE_BROKER_LOG` to change that).
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
+    pub filter: String,
+    /// `text`, or `json` for one JSON object per line.
+    #[arg(long = "log-format", env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+    /// OTLP/gRPC trace export, e.g. Jaeger's `http://jaeger:4317` (unset: no export).
+    #[arg(
+        long = "otel-exporter-otlp-endpoint",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// Installs the global subscriber. Call once, first thing in `main` after its settings
+/// are parsed.
+pub fn init(service: &'static str, settings: &TelemetrySettings) -> Telemetry {
     // The metrics recorder first: counters registered from here on are exported.
     let _ = metrics();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = crate::config::var("LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
+    let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = settings.format == "json";
     let fmt = if json {
         tracing_subscriber::fmt::layer()
             .json()
@@ -65,8 +85,8 @@ pub fn init(service: &'static str) -> Telemetry {
         tracing_subscriber::fmt::layer().compact().boxed()
     };
     let mut problem = None;
-    let provider = crate::config::var("OTEL_EXPORTER_OTLP_ENDPOINT").and_then(|endpoint| {
-        otlp_provider(service, &endpoint)
+    let provider = settings.otlp_endpoint.as_ref().and_then(|endpoint| {
+        otlp_provider(service, endpoint)
             .map_err(|e| problem = Some(format!("OTLP exporter to {endpoint}: {e}")))
             .ok()
     });

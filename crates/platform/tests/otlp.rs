@@ -44,10 +44,10 @@ async fn request_spans_continue_the_callers_trace_and_reach_the_otlp_receiver() 
             .add_service(TraceServiceServer::new(Receiver(tx)))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc)),
     );
-    // SAFETY: set before telemetry starts any thread that reads the environment; this test
-    // binary has no other test.
-    unsafe { std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint) };
-    let telemetry = platform::telemetry::init("otlp-test");
+    let settings: platform::telemetry::TelemetrySettings =
+        platform::config::from_vars([("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())])
+            .expect("telemetry settings");
+    let telemetry = platform::telemetry::init("otlp-test", &settings);
 
     let app = Router::new()
         .route(

@@ -103,31 +103,73 @@ pub struct Settings {
 /// Records received and not finished, at most, by default.
 pub const DEFAULT_BUFFER: usize = 10_000;
 
+/// How a projector consumes: the settings every projector binary reads.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Projector")]
+pub struct ProjectorSettings {
+    /// Where `/healthz`, `/readyz`, `/metrics` and `/status` are served (`dev/stack run`
+    /// gives the projectors :8082 and up in the order of their names).
+    #[arg(
+        id = "projector-addr",
+        long = "projector-addr",
+        env = "PROJECTOR_ADDR",
+        default_value = "127.0.0.1:8082"
+    )]
+    pub addr: std::net::SocketAddr,
+    /// The consumer group (default `threadline.<projection>`).
+    #[arg(long = "projector-group", env = "PROJECTOR_GROUP")]
+    pub group: Option<String>,
+    /// Attempts before an event is parked and dead-lettered.
+    #[arg(
+        long = "projector-max-attempts",
+        env = "PROJECTOR_MAX_ATTEMPTS",
+        default_value_t = 5
+    )]
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds, doubled per attempt (with random jitter).
+    #[arg(long = "projector-retry-backoff-ms", env = "PROJECTOR_RETRY_BACKOFF_MS", default_value = "100", value_parser = platform::config::millis)]
+    pub backoff: Duration,
+    /// Most records handed to a projection in one call: one transaction for tables, one
+    /// round of provider calls or deliveries for the others (default 1000 for table
+    /// projections, read model and analytics; 100 for the others).
+    #[arg(long = "projector-batch-max", env = "PROJECTOR_BATCH_MAX", value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_max: Option<u32>,
+    /// Calls of a projection in flight at once: each aggregate's events go to one call at
+    /// a time, in order; different aggregates' run side by side (default 1 for table
+    /// projections; 256 for the assistant, 64 for notifications, 1 for the semantic index
+    /// with the local model, 16 with a remote one).
+    #[arg(id = "projector-concurrency", long = "projector-concurrency", env = "PROJECTOR_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    /// Calls in flight for one tenant (default three quarters of the concurrency): waiting
+    /// work is taken tenant by tenant in turn, and the rest stays free for other tenants
+    /// during one tenant's burst.
+    #[arg(long = "projector-tenant-concurrency", env = "PROJECTOR_TENANT_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub tenant_concurrency: Option<u32>,
+    /// Records received and not finished before fetching pauses: bounds memory, and how far
+    /// offsets can trail the oldest unfinished record (`load` in `/status`).
+    #[arg(long = "projector-buffer", env = "PROJECTOR_BUFFER", default_value_t = DEFAULT_BUFFER as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub buffer: u32,
+}
+
 impl Settings {
-    /// From the environment, for the projection `name` whose sink batches at most
-    /// `batch_max` events unless `PROJECTOR_BATCH_MAX` says otherwise.
-    pub fn for_projection(
-        name: &str,
-        batch_max: usize,
-    ) -> Result<Self, platform::config::ConfigError> {
-        use platform::config;
-        let positive = |name: &'static str| -> Result<Option<usize>, config::ConfigError> {
-            match config::var(name) {
-                None => Ok(None),
-                Some(_) => Ok(Some(config::parse_or::<usize>(name, 1)?.max(1))),
-            }
-        };
-        Ok(Settings {
-            group: config::var("PROJECTOR_GROUP").unwrap_or_else(|| format!("threadline.{name}")),
-            max_attempts: config::parse_or("PROJECTOR_MAX_ATTEMPTS", 5)?,
-            backoff: Duration::from_millis(config::parse_or("PROJECTOR_RETRY_BACKOFF_MS", 100)?),
-            batch_max: config::parse_or("PROJECTOR_BATCH_MAX", batch_max)?.max(1),
-            concurrency: positive("PROJECTOR_CONCURRENCY")?,
-            tenant_concurrency: positive("PROJECTOR_TENANT_CONCURRENCY")?,
-            buffer: config::parse_or("PROJECTOR_BUFFER", DEFAULT_BUFFER)?.max(1),
+    /// The `settings` for the projection `name` whose sink batches at most `batch_max`
+    /// events unless the settings say otherwise.
+    pub fn new(settings: &ProjectorSettings, name: &str, batch_max: usize) -> Self {
+        let size = |n: u32| n as usize;
+        Settings {
+            group: settings
+                .group
+                .clone()
+                .unwrap_or_else(|| format!("threadline.{name}")),
+            max_attempts: settings.max_attempts,
+            backoff: settings.backoff,
+            batch_max: settings.batch_max.map_or(batch_max.max(1), size),
+            concurrency: settings.concurrency.map(size),
+            tenant_concurrency: settings.tenant_concurrency.map(size),
+            buffer: size(settings.buffer),
             lag_interval: Duration::from_secs(2),
             close_timeout: Duration::from_secs(3),
-        })
+        }
     }
 
     fn limits(&self, sink: &impl Sink) -> Limits {

@@ -1,8 +1,11 @@
-//! A projector binary's whole life: `main` of every projector is one call to [`main`].
+//! A projector binary's whole life: `main` of every projector parses its [`Cli`], builds
+//! its sink and calls [`main`].
 //!
-//!     <projector>            consume until SIGTERM/Ctrl-C (`run` also works)
-//!     <projector> redrive    apply parked events in order, print a JSON report, exit
-//!     <projector> rebuild    replay the event store into a new generation, switch, exit
+//!     <projector>                 consume until SIGTERM/Ctrl-C (`run` also works)
+//!     <projector> redrive         apply parked events in order, print a JSON report, exit
+//!     <projector> rebuild         replay the event store into a new generation, switch, exit
+//!     <projector> check-settings  check the settings without connecting to anything, exit
+//!     <projector> --help          every setting, with its variable, default and meaning
 //!
 //! While consuming it serves `/healthz`, `/readyz`, `/metrics` and `/status` on
 //! `PROJECTOR_ADDR`. If the consumer loop ends on its own (it failed), `/healthz` turns
@@ -14,16 +17,79 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use kafka::KafkaConfig;
-use platform::config::{self, ConfigError};
+use platform::config::ConfigError;
 use platform::db::DbConfig;
-use platform::http::{self, Liveness};
+use platform::http::{self, HttpTimeouts, Liveness};
 use platform::shutdown::Shutdown;
-use platform::telemetry;
+use platform::telemetry::{self, TelemetrySettings};
 use projection::{ProjectionError, Sink};
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::{Runtime, RuntimeError, Settings};
+use crate::{ProjectorSettings, Runtime, RuntimeError, Settings};
+
+// The command line of a projector binary: what to do, the projection's own settings (`P`;
+// `NoSettings` for none) and the runtime's. (Not a doc comment: clap would show it as
+// every projector's description; `parse` takes the binary's own.)
+#[derive(Debug, clap::Parser)]
+pub struct Cli<P: clap::Args> {
+    #[command(subcommand)]
+    pub command: Option<Verb>,
+    #[command(flatten)]
+    pub projection: P,
+    #[command(flatten)]
+    pub runtime: RuntimeSettings,
+}
+
+impl<P: clap::Args> Cli<P> {
+    /// The command line of the projector binary `service`, described by `about`, from the
+    /// process's arguments and environment (see [`platform::config::parse`]).
+    pub fn parse(service: &'static str, about: &'static str) -> Self {
+        platform::config::parse_about(service, about)
+    }
+
+    /// Whether the binary is only to check its settings: it checks what it resolves
+    /// before connecting, then [`main`] reports them valid.
+    pub fn checking(&self) -> bool {
+        self.command == Some(Verb::CheckSettings)
+    }
+}
+
+/// A projection without settings of its own.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct NoSettings {}
+
+/// What a projector binary does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Verb {
+    /// Consume until SIGTERM/Ctrl-C (also what no command does).
+    Run,
+    /// Apply the parked events in order, print a JSON report, exit.
+    Redrive,
+    /// Replay the event store into a new generation of the projection, switch readers to
+    /// it, print a JSON report, exit.
+    Rebuild,
+    /// Check the settings without connecting to anything; exit 0 when they hold (what
+    /// `dev/validate-deploy` asks of each deployment).
+    CheckSettings,
+}
+
+/// The settings every projector reads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeSettings {
+    #[command(flatten)]
+    pub database: DbConfig,
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+    #[command(flatten)]
+    pub projector: ProjectorSettings,
+    #[command(flatten)]
+    pub http: HttpTimeouts,
+    #[command(flatten)]
+    pub shutdown: Shutdown,
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
+}
 
 #[derive(Debug, Error)]
 pub enum ServiceError {
@@ -46,8 +112,6 @@ pub enum ServiceError {
     Task(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Projection(#[from] ProjectionError),
-    #[error("unknown command {0:?}: use run, redrive or rebuild")]
-    Usage(String),
     #[error("the companion task stopped: {0}")]
     Companion(String),
 }
@@ -64,19 +128,41 @@ pub type Companion = Box<
         + Send,
 >;
 
-/// Runs the projector `service` around `sink`, per the command-line argument.
-pub async fn main<S: Sink>(service: &'static str, sink: S) -> Result<(), ServiceError> {
-    main_with(service, sink, None).await
+/// What `check-settings` answers once the settings are resolved.
+pub fn settings_ok(service: &str) {
+    println!("{service}: settings ok");
+}
+
+/// Runs the projector `service` around `sink`, as `command` says.
+pub async fn main<S: Sink>(
+    service: &'static str,
+    command: Option<Verb>,
+    settings: RuntimeSettings,
+    sink: S,
+) -> Result<(), ServiceError> {
+    main_with(service, command, settings, sink, None).await
 }
 
 /// [`main`] with a [`Companion`] task running beside the consumer.
 pub async fn main_with<S: Sink>(
     service: &'static str,
+    command: Option<Verb>,
+    settings: RuntimeSettings,
     sink: S,
     companion: Option<Companion>,
 ) -> Result<(), ServiceError> {
-    let telemetry = telemetry::init(service);
-    let result = command(Arc::new(sink), companion).await;
+    if command == Some(Verb::CheckSettings) {
+        settings_ok(service);
+        return Ok(());
+    }
+    let telemetry = telemetry::init(service, &settings.telemetry);
+    let result = run(
+        command.unwrap_or(Verb::Run),
+        settings,
+        Arc::new(sink),
+        companion,
+    )
+    .await;
     if let Err(e) = &result {
         tracing::error!(error = %e, "{service} failed");
     }
@@ -84,8 +170,14 @@ pub async fn main_with<S: Sink>(
     result
 }
 
-async fn command<S: Sink>(sink: Arc<S>, companion: Option<Companion>) -> Result<(), ServiceError> {
-    let pool = DbConfig::from_env()?
+async fn run<S: Sink>(
+    command: Verb,
+    settings: RuntimeSettings,
+    sink: Arc<S>,
+    companion: Option<Companion>,
+) -> Result<(), ServiceError> {
+    let pool = settings
+        .database
         .connect()
         .await
         .map_err(ServiceError::Connect)?;
@@ -94,31 +186,33 @@ async fn command<S: Sink>(sink: Arc<S>, companion: Option<Companion>) -> Result<
     // every service at once is safe.
     event_store::migrate(&pool).await?;
     projection::migrate(&pool).await?;
-    match std::env::args().nth(1).as_deref() {
-        None | Some("run") => consume(pool, sink, companion).await,
-        Some("redrive") => {
+    match command {
+        Verb::Run => consume(settings, pool, sink, companion).await,
+        Verb::CheckSettings => Ok(()),
+        Verb::Redrive => {
             let report = projection::redrive(&pool, sink.as_ref()).await?;
             println!("{}", serde_json::json!(report));
             Ok(())
         }
-        Some("rebuild") => {
+        Verb::Rebuild => {
             let report = projection::rebuild(&pool, sink.as_ref()).await?;
             println!("{}", serde_json::json!(report));
             Ok(())
         }
-        Some(other) => Err(ServiceError::Usage(other.to_owned())),
     }
 }
 
 async fn consume<S: Sink>(
+    settings: RuntimeSettings,
     pool: sqlx::PgPool,
     sink: Arc<S>,
     companion: Option<Companion>,
 ) -> Result<(), ServiceError> {
-    let shutdown = Shutdown::from_env()?;
-    let settings = Settings::for_projection(sink.name(), sink.batch_max())?;
-    let kafka = KafkaConfig::from_env()?;
-    let addr: SocketAddr = config::parse_or("PROJECTOR_ADDR", ([127, 0, 0, 1], 8082).into())?;
+    let shutdown = settings.shutdown;
+    let addr = settings.projector.addr;
+    let kafka = settings.kafka;
+    let limits = http::HttpLimits::new(settings.http, 16 * 1024);
+    let settings = Settings::new(&settings.projector, sink.name(), sink.batch_max());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServiceError::Bind { addr, source })?;
@@ -147,7 +241,6 @@ async fn consume<S: Sink>(
         }),
     );
     let mut server_stop = stopped;
-    let limits = http::HttpLimits::from_env(16 * 1024)?;
     let server = tokio::spawn(http::serve(listener, app, limits, async move {
         let _ = server_stop.wait_for(|s| *s).await;
     }));

@@ -50,6 +50,29 @@ pub struct RelayConfig {
     pub idle_poll: Duration,
 }
 
+/// The relay's settings (command-api reads them).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Relay")]
+pub struct RelaySettings {
+    /// Run the relay in this process (one is active across replicas).
+    #[arg(long = "relay-enabled", env = "RELAY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+    /// The relay's cursor name; one per relay deployment.
+    #[arg(long = "relay-name", env = "RELAY_NAME", default_value = "kafka")]
+    pub name: String,
+    /// Events per read and publish round.
+    #[arg(
+        long = "relay-batch-size",
+        env = "RELAY_BATCH_SIZE",
+        default_value_t = 500
+    )]
+    pub batch_size: i64,
+    /// Milliseconds between polls when nothing is new (a commit of the same process wakes
+    /// it at once).
+    #[arg(long = "relay-idle-poll-ms", env = "RELAY_IDLE_POLL_MS", default_value = "20", value_parser = platform::config::millis)]
+    pub idle_poll: Duration,
+}
+
 #[derive(Debug, Error)]
 pub enum RelayError {
     #[error("database: {0}")]

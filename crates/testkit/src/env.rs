@@ -10,9 +10,31 @@ use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 fn stack_var(name: &'static str) -> String {
-    platform::config::var(name).unwrap_or_else(|| {
+    var(name).unwrap_or_else(|| {
         panic!("{name} is not set: run tests through `dev/stack test` (see README), which starts PostgreSQL and the broker")
     })
+}
+
+/// The variable `dev/stack` set, if set and not empty.
+pub fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A benchmark's or test's knob: the variable parsed, or `default` when it is not set.
+///
+/// # Panics
+/// When it is set and does not parse: the message names it.
+pub fn knob<T>(name: &str, default: T) -> T
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        None => default,
+        Some(v) => v
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}={v:?} is invalid: {e}")),
+    }
 }
 
 /// A database created for one test.

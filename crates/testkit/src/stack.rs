@@ -262,7 +262,7 @@ where
 /// been waiting on.
 pub async fn long_transactions() -> String {
     use sqlx::Connection;
-    let Some(url) = platform::config::var("DATABASE_URL") else {
+    let Some(url) = crate::env::var("DATABASE_URL") else {
         return "no DATABASE_URL".into();
     };
     let Ok(mut conn) = sqlx::PgConnection::connect(&url).await else {

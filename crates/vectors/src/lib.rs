@@ -219,17 +219,53 @@ pub enum StoreConfig {
     Qdrant(qdrant::QdrantConfig),
 }
 
+/// The vector store's settings (embeddings-projector, assistant-projector and query-api
+/// read them).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Vector store")]
+pub struct StoreSettings {
+    /// `postgres` (tables in the same database, exact search) or `qdrant`.
+    #[arg(long = "vector-store", env = "VECTOR_STORE", default_value = "postgres", value_parser = ["postgres", "qdrant"])]
+    pub store: String,
+    /// `qdrant`, required: its gRPC endpoint, e.g. `http://qdrant:6334`.
+    #[arg(long = "qdrant-url", env = "QDRANT_URL")]
+    pub qdrant_url: Option<String>,
+    /// `qdrant`: its API key.
+    #[arg(
+        long = "qdrant-api-key",
+        env = "QDRANT_API_KEY",
+        hide_env_values = true
+    )]
+    pub qdrant_api_key: Option<String>,
+    /// `qdrant`: collections are named `<prefix><index>` (at most 64 of `a-z A-Z 0-9 _ -`).
+    #[arg(long = "qdrant-collection-prefix", env = "QDRANT_COLLECTION_PREFIX", default_value = qdrant::DEFAULT_PREFIX, value_parser = qdrant::prefix_setting)]
+    pub qdrant_collection_prefix: String,
+    /// `qdrant`: milliseconds per request.
+    #[arg(long = "qdrant-timeout-ms", env = "QDRANT_TIMEOUT_MS", default_value_t = qdrant::DEFAULT_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub qdrant_timeout_ms: u64,
+}
+
+impl TryFrom<StoreSettings> for StoreConfig {
+    type Error = common::config::ConfigError;
+
+    fn try_from(s: StoreSettings) -> Result<Self, Self::Error> {
+        if s.store == "postgres" {
+            return Ok(StoreConfig::Postgres);
+        }
+        Ok(StoreConfig::Qdrant(qdrant::QdrantConfig {
+            url: s
+                .qdrant_url
+                .ok_or(common::config::ConfigError::Missing { name: "QDRANT_URL" })?,
+            api_key: s.qdrant_api_key,
+            collection_prefix: s.qdrant_collection_prefix,
+            timeout: std::time::Duration::from_millis(s.qdrant_timeout_ms),
+        }))
+    }
+}
+
 impl StoreConfig {
     pub fn from_env() -> Result<Self, common::config::ConfigError> {
-        match common::config::var("VECTOR_STORE").as_deref() {
-            None | Some("postgres") => Ok(StoreConfig::Postgres),
-            Some("qdrant") => Ok(StoreConfig::Qdrant(qdrant::QdrantConfig::from_env()?)),
-            Some(other) => Err(common::config::ConfigError::Invalid {
-                name: "VECTOR_STORE",
-                value: other.to_owned(),
-                reason: "use postgres or qdrant".into(),
-            }),
-        }
+        common::config::from_env::<StoreSettings>()?.try_into()
     }
 
     /// The configured store; `pool` is the service's database (the postgres store keeps

@@ -127,33 +127,11 @@ impl QdrantConfig {
             timeout: DEFAULT_TIMEOUT,
         }
     }
+}
 
-    pub fn from_env() -> Result<Self, common::config::ConfigError> {
-        use common::config::{ConfigError, parse_or, required, var};
-        let collection_prefix =
-            var("QDRANT_COLLECTION_PREFIX").unwrap_or_else(|| DEFAULT_PREFIX.into());
-        if let Err(reason) = check_prefix(&collection_prefix) {
-            return Err(ConfigError::Invalid {
-                name: "QDRANT_COLLECTION_PREFIX",
-                value: collection_prefix,
-                reason,
-            });
-        }
-        let timeout_ms: u64 = parse_or("QDRANT_TIMEOUT_MS", DEFAULT_TIMEOUT.as_millis() as u64)?;
-        if timeout_ms == 0 {
-            return Err(ConfigError::Invalid {
-                name: "QDRANT_TIMEOUT_MS",
-                value: "0".into(),
-                reason: "use a positive number of milliseconds".into(),
-            });
-        }
-        Ok(QdrantConfig {
-            url: required("QDRANT_URL")?,
-            api_key: var("QDRANT_API_KEY"),
-            collection_prefix,
-            timeout: Duration::from_millis(timeout_ms),
-        })
-    }
+/// `QDRANT_COLLECTION_PREFIX`, checked.
+pub fn prefix_setting(prefix: &str) -> Result<String, String> {
+    check_prefix(prefix).map(|()| prefix.to_owned())
 }
 
 /// A prefix keeps collection names plain: at most 64 of `a-z A-Z 0-9 _ -`.

@@ -8,9 +8,15 @@
 
 use analytics::Analytics;
 use projection::TableSink;
+use projector_runtime::service::{Cli, NoSettings};
+
+const NAME: &str = "analytics-projector";
+const ABOUT: &str =
+    "Keeps per-tenant usage facts in hour buckets, for the analytics endpoints of query-api.";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    projector_runtime::service::main("analytics-projector", TableSink(Analytics)).await?;
+    let cli = Cli::<NoSettings>::parse(NAME, ABOUT);
+    projector_runtime::service::main(NAME, cli.command, cli.runtime, TableSink(Analytics)).await?;
     Ok(())
 }

@@ -15,16 +15,44 @@ use assistant::budget::PgBudget;
 use assistant::{Assistant, AssistantSettings};
 use commands::{CommandService, ServiceSettings, TemplateGenerator};
 use llm::clock::SystemClock;
-use llm::config::LlmConfig;
-use platform::db::DbConfig;
+use llm::config::{LlmConfig, LlmSettings, PROVIDER_VARIABLES};
 use projection::EffectSink;
+use projector_runtime::service::Cli;
 use semantic_index::Search;
+use semantic_index::setup::SearchSettings;
+
+const NAME: &str = "assistant-projector";
+const ABOUT: &str = "The assistant: answers each user message of a conversation whose assistant is on, once, from the conversation's history and what semantic search retrieves.";
+
+/// The assistant's settings: how it answers, with which models, from what it retrieves,
+/// and how it writes its answers.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = PROVIDER_VARIABLES)]
+struct Settings {
+    #[command(flatten)]
+    assistant: AssistantSettings,
+    #[command(flatten)]
+    llm: LlmSettings,
+    #[command(flatten)]
+    search: SearchSettings,
+    #[command(flatten)]
+    writer: ServiceSettings,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let llm = LlmConfig::from_env()?;
-    let settings = AssistantSettings::from_env()?;
-    let pool = DbConfig::from_env()?
+    let cli = Cli::<Settings>::parse(NAME, ABOUT);
+    let checking = cli.checking();
+    let own = cli.projection;
+    let llm = LlmConfig::from_settings(own.llm)?;
+    own.search.check()?;
+    if checking {
+        projector_runtime::service::settings_ok(NAME);
+        return Ok(());
+    }
+    let pool = cli
+        .runtime
+        .database
         .connect()
         .await
         .context("connecting to PostgreSQL")?;
@@ -36,21 +64,19 @@ async fn main() -> anyhow::Result<()> {
     let router = llm
         .build_with(budget, Arc::new(SystemClock))
         .context("configuring the LLM providers")?;
-    let (embedder, store) = semantic_index::setup::from_env(&pool).await?;
+    let (embedder, store) = semantic_index::setup::build(own.search, &pool).await?;
     let search = Search::new(pool.clone(), store, vec![embedder]);
-    let service = CommandService::from_settings(
-        pool.clone(),
-        Arc::new(TemplateGenerator),
-        &ServiceSettings::from_env()?,
-    );
+    let service =
+        CommandService::from_settings(pool.clone(), Arc::new(TemplateGenerator), &own.writer);
     let assistant = Assistant::new(
         Arc::new(service),
         pool.clone(),
         Arc::new(search),
         Arc::new(router),
-        settings,
+        own.assistant,
     )
     .with_deltas(projection::deltas::Publisher::start(pool));
-    projector_runtime::service::main("assistant-projector", EffectSink::new(assistant)).await?;
+    projector_runtime::service::main(NAME, cli.command, cli.runtime, EffectSink::new(assistant))
+        .await?;
     Ok(())
 }

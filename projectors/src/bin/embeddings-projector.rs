@@ -8,20 +8,44 @@
 //!                                     the configured model), switch searches to it, exit
 
 use anyhow::Context;
-use embeddings::chunk::ChunkConfig;
-use platform::db::DbConfig;
+use embeddings::chunk::ChunkSettings;
 use projection::EffectSink;
+use projector_runtime::service::Cli;
 use semantic_index::SemanticIndex;
+use semantic_index::setup::SearchSettings;
+
+const NAME: &str = "embeddings-projector";
+const ABOUT: &str = "Keeps the semantic index: cuts messages, documents and knowledge into windows of tokens, embeds them and upserts one point per window.";
+
+/// The index's settings: the model, the store, and how texts are cut.
+#[derive(Debug, Clone, clap::Args)]
+struct Settings {
+    #[command(flatten)]
+    search: SearchSettings,
+    #[command(flatten)]
+    chunks: ChunkSettings,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let pool = DbConfig::from_env()?
+    let cli = Cli::<Settings>::parse(NAME, ABOUT);
+    cli.projection.search.check()?;
+    // The model's own limit is known once it is loaded; the rest is checked now.
+    cli.projection.chunks.config(usize::MAX)?;
+    if cli.checking() {
+        projector_runtime::service::settings_ok(NAME);
+        return Ok(());
+    }
+    let pool = cli
+        .runtime
+        .database
         .connect()
         .await
         .context("connecting to PostgreSQL")?;
-    let (embedder, store) = semantic_index::setup::from_env(&pool).await?;
-    let chunking = ChunkConfig::from_env(embedder.max_tokens())?;
+    let (embedder, store) = semantic_index::setup::build(cli.projection.search, &pool).await?;
+    let chunking = cli.projection.chunks.config(embedder.max_tokens())?;
     let index = SemanticIndex::new(embedder, store, chunking, pool);
-    projector_runtime::service::main("embeddings-projector", EffectSink::new(index)).await?;
+    projector_runtime::service::main(NAME, cli.command, cli.runtime, EffectSink::new(index))
+        .await?;
     Ok(())
 }

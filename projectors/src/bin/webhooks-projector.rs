@@ -10,17 +10,37 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use commands::{CommandService, ServiceSettings, TemplateGenerator};
-use platform::db::DbConfig;
 use projection::TableSink;
-use webhook_delivery::{DeliverySettings, Dispatcher, Fanout};
+use projector_runtime::service::Cli;
+use webhook_delivery::{DeliveryArgs, DeliverySettings, Dispatcher, Fanout};
+
+const NAME: &str = "webhooks-projector";
+const ABOUT: &str = "Webhook delivery: fans each event out to the endpoints subscribed to it and dispatches the messages on their persisted retry schedule.";
+
+/// How messages are delivered, and how delivery outcomes are written.
+#[derive(Debug, Clone, clap::Args)]
+struct Settings {
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+    #[command(flatten)]
+    writer: ServiceSettings,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = DeliverySettings::from_env()?;
-    let writer = ServiceSettings::from_env()?;
+    let cli = Cli::<Settings>::parse(NAME, ABOUT);
+    let checking = cli.checking();
+    let settings = DeliverySettings::try_from(cli.projection.delivery)?;
+    let writer = cli.projection.writer;
     let first_delay = settings.schedule.first();
+    if checking {
+        projector_runtime::service::settings_ok(NAME);
+        return Ok(());
+    }
     // The ledger exists before the fan-out writes to it.
-    let pool = DbConfig::from_env()?
+    let pool = cli
+        .runtime
+        .database
         .connect()
         .await
         .context("connecting to PostgreSQL")?;
@@ -38,7 +58,9 @@ async fn main() -> anyhow::Result<()> {
         })
     });
     projector_runtime::service::main_with(
-        "webhooks-projector",
+        NAME,
+        cli.command,
+        cli.runtime,
         TableSink(Fanout::new(first_delay)),
         Some(companion),
     )

@@ -57,54 +57,58 @@ pub struct ExtractorSettings {
     pub max_output: usize,
 }
 
+/// Largest text read back: a knowledge document holds at most 400,000 characters once its
+/// layout noise is gone.
+const MAX_OUTPUT: usize = 8 * 1024 * 1024;
+
 impl Default for ExtractorSettings {
+    /// The settings' defaults.
     fn default() -> Self {
+        config::defaults::<ExtractorArgs>().into()
+    }
+}
+
+/// The settings of [`ExtractorSettings`] (command-api reads them).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Uploaded files")]
+pub struct ExtractorArgs {
+    /// The program that reads uploaded PDFs, run as a child process per upload (the only
+    /// code that parses uploaded files); by default `extractor` beside the command-api
+    /// binary.
+    #[arg(long = "extractor-path", env = "EXTRACTOR_PATH")]
+    pub path: Option<PathBuf>,
+    /// One extraction's address space in MiB; a file that needs more is refused (422
+    /// `file_too_complex`) and its process is gone.
+    #[arg(long = "extract-memory-mb", env = "EXTRACT_MEMORY_MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(64..))]
+    pub memory_mb: u64,
+    /// One extraction's CPU seconds (the same when exceeded).
+    #[arg(long = "extract-cpu-secs", env = "EXTRACT_CPU_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cpu_secs: u64,
+    /// One extraction's wall-clock milliseconds, start to exit (under the request timeout,
+    /// so the uploader gets the reason, not a 408).
+    #[arg(long = "extract-timeout-ms", env = "EXTRACT_TIMEOUT_MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+    /// Extractions running at once (others wait their turn within the request's time).
+    #[arg(id = "extract-concurrency", long = "extract-concurrency", env = "EXTRACT_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub concurrency: u64,
+}
+
+impl From<ExtractorArgs> for ExtractorSettings {
+    fn from(args: ExtractorArgs) -> Self {
         ExtractorSettings {
-            path: default_path(),
-            memory_bytes: 512 * 1024 * 1024,
-            cpu_secs: 20,
-            timeout: Duration::from_secs(20),
-            concurrency: 2,
-            max_output: 8 * 1024 * 1024,
+            path: args.path.unwrap_or_else(default_path),
+            memory_bytes: args.memory_mb << 20,
+            cpu_secs: args.cpu_secs,
+            timeout: Duration::from_millis(args.timeout_ms),
+            concurrency: usize::try_from(args.concurrency).unwrap_or(usize::MAX),
+            max_output: MAX_OUTPUT,
         }
     }
 }
 
 impl ExtractorSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let d = Self::default();
-        let memory_mb: u64 = config::parse_or("EXTRACT_MEMORY_MB", d.memory_bytes >> 20)?;
-        let timeout_ms: u64 = config::parse_or("EXTRACT_TIMEOUT_MS", d.timeout.as_millis() as u64)?;
-        let settings = ExtractorSettings {
-            path: config::var("EXTRACTOR_PATH").map_or(d.path, PathBuf::from),
-            memory_bytes: memory_mb << 20,
-            cpu_secs: config::parse_or("EXTRACT_CPU_SECS", d.cpu_secs)?,
-            timeout: Duration::from_millis(timeout_ms),
-            concurrency: config::parse_or("EXTRACT_CONCURRENCY", d.concurrency)?,
-            max_output: d.max_output,
-        };
-        let invalid = |name, value: String, reason: &str| ConfigError::Invalid {
-            name,
-            value,
-            reason: reason.into(),
-        };
-        if memory_mb < 64 {
-            return Err(invalid(
-                "EXTRACT_MEMORY_MB",
-                memory_mb.to_string(),
-                "at least 64",
-            ));
-        }
-        if settings.cpu_secs == 0 {
-            return Err(invalid("EXTRACT_CPU_SECS", "0".into(), "at least 1"));
-        }
-        if settings.concurrency == 0 {
-            return Err(invalid("EXTRACT_CONCURRENCY", "0".into(), "at least 1"));
-        }
-        if timeout_ms == 0 {
-            return Err(invalid("EXTRACT_TIMEOUT_MS", "0".into(), "at least 1"));
-        }
-        Ok(settings)
+        Ok(config::from_env::<ExtractorArgs>()?.into())
     }
 }
 

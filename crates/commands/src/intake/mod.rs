@@ -10,7 +10,7 @@ use std::sync::Arc;
 use domain::knowledge::MEDIA_TYPES;
 use thiserror::Error;
 
-pub use extractor::{Extractor, ExtractorSettings};
+pub use extractor::{Extractor, ExtractorArgs, ExtractorSettings};
 
 /// The default largest upload: 10 MiB.
 pub const DEFAULT_MAX_BYTES: usize = 10 * 1024 * 1024;

@@ -55,35 +55,45 @@ pub const NAME: &str = "assistant";
 pub const SUBJECT: &str = "assistant";
 
 /// How much context and history a reply gets.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
+#[command(next_help_heading = "Assistant")]
 pub struct AssistantSettings {
-    /// Retrieved passages given to the model, at most.
+    /// Retrieved passages given to the model, at most (20 at most are used).
+    #[arg(long = "assistant-context-k", env = "ASSISTANT_CONTEXT_K", default_value_t = 5, value_parser = at_most_20)]
     pub context_k: usize,
-    /// Passages scoring below this (cosine) are left out.
+    /// Passages scoring below this cosine are left out.
+    #[arg(
+        long = "assistant-min-score",
+        env = "ASSISTANT_MIN_SCORE",
+        default_value_t = 0.25
+    )]
     pub min_score: f32,
     /// Approximate tokens of history given to the model, newest first.
+    #[arg(
+        long = "assistant-history-tokens",
+        env = "ASSISTANT_HISTORY_TOKENS",
+        default_value_t = 2_000
+    )]
     pub history_tokens: u32,
 }
 
+fn at_most_20(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .map(|k| k.min(20))
+        .map_err(|e| e.to_string())
+}
+
 impl Default for AssistantSettings {
+    /// The settings' defaults.
     fn default() -> Self {
-        AssistantSettings {
-            context_k: 5,
-            min_score: 0.25,
-            history_tokens: 2_000,
-        }
+        config::defaults()
     }
 }
 
 impl AssistantSettings {
-    /// `ASSISTANT_CONTEXT_K`, `ASSISTANT_MIN_SCORE`, `ASSISTANT_HISTORY_TOKENS`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let d = AssistantSettings::default();
-        Ok(AssistantSettings {
-            context_k: config::parse_or("ASSISTANT_CONTEXT_K", d.context_k)?.min(20),
-            min_score: config::parse_or("ASSISTANT_MIN_SCORE", d.min_score)?,
-            history_tokens: config::parse_or("ASSISTANT_HISTORY_TOKENS", d.history_tokens)?,
-        })
+        config::from_env()
     }
 }
 

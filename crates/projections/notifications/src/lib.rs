@@ -86,62 +86,89 @@ impl Notifications {
         Notifications { channel }
     }
 
-    /// `NOTIFY_CHANNEL`: `log` (default) writes one structured log line per notification;
-    /// `http` POSTs each as JSON to `NOTIFY_HTTP_URL` (timeout `NOTIFY_HTTP_TIMEOUT_MS`,
-    /// default 10000); `email` sends each through the SMTP relay `NOTIFY_SMTP_URL` from
-    /// `NOTIFY_EMAIL_FROM` to `NOTIFY_EMAIL_TO` (default `{user}`: subjects are addresses),
-    /// trusting the certificate authorities of the PEM file `NOTIFY_SMTP_CA_FILE` besides
-    /// the public roots (a relay with a private CA).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let channel = match config::var("NOTIFY_CHANNEL").as_deref() {
-            None | Some("log") => Channel::Log,
-            Some("http") => {
-                let url = config::required("NOTIFY_HTTP_URL")?;
-                let timeout = std::time::Duration::from_millis(config::parse_or(
-                    "NOTIFY_HTTP_TIMEOUT_MS",
-                    10_000u64,
-                )?);
-                Channel::http(url.clone(), timeout).map_err(|reason| ConfigError::Invalid {
+        Self::from_settings(config::from_env()?)
+    }
+
+    /// The channel `settings` choose (a CA file is read here).
+    pub fn from_settings(s: NotifySettings) -> Result<Self, ConfigError> {
+        let timeout = s.timeout;
+        let channel = match s.channel.as_str() {
+            "http" => {
+                let url = s.http_url.ok_or(ConfigError::Missing {
                     name: "NOTIFY_HTTP_URL",
-                    value: url,
-                    reason,
-                })?
+                })?;
+                Channel::http(url.clone(), timeout)
+                    .map_err(|reason| ConfigError::invalid("NOTIFY_HTTP_URL", url, reason))?
             }
-            Some("email") => {
-                let url = config::required("NOTIFY_SMTP_URL")?;
-                let from = config::required("NOTIFY_EMAIL_FROM")?;
-                let to = config::var("NOTIFY_EMAIL_TO").unwrap_or_else(|| "{user}".to_owned());
-                let timeout = std::time::Duration::from_millis(config::parse_or(
-                    "NOTIFY_HTTP_TIMEOUT_MS",
-                    10_000u64,
-                )?);
-                let ca = match config::var("NOTIFY_SMTP_CA_FILE") {
+            "email" => {
+                let url = s.smtp_url.ok_or(ConfigError::Missing {
+                    name: "NOTIFY_SMTP_URL",
+                })?;
+                let from = s.email_from.ok_or(ConfigError::Missing {
+                    name: "NOTIFY_EMAIL_FROM",
+                })?;
+                let ca = match s.smtp_ca_file {
                     None => None,
-                    Some(path) => Some(std::fs::read(&path).map_err(|e| ConfigError::Invalid {
-                        name: "NOTIFY_SMTP_CA_FILE",
-                        reason: format!("cannot read it: {e}"),
-                        value: path,
+                    Some(path) => Some(std::fs::read(&path).map_err(|e| {
+                        ConfigError::invalid(
+                            "NOTIFY_SMTP_CA_FILE",
+                            path.display().to_string(),
+                            format!("cannot read it: {e}"),
+                        )
                     })?),
                 };
-                Channel::email(&url, &from, to, timeout, ca.as_deref()).map_err(|reason| {
-                    ConfigError::Invalid {
-                        name: "NOTIFY_SMTP_URL",
-                        // The URL may carry a password.
-                        value: "***".into(),
-                        reason,
-                    }
-                })?
+                Channel::email(&url, &from, s.email_to, timeout, ca.as_deref())
+                    // The URL may carry a password.
+                    .map_err(|reason| ConfigError::invalid("NOTIFY_SMTP_URL", "***", reason))?
             }
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "NOTIFY_CHANNEL",
-                    value: other.to_owned(),
-                    reason: "use log, http or email".into(),
-                });
-            }
+            _ => Channel::Log,
         };
         Ok(Notifications::new(channel))
     }
+}
+
+/// Where notifications go (notifications-projector reads these).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Notifications")]
+pub struct NotifySettings {
+    /// `log` writes one structured log line per notification, `http` POSTs each as JSON,
+    /// `email` mails it through SMTP.
+    #[arg(long = "notify-channel", env = "NOTIFY_CHANNEL", default_value = "log", value_parser = ["log", "http", "email"])]
+    pub channel: String,
+    /// `http`, required: where notifications go (JSON, `Idempotency-Key` header; a 2xx is
+    /// success).
+    #[arg(long = "notify-http-url", env = "NOTIFY_HTTP_URL")]
+    pub http_url: Option<String>,
+    /// `email`, required: the relay, `smtp://host:25`,
+    /// `smtp://user:password@host:587?tls=required` (STARTTLS) or `smtps://…:465`.
+    #[arg(
+        long = "notify-smtp-url",
+        env = "NOTIFY_SMTP_URL",
+        hide_env_values = true
+    )]
+    pub smtp_url: Option<String>,
+    /// `email`: a PEM file of certificate authorities to trust besides the public roots (a
+    /// relay whose certificate a private CA issued); the URL must use TLS. A certificate
+    /// the channel does not trust is not waited out as an outage: each notification is
+    /// tried `PROJECTOR_MAX_ATTEMPTS` times, then parked; `notifications-projector
+    /// redrive` sends them once the setting is fixed.
+    #[arg(long = "notify-smtp-ca-file", env = "NOTIFY_SMTP_CA_FILE")]
+    pub smtp_ca_file: Option<std::path::PathBuf>,
+    /// `email`, required: the sender. `Message-ID` is `<notification id@threadline>`.
+    #[arg(long = "notify-email-from", env = "NOTIFY_EMAIL_FROM")]
+    pub email_from: Option<String>,
+    /// `email`: the recipient, with `{user}` for the notified subject (the default suits
+    /// tokens whose `sub` is an address).
+    #[arg(
+        long = "notify-email-to",
+        env = "NOTIFY_EMAIL_TO",
+        default_value = "{user}"
+    )]
+    pub email_to: String,
+    /// Milliseconds per notification request (HTTP or SMTP).
+    #[arg(id = "notify-http-timeout-ms", long = "notify-http-timeout-ms", env = "NOTIFY_HTTP_TIMEOUT_MS", default_value = "10000", value_parser = config::millis)]
+    pub timeout: std::time::Duration,
 }
 
 #[async_trait::async_trait]

@@ -58,35 +58,65 @@ pub struct DeliverySettings {
     pub disable_after: chrono::Duration,
 }
 
-impl DeliverySettings {
-    /// `WEBHOOK_SECRET_KEY` (required here), `WEBHOOK_ALLOW_LOOPBACK`, `WEBHOOK_ALLOW_HTTP`,
-    /// `WEBHOOK_RETRY_SCHEDULE` (default [`schedule::DEFAULT`]), `WEBHOOK_TIMEOUT_MS`
-    /// (15000), `WEBHOOK_CONCURRENCY` (64), `WEBHOOK_PER_ENDPOINT` (8), `WEBHOOK_POLL_MS`
-    /// (200), `WEBHOOK_DISABLE_AFTER_HOURS` (120).
-    pub fn from_env() -> Result<DeliverySettings, ConfigError> {
-        let webhooks = WebhookSettings::from_env()?.ok_or(ConfigError::Missing {
+/// The dispatcher's settings (webhooks-projector reads them).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Webhooks")]
+pub struct DeliveryArgs {
+    /// The sealing key (required here) and the address rules, as command-api reads them.
+    #[command(flatten)]
+    pub keys: commands::webhooks::WebhookKeys,
+    /// Delay before each attempt (±10 % jitter); after the last the message is dead.
+    #[arg(long = "webhook-retry-schedule", env = "WEBHOOK_RETRY_SCHEDULE", default_value = schedule::DEFAULT, value_parser = schedule_setting)]
+    pub schedule: Schedule,
+    /// Milliseconds in which an attempt must get a 2xx to succeed; redirects are not
+    /// followed.
+    #[arg(id = "webhook-timeout-ms", long = "webhook-timeout-ms", env = "WEBHOOK_TIMEOUT_MS", default_value = "15000", value_parser = config::millis)]
+    pub timeout: Duration,
+    /// Attempts in flight at once, in all.
+    #[arg(id = "webhook-concurrency", long = "webhook-concurrency", env = "WEBHOOK_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+    /// Attempts claimed per endpoint at once (a slow endpoint holds at most twice that).
+    #[arg(long = "webhook-per-endpoint", env = "WEBHOOK_PER_ENDPOINT", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub per_endpoint: u32,
+    /// Milliseconds between asking the ledger for due messages.
+    #[arg(long = "webhook-poll-ms", env = "WEBHOOK_POLL_MS", default_value = "200", value_parser = config::millis)]
+    pub poll: Duration,
+    /// Hours an endpoint may fail without a success before it is disabled (its owner is
+    /// told).
+    #[arg(
+        long = "webhook-disable-after-hours",
+        env = "WEBHOOK_DISABLE_AFTER_HOURS",
+        default_value_t = 120
+    )]
+    pub disable_after_hours: i64,
+}
+
+fn schedule_setting(text: &str) -> Result<Schedule, String> {
+    Schedule::parse(text).map_err(|e| e.to_string())
+}
+
+impl TryFrom<DeliveryArgs> for DeliverySettings {
+    type Error = ConfigError;
+
+    fn try_from(args: DeliveryArgs) -> Result<Self, ConfigError> {
+        let webhooks = WebhookSettings::from_keys(args.keys)?.ok_or(ConfigError::Missing {
             name: "WEBHOOK_SECRET_KEY",
         })?;
-        let schedule_text = config::var("WEBHOOK_RETRY_SCHEDULE");
-        let schedule = match &schedule_text {
-            None => Schedule::default(),
-            Some(text) => Schedule::parse(text).map_err(|e| ConfigError::Invalid {
-                name: "WEBHOOK_RETRY_SCHEDULE",
-                value: text.clone(),
-                reason: e.to_string(),
-            })?,
-        };
-        let timeout = Duration::from_millis(config::parse_or("WEBHOOK_TIMEOUT_MS", 15_000u64)?);
-        let hours: i64 = config::parse_or("WEBHOOK_DISABLE_AFTER_HOURS", 120)?;
         Ok(DeliverySettings {
             webhooks,
-            schedule,
-            timeout,
-            concurrency: config::parse_or("WEBHOOK_CONCURRENCY", 64usize)?.max(1),
-            per_endpoint: config::parse_or("WEBHOOK_PER_ENDPOINT", 8usize)?.max(1),
-            lease: timeout * 2 + Duration::from_secs(15),
-            poll: Duration::from_millis(config::parse_or("WEBHOOK_POLL_MS", 200u64)?),
-            disable_after: chrono::Duration::hours(hours),
+            schedule: args.schedule,
+            timeout: args.timeout,
+            concurrency: args.concurrency as usize,
+            per_endpoint: args.per_endpoint as usize,
+            lease: args.timeout * 2 + Duration::from_secs(15),
+            poll: args.poll,
+            disable_after: chrono::Duration::hours(args.disable_after_hours),
         })
+    }
+}
+
+impl DeliverySettings {
+    pub fn from_env() -> Result<DeliverySettings, ConfigError> {
+        config::from_env::<DeliveryArgs>()?.try_into()
     }
 }

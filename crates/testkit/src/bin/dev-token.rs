@@ -7,28 +7,44 @@
 use platform::auth::Role;
 use testkit::tokens::hs256_token;
 
+/// Prints an HS256 token for local development and benchmarks (never use one in
+/// production).
+#[derive(Debug, clap::Parser)]
+struct Cli {
+    /// The token's tenant (`tenant_id`).
+    tenant: String,
+    /// The token's subject (`sub`).
+    subject: String,
+    /// Comma-separated roles: member, admin, auditor, service.
+    #[arg(value_delimiter = ',', value_parser = role)]
+    roles: Vec<Role>,
+    /// Seconds until it expires.
+    #[arg(default_value_t = 3600)]
+    ttl_seconds: i64,
+    /// The secret the APIs verify with (`dev/stack` sets it).
+    #[arg(
+        long = "jwt-hs256-secret",
+        env = "JWT_HS256_SECRET",
+        hide_env_values = true
+    )]
+    secret: String,
+}
+
+fn role(text: &str) -> Result<Role, String> {
+    serde_json::from_value(serde_json::Value::String(text.trim().to_owned()))
+        .map_err(|_| "use member, admin, auditor or service".to_owned())
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (Some(tenant), Some(subject), Some(roles)) = (args.first(), args.get(1), args.get(2))
-    else {
-        eprintln!("usage: dev-token <tenant> <subject> <role>[,<role>...] [ttl-seconds]");
-        std::process::exit(2);
-    };
-    let Some(secret) = platform::config::var("JWT_HS256_SECRET") else {
-        eprintln!("JWT_HS256_SECRET is not set");
-        std::process::exit(2);
-    };
-    let roles: Result<Vec<Role>, _> = roles
-        .split(',')
-        .map(|r| serde_json::from_value(serde_json::Value::String(r.trim().to_owned())))
-        .collect();
-    let Ok(roles) = roles else {
-        eprintln!("unknown role in {roles:?}: use member, admin, auditor, service");
-        std::process::exit(2);
-    };
-    let ttl = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(3600);
+    let cli: Cli = platform::config::parse("dev-token");
     println!(
         "{}",
-        hs256_token(secret.as_bytes(), tenant, subject, &roles, ttl)
+        hs256_token(
+            cli.secret.as_bytes(),
+            &cli.tenant,
+            &cli.subject,
+            &cli.roles,
+            cli.ttl_seconds
+        )
     );
 }
