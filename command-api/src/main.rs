@@ -17,12 +17,8 @@ use commands::intake::{Extractor, ExtractorArgs};
 use commands::webhooks::WebhookKeys;
 use commands::{CommandService, ServiceSettings, TemplateGenerator, WebhookSettings};
 use kafka::KafkaConfig;
-use platform::auth::{AuthConfig, AuthSettings, Authenticator};
-use platform::edge::EdgeConfig;
-use platform::http::HttpTimeouts;
-use platform::shutdown::Shutdown;
-use platform::telemetry::TelemetrySettings;
-use platform::{config, db::DbConfig, http, telemetry};
+use platform::auth::{AuthConfig, Authenticator};
+use platform::{ApiSettings, config, http, telemetry};
 use relay::{Relay, RelayConfig, RelaySettings};
 use tokio::sync::watch;
 
@@ -58,19 +54,9 @@ struct Cli {
     #[command(flatten)]
     relay: RelaySettings,
     #[command(flatten)]
-    database: DbConfig,
-    #[command(flatten)]
     kafka: KafkaConfig,
     #[command(flatten)]
-    auth: AuthSettings,
-    #[command(flatten)]
-    edge: EdgeConfig,
-    #[command(flatten)]
-    http: HttpTimeouts,
-    #[command(flatten)]
-    shutdown: Shutdown,
-    #[command(flatten)]
-    telemetry: TelemetrySettings,
+    api: ApiSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
@@ -89,16 +75,16 @@ enum Verb {
 async fn main() -> anyhow::Result<()> {
     let cli: Cli = config::parse("command-api");
     // Everything that can be wrong with the settings, before connecting to anything.
-    let auth = AuthConfig::try_from(cli.auth)?;
+    let auth = AuthConfig::try_from(cli.api.auth)?;
     let webhooks = WebhookSettings::from_keys(cli.webhooks)?;
     if cli.command == Some(Verb::CheckSettings) {
         println!("command-api: settings ok");
         return Ok(());
     }
-    let telemetry = telemetry::init("command-api", &cli.telemetry);
-    let shutdown = cli.shutdown;
+    let telemetry = telemetry::init("command-api", &cli.api.telemetry);
+    let shutdown = cli.api.shutdown;
     let addr = cli.addr;
-    let db = cli.database;
+    let db = cli.api.database;
     let pool = db.connect().await.context("connecting to PostgreSQL")?;
     event_store::migrate(&pool)
         .await
@@ -142,7 +128,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let service = Arc::new(service);
-    let limits = http::HttpLimits::new(cli.http, command_api::http::transport_body_limit(&service));
+    let limits = http::HttpLimits::new(
+        cli.api.http,
+        command_api::http::transport_body_limit(&service),
+    );
     let ttl = Duration::from_secs(3600 * cli.idempotency_ttl_hours);
     let expiry = tokio::spawn({
         let service = service.clone();
@@ -163,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
         auth,
         relay: relay_status,
         relay_name,
-        edge: cli.edge,
+        edge: cli.api.edge,
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await

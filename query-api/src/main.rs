@@ -10,12 +10,8 @@ use std::time::Duration;
 
 use analytics::queries::Prices;
 use anyhow::Context;
-use platform::auth::{AuthConfig, AuthSettings, Authenticator};
-use platform::edge::EdgeConfig;
-use platform::http::HttpTimeouts;
-use platform::shutdown::Shutdown;
-use platform::telemetry::TelemetrySettings;
-use platform::{config, db::DbConfig, http, telemetry};
+use platform::auth::{AuthConfig, Authenticator};
+use platform::{ApiSettings, config, http, telemetry};
 use query_api::http::{AppState, router};
 use read_model::Reads;
 use semantic_index::setup::SearchSettings;
@@ -70,17 +66,7 @@ struct Cli {
     #[command(flatten)]
     search: SearchSettings,
     #[command(flatten)]
-    database: DbConfig,
-    #[command(flatten)]
-    auth: AuthSettings,
-    #[command(flatten)]
-    edge: EdgeConfig,
-    #[command(flatten)]
-    http: HttpTimeouts,
-    #[command(flatten)]
-    shutdown: Shutdown,
-    #[command(flatten)]
-    telemetry: TelemetrySettings,
+    api: ApiSettings,
 }
 
 fn prices(text: &str) -> Result<Prices, String> {
@@ -98,16 +84,17 @@ enum Verb {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli: Cli = config::parse("query-api");
-    let auth = AuthConfig::try_from(cli.auth)?;
+    let auth = AuthConfig::try_from(cli.api.auth)?;
     cli.search.check()?;
     if cli.command == Some(Verb::CheckSettings) {
         println!("query-api: settings ok");
         return Ok(());
     }
-    let telemetry = telemetry::init("query-api", &cli.telemetry);
-    let shutdown = cli.shutdown;
+    let telemetry = telemetry::init("query-api", &cli.api.telemetry);
+    let shutdown = cli.api.shutdown;
     let addr = cli.addr;
     let pool = cli
+        .api
         .database
         .connect()
         .await
@@ -130,12 +117,12 @@ async fn main() -> anyhow::Result<()> {
             cli.live_streams_per_subject,
         ),
         progress: Some(progress),
-        edge: cli.edge,
+        edge: cli.api.edge,
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let limits = http::HttpLimits::new(cli.http, query_api::http::BODY_LIMIT);
+    let limits = http::HttpLimits::new(cli.api.http, query_api::http::BODY_LIMIT);
     http::serve(listener, app, limits, shutdown.requested()).await?;
     telemetry.shutdown().await;
     Ok(())

@@ -25,3 +25,21 @@ pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
 pub mod whole_number;
+
+/// The settings both APIs read: the database, how tokens are verified, the edge's limits,
+/// HTTP timeouts, stopping, and logs and traces.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiSettings {
+    #[command(flatten)]
+    pub database: db::DbConfig,
+    #[command(flatten)]
+    pub auth: auth::AuthSettings,
+    #[command(flatten)]
+    pub edge: edge::EdgeConfig,
+    #[command(flatten)]
+    pub http: http::HttpTimeouts,
+    #[command(flatten)]
+    pub shutdown: shutdown::Shutdown,
+    #[command(flatten)]
+    pub telemetry: telemetry::TelemetrySettings,
+}
