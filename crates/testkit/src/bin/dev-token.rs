@@ -16,8 +16,8 @@ struct Cli {
     /// The token's subject (`sub`).
     subject: String,
     /// Comma-separated roles: member, admin, auditor, service.
-    #[arg(value_delimiter = ',', value_parser = role)]
-    roles: Vec<Role>,
+    #[arg(value_parser = roles)]
+    roles: ::std::vec::Vec<Role>,
     /// Seconds until it expires.
     #[arg(default_value_t = 3600)]
     ttl_seconds: i64,
@@ -30,9 +30,13 @@ struct Cli {
     secret: String,
 }
 
-fn role(text: &str) -> Result<Role, String> {
-    serde_json::from_value(serde_json::Value::String(text.trim().to_owned()))
-        .map_err(|_| "use member, admin, auditor or service".to_owned())
+fn roles(text: &str) -> Result<Vec<Role>, String> {
+    text.split(',')
+        .map(|r| {
+            serde_json::from_value(serde_json::Value::String(r.trim().to_owned()))
+                .map_err(|_| format!("{r:?}: use member, admin, auditor or service"))
+        })
+        .collect()
 }
 
 fn main() {
