@@ -7,3 +7,4 @@
 
 pub mod backoff;
 pub mod config;
+pub mod unavailable;

@@ -37,7 +37,7 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
-use crate::unavailable::is_unavailable;
+use common::unavailable::is_unavailable;
 
 /// Units taken into one statement at most, by default.
 pub const DEFAULT_MAX_UNITS: usize = 64;

@@ -21,7 +21,6 @@ pub mod outbox;
 mod repository;
 pub mod snapshots;
 pub mod stream;
-mod unavailable;
 
 use cqrs_es::Aggregate;
 use cqrs_es::persist::PersistedEventStore;
@@ -29,11 +28,11 @@ use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
 
 pub use append::Appender;
+pub use common::unavailable::{is_transient_sqlstate, is_unavailable, is_unavailable_dyn};
 pub use log::StoredEvent;
 pub use repository::GroupCommitRepository;
 pub use schemas::CommitPosition;
 pub use stream::{Recorded, Stream, StreamError};
-pub use unavailable::{is_transient_sqlstate, is_unavailable, is_unavailable_dyn};
 
 /// The event store's migrations. Other crates keep their own (with other version
 /// numbers) in the same database, so missing versions are ignored.

@@ -186,6 +186,13 @@ fn the_arrows_point_one_way() {
         ws.internal["common"].is_empty(),
         "common depends on no crate of ours"
     );
+    // The vector stores keep points, not events: the outage rule they share with the
+    // event store is common's.
+    ws.refuse(
+        "vectors",
+        &["event-store", "commands", "domain"],
+        "a vector store is no reader of the event store",
+    );
     // A reader of the ledger links neither the command side nor an HTTP client.
     ws.refuse(
         "webhook-ledger",

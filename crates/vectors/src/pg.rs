@@ -134,7 +134,7 @@ fn db(e: sqlx::Error) -> VectorError {
     {
         return VectorError::Rejected(format!("no such index: {d}"));
     }
-    if event_store::is_unavailable(&e) {
+    if common::unavailable::is_unavailable(&e) {
         VectorError::Unavailable(e.to_string())
     } else {
         VectorError::Rejected(e.to_string())

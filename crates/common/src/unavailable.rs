@@ -1,6 +1,7 @@
 //! Telling an unavailable database from a refused statement: the one classification every
 //! caller uses (commands answer 503 with `Retry-After` instead of 500, projectors wait
-//! instead of parking).
+//! instead of parking, the PostgreSQL vector store answers `Unavailable`). The SQLSTATE
+//! rule is plain; the functions over `sqlx::Error` come with the `sqlx` feature.
 
 /// SQLSTATEs of a database that is unreachable or busy rather than refusing the work:
 /// class 08 (connection), 40 (deadlock, serialisation), 53 (insufficient resources),
@@ -13,6 +14,7 @@ pub fn is_transient_sqlstate(code: &str) -> bool {
         || matches!(code, "57014" | "55P03" | "55006")
 }
 
+#[cfg(feature = "sqlx")]
 /// Whether `e` says the database is unavailable, overloaded or restarting (worth
 /// retrying later) rather than that the statement itself was refused.
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
@@ -27,6 +29,7 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+#[cfg(feature = "sqlx")]
 /// The same for an error of unknown type (cqrs-es boxes the database's errors).
 pub fn is_unavailable_dyn(e: &(dyn std::error::Error + 'static)) -> bool {
     e.downcast_ref::<sqlx::Error>().is_some_and(is_unavailable)
