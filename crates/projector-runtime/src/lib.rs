@@ -201,6 +201,11 @@ pub struct ProjectorStatus {
     pub dead_lettered: u64,
     /// Waits for an unavailable database or sink (attempts not counted).
     pub outage_retries: u64,
+    /// What the projector is waiting out now (the last outage's reason), until a call
+    /// succeeds again; also the gauge `projector_waiting_on_outage` (1 while waiting), which
+    /// an alert watches: an outage that does not heal (a vector index lost with its
+    /// storage) shows here instead of only in the log.
+    pub waiting_on: Option<String>,
     pub lag_events: i64,
     pub lag_seconds: f64,
     pub last_recorded_at: Option<DateTime<Utc>>,
@@ -674,13 +679,25 @@ impl<S: Sink> Core<S> {
             {
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, "database or sink unavailable; retrying");
-                    self.status.send_modify(|s| s.outage_retries += 1);
+                    metrics::gauge!("projector_waiting_on_outage", "projector" => self.sink.name())
+                        .set(1.0);
+                    self.status.send_modify(|s| {
+                        s.outage_retries += 1;
+                        s.waiting_on = Some(e.to_string());
+                    });
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.next_delay()) => {}
                         _ = shutdown.wait_for(|stop| *stop) => return None,
                     }
                 }
-                other => return Some(other),
+                other => {
+                    if self.status.borrow().waiting_on.is_some() {
+                        metrics::gauge!("projector_waiting_on_outage", "projector" => self.sink.name())
+                            .set(0.0);
+                        self.status.send_modify(|s| s.waiting_on = None);
+                    }
+                    return Some(other);
+                }
             }
         }
     }

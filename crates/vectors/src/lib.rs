@@ -14,6 +14,7 @@
 //! Every search is scoped to one tenant, and inside it to what the viewer sees
 //! ([`SearchQuery::only`]); the store applies the filter, never the caller afterwards.
 
+pub mod conformance;
 pub mod pg;
 pub mod qdrant;
 
@@ -176,6 +177,9 @@ pub trait VectorStore: Send + Sync + 'static {
     /// Creates `index` for vectors of `dimension` if it does not exist.
     async fn create_index(&self, index: &IndexName, dimension: usize) -> Result<(), VectorError>;
 
+    /// Whether `index` exists (a collection lost with the store's storage does not).
+    async fn exists(&self, index: &IndexName) -> Result<bool, VectorError>;
+
     /// Removes an index and its points (an old generation after a switch).
     async fn drop_index(&self, index: &IndexName) -> Result<(), VectorError>;
 
@@ -207,7 +211,8 @@ pub trait VectorStore: Send + Sync + 'static {
         query: &SearchQuery<'_>,
     ) -> Result<Vec<Hit>, VectorError>;
 
-    /// Points in the index (of one tenant, if given).
+    /// Points in the index (of one tenant, if given); [`VectorError::NoIndex`] when there is
+    /// no such index.
     async fn count(&self, index: &IndexName, tenant_id: Option<&str>) -> Result<u64, VectorError>;
 }
 

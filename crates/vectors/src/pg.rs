@@ -321,6 +321,14 @@ impl VectorStore for PgStore {
         Ok(())
     }
 
+    async fn exists(&self, index: &IndexName) -> Result<bool, VectorError> {
+        match self.dimension(index).await {
+            Ok(_) => Ok(true),
+            Err(VectorError::NoIndex(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn drop_index(&self, index: &IndexName) -> Result<(), VectorError> {
         sqlx::query("DELETE FROM vector_indexes WHERE name = $1")
             .bind(index.as_str())
@@ -449,6 +457,7 @@ impl VectorStore for PgStore {
     }
 
     async fn count(&self, index: &IndexName, tenant_id: Option<&str>) -> Result<u64, VectorError> {
+        self.dimension(index).await?;
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM vector_points
              WHERE index_name = $1 AND ($2::text IS NULL OR tenant_id = $2) AND vector IS NOT NULL",

@@ -15,8 +15,12 @@
 //!   `source_kind = knowledge OR started_by is empty (missing or null) OR started_by =
 //!   subject`. Keyword matches are built as `Match::Keyword` explicitly: the client's
 //!   `From<String>` turns a string with whitespace into a full-text match.
-//! * The alias `<prefix>live`, moved atomically (one `UpdateAliases` call that deletes and
-//!   re-creates it) by [`QdrantStore::point_alias_to`] when a generation switches.
+//! * No alias: which collection is live is the live generation's `index_info` in
+//!   PostgreSQL (a real Qdrant applies the actions of one alias change one by one, without
+//!   rollback, so an alias could not be moved all-or-nothing anyway).
+//! * `min_score` keeps a hit scoring exactly it, as the trait promises: Qdrant keeps only
+//!   scores above `score_threshold`, so the request asks for the next float below and the
+//!   answer is filtered here.
 //!
 //! Errors: unreachable, overloaded, timed out, internal and authentication failures are
 //! [`VectorError::Unavailable`] (retry later, never drop data); a missing collection is
@@ -24,36 +28,29 @@
 //! [`VectorError::Rejected`].
 //!
 //! Tested here against an in-process fake of Qdrant's gRPC services
-//! (`tests/qdrant_grpc.rs`), never against a real server (none can be installed on the
-//! development machines). Unverified against a real Qdrant: that it answers an existing
-//! collection with `AlreadyExists` (older servers: `InvalidArgument` "already exists",
-//! both handled) and a deleted one with success or `NotFound` (both handled); that deleting
-//! a missing alias inside `UpdateAliases` is allowed (documented as "delete alias if
-//! exists"); that `score_threshold` keeps scores equal to it; that HNSW search returns the
-//! exact best points (it is approximate above Qdrant's indexing threshold); and the error
-//! codes of real network failures beyond "connection refused" and "no answer in time".
+//! (`tests/qdrant_grpc.rs`, which also runs [`crate::conformance`]); a real server cannot
+//! be built on the development machines, so the conformance suite runs against one from
+//! outside (`cargo run -p vectors --example conformance -- --qdrant URL`, docs/OPERATIONS.md).
+//! Checked against Qdrant 1.19.0 that way: `AlreadyExists` for an existing collection,
+//! success for deleting a missing one, `NotFound` for a missing one's info, a wrong
+//! dimension refused, a wrong API key and a refused connection unavailable, and the
+//! threshold exclusive (hence the next float below). Unverified: the error codes of real
+//! network failures beyond "connection refused" and "no answer in time".
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use qdrant_client::qdrant::alias_operations::Action;
-use qdrant_client::qdrant::collections_client::CollectionsClient;
 use qdrant_client::qdrant::r#match::MatchValue;
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::value::Kind;
 use qdrant_client::qdrant::{
-    AliasOperations, ChangeAliases, Condition, CountPointsBuilder, CreateAlias,
-    CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeleteAlias,
+    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
     DeleteCollectionBuilder, DeletePointsBuilder, Distance, FieldCondition, FieldType, Filter,
     KeywordIndexParamsBuilder, Match, PointStruct, Query, QueryPointsBuilder, RepeatedStrings,
     ScoredPoint, SetPayloadPointsBuilder, UpsertPointsBuilder, Value, VectorParamsBuilder,
     vectors_config,
 };
 use qdrant_client::{Qdrant, QdrantError};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use uuid::Uuid;
 
@@ -65,9 +62,6 @@ use crate::{Hit, IndexName, Payload, Point, SearchQuery, SourceKind, VectorError
 pub const DEFAULT_PREFIX: &str = "threadline_";
 /// The per-request deadline when `QDRANT_TIMEOUT_MS` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The alias naming the live collection is `<prefix>` followed by this; an index may not
-/// have this name, or its collection would collide with the alias.
-pub const LIVE: &str = "live";
 /// Points per upsert request (a request stays well under gRPC's message size limits).
 const UPSERT_BATCH: usize = 256;
 
@@ -100,7 +94,7 @@ pub mod field {
 pub struct QdrantConfig {
     pub url: String,
     pub api_key: Option<String>,
-    /// Prepended to index names to name collections and the live alias.
+    /// Prepended to index names to name collections.
     pub collection_prefix: String,
     /// Deadline of each request, and of connecting.
     pub timeout: Duration,
@@ -147,24 +141,8 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
     }
 }
 
-/// Adds the API key to the alias client's requests (the `Qdrant` client adds its own).
-#[derive(Clone)]
-struct ApiKey(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for ApiKey {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(key) = &self.0 {
-            request.metadata_mut().insert("api-key", key.clone());
-        }
-        Ok(request)
-    }
-}
-
 pub struct QdrantStore {
     client: Qdrant,
-    /// The raw collections service, for the one call the `Qdrant` client cannot make: an
-    /// alias change of several actions applied together.
-    aliases: CollectionsClient<InterceptedService<Channel, ApiKey>>,
     prefix: String,
 }
 
@@ -173,16 +151,12 @@ impl QdrantStore {
     /// [`VectorError::Unavailable`] on first use, so a service can start before Qdrant.
     pub async fn connect(config: QdrantConfig) -> Result<Self, VectorError> {
         check_prefix(&config.collection_prefix).map_err(VectorError::Rejected)?;
-        let tls = match config.url.split_once("://") {
-            Some(("http", _)) => false,
-            Some(("https", _)) => true,
-            _ => {
-                return Err(VectorError::Rejected(format!(
-                    "QDRANT_URL {:?} is not an http:// or https:// URL",
-                    config.url
-                )));
-            }
-        };
+        if !matches!(config.url.split_once("://"), Some(("http" | "https", _))) {
+            return Err(VectorError::Rejected(format!(
+                "QDRANT_URL {:?} is not an http:// or https:// URL",
+                config.url
+            )));
+        }
         let client = Qdrant::from_url(&config.url)
             .api_key(config.api_key.clone())
             .timeout(config.timeout)
@@ -190,26 +164,8 @@ impl QdrantStore {
             .skip_compatibility_check()
             .build()
             .map_err(|e| VectorError::Rejected(format!("the Qdrant client: {e}")))?;
-
-        let mut endpoint = Endpoint::from_shared(config.url.clone())
-            .map_err(|e| VectorError::Rejected(format!("QDRANT_URL: {e}")))?
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout);
-        if tls {
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_native_roots())
-                .map_err(|e| VectorError::Rejected(format!("TLS for Qdrant: {e}")))?;
-        }
-        let api_key = match &config.api_key {
-            None => None,
-            Some(key) => Some(key.parse().map_err(|_| {
-                VectorError::Rejected("QDRANT_API_KEY is not a valid header value".into())
-            })?),
-        };
-        let aliases = CollectionsClient::with_interceptor(endpoint.connect_lazy(), ApiKey(api_key));
         Ok(QdrantStore {
             client,
-            aliases,
             prefix: config.collection_prefix,
         })
     }
@@ -217,23 +173,6 @@ impl QdrantStore {
     /// The collection holding `index`.
     pub fn collection_name(&self, index: &IndexName) -> String {
         format!("{}{index}", self.prefix)
-    }
-
-    /// The alias naming the live collection.
-    pub fn live_alias(&self) -> String {
-        format!("{}{LIVE}", self.prefix)
-    }
-
-    /// Points the live alias at `index`'s collection, in one atomic alias change (readers
-    /// of the alias see the old collection or the new one, never none).
-    pub async fn point_alias_to(&self, index: &IndexName) -> Result<(), VectorError> {
-        let request = alias_swap(&self.live_alias(), &self.collection_name(index));
-        self.aliases
-            .clone()
-            .update_aliases(request)
-            .await
-            .map_err(|status| status_error(&status, Some(index)))?;
-        Ok(())
     }
 
     /// The vector size of `index`'s collection, `None` if there is no such collection.
@@ -277,11 +216,6 @@ impl QdrantStore {
 #[async_trait::async_trait]
 impl VectorStore for QdrantStore {
     async fn create_index(&self, index: &IndexName, dimension: usize) -> Result<(), VectorError> {
-        if index.as_str() == LIVE {
-            return Err(VectorError::Rejected(format!(
-                "{LIVE:?} is reserved for the live alias"
-            )));
-        }
         let wanted = u64::try_from(dimension)
             .ok()
             .filter(|d| *d > 0)
@@ -321,6 +255,10 @@ impl VectorStore for QdrantStore {
                 .map_err(|e| client_error(e, index))?;
         }
         Ok(())
+    }
+
+    async fn exists(&self, index: &IndexName) -> Result<bool, VectorError> {
+        Ok(self.dimension_of(index).await?.is_some())
     }
 
     async fn drop_index(&self, index: &IndexName) -> Result<(), VectorError> {
@@ -406,7 +344,8 @@ impl VectorStore for QdrantStore {
             .limit(query.limit as u64)
             .with_payload(true);
         if let Some(min) = query.min_score {
-            request = request.score_threshold(min);
+            // Qdrant keeps scores above the threshold; the trait keeps those equal to it.
+            request = request.score_threshold(min.next_down());
         }
         let response = self
             .client
@@ -417,6 +356,7 @@ impl VectorStore for QdrantStore {
             .result
             .into_iter()
             .filter_map(hit_from)
+            .filter(|hit| query.min_score.is_none_or(|min| hit.score >= min))
             .filter(|hit| {
                 // The filter already did this; a point of another tenant is never returned.
                 let ours = hit.payload.tenant_id == query.scope.tenant;
@@ -518,26 +458,6 @@ fn title_filter(tenant_id: &str, conversation_id: Uuid) -> Filter {
         keyword(field::CONVERSATION_ID, &conversation_id.to_string()),
         keyword(field::SOURCE_KIND, SourceKind::Message.as_str()),
     ])
-}
-
-/// One alias change: drop `alias` (if it exists) and name `collection` with it.
-fn alias_swap(alias: &str, collection: &str) -> ChangeAliases {
-    ChangeAliases {
-        actions: vec![
-            AliasOperations {
-                action: Some(Action::DeleteAlias(DeleteAlias {
-                    alias_name: alias.to_owned(),
-                })),
-            },
-            AliasOperations {
-                action: Some(Action::CreateAlias(CreateAlias {
-                    collection_name: collection.to_owned(),
-                    alias_name: alias.to_owned(),
-                })),
-            },
-        ],
-        timeout: None,
-    }
 }
 
 // ---- Payload conversions. ----
@@ -953,24 +873,6 @@ mod tests {
                 exact("conversation_id", &conversation.to_string()),
                 exact("source_kind", "message"),
             ])
-        );
-    }
-
-    #[test]
-    fn the_alias_moves_in_one_change() {
-        let change = alias_swap("threadline_live", "threadline_g2");
-        let actions: Vec<_> = change.actions.into_iter().map(|a| a.action).collect();
-        assert_eq!(
-            actions,
-            [
-                Some(Action::DeleteAlias(DeleteAlias {
-                    alias_name: "threadline_live".into()
-                })),
-                Some(Action::CreateAlias(CreateAlias {
-                    collection_name: "threadline_g2".into(),
-                    alias_name: "threadline_live".into()
-                })),
-            ]
         );
     }
 

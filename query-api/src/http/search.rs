@@ -209,6 +209,14 @@ fn search_failed(e: SearchError) -> Problem {
             "Search index unavailable",
             "the embeddings projector has not built its index yet".into(),
         ),
+        SearchError::IndexLost(detail) => {
+            tracing::error!(%detail, "the live vector index is lost");
+            unavailable(
+                "search_index_unavailable",
+                "Search index unavailable",
+                detail,
+            )
+        }
         SearchError::ModelUnavailable(model) => {
             tracing::error!(%model, "the live index's model is not configured here");
             unavailable(

@@ -129,13 +129,20 @@ impl SemanticIndex {
         if let Some(index) = self.cached_index(schema) {
             return Ok(index);
         }
-        let recorded: Option<(String, i32, String)> = sqlx::query_as(&format!(
-            "SELECT model, dimension, index_name FROM {schema}.index_info"
+        // Generations from before `created_at` get the column (a no-op once it exists).
+        sqlx::query(&format!(
+            "ALTER TABLE {schema}.index_info ADD COLUMN IF NOT EXISTS created_at timestamptz"
+        ))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let recorded: Option<IndexInfo> = sqlx::query_as(&format!(
+            "SELECT model, dimension, index_name, created_at FROM {schema}.index_info"
         ))
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        let Some((model, dimension, name)) = recorded else {
+        let Some((model, dimension, name, created_at)) = recorded else {
             return Err(EffectError::Unavailable(format!(
                 "{schema} records no index"
             )));
@@ -147,10 +154,26 @@ impl SemanticIndex {
             )));
         }
         let index = IndexName::new(name).map_err(|e| EffectError::Rejected(e.to_string()))?;
+        // An index this generation created and the store no longer has was lost (the
+        // collection deleted, the store started on empty storage): creating it again would
+        // leave every earlier point missing for good. Nothing is written until a rebuild.
+        if let Some(created_at) = created_at {
+            if !self.store.exists(&index).await.map_err(store_failed)? {
+                return Err(EffectError::Unavailable(lost(&index, Some(created_at))));
+            }
+        }
         self.store
             .create_index(&index, mine.dimension)
             .await
             .map_err(store_failed)?;
+        if created_at.is_none() {
+            sqlx::query(&format!(
+                "UPDATE {schema}.index_info SET created_at = now() WHERE created_at IS NULL"
+            ))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        }
         self.indexes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -238,6 +261,18 @@ impl SemanticIndex {
     }
 }
 
+/// A generation's `index_info`: the model, its dimension, the index, and when the projector
+/// first created the index in the store (none before that).
+type IndexInfo = (String, i32, String, Option<chrono::DateTime<chrono::Utc>>);
+
+/// What a lost index is called, by the projector and by search.
+pub fn lost(index: &IndexName, created_at: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    let created = created_at.map_or_else(String::new, |t| format!(", created at {t},"));
+    format!(
+        "the vector index {index}{created} is gone from the vector store (the collection was deleted or the store lost its storage): run `embeddings-projector rebuild` to fill a new generation from the event store"
+    )
+}
+
 fn unavailable(e: sqlx::Error) -> EffectError {
     EffectError::Unavailable(format!("database: {e}"))
 }
@@ -255,6 +290,8 @@ fn embed_failed(e: EmbedError) -> EffectError {
 fn store_failed(e: VectorError) -> EffectError {
     match e {
         VectorError::Rejected(r) => EffectError::Rejected(r),
+        // Every write follows `index_for`, which made sure the index exists: it was lost.
+        VectorError::NoIndex(index) => EffectError::Unavailable(lost(&index, None)),
         other => EffectError::Unavailable(other.to_string()),
     }
 }
@@ -289,6 +326,7 @@ impl EffectProjection for SemanticIndex {
                     model      text    NOT NULL,
                     dimension  integer NOT NULL,
                     index_name text    NOT NULL,
+                    created_at timestamptz,
                     single     boolean PRIMARY KEY DEFAULT true CHECK (single))"
             ),
             format!(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use access::Scope;
+use chrono::{DateTime, Utc};
 use embeddings::{EmbedError, Embedder, ModelId};
 use projection::{generation, progress};
 use schemas::VersionToken;
@@ -31,6 +32,9 @@ pub enum SearchError {
     Store(#[from] VectorError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The live index was created and is gone from the vector store.
+    #[error("{0}")]
+    IndexLost(String),
 }
 
 /// A search as the query API received it, with the caller's scope.
@@ -80,27 +84,41 @@ impl Search {
 
     /// The live generation's index and the model it was built with.
     pub async fn live_index(&self) -> Result<(IndexName, ModelId), SearchError> {
+        let (index, model, _) = self.live_index_info().await?;
+        Ok((index, model))
+    }
+
+    /// [`Search::live_index`], and when the projector created the index in the store.
+    async fn live_index_info(
+        &self,
+    ) -> Result<(IndexName, ModelId, Option<DateTime<Utc>>), SearchError> {
         let Some(schema) = generation::live_schema_in(&self.pool, NAME).await? else {
             return Err(SearchError::NotBuilt);
         };
-        let row: Option<(String, i32, String)> = sqlx::query_as(&format!(
-            "SELECT model, dimension, index_name FROM {schema}.index_info"
+        // `to_jsonb(..) ->> ..`: a generation from before `created_at` has no such column.
+        let row: Option<(String, i32, String, Option<String>)> = sqlx::query_as(&format!(
+            "SELECT model, dimension, index_name, to_jsonb(i) ->> 'created_at'
+               FROM {schema}.index_info i"
         ))
         .fetch_optional(&self.pool)
         .await?;
-        let (model, dimension, name) = row.ok_or(SearchError::NotBuilt)?;
+        let (model, dimension, name, created_at) = row.ok_or(SearchError::NotBuilt)?;
         let index = IndexName::new(name).map_err(|e| VectorError::Rejected(e.to_string()))?;
+        let created_at = created_at
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc));
         Ok((
             index,
             ModelId {
                 name: model,
                 dimension: dimension as usize,
             },
+            created_at,
         ))
     }
 
     pub async fn search(&self, request: &SearchRequest<'_>) -> Result<Found, SearchError> {
-        let (index, model) = self.live_index().await?;
+        let (index, model, created_at) = self.live_index_info().await?;
         let embedder = self
             .embedders
             .iter()
@@ -128,8 +146,17 @@ impl Search {
             .await
         {
             Ok(hits) => hits,
-            // The live generation's index gets its first point with its first text.
-            Err(VectorError::NoIndex(_)) => Vec::new(),
+            Err(VectorError::NoIndex(index)) => match created_at {
+                // Created and gone: the collection was lost; an empty answer would lie.
+                Some(created_at) => {
+                    return Err(SearchError::IndexLost(crate::lost(
+                        &index,
+                        Some(created_at),
+                    )));
+                }
+                // Not created yet: the projector creates it with the generation's first text.
+                None => Vec::new(),
+            },
             Err(e) => return Err(e.into()),
         };
         Ok(Found { model, hits })

@@ -9,7 +9,7 @@ use std::time::Duration;
 use access::{Reach, Scope};
 use embeddings::chunk::ChunkConfig;
 use projection::EffectSink;
-use semantic_index::{Search, SearchRequest, SemanticIndex, index_name};
+use semantic_index::{Search, SearchError, SearchRequest, SemanticIndex, index_name};
 use testkit::commands::{add_knowledge, meta, user_message};
 use testkit::embeddings_server::{EmbeddingsServer, Scripted};
 use testkit::{RunningProjector, Stack, wait_until};
@@ -552,4 +552,55 @@ fn scope_of<'a>(tenant: &'a str, only: Option<&'a str>) -> access::Scope<'a> {
         Some(subject) => access::Scope::new(tenant, subject, access::Reach::Own),
         None => access::Scope::new(tenant, "admin", access::Reach::Tenant),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_index_answers_503_and_shows_as_a_wait_never_as_an_empty_index() {
+    let index = Index::new().await;
+    let _relay = index.stack.relay();
+    let first = index.projector("bow").await;
+    write_corpus(&index.stack, "acme", 2).await;
+    let expected = index.expected_points().await;
+    wait_until("every window indexed", || async {
+        index.points().await.0 == expected
+    })
+    .await;
+    first.stop().await;
+    // The collection goes (deleted by hand, or the store started on empty storage).
+    let (live, _) = index.search(&[]).live_index().await.expect("a live index");
+    index.store.drop_index(&live).await.expect("lose the index");
+
+    let found = index
+        .search(&["bow"])
+        .search(&SearchRequest {
+            scope: Scope::new("acme", "admin", Reach::Tenant),
+            text: "roadmap",
+            kinds: &SourceKind::ALL,
+            conversation_id: None,
+            limit: 10,
+            min_score: None,
+        })
+        .await;
+    assert!(
+        matches!(&found, Err(SearchError::IndexLost(why)) if why.contains("rebuild")),
+        "a lost index is not an empty one: {found:?}"
+    );
+
+    // A restarted projector does not create an empty index in its place: it waits, and
+    // says why in its status.
+    let second = index.projector("bow").await;
+    write_corpus(&index.stack, "acme", 1).await;
+    second
+        .wait_for("the loss to show", |s| {
+            s.waiting_on
+                .as_deref()
+                .is_some_and(|w| w.contains("is gone"))
+        })
+        .await;
+    assert_eq!(
+        index.store.exists(&live).await,
+        Ok(false),
+        "the lost index was not created again, empty"
+    );
+    second.stop().await;
 }
