@@ -835,10 +835,6 @@ async fn creating_an_index_is_idempotent_and_refuses_another_dimension() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(matches!(
-        store.create_index(&index("live"), 3).await,
-        Err(VectorError::Rejected(_))
-    ));
-    assert!(matches!(
         store.create_index(&index("g0"), 0).await,
         Err(VectorError::Rejected(_))
     ));

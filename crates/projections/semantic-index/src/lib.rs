@@ -129,20 +129,15 @@ impl SemanticIndex {
         if let Some(index) = self.cached_index(schema) {
             return Ok(index);
         }
-        // Generations from before `created_at` get the column (a no-op once it exists).
-        sqlx::query(&format!(
-            "ALTER TABLE {schema}.index_info ADD COLUMN IF NOT EXISTS created_at timestamptz"
-        ))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let recorded: Option<IndexInfo> = sqlx::query_as(&format!(
-            "SELECT model, dimension, index_name, created_at FROM {schema}.index_info"
-        ))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let Some((model, dimension, name, created_at)) = recorded else {
+        let recorded = index_info(&self.pool, schema).await.map_err(unavailable)?;
+        let Some(IndexInfo {
+            model,
+            dimension,
+            name,
+            created_at,
+            recorded_since,
+        }) = recorded
+        else {
             return Err(EffectError::Unavailable(format!(
                 "{schema} records no index"
             )));
@@ -157,16 +152,25 @@ impl SemanticIndex {
         // An index this generation created and the store no longer has was lost (the
         // collection deleted, the store started on empty storage): creating it again would
         // leave every earlier point missing for good. Nothing is written until a rebuild.
-        if let Some(created_at) = created_at {
-            if !self.store.exists(&index).await.map_err(store_failed)? {
-                return Err(EffectError::Unavailable(lost(&index, Some(created_at))));
-            }
+        if let Some(created_at) = created_at
+            && !self.store.exists(&index).await.map_err(store_failed)?
+        {
+            return Err(EffectError::Unavailable(lost(&index, Some(created_at))));
         }
         self.store
             .create_index(&index, mine.dimension)
             .await
             .map_err(store_failed)?;
         if created_at.is_none() {
+            if !recorded_since {
+                // A generation from before `created_at` gets the column, once.
+                sqlx::query(&format!(
+                    "ALTER TABLE {schema}.index_info ADD COLUMN IF NOT EXISTS created_at timestamptz"
+                ))
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            }
             sqlx::query(&format!(
                 "UPDATE {schema}.index_info SET created_at = now() WHERE created_at IS NULL"
             ))
@@ -261,9 +265,43 @@ impl SemanticIndex {
     }
 }
 
-/// A generation's `index_info`: the model, its dimension, the index, and when the projector
-/// first created the index in the store (none before that).
-type IndexInfo = (String, i32, String, Option<chrono::DateTime<chrono::Utc>>);
+/// A generation's `index_info`: the model and its dimension, the index, and when the
+/// projector first created the index in the store (none before that).
+pub(crate) struct IndexInfo {
+    pub model: String,
+    pub dimension: i32,
+    pub name: String,
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether the table has the `created_at` column (generations made before it do not).
+    pub recorded_since: bool,
+}
+
+/// The generation `schema`'s `index_info`: the one reader of it, for the projector and
+/// for search. Read through `to_jsonb`, so that a generation from before `created_at`
+/// reads too (and no reader has to add the column, which would lock the table).
+pub(crate) async fn index_info(
+    pool: &PgPool,
+    schema: &str,
+) -> Result<Option<IndexInfo>, sqlx::Error> {
+    let row: Option<(String, i32, String, Option<String>, bool)> = sqlx::query_as(&format!(
+        "SELECT model, dimension, index_name, to_jsonb(i) ->> 'created_at',
+                to_jsonb(i) ? 'created_at'
+           FROM {schema}.index_info i"
+    ))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(
+        |(model, dimension, name, created_at, recorded_since)| IndexInfo {
+            model,
+            dimension,
+            name,
+            created_at: created_at
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc)),
+            recorded_since,
+        },
+    ))
+}
 
 /// What a lost index is called, by the projector and by search.
 pub fn lost(index: &IndexName, created_at: Option<chrono::DateTime<chrono::Utc>>) -> String {

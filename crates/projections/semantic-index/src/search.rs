@@ -95,25 +95,17 @@ impl Search {
         let Some(schema) = generation::live_schema_in(&self.pool, NAME).await? else {
             return Err(SearchError::NotBuilt);
         };
-        // `to_jsonb(..) ->> ..`: a generation from before `created_at` has no such column.
-        let row: Option<(String, i32, String, Option<String>)> = sqlx::query_as(&format!(
-            "SELECT model, dimension, index_name, to_jsonb(i) ->> 'created_at'
-               FROM {schema}.index_info i"
-        ))
-        .fetch_optional(&self.pool)
-        .await?;
-        let (model, dimension, name, created_at) = row.ok_or(SearchError::NotBuilt)?;
-        let index = IndexName::new(name).map_err(|e| VectorError::Rejected(e.to_string()))?;
-        let created_at = created_at
-            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-            .map(|t| t.with_timezone(&Utc));
+        let info = crate::index_info(&self.pool, &schema)
+            .await?
+            .ok_or(SearchError::NotBuilt)?;
+        let index = IndexName::new(info.name).map_err(|e| VectorError::Rejected(e.to_string()))?;
         Ok((
             index,
             ModelId {
-                name: model,
-                dimension: dimension as usize,
+                name: info.model,
+                dimension: info.dimension as usize,
             },
-            created_at,
+            info.created_at,
         ))
     }
 

@@ -67,7 +67,11 @@ impl Index {
     /// Points of the live index (tombstones excluded), and distinct point ids.
     async fn points(&self) -> (u64, i64) {
         let (index, _) = self.search(&[]).live_index().await.expect("a live index");
-        let n = self.store.count(&index, None).await.expect("count");
+        // The projector creates the index with the generation's first text.
+        let n = match self.store.count(&index, None).await {
+            Err(vectors::VectorError::NoIndex(_)) => 0,
+            counted => counted.expect("count"),
+        };
         let ids = self
             .stack
             .scalar(&format!(
@@ -603,4 +607,43 @@ async fn a_lost_index_answers_503_and_shows_as_a_wait_never_as_an_empty_index() 
         "the lost index was not created again, empty"
     );
     second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_generation_from_before_created_at_is_read_and_gets_it() {
+    let index = Index::new().await;
+    let _relay = index.stack.relay();
+    let first = index.projector("bow").await;
+    write_corpus(&index.stack, "acme", 1).await;
+    let expected = index.expected_points().await;
+    wait_until("every window indexed", || async {
+        index.points().await.0 == expected
+    })
+    .await;
+    first.stop().await;
+    // The generation as an earlier version made it: no `created_at` column.
+    let schema = index.stack.live_schema("semantic").await;
+    sqlx::query(&format!(
+        "ALTER TABLE {schema}.index_info DROP COLUMN created_at"
+    ))
+    .execute(&index.stack.db.pool)
+    .await
+    .expect("an old index_info");
+    assert_eq!(index.points().await.0, expected, "search reads it");
+
+    let second = index.projector("bow").await;
+    write_corpus(&index.stack, "acme", 1).await;
+    let expected = index.expected_points().await;
+    wait_until("the new texts indexed", || async {
+        index.points().await.0 == expected
+    })
+    .await;
+    second.stop().await;
+    let recorded = index
+        .stack
+        .scalar(&format!(
+            "SELECT count(*) FROM {schema}.index_info WHERE created_at IS NOT NULL"
+        ))
+        .await;
+    assert_eq!(recorded, 1, "the column is back and records the index");
 }
