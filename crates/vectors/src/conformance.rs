@@ -152,6 +152,15 @@ async fn fresh(store: &dyn VectorStore, index: &IndexName) -> CaseResult {
         .map_err(store_error("create"))
 }
 
+/// A fresh `index` holding `points`.
+async fn seeded(store: &dyn VectorStore, index: &IndexName, points: &[Point]) -> CaseResult {
+    fresh(store, index).await?;
+    store
+        .upsert(index, points)
+        .await
+        .map_err(store_error("upsert"))
+}
+
 async fn create_twice(store: &dyn VectorStore, index: &IndexName) -> CaseResult {
     fresh(store, index).await?;
     store
@@ -187,16 +196,16 @@ async fn missing(store: &dyn VectorStore, index: &IndexName) -> CaseResult {
 }
 
 async fn threshold(store: &dyn VectorStore, index: &IndexName) -> CaseResult {
-    fresh(store, index).await?;
-    let points = [
-        point(ACME, SourceKind::Knowledge, 1, None, None, [1.0, 0.0, 0.0]),
-        point(ACME, SourceKind::Knowledge, 2, None, None, [1.0, 1.0, 0.0]),
-        point(ACME, SourceKind::Knowledge, 3, None, None, [0.0, 0.0, 1.0]),
-    ];
-    store
-        .upsert(index, &points)
-        .await
-        .map_err(store_error("upsert"))?;
+    seeded(
+        store,
+        index,
+        &[
+            point(ACME, SourceKind::Knowledge, 1, None, None, [1.0, 0.0, 0.0]),
+            point(ACME, SourceKind::Knowledge, 2, None, None, [1.0, 1.0, 0.0]),
+            point(ACME, SourceKind::Knowledge, 3, None, None, [0.0, 0.0, 1.0]),
+        ],
+    )
+    .await?;
     let v = unit([1.0, 0.2, 0.0]);
     let all = store
         .search(index, &query(admin(ACME), &v, None))
@@ -231,30 +240,30 @@ async fn idempotent(store: &dyn VectorStore, index: &IndexName) -> CaseResult {
 }
 
 async fn tenants(store: &dyn VectorStore, index: &IndexName) -> CaseResult {
-    fresh(store, index).await?;
-    let points = [
-        point(ACME, SourceKind::Knowledge, 1, None, None, [1.0, 0.0, 0.0]),
-        point(
-            GLOBEX,
-            SourceKind::Knowledge,
-            2,
-            None,
-            None,
-            [1.0, 0.0, 0.0],
-        ),
-        point(
-            GLOBEX,
-            SourceKind::Message,
-            3,
-            Some(30),
-            None,
-            [1.0, 0.1, 0.0],
-        ),
-    ];
-    store
-        .upsert(index, &points)
-        .await
-        .map_err(store_error("upsert"))?;
+    seeded(
+        store,
+        index,
+        &[
+            point(ACME, SourceKind::Knowledge, 1, None, None, [1.0, 0.0, 0.0]),
+            point(
+                GLOBEX,
+                SourceKind::Knowledge,
+                2,
+                None,
+                None,
+                [1.0, 0.0, 0.0],
+            ),
+            point(
+                GLOBEX,
+                SourceKind::Message,
+                3,
+                Some(30),
+                None,
+                [1.0, 0.1, 0.0],
+            ),
+        ],
+    )
+    .await?;
     let v = unit([1.0, 0.0, 0.0]);
     let acme = store
         .search(index, &query(admin(ACME), &v, Some(-1.0)))
@@ -271,46 +280,46 @@ async fn tenants(store: &dyn VectorStore, index: &IndexName) -> CaseResult {
 }
 
 async fn members(store: &dyn VectorStore, index: &IndexName) -> CaseResult {
-    fresh(store, index).await?;
-    let points = [
-        point(ACME, SourceKind::Knowledge, 1, None, None, [1.0, 0.0, 0.0]),
-        point(
-            ACME,
-            SourceKind::Message,
-            2,
-            Some(20),
-            Some("ann"),
-            [1.0, 0.1, 0.0],
-        ),
-        point(
-            ACME,
-            SourceKind::Document,
-            3,
-            Some(20),
-            Some("ann"),
-            [1.0, 0.2, 0.0],
-        ),
-        point(
-            ACME,
-            SourceKind::Message,
-            4,
-            Some(40),
-            Some("bob"),
-            [1.0, 0.3, 0.0],
-        ),
-        point(
-            ACME,
-            SourceKind::Message,
-            5,
-            Some(50),
-            None,
-            [1.0, 0.4, 0.0],
-        ),
-    ];
-    store
-        .upsert(index, &points)
-        .await
-        .map_err(store_error("upsert"))?;
+    seeded(
+        store,
+        index,
+        &[
+            point(ACME, SourceKind::Knowledge, 1, None, None, [1.0, 0.0, 0.0]),
+            point(
+                ACME,
+                SourceKind::Message,
+                2,
+                Some(20),
+                Some("ann"),
+                [1.0, 0.1, 0.0],
+            ),
+            point(
+                ACME,
+                SourceKind::Document,
+                3,
+                Some(20),
+                Some("ann"),
+                [1.0, 0.2, 0.0],
+            ),
+            point(
+                ACME,
+                SourceKind::Message,
+                4,
+                Some(40),
+                Some("bob"),
+                [1.0, 0.3, 0.0],
+            ),
+            point(
+                ACME,
+                SourceKind::Message,
+                5,
+                Some(50),
+                None,
+                [1.0, 0.4, 0.0],
+            ),
+        ],
+    )
+    .await?;
     let v = unit([1.0, 0.0, 0.0]);
     let ann = store
         .search(
@@ -328,23 +337,23 @@ async fn members(store: &dyn VectorStore, index: &IndexName) -> CaseResult {
 }
 
 async fn delete_source(store: &dyn VectorStore, index: &IndexName) -> CaseResult {
-    fresh(store, index).await?;
-    let points = [
-        point(ACME, SourceKind::Knowledge, 1, None, None, [1.0, 0.0, 0.0]),
-        point(ACME, SourceKind::Knowledge, 2, None, None, [0.0, 1.0, 0.0]),
-        point(
-            GLOBEX,
-            SourceKind::Knowledge,
-            1,
-            None,
-            None,
-            [1.0, 0.0, 0.0],
-        ),
-    ];
-    store
-        .upsert(index, &points)
-        .await
-        .map_err(store_error("upsert"))?;
+    seeded(
+        store,
+        index,
+        &[
+            point(ACME, SourceKind::Knowledge, 1, None, None, [1.0, 0.0, 0.0]),
+            point(ACME, SourceKind::Knowledge, 2, None, None, [0.0, 1.0, 0.0]),
+            point(
+                GLOBEX,
+                SourceKind::Knowledge,
+                1,
+                None,
+                None,
+                [1.0, 0.0, 0.0],
+            ),
+        ],
+    )
+    .await?;
     store
         .delete_source(index, ACME, SourceKind::Knowledge, Uuid::from_u128(1))
         .await
@@ -362,53 +371,53 @@ async fn delete_source(store: &dyn VectorStore, index: &IndexName) -> CaseResult
 }
 
 async fn rename(store: &dyn VectorStore, index: &IndexName) -> CaseResult {
-    fresh(store, index).await?;
-    let points = [
-        point(
-            ACME,
-            SourceKind::Message,
-            1,
-            Some(10),
-            None,
-            [1.0, 0.0, 0.0],
-        ),
-        point(
-            ACME,
-            SourceKind::Message,
-            2,
-            Some(10),
-            None,
-            [1.0, 0.1, 0.0],
-        ),
-        point(
-            ACME,
-            SourceKind::Document,
-            3,
-            Some(10),
-            None,
-            [1.0, 0.2, 0.0],
-        ),
-        point(
-            ACME,
-            SourceKind::Message,
-            4,
-            Some(11),
-            None,
-            [1.0, 0.3, 0.0],
-        ),
-        point(
-            GLOBEX,
-            SourceKind::Message,
-            1,
-            Some(10),
-            None,
-            [1.0, 0.0, 0.0],
-        ),
-    ];
-    store
-        .upsert(index, &points)
-        .await
-        .map_err(store_error("upsert"))?;
+    seeded(
+        store,
+        index,
+        &[
+            point(
+                ACME,
+                SourceKind::Message,
+                1,
+                Some(10),
+                None,
+                [1.0, 0.0, 0.0],
+            ),
+            point(
+                ACME,
+                SourceKind::Message,
+                2,
+                Some(10),
+                None,
+                [1.0, 0.1, 0.0],
+            ),
+            point(
+                ACME,
+                SourceKind::Document,
+                3,
+                Some(10),
+                None,
+                [1.0, 0.2, 0.0],
+            ),
+            point(
+                ACME,
+                SourceKind::Message,
+                4,
+                Some(11),
+                None,
+                [1.0, 0.3, 0.0],
+            ),
+            point(
+                GLOBEX,
+                SourceKind::Message,
+                1,
+                Some(10),
+                None,
+                [1.0, 0.0, 0.0],
+            ),
+        ],
+    )
+    .await?;
     store
         .set_conversation_title(index, ACME, Uuid::from_u128(10), "after")
         .await
