@@ -15,6 +15,7 @@
 
 pub mod append;
 pub mod blobs;
+pub mod chain;
 pub mod idempotency;
 pub mod log;
 pub mod outbox;
