@@ -52,10 +52,18 @@ pub struct Delta {
     pub text: String,
 }
 
+/// What the publishing task is given: a delta, or a request to publish what it holds now.
+#[derive(Debug)]
+enum Queued {
+    Delta(Delta),
+    /// Publish everything queued before this, then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Sends this process's deltas, gathered into few notifications.
 #[derive(Clone, Debug)]
 pub struct Publisher {
-    queue: mpsc::Sender<Delta>,
+    queue: mpsc::Sender<Queued>,
 }
 
 impl Publisher {
@@ -69,8 +77,18 @@ impl Publisher {
     /// Queues `delta` (dropped when the queue is full: a preview may lose pieces, the
     /// final message never does).
     fn send(&self, delta: Delta) {
-        if self.queue.try_send(delta).is_err() {
+        if self.queue.try_send(Queued::Delta(delta)).is_err() {
             tracing::debug!("reply delta dropped: the publisher is behind");
+        }
+    }
+
+    /// Returns once every delta queued before the call is published (or dropped), so a
+    /// reply committed afterwards reaches listeners after its last piece: notifications
+    /// arrive in commit order.
+    pub async fn flush(&self) {
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        if self.queue.send(Queued::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
         }
     }
 
@@ -123,12 +141,22 @@ impl Reply<'_> {
     }
 }
 
-async fn publish(pool: PgPool, mut rx: mpsc::Receiver<Delta>) {
+async fn publish(pool: PgPool, mut rx: mpsc::Receiver<Queued>) {
     while let Some(first) = rx.recv().await {
-        let mut gathered = vec![first];
+        let mut gathered = Vec::new();
+        let mut flushes = Vec::new();
+        match first {
+            Queued::Delta(delta) => gathered.push(delta),
+            Queued::Flush(done) => flushes.push(done),
+        }
         let until = tokio::time::Instant::now() + GATHER;
-        while let Ok(Some(more)) = tokio::time::timeout_at(until, rx.recv()).await {
-            gathered.push(more);
+        // Gathers for a few milliseconds, unless someone waits for what is gathered.
+        while flushes.is_empty() {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(Queued::Delta(delta))) => gathered.push(delta),
+                Ok(Some(Queued::Flush(done))) => flushes.push(done),
+                Ok(None) | Err(_) => break,
+            }
         }
         for payload in payloads(&gathered) {
             if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
@@ -139,6 +167,9 @@ async fn publish(pool: PgPool, mut rx: mpsc::Receiver<Delta>) {
             {
                 tracing::debug!(error = %e, "reply deltas not published");
             }
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }

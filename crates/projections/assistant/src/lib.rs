@@ -394,9 +394,14 @@ impl Assistant {
             Some(publisher) => {
                 let pieces = publisher.reply(tenant, conversation_id, message_id);
                 let sink = |attempt: u32, text: &str| pieces.send(attempt, text);
-                self.router
+                let routed = self
+                    .router
                     .route_streaming("reply", tenant, &request, &sink)
-                    .await
+                    .await;
+                // The last piece is out before the reply is committed: a live stream shows
+                // every piece before the message they make.
+                publisher.flush().await;
+                routed
             }
         };
         match routed {
