@@ -124,14 +124,8 @@ impl Default for ServiceSettings {
     }
 }
 
-impl ServiceSettings {
-    pub fn from_env() -> Result<Self, common::config::ConfigError> {
-        common::config::from_env()
-    }
-}
-
 impl RequestMeta {
-    /// What the caller sees ([`access`] holds the rule).
+    /// What the caller sees (the `access` crate holds the rule).
     pub fn scope(&self) -> domain::Scope<'_> {
         domain::Scope::new(&self.tenant_id, &self.user_id, self.reach)
     }

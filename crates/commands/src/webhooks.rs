@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use common::config::{self, ConfigError};
+use common::config::ConfigError;
 use domain::{Version, WebhookCommand};
 use schemas::{AggregateKind, Event};
 use thiserror::Error;
@@ -47,11 +47,6 @@ pub struct WebhookKeys {
 }
 
 impl WebhookSettings {
-    /// From the environment; `None` when no key is set: webhooks are off.
-    pub fn from_env() -> Result<Option<WebhookSettings>, ConfigError> {
-        Self::from_keys(config::from_env()?)
-    }
-
     /// `None` when no key is set: webhooks are off.
     pub fn from_keys(keys: WebhookKeys) -> Result<Option<WebhookSettings>, ConfigError> {
         let Some(secret) = keys.secret_key else {

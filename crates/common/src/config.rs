@@ -114,7 +114,8 @@ where
     K: AsRef<str>,
     V: Into<String>,
 {
-    let command = settings(T::augment_args(
+    // The process's own variables play no part: only the names are needed.
+    let command = named(T::augment_args(
         Command::new("settings").no_binary_name(true),
     ));
     let mut args = Vec::new();
@@ -136,18 +137,28 @@ where
 }
 
 /// Each setting's value is shown as its variable (`--kafka-brokers <KAFKA_BROKERS>`), so
-/// clap's messages name the variable whichever way the setting was given; and a variable
-/// set but empty counts as unset (clap would parse the empty text), as a Compose file's
-/// `${VAR:-}` means.
+/// clap's messages name the variable whichever way the setting was given.
+fn named(command: Command) -> Command {
+    command.mut_args(
+        |arg| match arg.get_env().map(|e| e.to_string_lossy().into_owned()) {
+            Some(env) => arg.value_name(env),
+            None => arg,
+        },
+    )
+}
+
+/// [`named`], and a variable of the process set but empty counts as unset (clap would
+/// parse the empty text), as a Compose file's `${VAR:-}` means.
 fn settings(command: Command) -> Command {
-    command.mut_args(|arg| {
-        let Some(env) = arg.get_env().map(ToOwned::to_owned) else {
-            return arg;
-        };
-        let arg = arg.value_name(env.to_string_lossy().into_owned());
-        match std::env::var_os(&env) {
-            Some(value) if value.is_empty() => arg.env(None::<&'static str>),
-            _ => arg,
+    named(command).mut_args(|arg| {
+        let empty = arg
+            .get_env()
+            .and_then(std::env::var_os)
+            .is_some_and(|value| value.is_empty());
+        if empty {
+            arg.env(None::<&'static str>)
+        } else {
+            arg
         }
     })
 }

@@ -49,6 +49,11 @@ mod tests {
         for code in ["23505", "42P01", "22001", "P0001"] {
             assert!(!is_transient_sqlstate(code), "{code}");
         }
+    }
+
+    #[cfg(feature = "sqlx")]
+    #[test]
+    fn a_pool_that_timed_out_is_unavailable_a_missing_row_is_not() {
         assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
         assert!(!is_unavailable(&sqlx::Error::RowNotFound));
     }

@@ -17,7 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use thiserror::Error;
 
-use common::config::{self, ConfigError};
+use common::config;
 
 #[derive(Debug, Error)]
 pub enum KafkaSetupError {
@@ -91,10 +91,6 @@ fn properties_setting(raw: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 impl KafkaConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        config::from_env()
-    }
-
     /// Settings shared by every client, with `KAFKA_PROPERTIES` applied.
     pub fn client_config(&self, client_id: &str) -> ClientConfig {
         let mut c = ClientConfig::new();

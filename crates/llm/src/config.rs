@@ -1,4 +1,4 @@
-//! The LLM configuration, from the environment ([`LlmConfig::from_env`]):
+//! The LLM configuration, from the environment ([`LlmConfig::from_settings`], or [`LlmConfig::from_vars`] for tests):
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
@@ -161,16 +161,6 @@ Each provider NAME of LLM_PROVIDERS is configured by LLM_<NAME>_* variables:
   LLM_ROUTE_<ROUTE>              a route's fallback chain (default: every provider, in order)";
 
 impl LlmConfig {
-    /// From the process environment (variables starting with `LLM_`).
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars_os().filter_map(|(k, v)| {
-            let k = k.into_string().ok()?;
-            k.starts_with("LLM_")
-                .then(|| v.into_string().ok().map(|v| (k, v)))
-                .flatten()
-        }))
-    }
-
     /// From the given variables, as if they were the environment.
     pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
     where
@@ -178,11 +168,7 @@ impl LlmConfig {
         K: Into<String>,
         V: Into<String>,
     {
-        let env = Env(vars
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .filter(|(_, v)| !v.is_empty())
-            .collect());
+        let env = Env::new(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
         let settings = common::config::from_vars::<LlmSettings, _, _, _>(
             env.0.iter().map(|(k, v)| (k.as_str(), v.clone())),
         )
@@ -193,10 +179,11 @@ impl LlmConfig {
     /// From the fixed `settings` and the process environment's `LLM_<NAME>_*` and
     /// `LLM_ROUTE_*` variables.
     pub fn from_settings(settings: LlmSettings) -> Result<Self, ConfigError> {
-        let env = Env(std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .filter(|(k, v)| k.starts_with("LLM_") && !v.is_empty())
-            .collect());
+        let env = Env::new(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .filter(|(k, _)| k.starts_with("LLM_")),
+        );
         Self::resolve(settings, &env)
     }
 
@@ -410,6 +397,10 @@ fn invalid(name: &str, value: &str, reason: &str) -> ConfigError {
 struct Env(HashMap<String, String>);
 
 impl Env {
+    fn new(vars: impl Iterator<Item = (String, String)>) -> Env {
+        Env(vars.filter(|(_, v)| !v.is_empty()).collect())
+    }
+
     fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }

@@ -1,6 +1,6 @@
 //! LLM chat providers behind one trait, [`ChatProvider`] (chat messages in; text, token
 //! usage, model, finish reason and latency out), and the [`router::Router`] that picks
-//! among them. Providers, chosen by configuration ([`config::LlmConfig::from_env`]):
+//! among them. Providers, chosen by configuration ([`config::LlmConfig::from_settings`]):
 //!
 //! * `openai` ([`openai`]): any OpenAI-compatible `POST …/chat/completions` (OpenAI,
 //!   Azure OpenAI's v1 API, Ollama, vLLM, LM Studio, OpenRouter).

@@ -175,12 +175,6 @@ pub struct AuthSettings {
     pub jwks_min_refresh: Duration,
 }
 
-impl AuthConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        config::from_env::<AuthSettings>()?.try_into()
-    }
-}
-
 impl TryFrom<AuthSettings> for AuthConfig {
     type Error = ConfigError;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::config::{self, ConfigError};
+use crate::config;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "PostgreSQL")]
@@ -28,10 +28,6 @@ pub struct DbConfig {
 }
 
 impl DbConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        config::from_env()
-    }
-
     /// Connection settings: the URL, plus the session limits every connection gets
     /// (statement timeout; a transaction left idle is ended after 60 s, as it would hold
     /// back every reader of the event log).

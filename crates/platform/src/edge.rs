@@ -24,7 +24,6 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
 use crate::auth::Authenticator;
-use crate::config::{self, ConfigError};
 use crate::problem::Problem;
 
 type Limiter<K> =
@@ -99,10 +98,6 @@ pub struct EdgeConfig {
 }
 
 impl EdgeConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        config::from_env()
-    }
-
     /// Generous limits, for tests that do not test limits.
     pub fn permissive() -> Self {
         let lots = Rate {

@@ -52,10 +52,6 @@ impl HttpLimits {
         }
     }
 
-    pub fn from_env(body: usize) -> Result<Self, crate::config::ConfigError> {
-        Ok(Self::new(crate::config::from_env()?, body))
-    }
-
     /// Wraps `app` in the request timeout (408 `request_timeout`) and the body limit
     /// (413 before reading a declared oversize body).
     pub fn apply(&self, app: Router) -> Router {

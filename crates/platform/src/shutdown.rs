@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::config::{self, ConfigError};
+use crate::config;
 
 /// Exit status when the grace period runs out or a second signal arrives.
 pub const FORCED_EXIT: i32 = 130;
@@ -25,10 +25,6 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        config::from_env()
-    }
-
     /// Resolves on the first SIGINT or SIGTERM. From then on the process is bound to end:
     /// after `grace`, or at the next signal.
     pub async fn requested(self) {

@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use kafka::KafkaConfig;
-use platform::config::ConfigError;
 use platform::db::DbConfig;
 use platform::http::{self, HttpTimeouts, Liveness};
 use platform::shutdown::Shutdown;
@@ -93,8 +92,6 @@ pub struct RuntimeSettings {
 
 #[derive(Debug, Error)]
 pub enum ServiceError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     #[error("connecting to PostgreSQL: {0}")]
     Connect(#[source] sqlx::Error),
     #[error("migrating projector tables: {0}")]

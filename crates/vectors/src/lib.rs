@@ -1,5 +1,5 @@
 //! Vector stores behind one trait, [`VectorStore`], chosen by configuration
-//! ([`StoreConfig::from_env`]):
+//! ([`StoreSettings`]):
 //!
 //! * [`pg`] (the default): points in a PostgreSQL table, searched exactly (cosine over
 //!   every point of the tenant) from an in-process cache each replica keeps current. No
@@ -12,7 +12,7 @@
 //! to it when the generation switches.
 //!
 //! Every search is scoped to one tenant, and inside it to what the viewer sees
-//! ([`SearchQuery::only`]); the store applies the filter, never the caller afterwards.
+//! ([`SearchQuery::scope`], `access`'s rule); the store applies the filter, never the caller afterwards.
 
 pub mod conformance;
 pub mod pg;
@@ -269,10 +269,6 @@ impl TryFrom<StoreSettings> for StoreConfig {
 }
 
 impl StoreConfig {
-    pub fn from_env() -> Result<Self, common::config::ConfigError> {
-        common::config::from_env::<StoreSettings>()?.try_into()
-    }
-
     /// The configured store; `pool` is the service's database (the postgres store keeps
     /// its points there).
     pub async fn build(self, pool: sqlx::PgPool) -> Result<Arc<dyn VectorStore>, VectorError> {

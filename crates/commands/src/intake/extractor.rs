@@ -22,7 +22,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::config::{self, ConfigError};
+use common::config;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
@@ -103,12 +103,6 @@ impl From<ExtractorArgs> for ExtractorSettings {
             concurrency: usize::try_from(args.concurrency).unwrap_or(usize::MAX),
             max_output: MAX_OUTPUT,
         }
-    }
-}
-
-impl ExtractorSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(config::from_env::<ExtractorArgs>()?.into())
     }
 }
 

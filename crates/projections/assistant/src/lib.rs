@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use commands::{CommandError, CommandService, Idempotency, NewMessage, Reach, RequestMeta};
-use common::config::{self, ConfigError};
+use common::config;
 use domain::Scope;
 use domain::conversation::{Reply, Status};
 use domain::{DocumentStatus, DomainError};
@@ -88,12 +88,6 @@ impl Default for AssistantSettings {
     /// The settings' defaults.
     fn default() -> Self {
         config::defaults()
-    }
-}
-
-impl AssistantSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        config::from_env()
     }
 }
 

@@ -86,10 +86,6 @@ impl Notifications {
         Notifications { channel }
     }
 
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_settings(config::from_env()?)
-    }
-
     /// The channel `settings` choose (a CA file is read here).
     pub fn from_settings(s: NotifySettings) -> Result<Self, ConfigError> {
         let timeout = s.timeout;

@@ -51,10 +51,3 @@ pub async fn build(
         .await?;
     Ok((embedder, store))
 }
-
-/// [`build`] from the environment.
-pub async fn from_env(
-    pool: &PgPool,
-) -> Result<(Arc<dyn Embedder>, Arc<dyn VectorStore>), SetupError> {
-    build(common::config::from_env()?, pool).await
-}

@@ -114,9 +114,3 @@ impl TryFrom<DeliveryArgs> for DeliverySettings {
         })
     }
 }
-
-impl DeliverySettings {
-    pub fn from_env() -> Result<DeliverySettings, ConfigError> {
-        config::from_env::<DeliveryArgs>()?.try_into()
-    }
-}
