@@ -1,5 +1,6 @@
 //! Serving HTTP: one way for every binary to bind, shut down gracefully and report health.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,7 +54,8 @@ impl HttpLimits {
     }
 
     /// Wraps `app` in the request timeout (408 `request_timeout`) and the body limit
-    /// (413 before reading a declared oversize body).
+    /// (413 before reading a declared oversize body), and closes the connection of any
+    /// answer given before its body was read.
     pub fn apply(&self, app: Router) -> Router {
         let timeout = self.request;
         app.layer(axum::middleware::from_fn(
@@ -61,6 +63,70 @@ impl HttpLimits {
         ))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(self.body))
         .layer(axum::middleware::map_response(too_large_as_problem))
+        .layer(axum::middleware::from_fn(close_if_body_unread))
+    }
+}
+
+/// An answer given before its request's body was read to the end (a refusal on the
+/// headers alone: 401, 404, 405, 413, 415, ...) says `Connection: close`. The server
+/// cannot keep such a connection (the rest of the body would read as the next request)
+/// and hyper closes it; without the header a client pools it and sends its next request
+/// into a closing socket, which fails as an incomplete message.
+async fn close_if_body_unread(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use hyper::body::Body as _;
+    let (parts, body) = req.into_parts();
+    if body.is_end_stream() {
+        return next
+            .run(axum::extract::Request::from_parts(parts, body))
+            .await;
+    }
+    let read = Arc::new(AtomicBool::new(false));
+    let body = axum::body::Body::new(WatchedBody {
+        inner: body,
+        read: read.clone(),
+    });
+    let mut response = next
+        .run(axum::extract::Request::from_parts(parts, body))
+        .await;
+    if !read.load(Ordering::Acquire) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+/// A request body that notes when it has been read to its end.
+struct WatchedBody {
+    inner: axum::body::Body,
+    read: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for WatchedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -19,7 +19,11 @@ const LIMITS: HttpLimits = HttpLimits {
 async fn start() -> String {
     let app = Router::new()
         .route("/ok", get(|| async { "ok" }))
-        .route("/echo", post(|body: Bytes| async move { body }));
+        .route("/echo", post(|body: Bytes| async move { body }))
+        .route(
+            "/refuse",
+            post(|| async { (axum::http::StatusCode::UNAUTHORIZED, "refused") }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(serve(listener, app, LIMITS, std::future::pending()));
@@ -209,4 +213,59 @@ async fn a_stop_is_not_held_up_by_an_idle_keep_alive_client() {
         started.elapsed()
     );
     drop(http);
+}
+
+/// Reads one answer's head (up to the blank line) from `stream`.
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed before the head ended: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.push(byte[0]);
+    }
+    String::from_utf8_lossy(&got).to_ascii_lowercase()
+}
+
+/// A server that answers before reading a request's body cannot keep the connection (the
+/// rest of the body would be read as the next request), so it must say it closes it: a
+/// client that pools the connection without being told sends its next request into a
+/// closing socket and gets an incomplete answer. A body that was read keeps the
+/// connection open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_given_before_the_body_was_read_closes_the_connection_and_says_so() {
+    let addr = start().await;
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    // The head only: the body is still on its way when the route refuses the request.
+    stream
+        .write_all(b"POST /refuse HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    read_until_closed(&mut stream, Duration::from_secs(5)).await;
+
+    // A body the route read: the same connection serves the next request.
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    for _ in 0..2 {
+        stream
+            .write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
+            .await
+            .unwrap();
+        let head = read_head(&mut stream).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        let mut body = [0u8; 5];
+        stream.read_exact(&mut body).await.unwrap();
+        assert_eq!(&body, b"hello");
+    }
 }
