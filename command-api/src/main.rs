@@ -1,4 +1,5 @@
-//! command-api: REST commands plus the outbox relay (one active relay across replicas).
+//! command-api: REST commands plus the outbox relay (one active relay across replicas)
+//! and the audit chain's keeper.
 //!
 //!     command-api                 serve commands and run the relay until SIGTERM/Ctrl-C
 //!     command-api relay-reset     move the relay cursor (RELAY_NAME) back to the start of
@@ -45,6 +46,16 @@ struct Cli {
         help_heading = "Command API"
     )]
     idempotency_ttl_hours: u64,
+    /// How often each tenant's audit chain head is recorded (and logged), in seconds. The
+    /// chain itself is extended as commits arrive, by every replica in turn.
+    #[arg(
+        long = "audit-chain-record-secs",
+        env = "AUDIT_CHAIN_RECORD_SECS",
+        default_value = "60",
+        value_parser = config::secs,
+        help_heading = "Command API"
+    )]
+    audit_chain_record: Duration,
     #[command(flatten)]
     service: ServiceSettings,
     #[command(flatten)]
@@ -110,17 +121,30 @@ async fn main() -> anyhow::Result<()> {
             idle_poll: cli.relay.idle_poll,
         });
         let relay = relay.woken_by(commits.clone());
-        (Some(tokio::spawn(relay.run(stopped))), Some(status))
+        (Some(tokio::spawn(relay.run(stopped.clone()))), Some(status))
     } else {
         (None, None)
     };
+
+    // Tamper evidence: the chain follows the commits (docs/DATA-PROTECTION.md).
+    let chained = Arc::new(tokio::sync::Notify::new());
+    let chain = tokio::spawn(event_store::chain::keep(
+        pool.clone(),
+        event_store::chain::Keeping {
+            record_every: cli.audit_chain_record,
+            ..Default::default()
+        },
+        chained.clone(),
+        stopped.clone(),
+    ));
 
     let extractor = Extractor::new(cli.extractor.into());
     extractor.check()?;
     let mut service =
         CommandService::from_settings(pool, Arc::new(TemplateGenerator), &cli.service)
             .with_extractor(extractor)
-            .with_commit_signal(commits);
+            .with_commit_signal(commits)
+            .with_commit_signal(chained);
     match webhooks {
         Some(webhooks) => service = service.with_webhooks(webhooks),
         None => {
@@ -163,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(relay) = relay {
         let _ = relay.await;
     }
+    let _ = chain.await;
     telemetry.shutdown().await;
     Ok(())
 }

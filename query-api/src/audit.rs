@@ -16,6 +16,7 @@ use domain::state::{
 };
 use domain::{Conversation, Document, Inbox, Knowledge, WebhookEndpoint};
 use event_store::StreamError;
+use event_store::chain;
 use event_store::log::{self, RawEvent, RawPage};
 use futures::Stream;
 use schemas::{AggregateKind, CommitPosition};
@@ -231,6 +232,105 @@ pub fn aggregate_events(
         }
     });
     stream(pages, limit)
+}
+
+/// Links recomputed per page of a chain verification.
+pub const VERIFY_PAGE: i64 = 5_000;
+
+struct Verifying {
+    pool: PgPool,
+    page: i64,
+    tenant: String,
+    through: i64,
+    checked: u64,
+    heads_matched: u64,
+    deadline: tokio::time::Instant,
+    done: bool,
+}
+
+fn line(value: serde_json::Value) -> Bytes {
+    let mut out = value.to_string().into_bytes();
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+/// Verifies `tenant`'s audit chain after link `after` (0: from its start), `page` links
+/// at a time ([`VERIFY_PAGE`]), for at most `limit`: NDJSON, a `{"progress":…}` line per
+/// page, then `{"end":…}` (every link
+/// holds: the last one and the heads it matched), `{"broken":…}` (the first link that
+/// does not hold, and why), or `{"error":…}` with `through`, where a new call resumes
+/// (`after=through`).
+pub fn verify_chain(
+    pool: PgPool,
+    tenant: String,
+    after: i64,
+    page: i64,
+    limit: std::time::Duration,
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    let state = Verifying {
+        pool,
+        page,
+        tenant,
+        through: after,
+        checked: 0,
+        heads_matched: 0,
+        deadline: tokio::time::Instant::now() + limit,
+        done: false,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        if tokio::time::Instant::now() >= s.deadline {
+            s.done = true;
+            let chunk = line(
+                json!({"error": {"code": "stream_time_limit", "detail": "the verification reached its time limit; resume with after=through", "checked": s.checked, "through": s.through}}),
+            );
+            return Some((Ok(chunk), s));
+        }
+        let chunk = match chain::verify(&s.pool, &s.tenant, s.through, s.page).await {
+            Err(e) => {
+                tracing::error!(error = %e, through = s.through, "chain verification interrupted");
+                s.done = true;
+                line(
+                    json!({"error": {"code": "stream_interrupted", "detail": "the event store failed part-way; resume with after=through", "checked": s.checked, "through": s.through}}),
+                )
+            }
+            Ok(found) => {
+                s.checked += found.checked;
+                s.heads_matched += found.heads_matched;
+                s.through = found.through;
+                if let Some(broken) = found.broken {
+                    s.done = true;
+                    let (aggregate_type, aggregate_id, sequence) = broken
+                        .aggregate
+                        .map_or((None, None, None), |(t, i, n)| (Some(t), Some(i), Some(n)));
+                    line(json!({"broken": {
+                        "n": broken.n,
+                        "reason": broken.kind.as_str(),
+                        "event_id": broken.event_id,
+                        "aggregate_type": aggregate_type,
+                        "aggregate_id": aggregate_id,
+                        "sequence": sequence,
+                        "checked": s.checked,
+                        "through": s.through,
+                    }}))
+                } else if found.more {
+                    line(json!({"progress": {"checked": s.checked, "through": s.through}}))
+                } else {
+                    s.done = true;
+                    line(json!({"end": {
+                        "verified": true,
+                        "checked": s.checked,
+                        "through": s.through,
+                        "link": hex::encode(found.link),
+                        "heads_matched": s.heads_matched,
+                    }}))
+                }
+            }
+        };
+        Some((Ok(chunk), s))
+    })
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -511,3 +511,138 @@ async fn streams_beyond_the_limit_and_hidden_operational_routes_are_refused() {
     }
     server.abort();
 }
+
+/// Chains every committed event (what command-api's keeper does as commits arrive).
+async fn chain_everything(stack: &ReadStack) {
+    let pool = &stack.commands.db.pool;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let pending = event_store::chain::state(pool, "", 0)
+            .await
+            .unwrap()
+            .pending;
+        if pending == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pending} events left unchained"
+        );
+        if event_store::chain::extend(pool, 1000).await.unwrap() == 0 {
+            // Held back by a transaction still open elsewhere in the cluster.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_audit_chain_is_shown_verified_resumed_and_names_a_rewritten_event() {
+    let stack = ReadStack::without_relay().await;
+    let service = stack.commands.service.clone();
+    let mut ids = Vec::new();
+    for tenant in ["acme", "globex", "acme"] {
+        let id = service
+            .start_conversation("Chained".into(), Default::default(), &meta(tenant))
+            .await
+            .unwrap()
+            .aggregate_id;
+        for text in ["one", "two"] {
+            service
+                .send_message(id, user_message(text), None, &meta(tenant))
+                .await
+                .unwrap();
+        }
+        ids.push(id);
+    }
+    chain_everything(&stack).await;
+    let pool = &stack.commands.db.pool;
+    event_store::chain::record_heads(pool).await.unwrap();
+
+    let auditor = stack.commands.token("acme", &[Role::Auditor]);
+    let http = reqwest::Client::new();
+    let view: Value = http
+        .get(format!("{}/v1/audit/chain", stack.query_base))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // acme: two conversations of three events each.
+    assert_eq!(view["tip"]["n"], 6, "{view}");
+    assert_eq!(view["recorded"][0]["link"], view["tip"]["link"]);
+    assert_eq!(view["pending_events"], 0);
+
+    let (status, lines) = get_lines(&stack, "acme", "/v1/audit/verify").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        lines,
+        vec![json!({"end": {"verified": true, "checked": 6, "through": 6,
+            "link": view["tip"]["link"], "heads_matched": 1}})]
+    );
+    let (_, lines) = get_lines(&stack, "acme", "/v1/audit/verify?after=4").await;
+    assert_eq!(
+        lines[0]["end"]["checked"], 2,
+        "resumed after link 4: {lines:?}"
+    );
+    let (status, lines) = get_lines(&stack, "acme", "/v1/audit/verify?after=7").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(lines[0]["code"], "invalid_after");
+    let member = stack.commands.token("acme", &[Role::Member]);
+    let refused = http
+        .get(format!("{}/v1/audit/verify", stack.query_base))
+        .bearer_auth(&member)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    // Page by page: a progress line for each full page, then the end.
+    let paged: Vec<Value> = audit::verify_chain(
+        pool.clone(),
+        "acme".into(),
+        0,
+        4,
+        std::time::Duration::from_secs(60),
+    )
+    .map(|chunk| String::from_utf8_lossy(&chunk.unwrap()).into_owned())
+    .collect::<Vec<String>>()
+    .await
+    .concat()
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    assert_eq!(paged[0], json!({"progress": {"checked": 4, "through": 4}}));
+    assert_eq!(paged[1]["end"]["checked"], 6, "{paged:?}");
+
+    // The second message of acme's second conversation rewritten behind the trigger.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE events SET payload = jsonb_set(payload, '{content}', '\"changed\"')
+          WHERE aggregate_id = $1 AND sequence = 3",
+    )
+    .bind(ids[2].to_string())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_append_only")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (_, lines) = get_lines(&stack, "acme", "/v1/audit/verify").await;
+    let broken = &lines[0]["broken"];
+    assert_eq!(broken["n"], 6, "{lines:?}");
+    assert_eq!(broken["reason"], "altered");
+    assert_eq!(broken["aggregate_id"], ids[2].to_string());
+    assert_eq!(broken["sequence"], 3);
+    assert_eq!(broken["through"], 5);
+    // Another tenant's chain still holds.
+    let (_, lines) = get_lines(&stack, "globex", "/v1/audit/verify").await;
+    assert_eq!(lines[0]["end"]["checked"], 3, "{lines:?}");
+}

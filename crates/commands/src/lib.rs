@@ -319,8 +319,8 @@ pub struct CommandService {
     max_attempts: u32,
     knowledge_max_bytes: usize,
     extractor: intake::Extractor,
-    /// Notified after every commit (`with_commit_signal`).
-    committed: Option<Arc<tokio::sync::Notify>>,
+    /// Each notified after every commit (`with_commit_signal`).
+    committed: Vec<Arc<tokio::sync::Notify>>,
     appender: Appender,
     /// Shared by every aggregate type's [`Aggregates`].
     snapshot_every: Arc<AtomicUsize>,
@@ -408,7 +408,7 @@ impl CommandService {
             max_attempts: 10,
             knowledge_max_bytes: intake::DEFAULT_MAX_BYTES,
             extractor: intake::Extractor::default(),
-            committed: None,
+            committed: Vec::new(),
         }
     }
 
@@ -425,10 +425,11 @@ impl CommandService {
             .with_knowledge_max_bytes(settings.knowledge_max_bytes)
     }
 
-    /// Notifies `signal` after every commit: an outbox relay in the same process waits
-    /// on it to publish at once instead of at its next poll.
+    /// Notifies `signal` after every commit (each signal given is notified): an outbox
+    /// relay in the same process waits on it to publish at once instead of at its next
+    /// poll, and so does the audit chain's keeper.
     pub fn with_commit_signal(mut self, signal: Arc<tokio::sync::Notify>) -> Self {
-        self.committed = Some(signal);
+        self.committed.push(signal);
         self
     }
 
@@ -958,7 +959,7 @@ impl CommandService {
             }
             match outcome {
                 Ok(()) => {
-                    if let Some(signal) = &self.committed {
+                    for signal in &self.committed {
                         signal.notify_one();
                     }
                     if let Some(snapshot) = snapshot {

@@ -7,10 +7,18 @@
 //! its length. Whatever is stored is covered, ciphertext included, so erasing keys leaves
 //! the chain valid. [`extend`] chains what was committed since it last ran, after the
 //! commit (appends stay as concurrent as before); [`verify`] recomputes a tenant's chain
-//! from the events and names the first event whose link does not match.
+//! from the events, compares the heads [`record_heads`] recorded, and names the first
+//! event whose link does not match; [`keep`] runs beside the relay and does the
+//! extending and recording.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::backoff::Backoff;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 /// A link: 32 bytes of SHA-256.
@@ -82,7 +90,8 @@ pub async fn extend(pool: &PgPool, limit: i64) -> Result<usize, sqlx::Error> {
             .fetch_one(&mut *tx)
             .await?;
     let rows = sqlx::query(&format!(
-        "SELECT e.tx_id::text AS tx_text, e.global_position, e.event_id, e.tenant_id, {COVERED}
+        "SELECT e.tx_id::text AS tx_text, e.global_position, e.event_id,
+                coalesce(e.tenant_id, '') AS tenant, {COVERED}
            FROM events e
           WHERE (e.tx_id, e.global_position) > ($1::text::xid8, $2)
             AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -98,27 +107,26 @@ pub async fn extend(pool: &PgPool, limit: i64) -> Result<usize, sqlx::Error> {
     };
     let (last_tx, last_position): (String, i64) =
         (last.try_get("tx_text")?, last.try_get("global_position")?);
-    let mut heads: std::collections::HashMap<String, (i64, Link)> = Default::default();
+    let mut in_batch: Vec<String> = rows
+        .iter()
+        .map(|row| row.try_get("tenant"))
+        .collect::<Result<_, _>>()?;
+    in_batch.sort_unstable();
+    in_batch.dedup();
+    let mut tips: HashMap<String, (i64, Link)> = HashMap::new();
+    let known: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT tenant_id, n, link FROM audit_chain_tips WHERE tenant_id = ANY($1) FOR UPDATE",
+    )
+    .bind(&in_batch)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (tenant, n, bytes) in known {
+        tips.insert(tenant, (n, as_link(bytes)?));
+    }
     let (mut tenants, mut numbers, mut ids, mut links) = (vec![], vec![], vec![], vec![]);
     for row in &rows {
-        let tenant: Option<String> = row.try_get("tenant_id")?;
-        let tenant = tenant.unwrap_or_default();
-        if !heads.contains_key(&tenant) {
-            let head: Option<(i64, Vec<u8>)> = sqlx::query_as(
-                "SELECT n, link FROM audit_chain WHERE tenant_id = $1 ORDER BY n DESC LIMIT 1",
-            )
-            .bind(&tenant)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let head = match head {
-                Some((n, bytes)) => (n, as_link(bytes)?),
-                None => (0, GENESIS),
-            };
-            heads.insert(tenant.clone(), head);
-        }
-        let Some((n, previous)) = heads.get_mut(&tenant) else {
-            continue;
-        };
+        let tenant: String = row.try_get("tenant")?;
+        let (n, previous) = tips.entry(tenant.clone()).or_insert((0, GENESIS));
         *n += 1;
         *previous = link(previous, &covered(row)?);
         tenants.push(tenant);
@@ -136,6 +144,22 @@ pub async fn extend(pool: &PgPool, limit: i64) -> Result<usize, sqlx::Error> {
     .bind(&links)
     .execute(&mut *tx)
     .await?;
+    let (mut tip_tenants, mut tip_numbers, mut tip_links) = (vec![], vec![], vec![]);
+    for (tenant, (n, link)) in tips {
+        tip_tenants.push(tenant);
+        tip_numbers.push(n);
+        tip_links.push(link.to_vec());
+    }
+    sqlx::query(
+        "INSERT INTO audit_chain_tips (tenant_id, n, link)
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])
+         ON CONFLICT (tenant_id) DO UPDATE SET n = excluded.n, link = excluded.link",
+    )
+    .bind(&tip_tenants)
+    .bind(&tip_numbers)
+    .bind(&tip_links)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("UPDATE audit_chain_cursor SET tx_id = $1::text::xid8, global_position = $2")
         .bind(&last_tx)
         .bind(last_position)
@@ -145,12 +169,208 @@ pub async fn extend(pool: &PgPool, limit: i64) -> Result<usize, sqlx::Error> {
     Ok(rows.len())
 }
 
+/// A tenant's link `n`, as stored or recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub n: i64,
+    pub link: Link,
+}
+
+/// Records every tenant's newest link as a head, unless it already is one, and returns
+/// the heads recorded now.
+pub async fn record_heads(pool: &PgPool) -> Result<Vec<(String, Head)>, sqlx::Error> {
+    let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+        "INSERT INTO audit_chain_heads (tenant_id, n, link)
+         SELECT tenant_id, n, link FROM audit_chain_tips
+         ON CONFLICT (tenant_id, n) DO NOTHING
+         RETURNING tenant_id, n, link",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(tenant, n, bytes)| {
+            Ok((
+                tenant,
+                Head {
+                    n,
+                    link: as_link(bytes)?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Where a tenant's chain stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainState {
+    /// The newest link (none before the tenant's first event is chained).
+    pub tip: Option<Head>,
+    /// The newest recorded heads, newest first, with when each was recorded.
+    pub recorded: Vec<(Head, chrono::DateTime<chrono::Utc>)>,
+    /// Committed events of every tenant not chained yet (at most `PENDING_COUNTED`).
+    pub pending: i64,
+}
+
+/// [`ChainState::pending`] counts no further than this.
+pub const PENDING_COUNTED: i64 = 100_000;
+
+/// `tenant`'s chain: its tip, its `recorded` newest recorded heads, and how far the chain
+/// is behind the commits.
+pub async fn state(pool: &PgPool, tenant: &str, recorded: i64) -> Result<ChainState, sqlx::Error> {
+    let tip: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT n, link FROM audit_chain_tips WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(pool)
+            .await?;
+    let heads: Vec<(i64, Vec<u8>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT n, link, recorded_at FROM audit_chain_heads WHERE tenant_id = $1
+          ORDER BY n DESC LIMIT $2",
+    )
+    .bind(tenant)
+    .bind(recorded)
+    .fetch_all(pool)
+    .await?;
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+            SELECT 1 FROM events e, audit_chain_cursor c
+             WHERE (e.tx_id, e.global_position) > (c.tx_id, c.global_position)
+             LIMIT $1) AS pending",
+    )
+    .bind(PENDING_COUNTED)
+    .fetch_one(pool)
+    .await?;
+    Ok(ChainState {
+        tip: tip
+            .map(|(n, bytes)| {
+                Ok::<_, sqlx::Error>(Head {
+                    n,
+                    link: as_link(bytes)?,
+                })
+            })
+            .transpose()?,
+        recorded: heads
+            .into_iter()
+            .map(|(n, bytes, at)| {
+                Ok((
+                    Head {
+                        n,
+                        link: as_link(bytes)?,
+                    },
+                    at,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()?,
+        pending,
+    })
+}
+
+/// How often the keeper records heads, and how long it waits for a commit before looking
+/// anyway.
+#[derive(Debug, Clone, Copy)]
+pub struct Keeping {
+    /// Events chained per transaction.
+    pub batch: i64,
+    pub record_every: Duration,
+    pub poll: Duration,
+}
+
+impl Default for Keeping {
+    fn default() -> Self {
+        Keeping {
+            batch: 5_000,
+            record_every: Duration::from_secs(60),
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Keeps the chain until `shutdown` flips to true: extends it whenever `commits` signals
+/// (or `poll` passes), records the heads every `record_every` and logs each one recorded
+/// (so copies of the heads live outside the database). Failures are logged, counted
+/// (`audit_chain_failures_total`) and retried with backoff; the chain resumes from its
+/// cursor.
+pub async fn keep(
+    pool: PgPool,
+    keeping: Keeping,
+    commits: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    metrics::counter!("audit_chain_links_total").increment(0);
+    metrics::counter!("audit_chain_failures_total").increment(0);
+    let mut recorded_at = tokio::time::Instant::now();
+    loop {
+        let round = async {
+            let mut chained = 0;
+            loop {
+                let n = extend(&pool, keeping.batch).await?;
+                chained += n;
+                if (n as i64) < keeping.batch {
+                    break;
+                }
+            }
+            if recorded_at.elapsed() >= keeping.record_every {
+                for (tenant, head) in record_heads(&pool).await? {
+                    tracing::info!(
+                        tenant = %tenant,
+                        n = head.n,
+                        link = %hex::encode(head.link),
+                        "audit chain head recorded"
+                    );
+                }
+                recorded_at = tokio::time::Instant::now();
+            }
+            Ok::<_, sqlx::Error>(chained)
+        };
+        let wait = match round.await {
+            Ok(chained) => {
+                metrics::counter!("audit_chain_links_total").increment(chained as u64);
+                backoff.reset();
+                keeping.poll
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "extending the audit chain failed; retrying");
+                metrics::counter!("audit_chain_failures_total").increment(1);
+                backoff.next_delay()
+            }
+        };
+        tokio::select! {
+            () = commits.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Why a link does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakKind {
+    /// The event's stored bytes are not those the link covered.
+    Altered,
+    /// The event the link names is no longer stored.
+    Missing,
+    /// The link matches its event, but a head recorded earlier for this link differs:
+    /// links were recomputed after an event was changed.
+    HeadDiffers,
+}
+
+impl BreakKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakKind::Altered => "altered",
+            BreakKind::Missing => "missing",
+            BreakKind::HeadDiffers => "head_differs",
+        }
+    }
+}
+
 /// Where a tenant's chain does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Break {
     /// The link that does not match.
     pub n: i64,
     pub event_id: Uuid,
+    pub kind: BreakKind,
     /// The event as it is stored now, if it still is.
     pub aggregate: Option<(String, String, i64)>,
 }
@@ -162,6 +382,10 @@ pub struct Verification {
     pub checked: u64,
     /// The last link that matched (0: none), where a next call resumes.
     pub through: i64,
+    /// The link at `through` (the genesis link at 0).
+    pub link: Link,
+    /// Recorded heads that the recomputed chain reached, in this call.
+    pub heads_matched: u64,
     /// The first link that did not match, if any.
     pub broken: Option<Break>,
     /// Whether links remain after `through` (the call stopped at its limit).
@@ -169,7 +393,8 @@ pub struct Verification {
 }
 
 /// Recomputes up to `limit` links of `tenant`'s chain after link `after` (0: from the
-/// start) from the events as they are stored now.
+/// start) from the events as they are stored now, and compares the heads recorded for
+/// those links.
 pub async fn verify(
     pool: &PgPool,
     tenant: &str,
@@ -188,8 +413,11 @@ pub async fn verify(
         as_link(bytes)?
     };
     let rows = sqlx::query(&format!(
-        "SELECT c.n, c.event_id, c.link, e.event_id IS NOT NULL AS present, {COVERED}
-           FROM audit_chain c LEFT JOIN events e ON e.event_id = c.event_id
+        "SELECT c.n, c.event_id, c.link, h.link AS head_link,
+                e.event_id IS NOT NULL AS present, {COVERED}
+           FROM audit_chain c
+           LEFT JOIN events e ON e.event_id = c.event_id
+           LEFT JOIN audit_chain_heads h ON h.tenant_id = c.tenant_id AND h.n = c.n
           WHERE c.tenant_id = $1 AND c.n > $2
           ORDER BY c.n LIMIT $3"
     ))
@@ -202,6 +430,8 @@ pub async fn verify(
     let mut verification = Verification {
         checked: 0,
         through: after,
+        link: previous,
+        heads_matched: 0,
         broken: None,
         more,
     };
@@ -209,23 +439,33 @@ pub async fn verify(
         let n: i64 = row.try_get("n")?;
         let event_id: Uuid = row.try_get("event_id")?;
         let recorded = as_link(row.try_get("link")?)?;
+        let head = row
+            .try_get::<Option<Vec<u8>>, _>("head_link")?
+            .map(as_link)
+            .transpose()?;
         let present: bool = row.try_get("present")?;
         verification.checked += 1;
         let event = if present { Some(covered(row)?) } else { None };
-        let matches = event
-            .as_ref()
-            .is_some_and(|event| link(&previous, event) == recorded);
-        if !matches {
+        let kind = match &event {
+            None => Some(BreakKind::Missing),
+            Some(event) if link(&previous, event) != recorded => Some(BreakKind::Altered),
+            Some(_) if head.is_some_and(|head| head != recorded) => Some(BreakKind::HeadDiffers),
+            Some(_) => None,
+        };
+        if let Some(kind) = kind {
             verification.broken = Some(Break {
                 n,
                 event_id,
+                kind,
                 aggregate: event.map(|e| (e.aggregate_type, e.aggregate_id, e.sequence)),
             });
             verification.more = false;
             return Ok(verification);
         }
+        verification.heads_matched += u64::from(head.is_some());
         previous = recorded;
         verification.through = n;
+        verification.link = recorded;
     }
     Ok(verification)
 }

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use platform::auth::{Principal, Role};
 use platform::problem::{Problem, Query};
 use schemas::{AggregateKind, CommitPosition, EventType};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{AppState, checked_time};
 use crate::audit::{self, AsOf, StateError, StateView, TenantFilter};
@@ -237,4 +237,108 @@ pub async fn state(
             Err(Problem::internal())
         }
     }
+}
+
+/// A link of the audit chain: its number and SHA-256 in hex.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainLink {
+    pub n: i64,
+    pub link: String,
+}
+
+/// A head recorded by the chain's keeper.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordedHead {
+    pub n: i64,
+    pub link: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The caller's tenant's audit chain: its newest link, the heads recorded most recently,
+/// and the committed events (of every tenant) not chained yet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainView {
+    pub tip: Option<ChainLink>,
+    pub recorded: Vec<RecordedHead>,
+    /// Counted up to 100,000.
+    pub pending_events: i64,
+}
+
+/// The heads shown by `GET /v1/audit/chain`.
+const HEADS_SHOWN: i64 = 20;
+
+/// The tenant's audit chain: the newest link and the heads recorded lately.
+#[utoipa::path(get, path = "/v1/audit/chain",
+    responses((status = 200, body = ChainView), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn chain(
+    State(app): State<AppState>,
+    who: Principal,
+) -> Result<Json<ChainView>, Problem> {
+    who.require_any(AUDITORS)?;
+    let state = event_store::chain::state(app.reads.pool(), &who.tenant_id, HEADS_SHOWN)
+        .await
+        .map_err(db_error)?;
+    Ok(Json(ChainView {
+        tip: state.tip.map(|tip| ChainLink {
+            n: tip.n,
+            link: hex::encode(tip.link),
+        }),
+        recorded: state
+            .recorded
+            .into_iter()
+            .map(|(head, recorded_at)| RecordedHead {
+                n: head.n,
+                link: hex::encode(head.link),
+                recorded_at,
+            })
+            .collect(),
+        pending_events: state.pending,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyQuery {
+    /// Resume after this link (`through` of a previous answer); 0 or absent: from the
+    /// first.
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
+}
+
+/// Recomputes the tenant's audit chain from the events as stored and compares the heads
+/// recorded on the way: NDJSON, a `progress` line per page, then `end` (every link holds),
+/// `broken` (the first link that does not: `altered`, `missing` or `head_differs`, with
+/// its event) or `error` (resume with `after` = its `through`).
+#[utoipa::path(get, path = "/v1/audit/verify", params(VerifyQuery),
+    responses((status = 200, content_type = "application/x-ndjson", description = "Progress lines, then an end, broken or error line"), (status = 400), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn verify(
+    State(app): State<AppState>,
+    who: Principal,
+    Query(q): Query<VerifyQuery>,
+) -> Result<Response, Problem> {
+    who.require_any(AUDITORS)?;
+    let after = q.after.unwrap_or(0);
+    let permit = stream_permit(&app)?;
+    // Asked before the stream starts: a database that is down answers 503, and an `after`
+    // beyond the chain is the caller's mistake, not a stream that ends at once.
+    let state = event_store::chain::state(app.reads.pool(), &who.tenant_id, 0)
+        .await
+        .map_err(db_error)?;
+    let tip = state.tip.map_or(0, |tip| tip.n);
+    if !(0..=tip).contains(&after) {
+        return Err(Problem::bad_request(
+            "invalid_after",
+            format!("after must be a link of this tenant's chain, 0 to {tip}"),
+        ));
+    }
+    let stream = audit::verify_chain(
+        app.reads.pool().clone(),
+        who.tenant_id,
+        after,
+        audit::VERIFY_PAGE,
+        app.stream_max,
+    );
+    Ok(ndjson(Body::from_stream(holding(permit, stream))))
 }

@@ -89,6 +89,8 @@ pub fn router(state: AppState) -> Router {
             get(analytics::conversation),
         )
         .route("/audit/events", get(audit::tenant_events))
+        .route("/audit/chain", get(audit::chain))
+        .route("/audit/verify", get(audit::verify))
         .route(
             "/audit/{aggregate_type}/{id}/events",
             get(audit::aggregate_events),

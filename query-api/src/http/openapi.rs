@@ -28,9 +28,11 @@ use super::{analytics, audit, knowledge, live, notifications, reads, search, web
         analytics::conversation,
         audit::tenant_events,
         audit::aggregate_events,
-        audit::state
+        audit::state,
+        audit::chain,
+        audit::verify
     ),
-    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, search::SearchResults, search::SearchHit, search::HitSource, analytics::UsageReport, ::analytics::UsageRow, read_model::queries::ConversationSummary, read_model::queries::WebhookEndpointView, webhooks::EndpointView, webhooks::MessageStatus, webhook_ledger::MessageView, webhook_ledger::AttemptView, ::notifications::queries::InboxItem)),
+    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, audit::ChainView, audit::ChainLink, audit::RecordedHead, search::SearchResults, search::SearchHit, search::HitSource, analytics::UsageReport, ::analytics::UsageRow, read_model::queries::ConversationSummary, read_model::queries::WebhookEndpointView, webhooks::EndpointView, webhooks::MessageStatus, webhook_ledger::MessageView, webhook_ledger::AttemptView, ::notifications::queries::InboxItem)),
     modifiers(&BearerAuth, &ProblemResponses)
 )]
 pub struct ApiDoc;
