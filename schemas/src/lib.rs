@@ -18,6 +18,7 @@ pub mod headers;
 pub mod positions;
 pub mod published;
 pub mod registry;
+pub mod subjects;
 pub mod topics;
 
 pub use codec::{CodecError, MAX_EVENT_BYTES, decode, encode};
@@ -25,4 +26,5 @@ pub use events::*;
 pub use headers::EventHeaders;
 pub use positions::{CommitPosition, Version, VersionToken};
 pub use registry::{SchemaId, SchemaVersion};
+pub use subjects::Subject;
 pub use topics::AggregateKind;

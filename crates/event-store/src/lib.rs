@@ -17,6 +17,7 @@ pub mod append;
 pub mod blobs;
 pub mod chain;
 pub mod idempotency;
+pub mod keys;
 pub mod log;
 pub mod outbox;
 mod repository;

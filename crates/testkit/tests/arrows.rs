@@ -150,7 +150,7 @@ fn the_arrows_point_one_way() {
         );
     }
     // The core crates do no I/O.
-    for core in ["access", "schemas", "domain"] {
+    for core in ["access", "schemas", "domain", "sealing"] {
         ws.refuse(
             core,
             &[

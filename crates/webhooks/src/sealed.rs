@@ -6,15 +6,12 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chacha20poly1305::aead::{Aead, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use sha2::{Digest, Sha256};
+use sealing::Keyring;
 use thiserror::Error;
 
 use crate::signature::{BadSecret, Secret};
 
 const VERSION: &str = "v1";
-const NONCE_BYTES: usize = 12;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SealError {
@@ -30,62 +27,41 @@ pub enum SealError {
     Secret(#[from] BadSecret),
 }
 
-struct SealKey {
-    id: String,
-    cipher: ChaCha20Poly1305,
-}
-
-/// The keys secrets are sealed with. Its `Debug` shows only key ids.
-pub struct Sealer {
-    keys: Vec<SealKey>,
-}
-
-impl std::fmt::Debug for Sealer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
-        f.debug_struct("Sealer").field("key_ids", &ids).finish()
+impl From<sealing::SealError> for SealError {
+    fn from(e: sealing::SealError) -> Self {
+        match e {
+            sealing::SealError::BadKey => SealError::BadKey,
+            sealing::SealError::UnknownKey(id) => SealError::UnknownKey(id),
+            sealing::SealError::Forged => SealError::Forged,
+            sealing::SealError::Random(reason) => SealError::Secret(BadSecret::Random(reason)),
+        }
     }
+}
+
+/// The keys secrets are sealed with (`sealing::Keyring`). Its `Debug` shows only key ids.
+#[derive(Debug)]
+pub struct Sealer {
+    keys: Keyring,
 }
 
 impl Sealer {
     /// From `WEBHOOK_SECRET_KEY`'s form: base64 keys of 32 bytes, comma-separated, the
     /// first one sealing and all of them opening.
     pub fn from_keys(text: &str) -> Result<Sealer, SealError> {
-        let mut keys = Vec::new();
-        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let bytes = STANDARD.decode(part).map_err(|_| SealError::BadKey)?;
-            if bytes.len() != 32 {
-                return Err(SealError::BadKey);
-            }
-            let id = hex::encode(&Sha256::digest(&bytes)[..4]);
-            let cipher = ChaCha20Poly1305::new(Key::from_slice(&bytes));
-            keys.push(SealKey { id, cipher });
-        }
-        if keys.is_empty() {
-            return Err(SealError::BadKey);
-        }
-        Ok(Sealer { keys })
+        Ok(Sealer {
+            keys: Keyring::from_text(text)?,
+        })
     }
 
     /// A new random key in the form [`Sealer::from_keys`] reads (for `dev/stack` and tests).
     pub fn generate_key() -> Result<String, BadSecret> {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).map_err(|e| BadSecret::Random(e.to_string()))?;
-        Ok(STANDARD.encode(key))
+        Keyring::generate_text().map_err(|e| BadSecret::Random(e.to_string()))
     }
 
     /// Seals a secret with the first key and a fresh random nonce.
     pub fn seal(&self, secret: &Secret) -> Result<String, SealError> {
-        let key = &self.keys[0];
-        let mut nonce = [0u8; NONCE_BYTES];
-        getrandom::fill(&mut nonce).map_err(|e| BadSecret::Random(e.to_string()))?;
-        let ciphertext = key
-            .cipher
-            .encrypt(Nonce::from_slice(&nonce), secret.expose().as_bytes())
-            .map_err(|_| SealError::Forged)?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&ciphertext);
-        Ok(format!("{VERSION}.{}.{}", key.id, STANDARD.encode(out)))
+        let (id, sealed) = self.keys.seal(secret.expose().as_bytes(), b"")?;
+        Ok(format!("{VERSION}.{id}.{}", STANDARD.encode(sealed)))
     }
 
     /// Opens a sealed secret with the key that sealed it.
@@ -95,20 +71,11 @@ impl Sealer {
         else {
             return Err(SealError::Malformed);
         };
-        let key = self
-            .keys
-            .iter()
-            .find(|k| k.id == id)
-            .ok_or_else(|| SealError::UnknownKey(id.to_owned()))?;
         let bytes = STANDARD.decode(body).map_err(|_| SealError::Malformed)?;
-        if bytes.len() <= NONCE_BYTES {
+        if bytes.len() <= sealing::NONCE_BYTES {
             return Err(SealError::Malformed);
         }
-        let (nonce, ciphertext) = bytes.split_at(NONCE_BYTES);
-        let clear = key
-            .cipher
-            .decrypt(Nonce::from_slice(nonce), ciphertext)
-            .map_err(|_| SealError::Forged)?;
+        let clear = self.keys.open(id, &bytes, b"")?;
         let text = String::from_utf8(clear).map_err(|_| SealError::Forged)?;
         Ok(Secret::parse(&text)?)
     }

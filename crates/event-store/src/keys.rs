@@ -1,0 +1,305 @@
+//! Crypto-shredding's keys (docs/DATA-PROTECTION.md, "Keys"): a key per subject of a
+//! tenant, sealed by the tenant's key, which is sealed by the master keyring from the
+//! settings (`DATA_MASTER_KEY`). Erasing a subject empties its key's row; erasing a
+//! tenant empties its key and every subject key under it. What an erased key sealed can
+//! no longer be read by anyone, wherever copies of it went.
+//!
+//! A key has a generation: data written for a subject after its erasure gets a key of
+//! the next generation, so the erased data stays unreadable and the new data is not.
+//! Unsealed keys are cached in the process for at most [`CACHE_TTL`] and [`CACHE_MAX`]
+//! entries; an erasure here drops its entries at once, other processes' within the TTL.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use schemas::Subject;
+use sealing::{Key, Keyring, SealError};
+use sqlx::PgPool;
+
+/// How long an unsealed key is kept in memory.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+/// How many unsealed keys are kept in memory at most.
+pub const CACHE_MAX: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored key does not open: the master key that sealed it is not configured, or
+    /// the row was altered.
+    #[error("a stored key does not open: {0}")]
+    Sealing(#[from] SealError),
+}
+
+/// A subject key and its generation, as ciphertexts name it.
+#[derive(Debug, Clone)]
+pub struct SubjectKey {
+    pub generation: i32,
+    pub key: Key,
+}
+
+/// What an erasure emptied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub subject_keys: u64,
+    pub tenant_keys: u64,
+}
+
+type CacheKey = (String, String, i32);
+
+/// A subject key's row with its tenant key's (sealed; empty where erased).
+#[derive(sqlx::FromRow)]
+struct StoredKeys {
+    subject_sealed: Option<Vec<u8>>,
+    master_key_id: Option<String>,
+    tenant_sealed: Option<Vec<u8>>,
+    tenant_generation: i32,
+}
+
+/// The key store of one process: the master keyring and a bounded cache of unsealed
+/// subject keys. Its `Debug` shows no key.
+pub struct DataKeys {
+    pool: PgPool,
+    master: Keyring,
+    cache: Mutex<HashMap<CacheKey, (Instant, Option<Key>)>>,
+}
+
+impl std::fmt::Debug for DataKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKeys")
+            .field("master", &self.master)
+            .finish_non_exhaustive()
+    }
+}
+
+fn tenant_context(tenant: &str, generation: i32) -> Vec<u8> {
+    format!("threadline tenant key\0{tenant}\0{generation}").into_bytes()
+}
+
+fn subject_context(tenant: &str, subject: &str, generation: i32) -> Vec<u8> {
+    format!("threadline subject key\0{tenant}\0{subject}\0{generation}").into_bytes()
+}
+
+impl DataKeys {
+    pub fn new(pool: PgPool, master: Keyring) -> Self {
+        DataKeys {
+            pool,
+            master,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, key: &CacheKey) -> Option<Option<Key>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, k)| k.clone())
+    }
+
+    fn remember(&self, key: CacheKey, value: Option<Key>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (Instant::now(), value));
+    }
+
+    fn forget(&self, tenant: &str, subject: Option<&str>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|(t, s, _), _| t != tenant || subject.is_some_and(|subject| s != subject));
+    }
+
+    /// The tenant's current key, created on first use (and after an erasure, as a new
+    /// generation).
+    async fn tenant_key(&self, tenant: &str) -> Result<(i32, Key), KeyError> {
+        loop {
+            let newest: Option<(i32, Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT generation, master_key_id, sealed_key FROM tenant_keys
+                  WHERE tenant_id = $1 ORDER BY generation DESC LIMIT 1",
+            )
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await?;
+            let generation = match newest {
+                Some((generation, Some(id), Some(sealed))) => {
+                    let bytes =
+                        self.master
+                            .open(&id, &sealed, &tenant_context(tenant, generation))?;
+                    return Ok((generation, Key::from_slice(&bytes)?));
+                }
+                Some((erased, _, _)) => erased + 1,
+                None => 1,
+            };
+            let fresh = Key::generate()?;
+            let (id, sealed) = self
+                .master
+                .seal(fresh.expose(), &tenant_context(tenant, generation))?;
+            // Two processes may create it at once: one row wins, both read it back.
+            sqlx::query(
+                "INSERT INTO tenant_keys (tenant_id, generation, master_key_id, sealed_key)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(generation)
+            .bind(id)
+            .bind(sealed)
+            .execute(&self.pool)
+            .await?;
+        }
+    }
+
+    /// The key new data of `subject` is sealed with, created on first use (and after an
+    /// erasure, as a new generation).
+    pub async fn for_writing(
+        &self,
+        tenant: &str,
+        subject: &Subject,
+    ) -> Result<SubjectKey, KeyError> {
+        let subject = subject.to_string();
+        loop {
+            let newest: Option<(i32, i32, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT generation, tenant_generation, sealed_key FROM subject_keys
+                  WHERE tenant_id = $1 AND subject = $2 ORDER BY generation DESC LIMIT 1",
+            )
+            .bind(tenant)
+            .bind(&subject)
+            .fetch_optional(&self.pool)
+            .await?;
+            let generation = match newest {
+                Some((generation, _, Some(_))) => {
+                    if let Some(key) = self.read(tenant, &subject, generation).await? {
+                        return Ok(SubjectKey { generation, key });
+                    }
+                    // Erased between the two reads: the next generation.
+                    generation + 1
+                }
+                Some((erased, _, None)) => erased + 1,
+                None => 1,
+            };
+            let (tenant_generation, tenant_key) = self.tenant_key(tenant).await?;
+            let fresh = Key::generate()?;
+            let sealed = tenant_key.seal(
+                fresh.expose(),
+                &subject_context(tenant, &subject, generation),
+            )?;
+            sqlx::query(
+                "INSERT INTO subject_keys (tenant_id, subject, generation, tenant_generation, sealed_key)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(&subject)
+            .bind(generation)
+            .bind(tenant_generation)
+            .bind(sealed)
+            .execute(&self.pool)
+            .await?;
+        }
+    }
+
+    /// The key of `subject`'s `generation`: `None` when it was erased (or never existed:
+    /// the data it sealed is unreadable either way).
+    pub async fn for_reading(
+        &self,
+        tenant: &str,
+        subject: &Subject,
+        generation: i32,
+    ) -> Result<Option<Key>, KeyError> {
+        self.read(tenant, &subject.to_string(), generation).await
+    }
+
+    async fn read(
+        &self,
+        tenant: &str,
+        subject: &str,
+        generation: i32,
+    ) -> Result<Option<Key>, KeyError> {
+        let cache_key = (tenant.to_owned(), subject.to_owned(), generation);
+        if let Some(known) = self.cached(&cache_key) {
+            return Ok(known);
+        }
+        let row: Option<StoredKeys> = sqlx::query_as(
+            "SELECT s.sealed_key AS subject_sealed, t.master_key_id, t.sealed_key AS tenant_sealed,
+                    t.generation AS tenant_generation
+               FROM subject_keys s
+               JOIN tenant_keys t ON t.tenant_id = s.tenant_id AND t.generation = s.tenant_generation
+              WHERE s.tenant_id = $1 AND s.subject = $2 AND s.generation = $3",
+        )
+        .bind(tenant)
+        .bind(subject)
+        .bind(generation)
+        .fetch_optional(&self.pool)
+        .await?;
+        let key = match row {
+            // Not created (yet): nothing to remember, a writer may create it any moment.
+            None => return Ok(None),
+            Some(StoredKeys {
+                subject_sealed: Some(sealed),
+                master_key_id: Some(master_id),
+                tenant_sealed: Some(tenant_sealed),
+                tenant_generation,
+            }) => {
+                let tenant_key = Key::from_slice(&self.master.open(
+                    &master_id,
+                    &tenant_sealed,
+                    &tenant_context(tenant, tenant_generation),
+                )?)?;
+                let bytes =
+                    tenant_key.open(&sealed, &subject_context(tenant, subject, generation))?;
+                Some(Key::from_slice(&bytes)?)
+            }
+            // Erased.
+            Some(_) => None,
+        };
+        self.remember(cache_key, key.clone());
+        Ok(key)
+    }
+
+    /// Erases every key of `subject` in `tenant` (idempotent: erasing again empties
+    /// nothing more).
+    pub async fn erase_subject(&self, tenant: &str, subject: &Subject) -> Result<Erased, KeyError> {
+        let subject = subject.to_string();
+        let done = sqlx::query(
+            "UPDATE subject_keys SET sealed_key = NULL, erased_at = now()
+              WHERE tenant_id = $1 AND subject = $2 AND sealed_key IS NOT NULL",
+        )
+        .bind(tenant)
+        .bind(&subject)
+        .execute(&self.pool)
+        .await?;
+        self.forget(tenant, Some(&subject));
+        Ok(Erased {
+            subject_keys: done.rows_affected(),
+            tenant_keys: 0,
+        })
+    }
+
+    /// Erases the tenant's keys and every subject key under them, in one transaction.
+    pub async fn erase_tenant(&self, tenant: &str) -> Result<Erased, KeyError> {
+        let mut tx = self.pool.begin().await?;
+        let subjects = sqlx::query(
+            "UPDATE subject_keys SET sealed_key = NULL, erased_at = now()
+              WHERE tenant_id = $1 AND sealed_key IS NOT NULL",
+        )
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        let tenants = sqlx::query(
+            "UPDATE tenant_keys SET sealed_key = NULL, master_key_id = NULL, erased_at = now()
+              WHERE tenant_id = $1 AND sealed_key IS NOT NULL",
+        )
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.forget(tenant, None);
+        Ok(Erased {
+            subject_keys: subjects.rows_affected(),
+            tenant_keys: tenants.rows_affected(),
+        })
+    }
+}
