@@ -15,6 +15,7 @@
 pub mod codec;
 pub mod events;
 pub mod headers;
+pub mod personal;
 pub mod positions;
 pub mod published;
 pub mod registry;

@@ -517,3 +517,50 @@ fn a_version_1_conversation_started_reads_as_started_by_nobody() {
     assert_eq!(decoded.title, "Before owners");
     assert_eq!(decoded.started_by, None);
 }
+
+/// The table of personal fields names fields the events have, and an event whose
+/// personal fields are all erased (each its blank) still reads as the contract's event:
+/// readers get `[erased]`, never an error.
+#[test]
+fn every_personal_field_exists_and_reads_back_erased() {
+    let mut covered = HashSet::new();
+    for event in samples() {
+        let kind = event.event_type();
+        let Some(personal) = kind.personal() else {
+            continue;
+        };
+        covered.insert(kind);
+        let mut payload = serde_json::to_value(&event).expect("serialises");
+        let inner = payload
+            .get_mut(kind.as_str())
+            .and_then(|v| v.as_object_mut())
+            .expect("externally tagged by event type");
+        for (field, blank) in personal.fields {
+            assert!(
+                inner.contains_key(*field),
+                "{} has no {field}",
+                kind.as_str()
+            );
+            inner.insert((*field).to_owned(), blank.value());
+        }
+        let erased: Event = serde_json::from_value(payload.clone())
+            .unwrap_or_else(|e| panic!("{} erased does not read: {e}: {payload}", kind.as_str()));
+        assert_eq!(erased.event_type(), kind);
+        if personal.sealed_by == schemas::personal::SealedBy::Conversation {
+            assert!(
+                inner_has(&payload, kind, "conversation_id"),
+                "{}",
+                kind.as_str()
+            );
+        }
+    }
+    let with_personal = EventType::ALL
+        .into_iter()
+        .filter(|t| t.personal().is_some())
+        .count();
+    assert_eq!(covered.len(), with_personal, "a sample of each");
+}
+
+fn inner_has(payload: &serde_json::Value, kind: EventType, field: &str) -> bool {
+    payload[kind.as_str()].get(field).is_some()
+}

@@ -154,13 +154,16 @@ impl DataKeys {
     }
 
     /// The key new data of `subject` is sealed with, created on first use (and after an
-    /// erasure, as a new generation).
+    /// erasure, as a new generation), owned by `owner` when it is created (a new
+    /// generation keeps the previous one's owner when none is given).
     pub async fn for_writing(
         &self,
         tenant: &str,
         subject: &Subject,
+        owner: Option<&Subject>,
     ) -> Result<SubjectKey, KeyError> {
         let subject = subject.to_string();
+        let owner = owner.map(Subject::to_string);
         loop {
             let newest: Option<(i32, i32, Option<Vec<u8>>)> = sqlx::query_as(
                 "SELECT generation, tenant_generation, sealed_key FROM subject_keys
@@ -188,14 +191,19 @@ impl DataKeys {
                 &subject_context(tenant, &subject, generation),
             )?;
             sqlx::query(
-                "INSERT INTO subject_keys (tenant_id, subject, generation, tenant_generation, sealed_key)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                "INSERT INTO subject_keys
+                        (tenant_id, subject, generation, tenant_generation, sealed_key, owner)
+                 VALUES ($1, $2, $3, $4, $5, coalesce($6, (
+                        SELECT owner FROM subject_keys WHERE tenant_id = $1 AND subject = $2
+                         ORDER BY generation DESC LIMIT 1)))
+                 ON CONFLICT DO NOTHING",
             )
             .bind(tenant)
             .bind(&subject)
             .bind(generation)
             .bind(tenant_generation)
             .bind(sealed)
+            .bind(&owner)
             .execute(&self.pool)
             .await?;
         }
@@ -259,21 +267,25 @@ impl DataKeys {
         Ok(key)
     }
 
-    /// Erases every key of `subject` in `tenant` (idempotent: erasing again empties
-    /// nothing more).
+    /// Erases every key of `subject` in `tenant` and every key it owns (a person's
+    /// conversations). Idempotent: erasing again empties nothing more.
     pub async fn erase_subject(&self, tenant: &str, subject: &Subject) -> Result<Erased, KeyError> {
         let subject = subject.to_string();
-        let done = sqlx::query(
+        let erased: Vec<String> = sqlx::query_scalar(
             "UPDATE subject_keys SET sealed_key = NULL, erased_at = now()
-              WHERE tenant_id = $1 AND subject = $2 AND sealed_key IS NOT NULL",
+              WHERE tenant_id = $1 AND (subject = $2 OR owner = $2) AND sealed_key IS NOT NULL
+             RETURNING subject",
         )
         .bind(tenant)
         .bind(&subject)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
         self.forget(tenant, Some(&subject));
+        for owned in &erased {
+            self.forget(tenant, Some(owned));
+        }
         Ok(Erased {
-            subject_keys: done.rows_affected(),
+            subject_keys: erased.len() as u64,
             tenant_keys: 0,
         })
     }

@@ -20,6 +20,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod log;
 pub mod outbox;
+pub mod protect;
 mod repository;
 pub mod snapshots;
 pub mod stream;

@@ -28,7 +28,7 @@ async fn subject_keys_are_created_once_sealed_rotatable_and_erased_for_good() {
     for _ in 0..8 {
         let (keys, alice) = (keys.clone(), alice.clone());
         asked.push(tokio::spawn(async move {
-            keys.for_writing("acme", &alice).await.expect("a key")
+            keys.for_writing("acme", &alice, None).await.expect("a key")
         }));
     }
     let mut ids = Vec::new();
@@ -39,7 +39,11 @@ async fn subject_keys_are_created_once_sealed_rotatable_and_erased_for_good() {
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "one key for one subject");
-    let alice_key = keys.for_writing("acme", &alice).await.expect("a key").key;
+    let alice_key = keys
+        .for_writing("acme", &alice, None)
+        .await
+        .expect("a key")
+        .key;
     let sealed = alice_key.seal(b"hello", b"event").expect("seals");
 
     // Nothing of the key is stored in clear.
@@ -85,14 +89,37 @@ async fn subject_keys_are_created_once_sealed_rotatable_and_erased_for_good() {
 
     // Erasing alice: her key is gone here at once and everywhere after the cache's TTL
     // (a process that never read it sees it gone now); bob's is untouched.
-    let bob_key = keys.for_writing("acme", &bob).await.expect("a key");
+    let bob_key = keys.for_writing("acme", &bob, None).await.expect("a key");
+    // A conversation alice started: its key is hers, and goes with her.
+    let hers = Subject::Conversation(uuid::Uuid::new_v4());
+    keys.for_writing("acme", &hers, Some(&alice))
+        .await
+        .expect("a key");
     let fresh = DataKeys::new(db.pool.clone(), Keyring::from_text(&old).expect("a key"));
+    assert_eq!(
+        keys.erase_subject("acme", &alice).await.expect("erase"),
+        Erased {
+            subject_keys: 2,
+            tenant_keys: 0
+        }
+    );
+    assert!(
+        fresh
+            .for_reading("acme", &hers, 1)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    // Written to again: a new generation, still hers.
+    let reopened = keys.for_writing("acme", &hers, None).await.expect("a key");
+    assert_eq!(reopened.generation, 2);
     assert_eq!(
         keys.erase_subject("acme", &alice).await.expect("erase"),
         Erased {
             subject_keys: 1,
             tenant_keys: 0
-        }
+        },
+        "the new generation is hers too"
     );
     assert!(
         keys.for_reading("acme", &alice, 1)
@@ -122,7 +149,7 @@ async fn subject_keys_are_created_once_sealed_rotatable_and_erased_for_good() {
             .is_some()
     );
     // Written again afterwards: a new generation, and the old one stays erased.
-    let again = keys.for_writing("acme", &alice).await.expect("a key");
+    let again = keys.for_writing("acme", &alice, None).await.expect("a key");
     assert_eq!(again.generation, 2);
     assert_ne!(again.key.id(), alice_key.id());
     assert!(
@@ -134,7 +161,10 @@ async fn subject_keys_are_created_once_sealed_rotatable_and_erased_for_good() {
     );
 
     // A tenant erased: every key under it; another tenant's keys are untouched.
-    let globex = keys.for_writing("globex", &alice).await.expect("a key");
+    let globex = keys
+        .for_writing("globex", &alice, None)
+        .await
+        .expect("a key");
     assert_eq!(
         keys.erase_tenant("acme").await.expect("erase"),
         Erased {
@@ -166,7 +196,7 @@ async fn subject_keys_are_created_once_sealed_rotatable_and_erased_for_good() {
         .expect("globex keeps its keys");
     assert_eq!(still.id(), globex.key.id());
     // The tenant writes again: a new tenant key generation and new subject keys.
-    let after = keys.for_writing("acme", &bob).await.expect("a key");
+    let after = keys.for_writing("acme", &bob, None).await.expect("a key");
     assert_eq!(after.generation, 2);
     let tenant_generations: Vec<i32> = sqlx::query_scalar(
         "SELECT generation FROM tenant_keys WHERE tenant_id = 'acme' ORDER BY generation",
@@ -175,4 +205,90 @@ async fn subject_keys_are_created_once_sealed_rotatable_and_erased_for_good() {
     .await
     .expect("tenant keys");
     assert_eq!(tenant_generations, vec![1, 2]);
+}
+
+#[tokio::test]
+async fn a_conversations_fields_are_sealed_under_its_key_and_erased_with_its_starter() {
+    use event_store::protect::{Opened, Protector};
+    use serde_json::json;
+    let db = testkit::env::database().await;
+    event_store::migrate(&db.pool).await.expect("migrate");
+    let master = Keyring::from_text(&master()).expect("a key");
+    let protector = Protector::new(DataKeys::new(db.pool.clone(), master.clone()));
+    let id = uuid::Uuid::new_v4().to_string();
+    let started = json!({"ConversationStarted": {
+        "conversation_id": id, "tenant_id": "acme", "title": "Ann's divorce",
+        "metadata": {}, "started_at": 1, "started_by": "ann"
+    }});
+    let sent = json!({"MessageSent": {
+        "conversation_id": id, "message_id": uuid::Uuid::new_v4().to_string(),
+        "role": "user", "content": "my address is 1 Elm St", "sent_at": 2
+    }});
+    let mut stored = Vec::new();
+    for (sequence, (event_type, payload)) in
+        [("ConversationStarted", &started), ("MessageSent", &sent)]
+            .into_iter()
+            .enumerate()
+    {
+        let mut payload = payload.clone();
+        let sequence = sequence as i64 + 1;
+        protector
+            .seal(
+                "acme",
+                "conversation",
+                &id,
+                sequence,
+                event_type,
+                &mut payload,
+            )
+            .await
+            .expect("seals");
+        let text = payload.to_string();
+        assert!(
+            !text.contains("Ann") && !text.contains("Elm") && !text.contains("ann"),
+            "{text}"
+        );
+        stored.push((sequence, event_type, payload));
+    }
+    // Another process with the same master key reads them in clear.
+    let reader = Protector::new(DataKeys::new(db.pool.clone(), master.clone()));
+    for ((sequence, event_type, payload), original) in stored.iter().zip([&started, &sent]) {
+        let mut read = payload.clone();
+        let opened = reader
+            .open(
+                "acme",
+                "conversation",
+                &id,
+                *sequence,
+                event_type,
+                &mut read,
+            )
+            .await
+            .expect("opens");
+        assert_eq!((opened, &read), (Opened::Opened, original));
+    }
+    // Ann erased: the conversation she started reads as erased, its non-personal fields
+    // as they were.
+    protector
+        .keys()
+        .erase_subject("acme", &Subject::User("ann".into()))
+        .await
+        .expect("erase");
+    let after = Protector::new(DataKeys::new(db.pool.clone(), master));
+    let (sequence, event_type, payload) = &stored[1];
+    let mut read = payload.clone();
+    let opened = after
+        .open(
+            "acme",
+            "conversation",
+            &id,
+            *sequence,
+            event_type,
+            &mut read,
+        )
+        .await
+        .expect("reads");
+    assert_eq!(opened, Opened::Erased);
+    assert_eq!(read["MessageSent"]["content"], "[erased]");
+    assert_eq!(read["MessageSent"]["role"], "user");
 }
