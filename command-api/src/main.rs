@@ -67,6 +67,8 @@ struct Cli {
     #[command(flatten)]
     kafka: KafkaConfig,
     #[command(flatten)]
+    data: event_store::DataProtection,
+    #[command(flatten)]
     api: ApiSettings,
 }
 
@@ -88,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
     // Everything that can be wrong with the settings, before connecting to anything.
     let auth = AuthConfig::try_from(cli.api.auth)?;
     let webhooks = WebhookSettings::from_keys(cli.webhooks)?;
+    let master = cli.data.keyring()?;
     if cli.command == Some(Verb::CheckSettings) {
         println!("command-api: settings ok");
         return Ok(());
@@ -140,11 +143,14 @@ async fn main() -> anyhow::Result<()> {
 
     let extractor = Extractor::new(cli.extractor.into());
     extractor.check()?;
-    let mut service =
-        CommandService::from_settings(pool, Arc::new(TemplateGenerator), &cli.service)
-            .with_extractor(extractor)
-            .with_commit_signal(commits)
-            .with_commit_signal(chained);
+    let mut service = CommandService::from_settings(
+        event_store::Reader::new(pool, master),
+        Arc::new(TemplateGenerator),
+        &cli.service,
+    )
+    .with_extractor(extractor)
+    .with_commit_signal(commits)
+    .with_commit_signal(chained);
     match webhooks {
         Some(webhooks) => service = service.with_webhooks(webhooks),
         None => {

@@ -81,6 +81,7 @@ impl Services {
                 embedders,
             )),
             reads: Arc::new(Reads::new(pool.clone())),
+            events: stack.service.reader().clone(),
             auth: testkit::tokens::authenticator(),
             read_wait_max: Duration::from_secs(5),
             stream_max: Duration::from_secs(60),
@@ -151,7 +152,6 @@ impl Services {
             semantic_index::Search::new(stack.db.pool.clone(), self.store.clone(), vec![embedder]);
         let assistant = assistant::Assistant::new(
             stack.service.clone(),
-            stack.db.pool.clone(),
             Arc::new(search),
             Arc::new(router),
             assistant::AssistantSettings {

@@ -373,7 +373,7 @@ impl From<StreamError> for StateError {
 /// by page (memory stays bounded by a page however many events it has), then shows its
 /// public state. `None` when no event of the tenant's aggregate is at or before `as_of`.
 async fn fold<A, V>(
-    pool: &PgPool,
+    pool: &event_store::Reader,
     tenant: &str,
     kind: AggregateKind,
     id: &str,
@@ -429,7 +429,7 @@ where
 /// The aggregate folded from its first event up to a version or a time. `None` when no
 /// event of the tenant's aggregate is at or before that point.
 pub async fn state_at(
-    pool: &PgPool,
+    pool: &event_store::Reader,
     tenant: &str,
     kind: AggregateKind,
     id: &str,

@@ -66,6 +66,8 @@ struct Cli {
     #[command(flatten)]
     search: SearchSettings,
     #[command(flatten)]
+    data: event_store::DataProtection,
+    #[command(flatten)]
     api: ApiSettings,
 }
 
@@ -86,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
     let cli: Cli = config::parse("query-api");
     let auth = AuthConfig::try_from(cli.api.auth)?;
     cli.search.check()?;
+    let master = cli.data.keyring()?;
     if cli.command == Some(Verb::CheckSettings) {
         println!("query-api: settings ok");
         return Ok(());
@@ -104,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
     let progress = projection::progress::Announcements::listen(pool.clone());
     let app = router(AppState {
         reads: Arc::new(Reads::new(pool.clone())),
+        events: event_store::Reader::new(pool.clone(), master),
         search: Arc::new(search),
         auth: Authenticator::new(auth),
         read_wait_max: cli.read_wait_max,

@@ -400,6 +400,7 @@ async fn a_database_that_cannot_be_reached_answers_503_with_retry_after() {
     let app = query_api::http::router(query_api::http::AppState {
         search: std::sync::Arc::new(semantic_index::Search::new(pool.clone(), store, Vec::new())),
         reads: std::sync::Arc::new(read_model::Reads::new(pool.clone())),
+        events: event_store::Reader::plain(pool.clone()),
         auth: testkit::tokens::authenticator(),
         read_wait_max: std::time::Duration::from_secs(1),
         stream_max: std::time::Duration::from_secs(60),
@@ -478,6 +479,7 @@ async fn streams_beyond_the_limit_and_hidden_operational_routes_are_refused() {
     let app = query_api::http::router(query_api::http::AppState {
         search: std::sync::Arc::new(semantic_index::Search::new(pool.clone(), store, Vec::new())),
         reads: std::sync::Arc::new(read_model::Reads::new(pool.clone())),
+        events: event_store::Reader::plain(pool.clone()),
         auth: testkit::tokens::authenticator(),
         read_wait_max: std::time::Duration::from_secs(1),
         stream_max: std::time::Duration::from_secs(60),

@@ -29,7 +29,7 @@ use domain::{
     DomainError, Inbox, InboxCommand, Knowledge, KnowledgeCommand, Resource, Transcript, Version,
     WebhookEndpoint,
 };
-use event_store::{Appender, Stream, StreamError, blobs, idempotency};
+use event_store::{Appender, Reader, Stream, StreamError, blobs, idempotency};
 use recent::Aggregates;
 pub use recent::SNAPSHOT_EVERY;
 use schemas::{AggregateKind, DocumentKind, Event, Role, VersionToken};
@@ -308,6 +308,8 @@ impl AggregateLocks {
 
 pub struct CommandService {
     pool: PgPool,
+    /// The store as its one reader reads it (and, with data protection on, seals).
+    reader: Reader,
     conversations: Aggregates<Conversation>,
     documents: Aggregates<Document>,
     knowledge: Aggregates<Knowledge>,
@@ -389,20 +391,24 @@ pub const CACHED_AGGREGATES: usize = 1_000;
 
 impl CommandService {
     /// A service whose aggregates share one group commit (its writers start on the
-    /// current Tokio runtime).
-    pub fn new(pool: PgPool, generator: Arc<dyn DocumentGenerator>) -> Self {
+    /// current Tokio runtime), reading and writing through `store` (a pool alone: without
+    /// data protection).
+    pub fn new(store: impl Into<Reader>, generator: Arc<dyn DocumentGenerator>) -> Self {
+        let reader: Reader = store.into();
+        let pool = reader.pool().clone();
         let appender = Appender::start(pool.clone());
         let every = Arc::new(AtomicUsize::new(SNAPSHOT_EVERY));
         Self {
-            conversations: Aggregates::new(&appender, CACHED_AGGREGATES, every.clone()),
-            documents: Aggregates::new(&appender, CACHED_AGGREGATES, every.clone()),
-            knowledge: Aggregates::new(&appender, CACHED_AGGREGATES, every.clone()),
-            webhook_endpoints: Aggregates::new(&appender, CACHED_AGGREGATES, every.clone()),
-            inboxes: Aggregates::new(&appender, CACHED_AGGREGATES, every.clone()),
+            conversations: Aggregates::new(&reader, CACHED_AGGREGATES, every.clone()),
+            documents: Aggregates::new(&reader, CACHED_AGGREGATES, every.clone()),
+            knowledge: Aggregates::new(&reader, CACHED_AGGREGATES, every.clone()),
+            webhook_endpoints: Aggregates::new(&reader, CACHED_AGGREGATES, every.clone()),
+            inboxes: Aggregates::new(&reader, CACHED_AGGREGATES, every.clone()),
             snapshot_every: every.clone(),
             appender,
             webhooks_settings: None,
             pool,
+            reader,
             generator,
             locks: AggregateLocks::default(),
             max_attempts: 10,
@@ -414,15 +420,21 @@ impl CommandService {
 
     /// A service set up as `settings` say: what every process that writes builds.
     pub fn from_settings(
-        pool: PgPool,
+        store: impl Into<Reader>,
         generator: Arc<dyn DocumentGenerator>,
         settings: &ServiceSettings,
     ) -> Self {
-        CommandService::new(pool, generator)
+        CommandService::new(store, generator)
             .with_cached_aggregates(settings.cached_aggregates)
             .with_snapshots_every(settings.snapshot_every)
             .with_group_commit(settings.group_commit_max)
             .with_knowledge_max_bytes(settings.knowledge_max_bytes)
+    }
+
+    /// The store as this service reads it: what a process that writes through this
+    /// service reads aggregates with too.
+    pub fn reader(&self) -> &Reader {
+        &self.reader
     }
 
     /// Notifies `signal` after every commit (each signal given is notified): an outbox
@@ -833,7 +845,7 @@ impl CommandService {
         let scope = meta.scope();
         let mut transcript: Option<Transcript> = None;
         let mut stream =
-            Stream::new(&self.pool, AggregateKind::Conversation, id).of_tenant(&meta.tenant_id);
+            Stream::new(&self.reader, AggregateKind::Conversation, id).of_tenant(&meta.tenant_id);
         while let Some(page) = stream.next_page().await.map_err(stream_error)? {
             for recorded in page {
                 match recorded.event().map_err(stream_error)? {
@@ -1006,7 +1018,7 @@ impl CommandService {
         let kind = AggregateKind::parse(&hit.aggregate_type)
             .ok_or_else(|| storage("unknown aggregate type"))?;
         let aggregate_id: Uuid = hit.aggregate_id.parse().map_err(storage)?;
-        let mut stream = Stream::new(&self.pool, kind, aggregate_id)
+        let mut stream = Stream::new(&self.reader, kind, aggregate_id)
             .sequences(hit.first_sequence..=hit.last_sequence);
         let mut events = Vec::new();
         while let Some(page) = stream.next_page().await.map_err(stream_error)? {
@@ -1282,7 +1294,11 @@ mod tests {
         A: recent::SnapshotFormat + PartialEq + fmt::Debug,
     {
         let key = id.to_string();
-        let replayed = aggregates.store.load_aggregate(&key).await.expect("replay");
+        // The whole stream replayed by cqrs-es's own reader, not the service's.
+        let replayed = event_store::store::<A>(&event_store::Appender::start(pool.clone()))
+            .load_aggregate(&key)
+            .await
+            .expect("replay");
         let every = 2;
         // Written after the commit that crossed a multiple of `every`, in the background.
         let mut snapshot = None;

@@ -32,13 +32,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cqrs_es::persist::EventStoreAggregateContext;
-use cqrs_es::{Aggregate, AggregateError, EventStore};
+use cqrs_es::{Aggregate, AggregateError};
 use domain::{Conversation, Document, Inbox, Knowledge, WebhookEndpoint};
 use event_store::append::{Settled, Ticket};
 use event_store::snapshots::{self, Snapshot};
-use event_store::{Appender, Store, Stream};
+use event_store::{Reader, Stream};
 use schemas::AggregateKind;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Snapshots every this many events, by default.
@@ -70,8 +69,7 @@ impl SnapshotFormat for Inbox {
 
 /// An aggregate type's event store with its recently used aggregates.
 pub(crate) struct Aggregates<A: Aggregate> {
-    pub(crate) store: Store<A>,
-    pool: PgPool,
+    reader: Reader,
     recent: Mutex<Recent<A>>,
     /// 0: no snapshots are written (those there are still read). Shared by the
     /// aggregate types of a service.
@@ -109,14 +107,9 @@ pub(crate) struct Loaded<A: Aggregate> {
 }
 
 impl<A: SnapshotFormat> Aggregates<A> {
-    pub(crate) fn new(
-        appender: &Appender,
-        capacity: usize,
-        snapshot_every: Arc<AtomicUsize>,
-    ) -> Self {
+    pub(crate) fn new(reader: &Reader, capacity: usize, snapshot_every: Arc<AtomicUsize>) -> Self {
         Self {
-            store: event_store::store(appender),
-            pool: appender.pool().clone(),
+            reader: reader.clone(),
             recent: Mutex::new(Recent {
                 capacity,
                 entries: HashMap::new(),
@@ -182,7 +175,7 @@ impl<A: SnapshotFormat> Aggregates<A> {
                 pending,
             });
         }
-        let snapshot = match snapshots::latest(&self.pool, A::TYPE, id, A::FORMAT).await {
+        let snapshot = match snapshots::latest(self.reader.pool(), A::TYPE, id, A::FORMAT).await {
             Ok(found) => found,
             Err(e) => return Err(AggregateError::UnexpectedError(Box::new(e))),
         };
@@ -211,14 +204,13 @@ impl<A: SnapshotFormat> Aggregates<A> {
         })
     }
 
-    /// The whole stream replayed, and how many events that was.
+    /// The whole stream replayed (through the one reader, a page at a time), and how
+    /// many events that was.
     async fn replay(
         &self,
         id: &str,
     ) -> Result<(EventStoreAggregateContext<A>, usize), AggregateError<A::Error>> {
-        let context = self.store.load_aggregate(id).await?;
-        let applied = context.current_sequence;
-        Ok((context, applied))
+        self.tail(id, A::default(), 0).await
     }
 
     /// `state` as of `sequence` with the events after it applied, and how many.
@@ -234,7 +226,7 @@ impl<A: SnapshotFormat> Aggregates<A> {
         let uuid = id
             .parse::<Uuid>()
             .map_err(|e| unexpected(format!("aggregate id {id}: {e}")))?;
-        let mut stream = Stream::new(&self.pool, kind, uuid).sequences(sequence + 1..=i64::MAX);
+        let mut stream = Stream::new(&self.reader, kind, uuid).sequences(sequence + 1..=i64::MAX);
         let mut applied = 0;
         let mut current = sequence;
         while let Some(page) = stream
@@ -276,7 +268,7 @@ impl<A: SnapshotFormat> Aggregates<A> {
     /// Writes `snapshot` in the background: the command does not wait for it, and a
     /// failure only means a longer load later.
     pub(crate) fn save_snapshot(&self, id: &str, snapshot: Snapshot) {
-        let (pool, id) = (self.pool.clone(), id.to_owned());
+        let (pool, id) = (self.reader.pool().clone(), id.to_owned());
         tokio::spawn(async move {
             if let Err(e) = snapshots::save(&pool, A::TYPE, &id, A::FORMAT, &snapshot).await {
                 tracing::warn!(aggregate_type = A::TYPE, aggregate_id = %id, error = %e, "snapshot not written");
@@ -361,7 +353,7 @@ mod tests {
         // Never connects: these tests stay in memory.
         let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("lazy");
         let every = Arc::new(AtomicUsize::new(SNAPSHOT_EVERY));
-        Aggregates::new(&Appender::start(pool), capacity, every)
+        Aggregates::new(&Reader::plain(pool), capacity, every)
     }
 
     #[tokio::test]

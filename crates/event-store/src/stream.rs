@@ -8,7 +8,8 @@
 //! and then another tenant's aggregate reads as one that does not exist. Its rows are
 //! typed ([`Recorded`]): the aggregate's kind and id, the contract's headers with the
 //! tenant required (a row without one is corrupt, as it is to a projection), and the
-//! payload decoded as the reader asks.
+//! payload decoded as the reader asks, its sealed personal fields opened by the
+//! [`Reader`] (or read as erased).
 
 use std::ops::RangeInclusive;
 
@@ -16,7 +17,10 @@ use schemas::{AggregateKind, Event, EventHeaders};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use crate::keys::KeyError;
 use crate::log::{self, StoredEvent};
+use crate::protect::{Opened, ProtectError};
+use crate::reader::Reader;
 
 /// Events read per query.
 pub const PAGE: i64 = 500;
@@ -29,6 +33,7 @@ pub struct Recorded {
     /// Its headers as the relay publishes them; `tenant_id` is never empty.
     pub headers: EventHeaders,
     payload: serde_json::Value,
+    erased: bool,
 }
 
 impl Recorded {
@@ -39,6 +44,11 @@ impl Recorded {
 
     pub fn tenant(&self) -> &str {
         &self.headers.tenant_id
+    }
+
+    /// Whether its personal fields were erased (they read as `"[erased]"`, `{}`, `[]`).
+    pub fn erased(&self) -> bool {
+        self.erased
     }
 
     /// The payload as the contract's event.
@@ -60,10 +70,11 @@ impl Recorded {
         }
     }
 
-    fn from_stored(
+    async fn from_stored(
+        reader: &Reader,
         kind: AggregateKind,
         id: Uuid,
-        stored: StoredEvent,
+        mut stored: StoredEvent,
     ) -> Result<Self, StreamError> {
         let headers = stored.headers();
         if headers.tenant_id.is_empty() {
@@ -74,11 +85,31 @@ impl Recorded {
                 reason: "no tenant_id in its metadata".into(),
             });
         }
+        let opened = reader
+            .open(
+                &headers.tenant_id,
+                &stored.aggregate_type,
+                &stored.aggregate_id,
+                stored.sequence,
+                &stored.event_type,
+                &mut stored.payload,
+            )
+            .await
+            .map_err(|e| match e {
+                ProtectError::Keys(KeyError::Database(e)) => StreamError::Database(e),
+                other => StreamError::Corrupt {
+                    kind,
+                    id,
+                    sequence: stored.sequence,
+                    reason: other.to_string(),
+                },
+            })?;
         Ok(Recorded {
             kind,
             id,
             headers,
             payload: stored.payload,
+            erased: opened == Opened::Erased,
         })
     }
 }
@@ -87,7 +118,8 @@ impl Recorded {
 pub enum StreamError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// A stored row the contract cannot read: a defect or a tampered store, never input.
+    /// A stored row the contract cannot read (or whose sealed fields do not open): a
+    /// defect, a tampered store or a missing master key, never input.
     #[error("{} {id} event {sequence}: {reason}", kind.as_str())]
     Corrupt {
         kind: AggregateKind,
@@ -100,7 +132,7 @@ pub enum StreamError {
 /// One aggregate's events in sequence order, read a page at a time.
 #[derive(Debug, Clone)]
 pub struct Stream<'a> {
-    db: &'a sqlx::PgPool,
+    reader: &'a Reader,
     kind: AggregateKind,
     id: Uuid,
     tenant: Option<&'a str>,
@@ -111,9 +143,9 @@ pub struct Stream<'a> {
 
 impl<'a> Stream<'a> {
     /// The whole stream of aggregate `id` of `kind`.
-    pub fn new(db: &'a sqlx::PgPool, kind: AggregateKind, id: Uuid) -> Self {
+    pub fn new(reader: &'a Reader, kind: AggregateKind, id: Uuid) -> Self {
         Stream {
-            db,
+            reader,
             kind,
             id,
             tenant: None,
@@ -144,13 +176,14 @@ impl<'a> Stream<'a> {
         let start = self.next;
         let end = start.saturating_add(PAGE - 1).min(self.last);
         let id = self.id.to_string();
-        let stored = log::aggregate_events(self.db, self.kind.as_str(), &id, start..=end).await?;
+        let stored =
+            log::aggregate_events(self.reader.pool(), self.kind.as_str(), &id, start..=end).await?;
         // A short page is the end of the stream as it stands.
         self.done = (stored.len() as i64) < end - start + 1;
-        let page = stored
-            .into_iter()
-            .map(|s| Recorded::from_stored(self.kind, self.id, s))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut page = Vec::with_capacity(stored.len());
+        for s in stored {
+            page.push(Recorded::from_stored(self.reader, self.kind, self.id, s).await?);
+        }
         let Some(last) = page.last() else {
             self.done = true;
             return Ok(None);

@@ -47,7 +47,8 @@ async fn a_stream_reads_page_by_page_within_its_range_and_its_tenant() {
     let id = Uuid::new_v4();
     let total = event_store::stream::PAGE * 2 + 7;
     append(pool, id, 1, total, json!({"tenant_id": "acme"})).await;
-    let stream = || Stream::new(pool, AggregateKind::Conversation, id);
+    let reader = event_store::Reader::plain(pool.clone());
+    let stream = || Stream::new(&reader, AggregateKind::Conversation, id);
 
     let (sequences, pages) = read(stream()).await;
     assert_eq!(sequences, (1..=total).collect::<Vec<_>>());
@@ -77,13 +78,13 @@ async fn a_stream_reads_page_by_page_within_its_range_and_its_tenant() {
         (1, AggregateKind::Conversation, id)
     );
     // Nothing there: no page.
-    let missing = Stream::new(pool, AggregateKind::Conversation, Uuid::new_v4());
+    let missing = Stream::new(&reader, AggregateKind::Conversation, Uuid::new_v4());
     assert_eq!(read(missing).await.0, Vec::<i64>::new());
 
     // A row without a tenant is corrupt, not another tenant's or nobody's.
     let orphan = Uuid::new_v4();
     append(pool, orphan, 1, 1, json!({})).await;
-    let refused = Stream::new(pool, AggregateKind::Conversation, orphan)
+    let refused = Stream::new(&reader, AggregateKind::Conversation, orphan)
         .next_page()
         .await
         .expect_err("refused");

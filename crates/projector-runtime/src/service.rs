@@ -88,6 +88,8 @@ pub struct RuntimeSettings {
     pub shutdown: Shutdown,
     #[command(flatten)]
     pub telemetry: TelemetrySettings,
+    #[command(flatten)]
+    pub data: event_store::DataProtection,
 }
 
 #[derive(Debug, Error)]

@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let own = cli.projection;
     let llm = LlmConfig::from_settings(own.llm)?;
     own.search.check()?;
+    let master = cli.runtime.data.keyring()?;
     if checking {
         projector_runtime::service::settings_ok(NAME);
         return Ok(());
@@ -66,11 +67,13 @@ async fn main() -> anyhow::Result<()> {
         .context("configuring the LLM providers")?;
     let (embedder, store) = semantic_index::setup::build(own.search, &pool).await?;
     let search = Search::new(pool.clone(), store, vec![embedder]);
-    let service =
-        CommandService::from_settings(pool.clone(), Arc::new(TemplateGenerator), &own.writer);
+    let service = CommandService::from_settings(
+        event_store::Reader::new(pool.clone(), master),
+        Arc::new(TemplateGenerator),
+        &own.writer,
+    );
     let assistant = Assistant::new(
         Arc::new(service),
-        pool.clone(),
         Arc::new(search),
         Arc::new(router),
         own.assistant,

@@ -32,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
     cli.projection.search.check()?;
     // The model's own limit is known once it is loaded; the rest is checked now.
     cli.projection.chunks.config(usize::MAX)?;
+    let master = cli.runtime.data.keyring()?;
     if cli.checking() {
         projector_runtime::service::settings_ok(NAME);
         return Ok(());
@@ -44,7 +45,12 @@ async fn main() -> anyhow::Result<()> {
         .context("connecting to PostgreSQL")?;
     let (embedder, store) = semantic_index::setup::build(cli.projection.search, &pool).await?;
     let chunking = cli.projection.chunks.config(embedder.max_tokens())?;
-    let index = SemanticIndex::new(embedder, store, chunking, pool);
+    let index = SemanticIndex::new(
+        embedder,
+        store,
+        chunking,
+        event_store::Reader::new(pool, master),
+    );
     projector_runtime::service::main(NAME, cli.command, cli.runtime, EffectSink::new(index))
         .await?;
     Ok(())

@@ -33,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = DeliverySettings::try_from(cli.projection.delivery)?;
     let writer = cli.projection.writer;
     let first_delay = settings.schedule.first();
+    let master = cli.runtime.data.keyring()?;
     if checking {
         projector_runtime::service::settings_ok(NAME);
         return Ok(());
@@ -50,8 +51,11 @@ async fn main() -> anyhow::Result<()> {
     pool.close().await;
     let companion: projector_runtime::service::Companion = Box::new(move |pool, stop| {
         Box::pin(async move {
-            let commands =
-                CommandService::from_settings(pool.clone(), Arc::new(TemplateGenerator), &writer);
+            let commands = CommandService::from_settings(
+                event_store::Reader::new(pool.clone(), master),
+                Arc::new(TemplateGenerator),
+                &writer,
+            );
             let dispatcher = Dispatcher::new(pool, commands, settings)
                 .map_err(|e| format!("building the HTTP client: {e}"))?;
             dispatcher.run(stop).await

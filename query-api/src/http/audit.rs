@@ -228,7 +228,7 @@ pub async fn state(
             ));
         }
     };
-    match audit::state_at(app.reads.pool(), &who.tenant_id, kind, &id, as_of).await {
+    match audit::state_at(&app.events, &who.tenant_id, kind, &id, as_of).await {
         Ok(Some(view)) => Ok(Json(view)),
         Ok(None) => Err(Problem::not_found().detail("no such aggregate at that version or time")),
         Err(StateError::Database(e)) => Err(db_error(e)),

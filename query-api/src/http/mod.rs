@@ -31,6 +31,8 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub reads: Arc<Reads>,
+    /// The event store, read through its one reader (audit folds, position tokens).
+    pub events: event_store::Reader,
     /// Semantic search over the embeddings projector's index.
     pub search: Arc<semantic_index::Search>,
     pub auth: Arc<Authenticator>,

@@ -125,8 +125,7 @@ pub(super) async fn visible(
     scope: &Scope<'_>,
     token: &VersionToken,
 ) -> Result<bool, StreamError> {
-    let pool = app.reads.pool();
-    let first = |kind: AggregateKind, id: Uuid| Stream::new(pool, kind, id).first();
+    let first = |kind: AggregateKind, id: Uuid| Stream::new(&app.events, kind, id).first();
     let Some(first_event) = first(token.kind, token.id).await? else {
         return Ok(false);
     };

@@ -58,6 +58,7 @@ impl ReadStack {
         let search = semantic_index::Search::new(pool.clone(), Arc::new(store), embedders);
         let app = router(AppState {
             reads: Arc::new(Reads::new(pool.clone())),
+            events: commands.service.reader().clone(),
             search: Arc::new(search),
             auth: testkit::tokens::authenticator(),
             read_wait_max: Duration::from_secs(5),

@@ -45,7 +45,6 @@ use projection::deltas::Publisher;
 use projection::{EffectError, EffectId, EffectProjection, Envelope, Pass, Planned};
 use schemas::{Event, MessageSource, Role};
 use semantic_index::{Search, SearchRequest};
-use sqlx::PgPool;
 use uuid::Uuid;
 use vectors::SourceKind;
 
@@ -122,8 +121,8 @@ enum Decided {
 }
 
 pub struct Assistant {
+    /// Writes its answers, and is the store it reads conversations through.
     service: Arc<CommandService>,
-    pool: PgPool,
     search: Arc<Search>,
     router: Arc<Router>,
     settings: AssistantSettings,
@@ -135,14 +134,12 @@ pub struct Assistant {
 impl Assistant {
     pub fn new(
         service: Arc<CommandService>,
-        pool: PgPool,
         search: Arc<Search>,
         router: Arc<Router>,
         settings: AssistantSettings,
     ) -> Self {
         Assistant {
             service,
-            pool,
             search,
             router,
             settings,
@@ -244,7 +241,7 @@ impl Assistant {
         message_id: Uuid,
     ) -> Result<(), EffectError> {
         let tenant = planned.tenant_id.as_str();
-        let loaded = read::load(&self.pool, conversation_id)
+        let loaded = read::load(self.service.reader(), conversation_id)
             .await
             .map_err(|e| EffectError::Unavailable(format!("reading the conversation: {e}")))?;
         let state = &loaded.state;
@@ -291,7 +288,7 @@ impl Assistant {
         document_id: Uuid,
     ) -> Result<(), EffectError> {
         let tenant = planned.tenant_id.as_str();
-        let state = read::document(&self.pool, document_id)
+        let state = read::document(self.service.reader(), document_id)
             .await
             .map_err(|e| EffectError::Unavailable(format!("reading the document: {e}")))?;
         let (Some(conversation_id), Some((kind, _))) = (state.conversation_id, state.requested)

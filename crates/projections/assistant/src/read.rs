@@ -5,9 +5,8 @@
 
 use cqrs_es::Aggregate;
 use domain::{Conversation, ConversationEvent, Document};
-use event_store::{Stream, StreamError};
+use event_store::{Reader, Stream, StreamError};
 use schemas::AggregateKind;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::prompt::Said;
@@ -27,9 +26,9 @@ pub struct Loaded {
 }
 
 /// Reads the whole stream of `id` (empty state when it does not exist).
-pub async fn load(pool: &PgPool, id: Uuid) -> Result<Loaded, StreamError> {
+pub async fn load(store: &Reader, id: Uuid) -> Result<Loaded, StreamError> {
     let mut loaded = Loaded::default();
-    let mut stream = Stream::new(pool, AggregateKind::Conversation, id);
+    let mut stream = Stream::new(store, AggregateKind::Conversation, id);
     while let Some(page) = stream.next_page().await? {
         for recorded in page {
             // The stored payload is the aggregate's own serde form.
@@ -50,6 +49,6 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Loaded, StreamError> {
 }
 
 /// The state of document `id` (the default state when it does not exist).
-pub async fn document(pool: &PgPool, id: Uuid) -> Result<Document, StreamError> {
-    Stream::new(pool, AggregateKind::Document, id).fold().await
+pub async fn document(store: &Reader, id: Uuid) -> Result<Document, StreamError> {
+    Stream::new(store, AggregateKind::Document, id).fold().await
 }

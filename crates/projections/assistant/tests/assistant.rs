@@ -77,7 +77,6 @@ impl World {
         );
         Arc::new(EffectSink::new(Assistant::new(
             self.stack.service.clone(),
-            self.stack.db.pool.clone(),
             Arc::new(search),
             Arc::new(router),
             AssistantSettings {

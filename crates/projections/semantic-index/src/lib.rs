@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use embeddings::chunk::{self, ChunkConfig};
 use embeddings::{EmbedError, Embedder, ModelId};
+use event_store::Reader;
 use projection::{ApplyError, EffectError, EffectProjection, Envelope, Parallelism, Pass, Planned};
 use schemas::{AggregateKind, Event};
 use sqlx::{PgConnection, PgPool};
@@ -95,6 +96,8 @@ pub struct SemanticIndex {
     store: Arc<dyn VectorStore>,
     chunking: ChunkConfig,
     pool: PgPool,
+    /// The event store, for a conversation the read model does not have yet.
+    events: Reader,
     /// Generation schema -> its index, checked against this projector's model and
     /// created in the store once per process.
     indexes: Mutex<HashMap<String, IndexName>>,
@@ -105,13 +108,15 @@ impl SemanticIndex {
         embedder: Arc<dyn Embedder>,
         store: Arc<dyn VectorStore>,
         chunking: ChunkConfig,
-        pool: PgPool,
+        events: impl Into<Reader>,
     ) -> Self {
+        let events: Reader = events.into();
         SemanticIndex {
             embedder,
             store,
             chunking,
-            pool,
+            pool: events.pool().clone(),
+            events,
             indexes: Mutex::new(HashMap::new()),
         }
     }
@@ -217,7 +222,7 @@ impl SemanticIndex {
         if let Some((title, started_by)) = row {
             return Ok(ConversationInfo { title, started_by });
         }
-        let first = event_store::Stream::new(&self.pool, AggregateKind::Conversation, id)
+        let first = event_store::Stream::new(&self.events, AggregateKind::Conversation, id)
             .of_tenant(tenant)
             .first()
             .await

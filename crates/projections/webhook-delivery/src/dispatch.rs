@@ -147,7 +147,7 @@ impl Dispatcher {
             let endpoint = match states.get(&c.endpoint_id) {
                 Some(state) => state.clone(),
                 None => {
-                    let state = endpoints::current(&this.pool, c.endpoint_id)
+                    let state = endpoints::current(this.commands.reader(), c.endpoint_id)
                         .await
                         .map(Arc::new)
                         .inspect_err(|e| tracing::warn!(error = %e, "reading a webhook endpoint"))

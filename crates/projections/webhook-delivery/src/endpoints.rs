@@ -106,8 +106,11 @@ impl Book {
 }
 
 /// One endpoint as it is now, folded from its stream (what the dispatcher sends with).
-pub async fn current(db: &sqlx::PgPool, endpoint_id: Uuid) -> Result<WebhookEndpoint, StreamError> {
-    Stream::new(db, AggregateKind::WebhookEndpoint, endpoint_id)
+pub async fn current(
+    store: &event_store::Reader,
+    endpoint_id: Uuid,
+) -> Result<WebhookEndpoint, StreamError> {
+    Stream::new(store, AggregateKind::WebhookEndpoint, endpoint_id)
         .fold()
         .await
 }

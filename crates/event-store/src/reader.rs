@@ -1,0 +1,117 @@
+//! The store as its readers and writers hold it: the database, and, when data protection
+//! is on (`DATA_MASTER_KEY`), the keys that seal and open personal fields
+//! (docs/DATA-PROTECTION.md). Every reader of events takes a [`Reader`], so no reader can
+//! forget to open what is sealed.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::keys::DataKeys;
+use crate::protect::{self, Opened, ProtectError, Protector};
+
+/// The settings of data protection (every process that reads or writes events).
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Data protection")]
+pub struct DataProtection {
+    /// Base64 of 32 random bytes that seals the tenants' data keys; comma-separated to
+    /// rotate it (the first seals, all open). Set: events whose personal fields are sealed
+    /// are read in clear (writers seal from the next step of docs/DATA-PROTECTION.md).
+    /// Unset: a sealed event cannot be read. The same value in every service.
+    #[arg(
+        long = "data-master-key",
+        env = "DATA_MASTER_KEY",
+        hide_env_values = true
+    )]
+    pub master_key: Option<String>,
+}
+
+impl DataProtection {
+    /// The master keyring, if one is set (an invalid one is an error before anything
+    /// connects).
+    pub fn keyring(&self) -> Result<Option<sealing::Keyring>, sealing::SealError> {
+        self.master_key
+            .as_deref()
+            .map(sealing::Keyring::from_text)
+            .transpose()
+    }
+}
+
+/// The event store's pool and, with data protection on, its [`Protector`]. Cheap to
+/// clone.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    pool: PgPool,
+    protector: Option<Arc<Protector>>,
+}
+
+impl Reader {
+    /// Without data protection: nothing is sealed, and a sealed event is an error.
+    pub fn plain(pool: PgPool) -> Self {
+        Reader {
+            pool,
+            protector: None,
+        }
+    }
+
+    /// Protected by `master` when there is one ([`DataProtection::keyring`]).
+    pub fn new(pool: PgPool, master: Option<sealing::Keyring>) -> Self {
+        let Some(master) = master else {
+            return Reader::plain(pool);
+        };
+        let keys = DataKeys::new(pool.clone(), master);
+        Reader {
+            pool,
+            protector: Some(Arc::new(Protector::new(keys))),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The keys, when data protection is on.
+    pub fn protector(&self) -> Option<&Protector> {
+        self.protector.as_deref()
+    }
+
+    /// Opens one stored event's payload in place.
+    pub async fn open(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+        event_type: &str,
+        payload: &mut Value,
+    ) -> Result<Opened, ProtectError> {
+        match &self.protector {
+            Some(protector) => {
+                protector
+                    .open(
+                        tenant,
+                        aggregate_type,
+                        aggregate_id,
+                        sequence,
+                        event_type,
+                        payload,
+                    )
+                    .await
+            }
+            None => match protect::sealed_box(payload, event_type)? {
+                None => Ok(Opened::Plain),
+                Some(_) => Err(ProtectError::Malformed(
+                    "the event is sealed and DATA_MASTER_KEY is not set".into(),
+                )),
+            },
+        }
+    }
+}
+
+/// A pool alone is a store without data protection (tests, tools).
+impl From<PgPool> for Reader {
+    fn from(pool: PgPool) -> Self {
+        Reader::plain(pool)
+    }
+}
