@@ -112,6 +112,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let auth = Authenticator::new(auth);
 
+    // One reader (and one cache of keys) for the relay and the commands of this process.
+    let events = event_store::Reader::new(pool.clone(), master);
     let (stop, stopped) = watch::channel(false);
     // Each commit wakes the relay of this process: published at once, not at its next poll.
     let commits = Arc::new(tokio::sync::Notify::new());
@@ -122,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             kafka: cli.kafka,
             batch_size: cli.relay.batch_size,
             idle_poll: cli.relay.idle_poll,
+            events: events.clone(),
         });
         let relay = relay.woken_by(commits.clone());
         (Some(tokio::spawn(relay.run(stopped.clone()))), Some(status))
@@ -143,14 +146,11 @@ async fn main() -> anyhow::Result<()> {
 
     let extractor = Extractor::new(cli.extractor.into());
     extractor.check()?;
-    let mut service = CommandService::from_settings(
-        event_store::Reader::new(pool, master),
-        Arc::new(TemplateGenerator),
-        &cli.service,
-    )
-    .with_extractor(extractor)
-    .with_commit_signal(commits)
-    .with_commit_signal(chained);
+    let mut service =
+        CommandService::from_settings(events, Arc::new(TemplateGenerator), &cli.service)
+            .with_extractor(extractor)
+            .with_commit_signal(commits)
+            .with_commit_signal(chained);
     match webhooks {
         Some(webhooks) => service = service.with_webhooks(webhooks),
         None => {

@@ -15,9 +15,11 @@ use domain::state::{
     ConversationState, DocumentState, InboxState, KnowledgeState, WebhookEndpointState,
 };
 use domain::{Conversation, Document, Inbox, Knowledge, WebhookEndpoint};
-use event_store::StreamError;
 use event_store::chain;
+use event_store::keys::KeyError;
 use event_store::log::{self, RawEvent, RawPage};
+use event_store::protect::{Opened, ProtectError};
+use event_store::{Reader, StreamError};
 use futures::Stream;
 use schemas::{AggregateKind, CommitPosition};
 use serde::Serialize;
@@ -47,7 +49,7 @@ fn as_text<S: serde::Serializer>(position: &CommitPosition, s: S) -> Result<S::O
 /// Appends one line of an audit stream: the event's fields, then `metadata` and `payload`
 /// as the JSON text the store keeps (valid JSON objects, written as they are rather than
 /// parsed and written again), then a newline.
-fn push_line(out: &mut Vec<u8>, e: &RawEvent<'_>) {
+fn push_line(out: &mut Vec<u8>, e: &RawEvent<'_>, payload: &str) {
     let head = Head {
         event_id: e.event_id,
         aggregate_type: e.aggregate_type,
@@ -68,7 +70,7 @@ fn push_line(out: &mut Vec<u8>, e: &RawEvent<'_>) {
     out.extend_from_slice(b",\"metadata\":");
     out.extend_from_slice(e.metadata.as_bytes());
     out.extend_from_slice(b",\"payload\":");
-    out.extend_from_slice(e.payload.as_bytes());
+    out.extend_from_slice(payload.as_bytes());
     out.extend_from_slice(b"}\n");
 }
 
@@ -85,6 +87,8 @@ pub struct TenantFilter {
 type Pages = tokio::sync::mpsc::Receiver<Result<RawPage, sqlx::Error>>;
 
 struct StreamState {
+    /// Opens sealed personal fields (the line shows them in clear, or as erased).
+    events: Reader,
     /// Read one page ahead of what is being sent.
     pages: Pages,
     /// A stream ends (with a resumable error line) at this time, however much is left.
@@ -119,8 +123,10 @@ fn trailer_time_limit(s: &StreamState) -> String {
 fn stream(
     pages: Pages,
     limit: std::time::Duration,
+    events: Reader,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let state = StreamState {
+        events,
         pages,
         deadline: tokio::time::Instant::now() + limit,
         done: false,
@@ -145,7 +151,7 @@ fn stream(
                 s.done = true;
                 Bytes::from(trailer_end(&s))
             }
-            Some(Ok(page)) => match lines(&page) {
+            Some(Ok(page)) => match lines(&page, &s.events).await {
                 Ok((chunk, last)) => {
                     s.count += page.len() as u64;
                     if let Some(last) = last {
@@ -165,15 +171,61 @@ fn stream(
 
 /// A page's lines, and the position of its last event. A row that does not decode
 /// fails the page (nothing of it is sent), so `count` and `last_position` stay exact.
-fn lines(page: &RawPage) -> Result<(Vec<u8>, Option<CommitPosition>), sqlx::Error> {
+async fn lines(
+    page: &RawPage,
+    events: &Reader,
+) -> Result<(Vec<u8>, Option<CommitPosition>), sqlx::Error> {
     let mut chunk = Vec::with_capacity(page.len() * 512);
     let mut last = None;
     for e in page.events() {
         let e = e?;
-        push_line(&mut chunk, &e);
+        // Only a payload that may hold a sealed box is parsed; every other one is spliced
+        // in as stored.
+        let opened = if e.payload.contains("\"sealed\":") {
+            opened_text(events, &e).await?
+        } else {
+            None
+        };
+        push_line(&mut chunk, &e, opened.as_deref().unwrap_or(e.payload));
         last = Some(e.position);
     }
     Ok((chunk, last))
+}
+
+/// The payload of `e` with its sealed personal fields opened (or erased), as JSON text;
+/// `None` when nothing was sealed, or it does not open (the line then shows what is
+/// stored, and the failure is logged).
+async fn opened_text(events: &Reader, e: &RawEvent<'_>) -> Result<Option<String>, sqlx::Error> {
+    let Ok(mut payload) = serde_json::from_str::<serde_json::Value>(e.payload) else {
+        return Ok(None);
+    };
+    let tenant = serde_json::from_str::<serde_json::Value>(e.metadata)
+        .ok()
+        .and_then(|m| {
+            m.get("tenant_id")
+                .and_then(|t| t.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let opened = events
+        .open(
+            &tenant,
+            e.aggregate_type,
+            e.aggregate_id,
+            e.sequence,
+            e.event_type,
+            &mut payload,
+        )
+        .await;
+    match opened {
+        Ok(Opened::Plain) => Ok(None),
+        Ok(_) => Ok(Some(payload.to_string())),
+        Err(ProtectError::Keys(KeyError::Database(e))) => Err(e),
+        Err(other) => {
+            tracing::error!(event_id = %e.event_id, error = %other, "a sealed event does not open");
+            Ok(None)
+        }
+    }
 }
 
 /// A page and the cursor after it (from its last event); `None` when the page is empty.
@@ -190,11 +242,12 @@ fn page_and_next<C>(
 
 /// The tenant's events in committed global order, for at most `limit`.
 pub fn tenant_events(
-    pool: PgPool,
+    events: Reader,
     tenant: String,
     filter: TenantFilter,
     limit: std::time::Duration,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    let pool = events.pool().clone();
     let pages = log::read_ahead(filter.after, move |after| {
         let (pool, tenant, store) = (pool.clone(), tenant.clone(), filter.store.clone());
         async move {
@@ -202,7 +255,7 @@ pub fn tenant_events(
             page_and_next(page, |last| last.position)
         }
     });
-    stream(pages, limit)
+    stream(pages, limit, events)
 }
 
 /// Whether the aggregate exists and belongs to `tenant` (else the caller answers 404).
@@ -217,11 +270,12 @@ pub async fn owned_by(
 
 /// One aggregate's events by sequence, for at most `limit`. Check [`owned_by`] first.
 pub fn aggregate_events(
-    pool: PgPool,
+    events: Reader,
     kind: AggregateKind,
     id: String,
     limit: std::time::Duration,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    let pool = events.pool().clone();
     let pages = log::read_ahead(0i64, move |after| {
         let (pool, id) = (pool.clone(), id.clone());
         async move {
@@ -231,7 +285,7 @@ pub fn aggregate_events(
             page_and_next(page, |last| last.sequence)
         }
     });
-    stream(pages, limit)
+    stream(pages, limit, events)
 }
 
 /// Links recomputed per page of a chain verification.

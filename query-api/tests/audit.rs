@@ -267,7 +267,7 @@ async fn a_stream_whose_database_fails_part_way_ends_with_an_error_line() {
     append_messages(&stack, id, total - 1).await;
     let pool = stack.commands.db.pool.clone();
     let mut stream = Box::pin(audit::tenant_events(
-        pool.clone(),
+        pool.clone().into(),
         "acme".into(),
         TenantFilter::default(),
         std::time::Duration::from_secs(60),
@@ -445,7 +445,7 @@ async fn a_stream_that_reaches_its_time_limit_ends_with_a_resumable_line() {
         .await
         .unwrap();
     let lines: Vec<Value> = audit::tenant_events(
-        stack.commands.db.pool.clone(),
+        stack.commands.db.pool.clone().into(),
         "acme".into(),
         TenantFilter::default(),
         std::time::Duration::ZERO,

@@ -29,6 +29,8 @@ use domain::{
     DomainError, Inbox, InboxCommand, Knowledge, KnowledgeCommand, Resource, Transcript, Version,
     WebhookEndpoint,
 };
+use event_store::keys::KeyError;
+use event_store::protect::ProtectError;
 use event_store::{Appender, Reader, Stream, StreamError, blobs, idempotency};
 use recent::Aggregates;
 pub use recent::SNAPSHOT_EVERY;
@@ -246,6 +248,13 @@ fn storage(e: impl fmt::Display) -> CommandError {
     CommandError::Storage(e.to_string())
 }
 
+fn protect_error(e: ProtectError) -> CommandError {
+    match e {
+        ProtectError::Keys(KeyError::Database(e)) => db(e),
+        other => storage(other),
+    }
+}
+
 fn stream_error(e: StreamError) -> CommandError {
     match e {
         StreamError::Database(e) => db(e),
@@ -429,6 +438,28 @@ impl CommandService {
             .with_snapshots_every(settings.snapshot_every)
             .with_group_commit(settings.group_commit_max)
             .with_knowledge_max_bytes(settings.knowledge_max_bytes)
+    }
+
+    /// Seals the personal fields of `rows` (events of `tenant`) when data protection is
+    /// on: what is stored, and every copy made from it, holds them only sealed.
+    async fn seal(&self, tenant: &str, rows: &mut [SerializedEvent]) -> Result<(), CommandError> {
+        let Some(protector) = self.reader.protector() else {
+            return Ok(());
+        };
+        for row in rows {
+            protector
+                .seal(
+                    tenant,
+                    &row.aggregate_type,
+                    &row.aggregate_id,
+                    row.sequence as i64,
+                    &row.event_type,
+                    &mut row.payload,
+                )
+                .await
+                .map_err(protect_error)?;
+        }
+        Ok(())
     }
 
     /// The store as this service reads it: what a process that writes through this
@@ -948,7 +979,8 @@ impl CommandService {
             let state = std::mem::take(&mut context.aggregate);
             let before = context.current_sequence;
             let after = before + events.len();
-            let rows = rows::<A>(&key, before, &events, &metadata)?;
+            let mut rows = rows::<A>(&key, before, &events, &metadata)?;
+            self.seal(&meta.tenant_id, &mut rows).await?;
             let snapshot = aggregates.due_snapshot(&state, before, after);
             let queued = self.appender.queue(rows, pending);
             // Other commands wait for this aggregate: let them decide on the state these

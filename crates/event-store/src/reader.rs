@@ -16,9 +16,10 @@ use crate::protect::{self, Opened, ProtectError, Protector};
 #[command(next_help_heading = "Data protection")]
 pub struct DataProtection {
     /// Base64 of 32 random bytes that seals the tenants' data keys; comma-separated to
-    /// rotate it (the first seals, all open). Set: events whose personal fields are sealed
-    /// are read in clear (writers seal from the next step of docs/DATA-PROTECTION.md).
-    /// Unset: a sealed event cannot be read. The same value in every service.
+    /// rotate it (the first seals, all open). Set: personal fields of new events are
+    /// stored sealed and read in clear through the keys (docs/DATA-PROTECTION.md). Unset:
+    /// they are stored in clear, and a sealed event cannot be read. The same value in
+    /// every service.
     #[arg(
         long = "data-master-key",
         env = "DATA_MASTER_KEY",
@@ -71,6 +72,14 @@ impl Reader {
         &self.pool
     }
 
+    /// The same keys over another pool of the same database (one sized for a task).
+    pub fn on_pool(&self, pool: PgPool) -> Reader {
+        Reader {
+            pool,
+            protector: self.protector.clone(),
+        }
+    }
+
     /// The keys, when data protection is on.
     pub fn protector(&self) -> Option<&Protector> {
         self.protector.as_deref()
@@ -113,5 +122,30 @@ impl Reader {
 impl From<PgPool> for Reader {
     fn from(pool: PgPool) -> Self {
         Reader::plain(pool)
+    }
+}
+
+impl From<&PgPool> for Reader {
+    fn from(pool: &PgPool) -> Self {
+        Reader::plain(pool.clone())
+    }
+}
+
+impl Reader {
+    /// Opens a row read from the log in place (its tenant from its metadata).
+    pub async fn open_stored(
+        &self,
+        stored: &mut crate::log::StoredEvent,
+    ) -> Result<Opened, ProtectError> {
+        let tenant = stored.meta("tenant_id").unwrap_or_default().to_owned();
+        self.open(
+            &tenant,
+            &stored.aggregate_type,
+            &stored.aggregate_id,
+            stored.sequence,
+            &stored.event_type,
+            &mut stored.payload,
+        )
+        .await
     }
 }

@@ -17,8 +17,10 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use event_store::log;
-use sqlx::{PgConnection, PgPool};
+use event_store::keys::KeyError;
+use event_store::protect::ProtectError;
+use event_store::{Reader, StoredEvent, log};
+use sqlx::PgConnection;
 
 use crate::bookkeeping::{self, Standing, StreamKey};
 use crate::envelope::Envelope;
@@ -103,7 +105,7 @@ pub trait Sink: Send + Sync + 'static {
     /// the parked queue and leave it.
     async fn apply(
         &self,
-        pool: &PgPool,
+        store: &Reader,
         target: Target<'_>,
         events: &[Envelope],
         pass: Pass,
@@ -125,9 +127,24 @@ fn key_of(e: &Envelope) -> StreamKey {
 
 const WAITING: &str = "waiting behind a parked event";
 
+/// Opens a row read from the store (its sealed personal fields, or their blanks when
+/// erased). One that does not open is rejected (parked with the reason); keys that cannot
+/// be read are waited for.
+pub(crate) async fn opened(store: &Reader, stored: &mut StoredEvent) -> Result<(), ApplyError> {
+    match store.open_stored(stored).await {
+        Ok(_) => Ok(()),
+        Err(ProtectError::Keys(KeyError::Database(e))) => Err(e.into()),
+        // The master key does not open the stored keys: the deployment's to fix, so it
+        // waits, parking nothing.
+        Err(ProtectError::Keys(e)) => Err(ApplyError::Unavailable(e.to_string())),
+        Err(e) => Err(ApplyError::Rejected(e.to_string())),
+    }
+}
+
 /// The events `last + 1 .. event.sequence - 1` of the event's aggregate, from the store.
 async fn fill_gap(
     db: &mut PgConnection,
+    store: &Reader,
     event: &Envelope,
     last: i64,
 ) -> Result<Vec<Envelope>, ApplyError> {
@@ -147,10 +164,12 @@ async fn fill_gap(
             event.aggregate_id
         )));
     }
-    missing
-        .into_iter()
-        .map(|stored| Envelope::from_store(stored).map_err(|e| ApplyError::Rejected(e.to_string())))
-        .collect()
+    let mut filled = Vec::with_capacity(missing.len());
+    for mut stored in missing {
+        opened(store, &mut stored).await?;
+        filled.push(Envelope::from_store(stored).map_err(|e| ApplyError::Rejected(e.to_string()))?);
+    }
+    Ok(filled)
 }
 
 /// Decides, event by event, what to apply. Reads every aggregate's standing in one go
@@ -158,6 +177,7 @@ async fn fill_gap(
 /// right away.
 async fn plan(
     db: &mut PgConnection,
+    store: &Reader,
     schema: &str,
     events: &[Envelope],
     pass: Pass,
@@ -201,7 +221,7 @@ async fn plan(
             continue;
         }
         if e.sequence > state.last + 1 {
-            to_apply.extend(fill_gap(db, e, state.last).await?);
+            to_apply.extend(fill_gap(db, store, e, state.last).await?);
         }
         to_apply.push(e.clone());
         state.last = e.sequence;
@@ -259,14 +279,15 @@ impl<P: TableProjection> Sink for TableSink<P> {
 
     async fn apply(
         &self,
-        pool: &PgPool,
+        store: &Reader,
         target: Target<'_>,
         events: &[Envelope],
         pass: Pass,
     ) -> Result<Vec<Outcome>, ApplyError> {
-        let mut tx = pool.begin().await?;
+        let mut tx = store.pool().begin().await?;
         let schema = resolve(&mut tx, self.name(), target).await?;
-        let (outcomes, to_apply, streams) = plan(&mut tx, &schema, events, pass, true).await?;
+        let (outcomes, to_apply, streams) =
+            plan(&mut tx, store, &schema, events, pass, true).await?;
         if !to_apply.is_empty() {
             self.0.apply(&mut tx, &schema, &to_apply, pass).await?;
         }
@@ -321,13 +342,13 @@ impl<P: EffectProjection> EffectSink<P> {
     /// Plans, performs and records one batch while its aggregates are locked.
     async fn apply_locked(
         &self,
-        pool: &PgPool,
+        store: &Reader,
         target: Target<'_>,
         events: &[Envelope],
         pass: Pass,
     ) -> Result<Vec<Outcome>, ApplyError> {
         let name = self.projection.name();
-        let mut conn = pool.acquire().await?;
+        let mut conn = store.pool().acquire().await?;
         let schema = match target {
             Target::Generation(s) => s.to_owned(),
             Target::Live => generation::live_schema(&mut conn, name)
@@ -336,7 +357,8 @@ impl<P: EffectProjection> EffectSink<P> {
                     ApplyError::Rejected(format!("projection {name} has no live generation"))
                 })?,
         };
-        let (outcomes, to_apply, streams) = plan(&mut conn, &schema, events, pass, false).await?;
+        let (outcomes, to_apply, streams) =
+            plan(&mut conn, store, &schema, events, pass, false).await?;
         drop(conn);
         let mut applied = Vec::with_capacity(to_apply.len());
         for e in to_apply {
@@ -360,7 +382,7 @@ impl<P: EffectProjection> EffectSink<P> {
         let ledger = self.projection.uses_ledger();
         if ledger && pass != Pass::Rebuild && !all.is_empty() {
             let ids: Vec<EffectId> = all.iter().map(|p| p.id).collect();
-            let mut conn = pool.acquire().await?;
+            let mut conn = store.pool().acquire().await?;
             let done = bookkeeping::performed(&mut conn, name, &ids).await?;
             all.retain(|p| !done.contains(&p.id));
         }
@@ -370,7 +392,7 @@ impl<P: EffectProjection> EffectSink<P> {
         }
         let performed: HashSet<EffectId> = all.iter().map(|p| p.id).collect();
 
-        let mut tx = pool.begin().await?;
+        let mut tx = store.pool().begin().await?;
         let now = resolve(&mut tx, name, target).await?;
         if now != schema {
             // A rebuild switched generations while the effects ran: plan again against
@@ -441,7 +463,7 @@ impl<P: EffectProjection> Sink for EffectSink<P> {
 
     async fn apply(
         &self,
-        pool: &PgPool,
+        store: &Reader,
         target: Target<'_>,
         events: &[Envelope],
         pass: Pass,
@@ -451,8 +473,11 @@ impl<P: EffectProjection> Sink for EffectSink<P> {
             .iter()
             .map(|e| format!("{name}/{}/{}", e.aggregate_type, e.aggregate_id))
             .collect();
-        let held = self.locks.acquire(pool, keys.into_iter().collect()).await?;
-        let result = self.apply_locked(pool, target, events, pass).await;
+        let held = self
+            .locks
+            .acquire(store.pool(), keys.into_iter().collect())
+            .await?;
+        let result = self.apply_locked(store, target, events, pass).await;
         self.locks.release(held).await;
         result
     }

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use event_store::log;
+use event_store::{Reader, log};
 use schemas::CommitPosition;
 use sqlx::PgPool;
 
@@ -30,14 +30,14 @@ const BATCH: i64 = 4_000;
 /// Applies a batch; if the sink refuses it, applies its events one by one so that only
 /// the failing ones (and those queued behind them) are parked.
 async fn apply_or_park(
-    pool: &PgPool,
+    store: &Reader,
     sink: &dyn Sink,
     schema: &str,
     batch: &[Envelope],
     report: &mut RebuildReport,
 ) -> Result<(), ProjectionError> {
     let outcomes = match sink
-        .apply(pool, Target::Generation(schema), batch, Pass::Rebuild)
+        .apply(store, Target::Generation(schema), batch, Pass::Rebuild)
         .await
     {
         Ok(outcomes) => outcomes,
@@ -45,7 +45,7 @@ async fn apply_or_park(
         Err(_) if batch.len() > 1 => {
             for one in batch {
                 Box::pin(apply_or_park(
-                    pool,
+                    store,
                     sink,
                     schema,
                     std::slice::from_ref(one),
@@ -56,7 +56,7 @@ async fn apply_or_park(
             return Ok(());
         }
         Err(e) => {
-            park(pool, schema, batch, &e.to_string(), report).await?;
+            park(store.pool(), schema, batch, &e.to_string(), report).await?;
             return Ok(());
         }
     };
@@ -95,38 +95,46 @@ struct Page {
 
 /// The page of the store after `from`, decoded; `None` at the end.
 async fn read_page(
-    pool: PgPool,
+    store: Reader,
     from: CommitPosition,
 ) -> Result<Option<(Page, CommitPosition)>, sqlx::Error> {
-    let page = log::read_after(&pool, from, BATCH).await?;
+    let page = log::read_after(store.pool(), from, BATCH).await?;
     let Some(last) = page.last().map(|e| e.position) else {
         return Ok(None);
     };
-    let events = page
-        .into_iter()
-        .map(|stored| {
-            let at = EventRef {
-                aggregate_type: stored.aggregate_type.clone(),
-                aggregate_id: stored.aggregate_id.clone(),
-                sequence: stored.sequence,
-                event_id: Some(stored.event_id),
-            };
-            Envelope::from_store(stored).map_err(|e| (at, e.to_string()))
-        })
-        .collect();
+    let mut events = Vec::with_capacity(page.len());
+    for mut stored in page {
+        let at = EventRef {
+            aggregate_type: stored.aggregate_type.clone(),
+            aggregate_id: stored.aggregate_id.clone(),
+            sequence: stored.sequence,
+            event_id: Some(stored.event_id),
+        };
+        let opened = match crate::apply::opened(&store, &mut stored).await {
+            Ok(()) => Ok(stored),
+            Err(ApplyError::Database(e)) => return Err(e),
+            Err(e) => Err(e.to_string()),
+        };
+        events.push(
+            opened
+                .and_then(|stored| Envelope::from_store(stored).map_err(|e| e.to_string()))
+                .map_err(|reason| (at, reason)),
+        );
+    }
     Ok(Some((Page { last, events }, last)))
 }
 
 /// Replays every committed event after `from` into `schema`; returns where it ended.
 async fn replay(
-    pool: &PgPool,
+    store: &Reader,
     sink: &dyn Sink,
     schema: &str,
     mut from: CommitPosition,
     report: &mut RebuildReport,
 ) -> Result<CommitPosition, ProjectionError> {
     // The next page is read and decoded while the sink writes this one.
-    let reader = pool.clone();
+    let pool = store.pool();
+    let reader = store.clone();
     let mut pages = log::read_ahead(from, move |after| read_page(reader.clone(), after));
     while let Some(page) = pages.recv().await {
         let page = page?;
@@ -137,7 +145,7 @@ async fn replay(
                 Ok(e) => batch.push(e),
                 Err((at, error)) => {
                     // Apply what came before it first, so its aggregate's order holds.
-                    apply_or_park(pool, sink, schema, &batch, report).await?;
+                    apply_or_park(store, sink, schema, &batch, report).await?;
                     batch.clear();
                     let mut tx = pool.begin().await?;
                     if bookkeeping::park(&mut tx, schema, &at, None, &error).await? {
@@ -148,7 +156,7 @@ async fn replay(
             }
         }
         if !batch.is_empty() {
-            apply_or_park(pool, sink, schema, &batch, report).await?;
+            apply_or_park(store, sink, schema, &batch, report).await?;
         }
     }
     Ok(from)
@@ -159,7 +167,7 @@ async fn replay(
 /// still holding every event: retention may have dropped old ones, and an aggregate with
 /// no newer event would never reach it. Returns how many events were applied.
 pub async fn bootstrap(
-    pool: &PgPool,
+    store: &Reader,
     sink: &dyn Sink,
     schema: &str,
 ) -> Result<u64, ProjectionError> {
@@ -170,12 +178,17 @@ pub async fn bootstrap(
         parked: 0,
         seconds: 0.0,
     };
-    replay(pool, sink, schema, CommitPosition::START, &mut report).await?;
+    replay(store, sink, schema, CommitPosition::START, &mut report).await?;
     Ok(report.replayed)
 }
 
 /// Rebuilds the projection into generation N+1 and makes it live. One rebuild at a time.
-pub async fn rebuild(pool: &PgPool, sink: &dyn Sink) -> Result<RebuildReport, ProjectionError> {
+pub async fn rebuild(
+    store: impl Into<Reader>,
+    sink: &dyn Sink,
+) -> Result<RebuildReport, ProjectionError> {
+    let store: Reader = store.into();
+    let pool = store.pool();
     let started = Instant::now();
     let name = sink.name();
     generation::ensure_live(pool, sink).await?;
@@ -212,7 +225,7 @@ pub async fn rebuild(pool: &PgPool, sink: &dyn Sink) -> Result<RebuildReport, Pr
         generation = next,
         "rebuild: replaying the event store"
     );
-    let reached = replay(pool, sink, &schema, CommitPosition::START, &mut report).await?;
+    let reached = replay(&store, sink, &schema, CommitPosition::START, &mut report).await?;
     // The switch waits for the live writers' transactions still on the old generation.
     generation::switch(&mut lock, name, next, &schema).await?;
     tracing::info!(
@@ -220,7 +233,7 @@ pub async fn rebuild(pool: &PgPool, sink: &dyn Sink) -> Result<RebuildReport, Pr
         generation = next,
         "rebuild: switched; catching up"
     );
-    replay(pool, sink, &schema, reached, &mut report).await?;
+    replay(&store, sink, &schema, reached, &mut report).await?;
     // Keep the previous generation for readers still on it; drop the one before.
     if next > 2 {
         let old = generation::schema_name(name, next - 2);

@@ -4,8 +4,7 @@
 
 use std::collections::HashSet;
 
-use event_store::log;
-use sqlx::PgPool;
+use event_store::{Reader, log};
 
 use crate::apply::{Sink, Target};
 use crate::bookkeeping::{self, Parked};
@@ -23,25 +22,31 @@ pub struct RedriveReport {
 /// Parked rows read per query.
 const PAGE: i64 = 200;
 
-async fn stored_envelope(pool: &PgPool, at: &Parked) -> Result<Envelope, ApplyError> {
+async fn stored_envelope(store: &Reader, at: &Parked) -> Result<Envelope, ApplyError> {
     let stored = log::aggregate_events(
-        pool,
+        store.pool(),
         &at.aggregate_type,
         &at.aggregate_id,
         at.sequence..=at.sequence,
     )
     .await?;
-    let row = stored
+    let mut row = stored
         .into_iter()
         .next()
         .ok_or_else(|| ApplyError::Rejected("parked event is not in the event store".into()))?;
+    crate::apply::opened(store, &mut row).await?;
     Envelope::from_store(row).map_err(|e| ApplyError::Rejected(e.to_string()))
 }
 
 /// Applies parked events in sequence order per aggregate, stopping an aggregate at its
 /// first failure (the event stays parked with its original error, one attempt more).
 /// A database that is unavailable ends the re-drive with an error; run it again.
-pub async fn redrive(pool: &PgPool, sink: &dyn Sink) -> Result<RedriveReport, ProjectionError> {
+pub async fn redrive(
+    store: impl Into<Reader>,
+    sink: &dyn Sink,
+) -> Result<RedriveReport, ProjectionError> {
+    let store: Reader = store.into();
+    let pool = store.pool();
     let name = sink.name();
     let mut report = RedriveReport::default();
     let mut failed: HashSet<(String, String)> = HashSet::new();
@@ -67,10 +72,10 @@ pub async fn redrive(pool: &PgPool, sink: &dyn Sink) -> Result<RedriveReport, Pr
                 if failed.contains(&stream) {
                     continue;
                 }
-                let result = match stored_envelope(pool, &parked).await {
+                let result = match stored_envelope(&store, &parked).await {
                     Ok(env) => sink
                         .apply(
-                            pool,
+                            &store,
                             Target::Live,
                             std::slice::from_ref(&env),
                             Pass::Redrive,

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use event_store::Reader;
 use kafka::{KafkaConfig, KafkaSetupError};
 use platform::backoff::Backoff;
 use projection::bookkeeping;
@@ -222,6 +223,8 @@ pub struct ProjectorStatus {
 
 pub struct Runtime<S: Sink> {
     pool: PgPool,
+    /// The event store as the sink reads it (gap fills, bootstraps): opens sealed fields.
+    events: Reader,
     sink: Arc<S>,
     kafka: KafkaConfig,
     settings: Settings,
@@ -233,6 +236,7 @@ pub struct Runtime<S: Sink> {
 /// What a call needs, shared by the calls in flight.
 struct Core<S: Sink> {
     pool: PgPool,
+    events: Reader,
     sink: Arc<S>,
     settings: Settings,
     status: watch::Sender<ProjectorStatus>,
@@ -301,12 +305,16 @@ fn decode<M: Message>(msg: &M) -> Decoded {
 }
 
 impl<S: Sink> Runtime<S> {
+    /// A runtime reading the event store through `store` (a pool alone: without data
+    /// protection).
     pub fn new(
-        pool: PgPool,
+        store: impl Into<Reader>,
         sink: Arc<S>,
         kafka: KafkaConfig,
         settings: Settings,
     ) -> (Self, watch::Receiver<ProjectorStatus>) {
+        let events: Reader = store.into();
+        let pool = events.pool().clone();
         let limits = settings.limits(sink.as_ref());
         let (status, rx) = watch::channel(ProjectorStatus {
             concurrency: limits.concurrency,
@@ -316,6 +324,7 @@ impl<S: Sink> Runtime<S> {
         (
             Runtime {
                 pool,
+                events,
                 sink,
                 kafka,
                 settings,
@@ -340,7 +349,7 @@ impl<S: Sink> Runtime<S> {
                 projection = name,
                 "new projection: filling it from the event store"
             );
-            let replayed = projection::bootstrap(&self.pool, self.sink.as_ref(), &schema).await?;
+            let replayed = projection::bootstrap(&self.events, self.sink.as_ref(), &schema).await?;
             tracing::info!(
                 projection = name,
                 replayed,
@@ -376,6 +385,7 @@ impl<S: Sink> Runtime<S> {
         );
         let core = Arc::new(Core {
             pool: self.pool.clone(),
+            events: self.events.clone(),
             sink: self.sink.clone(),
             settings: self.settings.clone(),
             status: self.status.clone(),
@@ -674,7 +684,7 @@ impl<S: Sink> Core<S> {
         loop {
             match self
                 .sink
-                .apply(&self.pool, Target::Live, events, Pass::Live)
+                .apply(&self.events, Target::Live, events, Pass::Live)
                 .await
             {
                 Err(e) if e.is_transient() => {

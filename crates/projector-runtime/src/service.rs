@@ -96,6 +96,8 @@ pub struct RuntimeSettings {
 pub enum ServiceError {
     #[error("connecting to PostgreSQL: {0}")]
     Connect(#[source] sqlx::Error),
+    #[error("DATA_MASTER_KEY: {0}")]
+    MasterKey(String),
     #[error("migrating projector tables: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("binding {addr}: {source}")]
@@ -184,17 +186,22 @@ async fn run<S: Sink>(
     // even when they start before command-api. Migrations take a lock; running them from
     // every service at once is safe.
     event_store::migrate(&pool).await?;
+    let master = settings
+        .data
+        .keyring()
+        .map_err(|e| ServiceError::MasterKey(e.to_string()))?;
+    let events = event_store::Reader::new(pool.clone(), master);
     projection::migrate(&pool).await?;
     match command {
-        Verb::Run => consume(settings, pool, sink, companion).await,
+        Verb::Run => consume(settings, pool, events, sink, companion).await,
         Verb::CheckSettings => Ok(()),
         Verb::Redrive => {
-            let report = projection::redrive(&pool, sink.as_ref()).await?;
+            let report = projection::redrive(events, sink.as_ref()).await?;
             println!("{}", serde_json::json!(report));
             Ok(())
         }
         Verb::Rebuild => {
-            let report = projection::rebuild(&pool, sink.as_ref()).await?;
+            let report = projection::rebuild(events, sink.as_ref()).await?;
             println!("{}", serde_json::json!(report));
             Ok(())
         }
@@ -204,6 +211,7 @@ async fn run<S: Sink>(
 async fn consume<S: Sink>(
     settings: RuntimeSettings,
     pool: sqlx::PgPool,
+    events: event_store::Reader,
     sink: Arc<S>,
     companion: Option<Companion>,
 ) -> Result<(), ServiceError> {
@@ -216,7 +224,7 @@ async fn consume<S: Sink>(
         .await
         .map_err(|source| ServiceError::Bind { addr, source })?;
 
-    let (runtime, status) = Runtime::new(pool.clone(), sink, kafka, settings);
+    let (runtime, status) = Runtime::new(events, sink, kafka, settings);
     let (stop, stopped) = watch::channel(false);
     let mut consumer = tokio::spawn(runtime.run(stopped.clone()));
     let mut companion = match companion {

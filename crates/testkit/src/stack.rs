@@ -98,6 +98,20 @@ impl Stack {
     /// A fresh database with every migration, a topic prefix of its own, and the command
     /// service with the deterministic document generator.
     pub async fn new() -> Stack {
+        Stack::with_master_key(None).await
+    }
+
+    /// A stack whose personal fields are sealed under a new random master key
+    /// (`DATA_MASTER_KEY`): its command service, relay and projectors share the keys.
+    pub async fn with_data_protection() -> Stack {
+        let key = sealing::Keyring::generate_text().expect("randomness for a test key");
+        Stack::with_master_key(Some(
+            sealing::Keyring::from_text(&key).expect("the test key"),
+        ))
+        .await
+    }
+
+    async fn with_master_key(master: Option<sealing::Keyring>) -> Stack {
         let db = env::database().await;
         event_store::migrate(&db.pool)
             .await
@@ -107,9 +121,12 @@ impl Stack {
             .expect("projection migrations");
         let commits = Arc::new(tokio::sync::Notify::new());
         let service = Arc::new(
-            CommandService::new(db.pool.clone(), Arc::new(TemplateGenerator))
-                .with_webhooks(crate::webhooks::settings())
-                .with_commit_signal(commits.clone()),
+            CommandService::new(
+                event_store::Reader::new(db.pool.clone(), master),
+                Arc::new(TemplateGenerator),
+            )
+            .with_webhooks(crate::webhooks::settings())
+            .with_commit_signal(commits.clone()),
         );
         Stack {
             db,
@@ -136,6 +153,7 @@ impl Stack {
             kafka,
             batch_size,
             idle_poll: Duration::from_millis(10),
+            events: self.service.reader().clone(),
         });
         let relay = relay.woken_by(self.commits.clone());
         let (stop, stopped) = watch::channel(false);
@@ -229,7 +247,8 @@ impl Stack {
         projection::generation::ensure_live(&self.db.pool, sink.as_ref())
             .await
             .expect("live generation");
-        let (runtime, status) = Runtime::new(pool, sink, self.kafka.clone(), settings);
+        let events = self.service.reader().on_pool(pool);
+        let (runtime, status) = Runtime::new(events, sink, self.kafka.clone(), settings);
         let (stop, stopped) = watch::channel(false);
         RunningProjector {
             task: tokio::spawn(runtime.run(stopped)),

@@ -155,12 +155,7 @@ pub async fn tenant_events(
             event_types,
         },
     };
-    let stream = audit::tenant_events(
-        app.reads.pool().clone(),
-        who.tenant_id,
-        filter,
-        app.stream_max,
-    );
+    let stream = audit::tenant_events(app.events.clone(), who.tenant_id, filter, app.stream_max);
     Ok(ndjson(Body::from_stream(holding(permit, stream))))
 }
 
@@ -184,7 +179,7 @@ pub async fn aggregate_events(
     {
         return Err(Problem::not_found());
     }
-    let stream = audit::aggregate_events(pool, kind, id, app.stream_max);
+    let stream = audit::aggregate_events(app.events.clone(), kind, id, app.stream_max);
     Ok(ndjson(Body::from_stream(holding(permit, stream))))
 }
 

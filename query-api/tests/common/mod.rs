@@ -49,8 +49,22 @@ impl ReadStack {
         stack
     }
 
+    /// With the relay, and personal fields sealed under a master key of the test's own
+    /// (commands, relay, projectors and this server share the keys).
+    pub async fn protected() -> ReadStack {
+        let mut stack = Self::serving_on(Stack::with_data_protection().await, Vec::new()).await;
+        stack.relay = Some(stack.commands.relay());
+        stack
+    }
+
     async fn serving(embedders: Vec<Arc<dyn embeddings::Embedder>>) -> ReadStack {
-        let commands = Stack::new().await;
+        Self::serving_on(Stack::new().await, embedders).await
+    }
+
+    async fn serving_on(
+        commands: Stack,
+        embedders: Vec<Arc<dyn embeddings::Embedder>>,
+    ) -> ReadStack {
         let pool = commands.db.pool.clone();
         let store = vectors::pg::PgStore::new(pool.clone())
             .await

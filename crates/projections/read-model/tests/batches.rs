@@ -237,7 +237,7 @@ async fn generation(pool: &PgPool, n: i32) -> String {
 
 async fn apply(pool: &PgPool, schema: &str, events: &[Envelope]) {
     let outcomes = TableSink(ReadModel)
-        .apply(pool, Target::Generation(schema), events, Pass::Live)
+        .apply(&pool.into(), Target::Generation(schema), events, Pass::Live)
         .await
         .expect("apply");
     assert!(
@@ -351,7 +351,12 @@ async fn a_batch_changing_a_conversation_the_read_model_does_not_have_writes_not
     let mut batch = next.events.clone();
     batch.extend(orphan.events.iter().cloned());
     let refused = TableSink(ReadModel)
-        .apply(&db.pool, Target::Generation(&schema), &batch, Pass::Live)
+        .apply(
+            &(&db.pool).into(),
+            Target::Generation(&schema),
+            &batch,
+            Pass::Live,
+        )
         .await;
     match refused {
         Err(projection::ApplyError::Rejected(why)) => {
