@@ -1,10 +1,12 @@
 //! Command-side benchmark: HTTP command throughput and latency at 1, 32 and 64 clients
 //! with group commit and with one commit per command, beside the stock cqrs-es and
 //! postgres-es crates on the same aggregate; a hot aggregate (with the aggregates kept in
-//! memory and without), a command's cost on a long stream, and relay drain rate. Run
-//! against a fresh durable stack (see docs/benchmarks.md):
+//! memory and without), a command's cost on a long stream, relay drain rate, and the cost
+//! of sealing personal fields. Run against a fresh durable stack (see docs/benchmarks.md):
 //!
 //!     dev/stack exec -- cargo run --release -p command-api --example bench
+//!
+//! `BENCH_ONLY=sealing` runs only the sealing comparison.
 //!
 //! Client, server and relay share this process and the machine with PostgreSQL and
 //! the broker, so the figures are for the whole system on one box.
@@ -32,8 +34,16 @@ async fn api(
     app: &TestApp,
     configure: impl FnOnce(CommandService) -> CommandService,
 ) -> (String, Arc<CommandService>) {
+    api_on(app.db.pool.clone().into(), configure).await
+}
+
+/// The same over `store` (with data protection, say).
+async fn api_on(
+    store: event_store::Reader,
+    configure: impl FnOnce(CommandService) -> CommandService,
+) -> (String, Arc<CommandService>) {
     let service = Arc::new(configure(CommandService::new(
-        app.db.pool.clone(),
+        store,
         Arc::new(TemplateGenerator),
     )));
     let router = command_api::http::router(command_api::http::AppState {
@@ -256,9 +266,51 @@ fn line(label: &str, (rate, lat): &(f64, Vec<Duration>)) -> f64 {
     *rate
 }
 
+/// HTTP commands with personal fields sealed (`DATA_MASTER_KEY`) beside the same build
+/// without, alternated on one stack: 32 clients x 150 messages over 50 new conversations
+/// (each with a key of its own), three rounds each. Prints each round and the ratio of the
+/// medians (docs/DATA-PROTECTION.md asks for at least 0.9).
+async fn sealing(app: &TestApp) {
+    let master =
+        sealing::Keyring::from_text(&sealing::Keyring::generate_text().expect("randomness"))
+            .expect("a key");
+    let (sealed_base, _) = api_on(
+        event_store::Reader::new(app.db.pool.clone(), Some(master)),
+        |s| s,
+    )
+    .await;
+    let (mut plain, mut sealed) = (Vec::new(), Vec::new());
+    for round in 1..=3 {
+        for (label, base, rates) in [
+            ("clear", &app.base, &mut plain),
+            ("sealed", &sealed_base, &mut sealed),
+        ] {
+            let spread = start(app, base, 50).await;
+            rates.push(line(
+                &format!("data protection round {round}, {label}: 32 clients x 150 messages over 50 conversations"),
+                &send_messages(app, base, &spread, 32, 150).await,
+            ));
+        }
+    }
+    let median = |rates: &mut Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let (p, s) = (median(&mut plain), median(&mut sealed));
+    println!(
+        "data protection: sealed {s:.0} / clear {p:.0} commands/s (medians of 3) = {:.3}",
+        s / p
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let app = TestApp::spawn().await;
+    if testkit::env::var("BENCH_ONLY").as_deref() == Some("sealing") {
+        sealing(&app).await;
+        return;
+    }
+    sealing(&app).await;
     let (alone_base, _) = api(&app, |s| s.with_group_commit(1)).await;
     let (reloading_base, reloading_service) = api(&app, |s| s.with_cached_aggregates(0)).await;
 
