@@ -7,7 +7,10 @@
 //! A key has a generation: data written for a subject after its erasure gets a key of
 //! the next generation, so the erased data stays unreadable and the new data is not.
 //! Unsealed keys are cached in the process for at most [`CACHE_TTL`] and [`CACHE_MAX`]
-//! entries; an erasure here drops its entries at once, other processes' within the TTL.
+//! entries, and so is the key each subject's new data is sealed with; an erasure here
+//! drops its entries at once, other processes' within the TTL (what another process
+//! writes for an erased subject meanwhile is sealed with the erased key: unreadable, as
+//! the subject's data is meant to be).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -63,6 +66,10 @@ pub struct DataKeys {
     pool: PgPool,
     master: Keyring,
     cache: Mutex<HashMap<CacheKey, (Instant, Option<Key>)>>,
+    /// The key new data of a subject is sealed with, per (tenant, subject): a command
+    /// asks the database only when its subject is new to this process, or the entry is
+    /// older than the TTL.
+    writing: Mutex<HashMap<(String, String), (Instant, SubjectKey)>>,
 }
 
 impl std::fmt::Debug for DataKeys {
@@ -87,6 +94,7 @@ impl DataKeys {
             pool,
             master,
             cache: Mutex::new(HashMap::new()),
+            writing: Mutex::new(HashMap::new()),
         }
     }
 
@@ -110,8 +118,35 @@ impl DataKeys {
     }
 
     fn forget(&self, tenant: &str, subject: Option<&str>) {
+        let kept =
+            |t: &String, s: &String| t != tenant || subject.is_some_and(|subject| s != subject);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|(t, s, _), _| t != tenant || subject.is_some_and(|subject| s != subject));
+        cache.retain(|(t, s, _), _| kept(t, s));
+        drop(cache);
+        let mut writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        writing.retain(|(t, s), _| kept(t, s));
+    }
+
+    fn writing_key(&self, tenant: &str, subject: &str) -> Option<SubjectKey> {
+        let writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        writing
+            .get(&(tenant.to_owned(), subject.to_owned()))
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, key)| key.clone())
+    }
+
+    fn remember_writing(&self, tenant: &str, subject: &str, key: &SubjectKey) {
+        let mut writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if writing.len() >= CACHE_MAX {
+            writing.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+            if writing.len() >= CACHE_MAX {
+                writing.clear();
+            }
+        }
+        writing.insert(
+            (tenant.to_owned(), subject.to_owned()),
+            (Instant::now(), key.clone()),
+        );
     }
 
     /// The tenant's current key, created on first use (and after an erasure, as a new
@@ -163,6 +198,9 @@ impl DataKeys {
         owner: Option<&Subject>,
     ) -> Result<SubjectKey, KeyError> {
         let subject = subject.to_string();
+        if let Some(key) = self.writing_key(tenant, &subject) {
+            return Ok(key);
+        }
         let owner = owner.map(Subject::to_string);
         loop {
             let newest: Option<(i32, i32, Option<Vec<u8>>)> = sqlx::query_as(
@@ -176,7 +214,9 @@ impl DataKeys {
             let generation = match newest {
                 Some((generation, _, Some(_))) => {
                     if let Some(key) = self.read(tenant, &subject, generation).await? {
-                        return Ok(SubjectKey { generation, key });
+                        let key = SubjectKey { generation, key };
+                        self.remember_writing(tenant, &subject, &key);
+                        return Ok(key);
                     }
                     // Erased between the two reads: the next generation.
                     generation + 1
