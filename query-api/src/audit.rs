@@ -18,7 +18,7 @@ use domain::{Conversation, Document, Inbox, Knowledge, WebhookEndpoint};
 use event_store::chain;
 use event_store::keys::KeyError;
 use event_store::log::{self, RawEvent, RawPage};
-use event_store::protect::{Opened, ProtectError};
+use event_store::protect::{EventAt, Opened, ProtectError};
 use event_store::{Reader, StreamError};
 use futures::Stream;
 use schemas::{AggregateKind, CommitPosition};
@@ -207,16 +207,14 @@ async fn opened_text(events: &Reader, e: &RawEvent<'_>) -> Result<Option<String>
                 .map(str::to_owned)
         })
         .unwrap_or_default();
-    let opened = events
-        .open(
-            &tenant,
-            e.aggregate_type,
-            e.aggregate_id,
-            e.sequence,
-            e.event_type,
-            &mut payload,
-        )
-        .await;
+    let at = EventAt {
+        tenant: &tenant,
+        aggregate_type: e.aggregate_type,
+        aggregate_id: e.aggregate_id,
+        sequence: e.sequence,
+        event_type: e.event_type,
+    };
+    let opened = events.open(&at, &mut payload).await;
     match opened {
         Ok(Opened::Plain) => Ok(None),
         Ok(_) => Ok(Some(payload.to_string())),

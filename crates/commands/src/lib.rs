@@ -30,7 +30,7 @@ use domain::{
     WebhookEndpoint,
 };
 use event_store::keys::KeyError;
-use event_store::protect::ProtectError;
+use event_store::protect::{EventAt, ProtectError};
 use event_store::{Appender, Reader, Stream, StreamError, blobs, idempotency};
 use recent::Aggregates;
 pub use recent::SNAPSHOT_EVERY;
@@ -447,15 +447,15 @@ impl CommandService {
             return Ok(());
         };
         for row in rows {
+            let at = EventAt {
+                tenant,
+                aggregate_type: &row.aggregate_type,
+                aggregate_id: &row.aggregate_id,
+                sequence: row.sequence as i64,
+                event_type: &row.event_type,
+            };
             protector
-                .seal(
-                    tenant,
-                    &row.aggregate_type,
-                    &row.aggregate_id,
-                    row.sequence as i64,
-                    &row.event_type,
-                    &mut row.payload,
-                )
+                .seal(&at, &mut row.payload)
                 .await
                 .map_err(protect_error)?;
         }

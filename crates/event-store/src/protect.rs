@@ -56,14 +56,26 @@ pub enum Opened {
     Erased,
 }
 
-/// What a box is bound to: the event's identity.
-pub fn associated(
-    aggregate_type: &str,
-    aggregate_id: &str,
-    sequence: i64,
-    event_type: &str,
-) -> Vec<u8> {
-    format!("{aggregate_type}\0{aggregate_id}\0{sequence}\0{event_type}").into_bytes()
+/// Which event a payload is: what its box is bound to (associated data), and whose keys
+/// seal it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventAt<'a> {
+    pub tenant: &'a str,
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub sequence: i64,
+    pub event_type: &'a str,
+}
+
+impl EventAt<'_> {
+    /// What its box is bound to: the event's identity.
+    pub fn associated(&self) -> Vec<u8> {
+        format!(
+            "{}\0{}\0{}\0{}",
+            self.aggregate_type, self.aggregate_id, self.sequence, self.event_type
+        )
+        .into_bytes()
+    }
 }
 
 fn inner<'a>(
@@ -206,48 +218,41 @@ impl Protector {
         &self.keys
     }
 
-    /// Seals the personal fields of one event of `tenant` in place.
-    pub async fn seal(
-        &self,
-        tenant: &str,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        sequence: i64,
-        event_type: &str,
-        payload: &mut Value,
-    ) -> Result<(), ProtectError> {
-        let Some((personal, subject, owner)) = sealing_subject(event_type, payload)? else {
+    /// Seals the personal fields of the event `at` in place.
+    pub async fn seal(&self, at: &EventAt<'_>, payload: &mut Value) -> Result<(), ProtectError> {
+        let Some((personal, subject, owner)) = sealing_subject(at.event_type, payload)? else {
             return Ok(());
         };
         let key = self
             .keys
-            .for_writing(tenant, &subject, owner.as_ref())
+            .for_writing(at.tenant, &subject, owner.as_ref())
             .await?;
-        let associated = associated(aggregate_type, aggregate_id, sequence, event_type);
-        seal(payload, event_type, personal, &subject, &key, &associated)
+        seal(
+            payload,
+            at.event_type,
+            personal,
+            &subject,
+            &key,
+            &at.associated(),
+        )
     }
 
-    /// Opens one stored event of `tenant` in place.
+    /// Opens the stored event `at` in place.
     pub async fn open(
         &self,
-        tenant: &str,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        sequence: i64,
-        event_type: &str,
+        at: &EventAt<'_>,
         payload: &mut Value,
     ) -> Result<Opened, ProtectError> {
-        let Some(sealed_box) = sealed_box(payload, event_type)? else {
+        let Some(sealed_box) = sealed_box(payload, at.event_type)? else {
             return Ok(Opened::Plain);
         };
         let subject =
             Subject::parse(&sealed_box.key).map_err(|e| ProtectError::Malformed(e.to_string()))?;
         let key = self
             .keys
-            .for_reading(tenant, &subject, sealed_box.generation)
+            .for_reading(at.tenant, &subject, sealed_box.generation)
             .await?;
-        let associated = associated(aggregate_type, aggregate_id, sequence, event_type);
-        open(payload, event_type, key.as_ref(), &associated)
+        open(payload, at.event_type, key.as_ref(), &at.associated())
     }
 }
 
@@ -280,7 +285,14 @@ mod tests {
             generation: 3,
             key: sealing::Key::generate().expect("randomness"),
         };
-        let ad = associated("conversation", conversation, 4, "MessageSent");
+        let at = |sequence| EventAt {
+            tenant: "acme",
+            aggregate_type: "conversation",
+            aggregate_id: conversation,
+            sequence,
+            event_type: "MessageSent",
+        };
+        let ad = at(4).associated();
         let mut stored = original.clone();
         seal(&mut stored, "MessageSent", personal, &subject, &key, &ad).expect("seals");
         let text = stored.to_string();
@@ -299,7 +311,7 @@ mod tests {
         assert_eq!((done, &opened), (Opened::Opened, &original));
 
         // Moved to another event, it does not open.
-        let elsewhere = associated("conversation", conversation, 5, "MessageSent");
+        let elsewhere = at(5).associated();
         assert!(
             open(
                 &mut stored.clone(),

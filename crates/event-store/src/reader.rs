@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::keys::DataKeys;
-use crate::protect::{self, Opened, ProtectError, Protector};
+use crate::protect::{self, EventAt, Opened, ProtectError, Protector};
 
 /// The settings of data protection (every process that reads or writes events).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -85,36 +85,37 @@ impl Reader {
         self.protector.as_deref()
     }
 
-    /// Opens one stored event's payload in place.
+    /// Opens the stored event `at` in place.
     pub async fn open(
         &self,
-        tenant: &str,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        sequence: i64,
-        event_type: &str,
+        at: &EventAt<'_>,
         payload: &mut Value,
     ) -> Result<Opened, ProtectError> {
         match &self.protector {
-            Some(protector) => {
-                protector
-                    .open(
-                        tenant,
-                        aggregate_type,
-                        aggregate_id,
-                        sequence,
-                        event_type,
-                        payload,
-                    )
-                    .await
-            }
-            None => match protect::sealed_box(payload, event_type)? {
+            Some(protector) => protector.open(at, payload).await,
+            None => match protect::sealed_box(payload, at.event_type)? {
                 None => Ok(Opened::Plain),
                 Some(_) => Err(ProtectError::Malformed(
                     "the event is sealed and DATA_MASTER_KEY is not set".into(),
                 )),
             },
         }
+    }
+
+    /// Opens a row read from the log in place (its tenant from its metadata).
+    pub async fn open_stored(
+        &self,
+        stored: &mut crate::log::StoredEvent,
+    ) -> Result<Opened, ProtectError> {
+        let tenant = stored.meta("tenant_id").unwrap_or_default().to_owned();
+        let at = EventAt {
+            tenant: &tenant,
+            aggregate_type: &stored.aggregate_type,
+            aggregate_id: &stored.aggregate_id,
+            sequence: stored.sequence,
+            event_type: &stored.event_type,
+        };
+        self.open(&at, &mut stored.payload).await
     }
 }
 
@@ -128,24 +129,5 @@ impl From<PgPool> for Reader {
 impl From<&PgPool> for Reader {
     fn from(pool: &PgPool) -> Self {
         Reader::plain(pool.clone())
-    }
-}
-
-impl Reader {
-    /// Opens a row read from the log in place (its tenant from its metadata).
-    pub async fn open_stored(
-        &self,
-        stored: &mut crate::log::StoredEvent,
-    ) -> Result<Opened, ProtectError> {
-        let tenant = stored.meta("tenant_id").unwrap_or_default().to_owned();
-        self.open(
-            &tenant,
-            &stored.aggregate_type,
-            &stored.aggregate_id,
-            stored.sequence,
-            &stored.event_type,
-            &mut stored.payload,
-        )
-        .await
     }
 }

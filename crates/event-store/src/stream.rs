@@ -85,25 +85,15 @@ impl Recorded {
                 reason: "no tenant_id in its metadata".into(),
             });
         }
-        let opened = reader
-            .open(
-                &headers.tenant_id,
-                &stored.aggregate_type,
-                &stored.aggregate_id,
-                stored.sequence,
-                &stored.event_type,
-                &mut stored.payload,
-            )
-            .await
-            .map_err(|e| match e {
-                ProtectError::Keys(KeyError::Database(e)) => StreamError::Database(e),
-                other => StreamError::Corrupt {
-                    kind,
-                    id,
-                    sequence: stored.sequence,
-                    reason: other.to_string(),
-                },
-            })?;
+        let opened = reader.open_stored(&mut stored).await.map_err(|e| match e {
+            ProtectError::Keys(KeyError::Database(e)) => StreamError::Database(e),
+            other => StreamError::Corrupt {
+                kind,
+                id,
+                sequence: stored.sequence,
+                reason: other.to_string(),
+            },
+        })?;
         Ok(Recorded {
             kind,
             id,

@@ -207,6 +207,17 @@ async fn subject_keys_are_created_once_sealed_rotatable_and_erased_for_good() {
     assert_eq!(tenant_generations, vec![1, 2]);
 }
 
+/// Event `sequence` of conversation `id` of acme.
+fn at<'a>(id: &'a str, sequence: i64, event_type: &'a str) -> event_store::protect::EventAt<'a> {
+    event_store::protect::EventAt {
+        tenant: "acme",
+        aggregate_type: "conversation",
+        aggregate_id: id,
+        sequence,
+        event_type,
+    }
+}
+
 #[tokio::test]
 async fn a_conversations_fields_are_sealed_under_its_key_and_erased_with_its_starter() {
     use event_store::protect::{Opened, Protector};
@@ -233,14 +244,7 @@ async fn a_conversations_fields_are_sealed_under_its_key_and_erased_with_its_sta
         let mut payload = payload.clone();
         let sequence = sequence as i64 + 1;
         protector
-            .seal(
-                "acme",
-                "conversation",
-                &id,
-                sequence,
-                event_type,
-                &mut payload,
-            )
+            .seal(&at(&id, sequence, event_type), &mut payload)
             .await
             .expect("seals");
         let text = payload.to_string();
@@ -255,14 +259,7 @@ async fn a_conversations_fields_are_sealed_under_its_key_and_erased_with_its_sta
     for ((sequence, event_type, payload), original) in stored.iter().zip([&started, &sent]) {
         let mut read = payload.clone();
         let opened = reader
-            .open(
-                "acme",
-                "conversation",
-                &id,
-                *sequence,
-                event_type,
-                &mut read,
-            )
+            .open(&at(&id, *sequence, event_type), &mut read)
             .await
             .expect("opens");
         assert_eq!((opened, &read), (Opened::Opened, original));
@@ -278,14 +275,7 @@ async fn a_conversations_fields_are_sealed_under_its_key_and_erased_with_its_sta
     let (sequence, event_type, payload) = &stored[1];
     let mut read = payload.clone();
     let opened = after
-        .open(
-            "acme",
-            "conversation",
-            &id,
-            *sequence,
-            event_type,
-            &mut read,
-        )
+        .open(&at(&id, *sequence, event_type), &mut read)
         .await
         .expect("reads");
     assert_eq!(opened, Opened::Erased);

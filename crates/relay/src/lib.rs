@@ -297,19 +297,7 @@ impl Relay {
     /// any such event; keys that cannot be read fail the round.
     async fn opened(&self, mut events: Vec<StoredEvent>) -> Result<Vec<StoredEvent>, RelayError> {
         for e in &mut events {
-            let tenant = e.meta("tenant_id").unwrap_or_default().to_owned();
-            let opened = self
-                .config
-                .events
-                .open(
-                    &tenant,
-                    &e.aggregate_type,
-                    &e.aggregate_id,
-                    e.sequence,
-                    &e.event_type,
-                    &mut e.payload,
-                )
-                .await;
+            let opened = self.config.events.open_stored(e).await;
             match opened {
                 Ok(_) => {}
                 // The keys cannot be read (the database, or a master key that does not
