@@ -57,7 +57,15 @@ impl Services {
 
     /// Query-api embeds search queries with `embedders`.
     pub async fn spawn_with(embedders: Vec<Arc<dyn embeddings::Embedder>>) -> Services {
-        let stack = Stack::new().await;
+        Services::spawn_on(Stack::new().await, embedders).await
+    }
+
+    /// With personal fields sealed (`Stack::with_data_protection`).
+    pub async fn spawn_protected() -> Services {
+        Services::spawn_on(Stack::with_data_protection().await, Vec::new()).await
+    }
+
+    async fn spawn_on(stack: Stack, embedders: Vec<Arc<dyn embeddings::Embedder>>) -> Services {
         let relay = stack.relay();
         let (command_base, a) = serve(command_api::http::router(command_api::http::AppState {
             service: stack.service.clone(),
