@@ -39,6 +39,20 @@ async fn get_lines(stack: &ReadStack, tenant: &str, path: &str) -> (StatusCode, 
     )
 }
 
+/// A stream's NDJSON, read to its end, line by line.
+async fn ndjson(
+    stream: impl futures::Stream<Item = Result<axum::body::Bytes, std::convert::Infallible>>,
+) -> Vec<Value> {
+    let text: Vec<String> = stream
+        .map(|chunk| String::from_utf8_lossy(&chunk.unwrap()).into_owned())
+        .collect()
+        .await;
+    text.concat()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// The command side's own view of the aggregate right now.
 async fn command_side_state(stack: &ReadStack, id: Uuid) -> Value {
     let s = event_store::store::<Conversation>(&event_store::Appender::start(
@@ -444,19 +458,13 @@ async fn a_stream_that_reaches_its_time_limit_ends_with_a_resumable_line() {
         .start_conversation("c".into(), Default::default(), &meta("acme"))
         .await
         .unwrap();
-    let lines: Vec<Value> = audit::tenant_events(
+    let lines = ndjson(audit::tenant_events(
         stack.commands.db.pool.clone().into(),
         "acme".into(),
         TenantFilter::default(),
         std::time::Duration::ZERO,
-    )
-    .map(|chunk| String::from_utf8_lossy(&chunk.unwrap()).into_owned())
-    .collect::<Vec<String>>()
-    .await
-    .concat()
-    .lines()
-    .map(|l| serde_json::from_str(l).unwrap())
-    .collect();
+    ))
+    .await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["error"]["code"], "stream_time_limit");
 }
@@ -601,20 +609,14 @@ async fn the_audit_chain_is_shown_verified_resumed_and_names_a_rewritten_event()
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 
     // Page by page: a progress line for each full page, then the end.
-    let paged: Vec<Value> = audit::verify_chain(
+    let paged = ndjson(audit::verify_chain(
         pool.clone(),
         "acme".into(),
         0,
         4,
         std::time::Duration::from_secs(60),
-    )
-    .map(|chunk| String::from_utf8_lossy(&chunk.unwrap()).into_owned())
-    .collect::<Vec<String>>()
-    .await
-    .concat()
-    .lines()
-    .map(|l| serde_json::from_str(l).unwrap())
-    .collect();
+    ))
+    .await;
     assert_eq!(paged[0], json!({"progress": {"checked": 4, "through": 4}}));
     assert_eq!(paged[1]["end"]["checked"], 6, "{paged:?}");
 

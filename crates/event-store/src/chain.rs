@@ -214,14 +214,26 @@ pub struct ChainState {
 /// [`ChainState::pending`] counts no further than this.
 pub const PENDING_COUNTED: i64 = 100_000;
 
-/// `tenant`'s chain: its tip, its `recorded` newest recorded heads, and how far the chain
-/// is behind the commits.
-pub async fn state(pool: &PgPool, tenant: &str, recorded: i64) -> Result<ChainState, sqlx::Error> {
+/// `tenant`'s newest link, if any of its events is chained.
+pub async fn tip(pool: &PgPool, tenant: &str) -> Result<Option<Head>, sqlx::Error> {
     let tip: Option<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT n, link FROM audit_chain_tips WHERE tenant_id = $1")
             .bind(tenant)
             .fetch_optional(pool)
             .await?;
+    tip.map(|(n, bytes)| {
+        Ok(Head {
+            n,
+            link: as_link(bytes)?,
+        })
+    })
+    .transpose()
+}
+
+/// `tenant`'s chain: its tip, its `recorded` newest recorded heads, and how far the chain
+/// is behind the commits.
+pub async fn state(pool: &PgPool, tenant: &str, recorded: i64) -> Result<ChainState, sqlx::Error> {
+    let tip = tip(pool, tenant).await?;
     let heads: Vec<(i64, Vec<u8>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
         "SELECT n, link, recorded_at FROM audit_chain_heads WHERE tenant_id = $1
           ORDER BY n DESC LIMIT $2",
@@ -240,14 +252,7 @@ pub async fn state(pool: &PgPool, tenant: &str, recorded: i64) -> Result<ChainSt
     .fetch_one(pool)
     .await?;
     Ok(ChainState {
-        tip: tip
-            .map(|(n, bytes)| {
-                Ok::<_, sqlx::Error>(Head {
-                    n,
-                    link: as_link(bytes)?,
-                })
-            })
-            .transpose()?,
+        tip,
         recorded: heads
             .into_iter()
             .map(|(n, bytes, at)| {

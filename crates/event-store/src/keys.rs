@@ -60,16 +60,57 @@ struct StoredKeys {
     tenant_generation: i32,
 }
 
+/// Entries kept for at most [`CACHE_TTL`], at most [`CACHE_MAX`] of them (when full,
+/// the expired go, and if none had, all of them).
+struct Expiring<K, V> {
+    entries: Mutex<HashMap<K, (Instant, V)>>,
+}
+
+impl<K: Eq + std::hash::Hash, V: Clone> Expiring<K, V> {
+    fn new() -> Self {
+        Expiring {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (Instant, V)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.lock()
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn insert(&self, key: K, value: V) {
+        let mut entries = self.lock();
+        if entries.len() >= CACHE_MAX {
+            entries.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+            if entries.len() >= CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (Instant::now(), value));
+    }
+
+    fn retain(&self, keep: impl Fn(&K) -> bool) {
+        self.lock().retain(|key, _| keep(key));
+    }
+}
+
 /// The key store of one process: the master keyring and a bounded cache of unsealed
 /// subject keys. Its `Debug` shows no key.
 pub struct DataKeys {
     pool: PgPool,
     master: Keyring,
-    cache: Mutex<HashMap<CacheKey, (Instant, Option<Key>)>>,
+    /// Unsealed keys by (tenant, subject, generation); `None`: erased.
+    cache: Expiring<CacheKey, Option<Key>>,
     /// The key new data of a subject is sealed with, per (tenant, subject): a command
     /// asks the database only when its subject is new to this process, or the entry is
     /// older than the TTL.
-    writing: Mutex<HashMap<(String, String), (Instant, SubjectKey)>>,
+    writing: Expiring<(String, String), SubjectKey>,
 }
 
 impl std::fmt::Debug for DataKeys {
@@ -93,60 +134,17 @@ impl DataKeys {
         DataKeys {
             pool,
             master,
-            cache: Mutex::new(HashMap::new()),
-            writing: Mutex::new(HashMap::new()),
+            cache: Expiring::new(),
+            writing: Expiring::new(),
         }
     }
 
-    fn cached(&self, key: &CacheKey) -> Option<Option<Key>> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(key)
-            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
-            .map(|(_, k)| k.clone())
-    }
-
-    fn remember(&self, key: CacheKey, value: Option<Key>) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_MAX {
-            cache.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
-            if cache.len() >= CACHE_MAX {
-                cache.clear();
-            }
-        }
-        cache.insert(key, (Instant::now(), value));
-    }
-
+    /// Drops the cached keys of `subject` of `tenant` (every subject: `None`).
     fn forget(&self, tenant: &str, subject: Option<&str>) {
         let kept =
             |t: &String, s: &String| t != tenant || subject.is_some_and(|subject| s != subject);
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|(t, s, _), _| kept(t, s));
-        drop(cache);
-        let mut writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        writing.retain(|(t, s), _| kept(t, s));
-    }
-
-    fn writing_key(&self, tenant: &str, subject: &str) -> Option<SubjectKey> {
-        let writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        writing
-            .get(&(tenant.to_owned(), subject.to_owned()))
-            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
-            .map(|(_, key)| key.clone())
-    }
-
-    fn remember_writing(&self, tenant: &str, subject: &str, key: &SubjectKey) {
-        let mut writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        if writing.len() >= CACHE_MAX {
-            writing.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
-            if writing.len() >= CACHE_MAX {
-                writing.clear();
-            }
-        }
-        writing.insert(
-            (tenant.to_owned(), subject.to_owned()),
-            (Instant::now(), key.clone()),
-        );
+        self.cache.retain(|(t, s, _)| kept(t, s));
+        self.writing.retain(|(t, s)| kept(t, s));
     }
 
     /// The tenant's current key, created on first use (and after an erasure, as a new
@@ -198,7 +196,7 @@ impl DataKeys {
         owner: Option<&Subject>,
     ) -> Result<SubjectKey, KeyError> {
         let subject = subject.to_string();
-        if let Some(key) = self.writing_key(tenant, &subject) {
+        if let Some(key) = self.writing.get(&(tenant.to_owned(), subject.clone())) {
             return Ok(key);
         }
         let owner = owner.map(Subject::to_string);
@@ -215,7 +213,8 @@ impl DataKeys {
                 Some((generation, _, Some(_))) => {
                     if let Some(key) = self.read(tenant, &subject, generation).await? {
                         let key = SubjectKey { generation, key };
-                        self.remember_writing(tenant, &subject, &key);
+                        self.writing
+                            .insert((tenant.to_owned(), subject.clone()), key.clone());
                         return Ok(key);
                     }
                     // Erased between the two reads: the next generation.
@@ -267,7 +266,7 @@ impl DataKeys {
         generation: i32,
     ) -> Result<Option<Key>, KeyError> {
         let cache_key = (tenant.to_owned(), subject.to_owned(), generation);
-        if let Some(known) = self.cached(&cache_key) {
+        if let Some(known) = self.cache.get(&cache_key) {
             return Ok(known);
         }
         let row: Option<StoredKeys> = sqlx::query_as(
@@ -303,7 +302,7 @@ impl DataKeys {
             // Erased.
             Some(_) => None,
         };
-        self.remember(cache_key, key.clone());
+        self.cache.insert(cache_key, key.clone());
         Ok(key)
     }
 

@@ -7,6 +7,15 @@ use event_store::keys::{DataKeys, Erased};
 use schemas::Subject;
 use sealing::Keyring;
 
+/// Whether `keys` open `subject`'s key of `generation` (an erased or never created key
+/// does not).
+async fn readable(keys: &DataKeys, tenant: &str, subject: &Subject, generation: i32) -> bool {
+    keys.for_reading(tenant, subject, generation)
+        .await
+        .expect("read")
+        .is_some()
+}
+
 fn master() -> String {
     Keyring::generate_text().expect("randomness")
 }
@@ -80,12 +89,7 @@ async fn subject_keys_are_created_once_sealed_rotatable_and_erased_for_good() {
     );
     assert!(stranger.for_reading("acme", &alice, 1).await.is_err());
     // A key never created reads as none.
-    assert!(
-        keys.for_reading("acme", &bob, 1)
-            .await
-            .expect("read")
-            .is_none()
-    );
+    assert!(!readable(&keys, "acme", &bob, 1).await);
 
     // Erasing alice: her key is gone here at once and everywhere after the cache's TTL
     // (a process that never read it sees it gone now); bob's is untouched.
@@ -103,13 +107,7 @@ async fn subject_keys_are_created_once_sealed_rotatable_and_erased_for_good() {
             tenant_keys: 0
         }
     );
-    assert!(
-        fresh
-            .for_reading("acme", &hers, 1)
-            .await
-            .expect("read")
-            .is_none()
-    );
+    assert!(!readable(&fresh, "acme", &hers, 1).await);
     // Written to again: a new generation, still hers.
     let reopened = keys.for_writing("acme", &hers, None).await.expect("a key");
     assert_eq!(reopened.generation, 2);
@@ -121,19 +119,8 @@ async fn subject_keys_are_created_once_sealed_rotatable_and_erased_for_good() {
         },
         "the new generation is hers too"
     );
-    assert!(
-        keys.for_reading("acme", &alice, 1)
-            .await
-            .expect("read")
-            .is_none()
-    );
-    assert!(
-        fresh
-            .for_reading("acme", &alice, 1)
-            .await
-            .expect("read")
-            .is_none()
-    );
+    assert!(!readable(&keys, "acme", &alice, 1).await);
+    assert!(!readable(&fresh, "acme", &alice, 1).await);
     assert_eq!(
         keys.erase_subject("acme", &alice)
             .await
@@ -141,24 +128,12 @@ async fn subject_keys_are_created_once_sealed_rotatable_and_erased_for_good() {
         Erased::default(),
         "erasing again empties nothing more"
     );
-    assert!(
-        fresh
-            .for_reading("acme", &bob, 1)
-            .await
-            .expect("read")
-            .is_some()
-    );
+    assert!(readable(&fresh, "acme", &bob, 1).await);
     // Written again afterwards: a new generation, and the old one stays erased.
     let again = keys.for_writing("acme", &alice, None).await.expect("a key");
     assert_eq!(again.generation, 2);
     assert_ne!(again.key.id(), alice_key.id());
-    assert!(
-        fresh
-            .for_reading("acme", &alice, 1)
-            .await
-            .expect("read")
-            .is_none()
-    );
+    assert!(!readable(&fresh, "acme", &alice, 1).await);
 
     // A tenant erased: every key under it; another tenant's keys are untouched.
     let globex = keys
@@ -175,20 +150,8 @@ async fn subject_keys_are_created_once_sealed_rotatable_and_erased_for_good() {
     // (`fresh` read bob's key before: it may serve it from memory for up to the cache's
     // TTL, so a process that has not is asked.)
     let fresh = DataKeys::new(db.pool.clone(), Keyring::from_text(&old).expect("a key"));
-    assert!(
-        fresh
-            .for_reading("acme", &bob, bob_key.generation)
-            .await
-            .expect("read")
-            .is_none()
-    );
-    assert!(
-        fresh
-            .for_reading("acme", &alice, 2)
-            .await
-            .expect("read")
-            .is_none()
-    );
+    assert!(!readable(&fresh, "acme", &bob, bob_key.generation).await);
+    assert!(!readable(&fresh, "acme", &alice, 2).await);
     let still = fresh
         .for_reading("globex", &alice, globex.generation)
         .await
