@@ -128,6 +128,20 @@ async fn personal_fields_are_sealed_at_rest_read_in_clear_and_erased_with_their_
         "{tenant_replay}"
     );
 
+    // A rebuild by a process whose master key does not open the stored keys stops before
+    // its switch: nothing parked, the live read model as it was.
+    let live = stack.commands.live_schema("read_model").await;
+    let stranger =
+        sealing::Keyring::from_text(&sealing::Keyring::generate_text().expect("randomness"))
+            .expect("a key");
+    let refused = projection::rebuild(
+        event_store::Reader::new(pool.clone(), Some(stranger)),
+        &TableSink(ReadModel),
+    )
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(stack.commands.live_schema("read_model").await, live);
+
     // A rebuilt read model has nothing of her; Bob's conversation is as it was.
     projection::rebuild(service.reader().clone(), &TableSink(ReadModel))
         .await

@@ -113,6 +113,12 @@ async fn read_page(
         let opened = match crate::apply::opened(&store, &mut stored).await {
             Ok(()) => Ok(stored),
             Err(ApplyError::Database(e)) => return Err(e),
+            // Keys this process cannot open (another master key): the rebuild stops
+            // before its switch rather than park every sealed event, as the live
+            // projector waits.
+            Err(ApplyError::Unavailable(reason)) => {
+                return Err(sqlx::Error::Configuration(reason.into()));
+            }
             Err(e) => Err(e.to_string()),
         };
         events.push(
