@@ -316,7 +316,6 @@ impl AggregateLocks {
 }
 
 pub struct CommandService {
-    pool: PgPool,
     /// The store as its one reader reads it (and, with data protection on, seals).
     reader: Reader,
     conversations: Aggregates<Conversation>,
@@ -404,8 +403,7 @@ impl CommandService {
     /// data protection).
     pub fn new(store: impl Into<Reader>, generator: Arc<dyn DocumentGenerator>) -> Self {
         let reader: Reader = store.into();
-        let pool = reader.pool().clone();
-        let appender = Appender::start(pool.clone());
+        let appender = Appender::start(reader.pool().clone());
         let every = Arc::new(AtomicUsize::new(SNAPSHOT_EVERY));
         Self {
             conversations: Aggregates::new(&reader, CACHED_AGGREGATES, every.clone()),
@@ -416,7 +414,6 @@ impl CommandService {
             snapshot_every: every.clone(),
             appender,
             webhooks_settings: None,
-            pool,
             reader,
             generator,
             locks: AggregateLocks::default(),
@@ -526,7 +523,7 @@ impl CommandService {
     }
 
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.reader.pool()
     }
 
     fn actor(meta: &RequestMeta) -> Actor {
@@ -814,7 +811,7 @@ impl CommandService {
             self.knowledge_max_bytes,
         )
         .await?;
-        let sha256 = blobs::put(&self.pool, media_type, &upload.bytes)
+        let sha256 = blobs::put(self.reader.pool(), media_type, &upload.bytes)
             .await
             .map_err(db)?;
         let knowledge_id = Uuid::now_v7();
@@ -1038,9 +1035,14 @@ impl CommandService {
         meta: &RequestMeta,
         idem: &Idempotency,
     ) -> Result<Option<Accepted>, CommandError> {
-        let Some(hit) = idempotency::find(&self.pool, &meta.tenant_id, &meta.user_id, &idem.key)
-            .await
-            .map_err(db)?
+        let Some(hit) = idempotency::find(
+            self.reader.pool(),
+            &meta.tenant_id,
+            &meta.user_id,
+            &idem.key,
+        )
+        .await
+        .map_err(db)?
         else {
             return Ok(None);
         };
@@ -1070,7 +1072,9 @@ impl CommandService {
     /// Forgets idempotency keys older than `ttl`; a request with a forgotten key is a new
     /// request. Returns how many were removed.
     pub async fn expire_idempotency_keys(&self, ttl: Duration) -> Result<u64, CommandError> {
-        idempotency::expire(&self.pool, ttl).await.map_err(db)
+        idempotency::expire(self.reader.pool(), ttl)
+            .await
+            .map_err(db)
     }
 }
 

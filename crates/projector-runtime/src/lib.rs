@@ -38,7 +38,6 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
-use sqlx::PgPool;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -222,8 +221,8 @@ pub struct ProjectorStatus {
 }
 
 pub struct Runtime<S: Sink> {
-    pool: PgPool,
-    /// The event store as the sink reads it (gap fills, bootstraps): opens sealed fields.
+    /// The database, and the event store as the sink reads it (gap fills, bootstraps):
+    /// opens sealed fields.
     events: Reader,
     sink: Arc<S>,
     kafka: KafkaConfig,
@@ -235,7 +234,6 @@ pub struct Runtime<S: Sink> {
 
 /// What a call needs, shared by the calls in flight.
 struct Core<S: Sink> {
-    pool: PgPool,
     events: Reader,
     sink: Arc<S>,
     settings: Settings,
@@ -314,7 +312,6 @@ impl<S: Sink> Runtime<S> {
         settings: Settings,
     ) -> (Self, watch::Receiver<ProjectorStatus>) {
         let events: Reader = store.into();
-        let pool = events.pool().clone();
         let limits = settings.limits(sink.as_ref());
         let (status, rx) = watch::channel(ProjectorStatus {
             concurrency: limits.concurrency,
@@ -323,7 +320,6 @@ impl<S: Sink> Runtime<S> {
         });
         (
             Runtime {
-                pool,
                 events,
                 sink,
                 kafka,
@@ -343,7 +339,7 @@ impl<S: Sink> Runtime<S> {
         // the first event parks.
         metrics::counter!("projector_parked_events_total", "projector" => name).increment(0);
         let (schema, created) =
-            generation::ensure_live_created(&self.pool, self.sink.as_ref()).await?;
+            generation::ensure_live_created(self.events.pool(), self.sink.as_ref()).await?;
         if created {
             tracing::info!(
                 projection = name,
@@ -384,7 +380,6 @@ impl<S: Sink> Runtime<S> {
             name,
         );
         let core = Arc::new(Core {
-            pool: self.pool.clone(),
             events: self.events.clone(),
             sink: self.sink.clone(),
             settings: self.settings.clone(),
@@ -760,7 +755,9 @@ impl<S: Sink> Core<S> {
         let name = self.sink.name();
         let mut backoff = Backoff::new(self.settings.backoff, MAX_DELAY);
         let newly = loop {
-            match bookkeeping::park_in_live(&self.pool, name, at, msg.payload(), error).await {
+            match bookkeeping::park_in_live(self.events.pool(), name, at, msg.payload(), error)
+                .await
+            {
                 Ok(newly) => break newly,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot park event; retrying");

@@ -95,8 +95,8 @@ pub struct SemanticIndex {
     embedder: Arc<dyn Embedder>,
     store: Arc<dyn VectorStore>,
     chunking: ChunkConfig,
-    pool: PgPool,
-    /// The event store, for a conversation the read model does not have yet.
+    /// The database (this projection's tables), and the event store for a conversation
+    /// the read model does not have yet.
     events: Reader,
     /// Generation schema -> its index, checked against this projector's model and
     /// created in the store once per process.
@@ -115,7 +115,6 @@ impl SemanticIndex {
             embedder,
             store,
             chunking,
-            pool: events.pool().clone(),
             events,
             indexes: Mutex::new(HashMap::new()),
         }
@@ -134,7 +133,9 @@ impl SemanticIndex {
         if let Some(index) = self.cached_index(schema) {
             return Ok(index);
         }
-        let recorded = index_info(&self.pool, schema).await.map_err(unavailable)?;
+        let recorded = index_info(self.events.pool(), schema)
+            .await
+            .map_err(unavailable)?;
         let Some(IndexInfo {
             model,
             dimension,
@@ -172,14 +173,14 @@ impl SemanticIndex {
                 sqlx::query(&format!(
                     "ALTER TABLE {schema}.index_info ADD COLUMN IF NOT EXISTS created_at timestamptz"
                 ))
-                .execute(&self.pool)
+                .execute(self.events.pool())
                 .await
                 .map_err(unavailable)?;
             }
             sqlx::query(&format!(
                 "UPDATE {schema}.index_info SET created_at = now() WHERE created_at IS NULL"
             ))
-            .execute(&self.pool)
+            .execute(self.events.pool())
             .await
             .map_err(unavailable)?;
         }
@@ -216,7 +217,7 @@ impl SemanticIndex {
         ))
         .bind(id)
         .bind(tenant)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.events.pool())
         .await
         .map_err(unavailable)?;
         if let Some((title, started_by)) = row {
