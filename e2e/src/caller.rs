@@ -42,4 +42,16 @@ impl Caller {
             .expect("the request is sent");
         (resp.status(), resp.json().await.unwrap_or(Value::Null))
     }
+
+    /// GETs a body that is not one JSON document (NDJSON, say) as text.
+    pub async fn get_text(&self, url: String) -> (StatusCode, String) {
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("the request is sent");
+        (resp.status(), resp.text().await.unwrap_or_default())
+    }
 }

@@ -12,9 +12,10 @@ use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use domain::state::{
-    ConversationState, DocumentState, InboxState, KnowledgeState, WebhookEndpointState,
+    ConversationState, DocumentState, InboxState, KnowledgeState, SubjectState,
+    WebhookEndpointState,
 };
-use domain::{Conversation, Document, Inbox, Knowledge, WebhookEndpoint};
+use domain::{Conversation, Document, Inbox, Knowledge, SubjectRecord, WebhookEndpoint};
 use event_store::chain;
 use event_store::keys::KeyError;
 use event_store::log::{self, RawEvent, RawPage};
@@ -501,5 +502,8 @@ pub async fn state_at(
             fold::<WebhookEndpoint, WebhookEndpointState>(pool, tenant, kind, id, as_of).await
         }
         AggregateKind::Inbox => fold::<Inbox, InboxState>(pool, tenant, kind, id, as_of).await,
+        AggregateKind::Subject => {
+            fold::<SubjectRecord, SubjectState>(pool, tenant, kind, id, as_of).await
+        }
     }
 }

@@ -98,19 +98,98 @@ async fn personal_fields_are_sealed_at_rest_read_in_clear_and_erased_with_their_
             .expect("a state");
     assert_eq!(state["state"]["title"], "Ann's divorce plan", "{state}");
 
+    // A snapshot of her conversation is a plaintext copy of its state: the erasure
+    // deletes it.
+    let snapshot = event_store::snapshots::Snapshot {
+        sequence: 2,
+        state: serde_json::json!({"tenant_id": "acme", "title": "Ann's divorce plan"}),
+    };
+    event_store::snapshots::save(pool, "conversation", &ann.to_string(), 1, &snapshot)
+        .await
+        .expect("a snapshot");
+
+    // Only an admin erases, and says why.
+    let refused = service
+        .erase(Subject::User("ann".into()), "mine".into(), &anns)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(commands::CommandError::Domain(
+                domain::DomainError::NotFound
+            ))
+        ),
+        "{refused:?}"
+    );
+    let admin = testkit::commands::admin_meta("acme");
+    let silent = service
+        .erase(Subject::User("ann".into()), " ".into(), &admin)
+        .await;
+    assert!(
+        matches!(silent, Err(commands::CommandError::Domain(_))),
+        "{silent:?}"
+    );
+    let title = title_in_read_model(&stack, ann).await;
+    assert_eq!(
+        title.as_deref(),
+        Some("Ann's divorce plan"),
+        "nothing erased yet"
+    );
+
     // Ann erased: her conversation reads as erased everywhere it is read from the store.
     let erased = service
-        .reader()
-        .protector()
-        .expect("protected")
-        .keys()
-        .erase_subject("acme", &Subject::User("ann".into()))
+        .erase(
+            Subject::User("ann".into()),
+            "deletion request 42".into(),
+            &admin,
+        )
         .await
         .expect("erased");
+    assert_eq!(erased.snapshots_deleted, 1);
+    let Some(schemas::Event::SubjectErased(record)) = erased.accepted.events.first() else {
+        panic!("{erased:?}");
+    };
     assert_eq!(
-        erased.subject_keys, 1,
+        (
+            record.keys_erased,
+            record.conversations(),
+            record.erased_by.as_str()
+        ),
+        (1, vec![ann], "ada"),
         "the key of the conversation she started"
     );
+    assert_eq!(
+        event_store::snapshots::latest(pool, "conversation", &ann.to_string(), 1)
+            .await
+            .expect("read"),
+        None
+    );
+    // The read model hears of it through Kafka and blanks its copy; Bob's stays.
+    wait_until("the read model to erase her conversation", || async {
+        title_in_read_model(&stack, ann).await.as_deref() == Some("[erased]")
+    })
+    .await;
+    let schema = stack.commands.live_schema("read_model").await;
+    let left: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}.messages WHERE content LIKE '%Elm Street%'"
+    ))
+    .fetch_one(pool)
+    .await
+    .expect("a scan");
+    assert_eq!(left, 0);
+    // Again: harmless, recorded, nothing more emptied.
+    let again = service
+        .erase(Subject::User("ann".into()), "asked twice".into(), &admin)
+        .await
+        .expect("erased again");
+    let Some(schemas::Event::SubjectErased(repeated)) = again.accepted.events.first() else {
+        panic!("{again:?}");
+    };
+    assert_eq!(
+        (repeated.keys_erased, repeated.conversations()),
+        (0, vec![ann])
+    );
+    assert_eq!(again.accepted.version, schemas::Version(2));
     let replay = get(&stack, &format!("/v1/audit/conversation/{ann}/events")).await;
     assert!(
         !replay.contains("Elm Street") && !replay.contains("divorce"),
@@ -153,5 +232,22 @@ async fn personal_fields_are_sealed_at_rest_read_in_clear_and_erased_with_their_
     assert_eq!(
         title_in_read_model(&stack, bob).await.as_deref(),
         Some("Bob's pricing question")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_data_protection_nothing_is_erased_and_the_caller_is_told() {
+    let stack = testkit::Stack::new().await;
+    let refused = stack
+        .service
+        .erase(
+            Subject::User("ann".into()),
+            "deletion request".into(),
+            &testkit::commands::admin_meta("acme"),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(commands::CommandError::DataProtectionOff)),
+        "{refused:?}"
     );
 }

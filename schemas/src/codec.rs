@@ -143,6 +143,7 @@ impl Event {
             Event::WebhookMessageFailed(e) => encode(e),
             Event::WebhookRedeliveryRequested(e) => encode(e),
             Event::NotificationsRead(e) => encode(e),
+            Event::SubjectErased(e) => encode(e),
         }
     }
 
@@ -171,6 +172,7 @@ impl Event {
                 Event::WebhookRedeliveryRequested(decode(bytes)?)
             }
             EventType::NotificationsRead => Event::NotificationsRead(decode(bytes)?),
+            EventType::SubjectErased => Event::SubjectErased(decode(bytes)?),
         })
     }
 }

@@ -390,6 +390,45 @@ pub struct NotificationsRead {
     pub read_at: DateTime<Utc>,
 }
 
+/// A person's, a conversation's or the whole tenant's personal data was erased: the keys
+/// that sealed it are empty (docs/DATA-PROTECTION.md, "Erasure").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectErased {
+    #[serde(with = "uuid_text")]
+    pub subject_id: Uuid,
+    pub tenant_id: String,
+    /// The subject's name (`user:<sub>`, `conversation:<uuid>`, `tenant`).
+    pub subject: String,
+    /// UUIDs of the conversations whose keys are erased, as text; empty for a tenant.
+    pub conversation_ids: Vec<String>,
+    /// Keys this request emptied (0 when it repeats an erasure).
+    pub keys_erased: i64,
+    pub reason: String,
+    pub erased_by: String,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub erased_at: DateTime<Utc>,
+}
+
+impl SubjectErased {
+    /// The conversations it names (an id that is not a UUID is skipped: none is written).
+    pub fn conversations(&self) -> Vec<Uuid> {
+        self.conversation_ids
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .collect()
+    }
+
+    /// Whether the whole tenant was erased.
+    pub fn is_tenant(&self) -> bool {
+        self.subject == crate::Subject::Tenant.to_string()
+    }
+
+    /// The person erased, by their token's `sub`, if a person was.
+    pub fn person(&self) -> Option<&str> {
+        self.subject.strip_prefix("user:")
+    }
+}
+
 /// Name of an event type, as stored in the event store and sent in the `event_type` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
@@ -413,10 +452,11 @@ pub enum EventType {
     WebhookMessageFailed,
     WebhookRedeliveryRequested,
     NotificationsRead,
+    SubjectErased,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 20] = [
+    pub const ALL: [EventType; 21] = [
         EventType::ConversationStarted,
         EventType::MessageSent,
         EventType::ConversationRenamed,
@@ -437,6 +477,7 @@ impl EventType {
         EventType::WebhookMessageFailed,
         EventType::WebhookRedeliveryRequested,
         EventType::NotificationsRead,
+        EventType::SubjectErased,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -461,6 +502,7 @@ impl EventType {
             EventType::WebhookMessageFailed => "WebhookMessageFailed",
             EventType::WebhookRedeliveryRequested => "WebhookRedeliveryRequested",
             EventType::NotificationsRead => "NotificationsRead",
+            EventType::SubjectErased => "SubjectErased",
         }
     }
 
@@ -484,6 +526,7 @@ impl EventType {
             EventType::AssistantReplyRequested => "assistant.reply_requested",
             EventType::DocumentRequested => "document.requested",
             EventType::DocumentGenerationFailed => "document.generation_failed",
+            EventType::SubjectErased => "subject.erased",
             EventType::WebhookEndpointCreated
             | EventType::WebhookEndpointUpdated
             | EventType::WebhookSecretRotated
@@ -525,6 +568,7 @@ impl EventType {
             | EventType::WebhookMessageFailed
             | EventType::WebhookRedeliveryRequested => AggregateKind::WebhookEndpoint,
             EventType::NotificationsRead => AggregateKind::Inbox,
+            EventType::SubjectErased => AggregateKind::Subject,
         }
     }
 }
@@ -581,10 +625,40 @@ contract!(
     WebhookEndpointDeleted,
     WebhookMessageFailed,
     WebhookRedeliveryRequested,
-    NotificationsRead
+    NotificationsRead,
+    SubjectErased
 );
 
 impl Event {
+    /// The conversation whose data the event is: its own for a conversation's events,
+    /// the one a document was made from for a document's (what an erasure of that
+    /// conversation reaches); none for the others.
+    pub fn conversation_id(&self) -> Option<Uuid> {
+        match self {
+            Event::ConversationStarted(e) => Some(e.conversation_id),
+            Event::MessageSent(e) => Some(e.conversation_id),
+            Event::ConversationRenamed(e) => Some(e.conversation_id),
+            Event::ConversationEnded(e) => Some(e.conversation_id),
+            Event::AssistantReplyFailed(e) => Some(e.conversation_id),
+            Event::AssistantReplyRequested(e) => Some(e.conversation_id),
+            Event::DocumentGenerated(e) => Some(e.conversation_id),
+            Event::DocumentRequested(e) => Some(e.conversation_id),
+            Event::DocumentGenerationFailed(e) => Some(e.conversation_id),
+            Event::KnowledgeDocumentAdded(_)
+            | Event::KnowledgeDocumentRemoved(_)
+            | Event::WebhookEndpointCreated(_)
+            | Event::WebhookEndpointUpdated(_)
+            | Event::WebhookSecretRotated(_)
+            | Event::WebhookEndpointDisabled(_)
+            | Event::WebhookEndpointEnabled(_)
+            | Event::WebhookEndpointDeleted(_)
+            | Event::WebhookMessageFailed(_)
+            | Event::WebhookRedeliveryRequested(_)
+            | Event::NotificationsRead(_)
+            | Event::SubjectErased(_) => None,
+        }
+    }
+
     /// Id of the aggregate the event belongs to (the Kafka record key).
     pub fn aggregate_id(&self) -> Uuid {
         match self {
@@ -608,6 +682,7 @@ impl Event {
             Event::WebhookMessageFailed(e) => e.endpoint_id,
             Event::WebhookRedeliveryRequested(e) => e.endpoint_id,
             Event::NotificationsRead(e) => e.inbox_id,
+            Event::SubjectErased(e) => e.subject_id,
         }
     }
 }

@@ -94,7 +94,10 @@ impl EventType {
             | EventType::WebhookEndpointDeleted
             | EventType::WebhookMessageFailed
             | EventType::WebhookRedeliveryRequested
-            | EventType::NotificationsRead => return None,
+            | EventType::NotificationsRead
+            // The erasure's own record: who was erased stays, as the proof that it was
+            // (docs/DATA-PROTECTION.md, "Erasure").
+            | EventType::SubjectErased => return None,
         };
         Some(Personal { sealed_by, fields })
     }

@@ -146,6 +146,7 @@ pub const TABLE: &[SchemaVersion] = &[
         2,
         "assistant_reply_failed/v2.avsc"
     ),
+    version!(28, SubjectErased, 1, "subject_erased/v1.avsc"),
 ];
 
 pub(crate) struct Parsed {

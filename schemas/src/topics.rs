@@ -13,15 +13,18 @@ pub enum AggregateKind {
     WebhookEndpoint,
     /// A user's in-app notification inbox (what they have read).
     Inbox,
+    /// Whose personal data was erased (a person, a conversation, the tenant).
+    Subject,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 5] = [
+    pub const ALL: [AggregateKind; 6] = [
         AggregateKind::Conversation,
         AggregateKind::Document,
         AggregateKind::Knowledge,
         AggregateKind::WebhookEndpoint,
         AggregateKind::Inbox,
+        AggregateKind::Subject,
     ];
 
     /// The `aggregate_type` stored in the event store for this kind.
@@ -32,6 +35,7 @@ impl AggregateKind {
             AggregateKind::Knowledge => "knowledge",
             AggregateKind::WebhookEndpoint => "webhook_endpoint",
             AggregateKind::Inbox => "inbox",
+            AggregateKind::Subject => "subject",
         }
     }
 

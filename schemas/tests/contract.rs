@@ -274,6 +274,17 @@ fn samples() -> Vec<Event> {
             read_at: at(20),
         }
         .into(),
+        SubjectErased {
+            subject_id: Uuid::new_v4(),
+            tenant_id: "acme".into(),
+            subject: "user:ann".into(),
+            conversation_ids: vec![Uuid::new_v4().to_string()],
+            keys_erased: 1,
+            reason: "request 42".into(),
+            erased_by: "root".into(),
+            erased_at: at(21),
+        }
+        .into(),
         WebhookRedeliveryRequested {
             endpoint_id: Uuid::new_v4(),
             message_id: Some("msg_0123".into()),

@@ -65,6 +65,15 @@ pub(crate) fn command_failed(e: CommandError) -> Problem {
                 ),
             },
             CommandError::Webhook(w) => webhook_refused(w),
+            CommandError::DataProtectionOff => Problem::new(
+                S::CONFLICT,
+                "data_protection_off",
+                "Data protection is off",
+            )
+            .detail(
+                "nothing is sealed without DATA_MASTER_KEY, so nothing can be erased by its key; \
+                 set it in every service (docs/DATA-PROTECTION.md)",
+            ),
             CommandError::EventTooLarge { bytes, max } => Problem::new(
                 S::UNPROCESSABLE_ENTITY,
                 "event_too_large",

@@ -1,6 +1,7 @@
 //! The REST surface: `/v1` commands, `/openapi.json`, Swagger UI at `/docs`, health.
 
 mod commands;
+mod erasure;
 mod errors;
 mod inbox;
 mod knowledge;
@@ -106,6 +107,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/relay", get(commands::relay_status))
         .route("/admin/relay/redrive", post(commands::relay_redrive))
+        .route(
+            "/admin/subjects/{subject}/erase",
+            post(erasure::erase_subject),
+        )
+        .route("/admin/tenant/erase", post(erasure::erase_tenant))
         .method_not_allowed_fallback(|| async { platform::problem::Problem::method_not_allowed() })
         .with_state(state);
     let mut app = Router::new()

@@ -3,7 +3,7 @@
 use platform::http::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
-use super::{commands, inbox, knowledge, webhooks};
+use super::{commands, erasure, inbox, knowledge, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,7 +26,9 @@ use super::{commands, inbox, knowledge, webhooks};
         webhooks::delete_endpoint,
         webhooks::redeliver,
         commands::relay_status,
-        commands::relay_redrive
+        commands::relay_redrive,
+        erasure::erase_subject,
+        erasure::erase_tenant
     ),
     components(schemas(
         commands::StartConversation,
@@ -43,7 +45,9 @@ use super::{commands, inbox, knowledge, webhooks};
         webhooks::DisableEndpoint,
         webhooks::EnableEndpoint,
         webhooks::Redeliver,
-        webhooks::EndpointSecret
+        webhooks::EndpointSecret,
+        erasure::Erase,
+        erasure::Erased
     )),
     modifiers(&BearerAuth, &ProblemResponses)
 )]

@@ -26,15 +26,15 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope};
 use domain::{
     Actor, Command, CommandContext, Conversation, ConversationCommand, Document, DocumentCommand,
-    DomainError, Inbox, InboxCommand, Knowledge, KnowledgeCommand, Resource, Transcript, Version,
-    WebhookEndpoint,
+    DomainError, Inbox, InboxCommand, Knowledge, KnowledgeCommand, Resource, SubjectCommand,
+    SubjectRecord, Transcript, Version, WebhookEndpoint,
 };
 use event_store::keys::KeyError;
 use event_store::protect::{EventAt, ProtectError};
 use event_store::{Appender, Reader, Stream, StreamError, blobs, idempotency};
 use recent::Aggregates;
 pub use recent::SNAPSHOT_EVERY;
-use schemas::{AggregateKind, DocumentKind, Event, Role, VersionToken};
+use schemas::{AggregateKind, DocumentKind, Event, Role, Subject, VersionToken};
 use sqlx::PgPool;
 use thiserror::Error;
 use tokio::sync::OwnedMutexGuard;
@@ -199,6 +199,10 @@ pub enum CommandError {
     /// A webhook endpoint's URL, secret or configuration.
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    /// Erasure needs data protection (`DATA_MASTER_KEY`): without it nothing is sealed,
+    /// so nothing can be erased by its key.
+    #[error("data protection is off (DATA_MASTER_KEY is not set): nothing can be erased")]
+    DataProtectionOff,
     #[error("event store: {0}")]
     Storage(String),
     /// The database is unreachable, restarting or overloaded: retry later.
@@ -250,7 +254,14 @@ fn storage(e: impl fmt::Display) -> CommandError {
 
 fn protect_error(e: ProtectError) -> CommandError {
     match e {
-        ProtectError::Keys(KeyError::Database(e)) => db(e),
+        ProtectError::Keys(e) => key_error(e),
+        other => storage(other),
+    }
+}
+
+fn key_error(e: KeyError) -> CommandError {
+    match e {
+        KeyError::Database(e) => db(e),
         other => storage(other),
     }
 }
@@ -323,6 +334,10 @@ pub struct CommandService {
     knowledge: Aggregates<Knowledge>,
     webhook_endpoints: Aggregates<WebhookEndpoint>,
     inboxes: Aggregates<Inbox>,
+    subjects: Aggregates<SubjectRecord>,
+    /// The erasures seen when the aggregates in memory were last checked
+    /// ([`event_store::keys::DataKeys::erasures`]): when that moves, they are dropped.
+    erasures_seen: std::sync::atomic::AtomicU64,
     webhooks_settings: Option<WebhookSettings>,
     generator: Arc<dyn DocumentGenerator>,
     locks: AggregateLocks,
@@ -334,6 +349,16 @@ pub struct CommandService {
     appender: Appender,
     /// Shared by every aggregate type's [`Aggregates`].
     snapshot_every: Arc<AtomicUsize>,
+}
+
+/// What an erasure did at once; the projections do the rest when its event reaches them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Erasure {
+    /// The `SubjectErased` event appended (or, for a repeated idempotency key, the one
+    /// appended then).
+    pub accepted: Accepted,
+    /// Snapshots of the erased aggregates deleted.
+    pub snapshots_deleted: u64,
 }
 
 /// A file for the knowledge base, as uploaded.
@@ -411,6 +436,8 @@ impl CommandService {
             knowledge: Aggregates::new(&reader, CACHED_AGGREGATES, every.clone()),
             webhook_endpoints: Aggregates::new(&reader, CACHED_AGGREGATES, every.clone()),
             inboxes: Aggregates::new(&reader, CACHED_AGGREGATES, every.clone()),
+            subjects: Aggregates::new(&reader, CACHED_AGGREGATES, every.clone()),
+            erasures_seen: std::sync::atomic::AtomicU64::new(0),
             snapshot_every: every.clone(),
             appender,
             webhooks_settings: None,
@@ -481,6 +508,7 @@ impl CommandService {
         self.knowledge.set_capacity(n);
         self.webhook_endpoints.set_capacity(n);
         self.inboxes.set_capacity(n);
+        self.subjects.set_capacity(n);
         self
     }
 
@@ -850,6 +878,93 @@ impl CommandService {
         .await
     }
 
+    /// Erases `subject`'s personal data (docs/DATA-PROTECTION.md, "Erasure"): the keys
+    /// that sealed it are emptied (so everything read from the store afterwards reads
+    /// `[erased]`, and every process drops the keys and aggregates it holds of the tenant),
+    /// the snapshots of what they sealed deleted, and a `SubjectErased` event appended,
+    /// from which the projections remove the copies they made. Erasing again is harmless
+    /// and recorded again.
+    pub async fn erase(
+        &self,
+        subject: Subject,
+        reason: String,
+        meta: &RequestMeta,
+    ) -> Result<Erasure, CommandError> {
+        let Some(protector) = self.reader.protector() else {
+            return Err(CommandError::DataProtectionOff);
+        };
+        let id = domain::subject::subject_id(&meta.tenant_id, &subject);
+        let command = |conversations, keys_erased| Command {
+            ctx: Self::ctx(meta, None),
+            body: SubjectCommand::Erase {
+                subject: subject.clone(),
+                reason: reason.clone(),
+                conversations,
+                keys_erased,
+            },
+        };
+        // Refused (not an admin, no reason) before anything is erased.
+        SubjectRecord::default().decide(command(Vec::new(), 0))?;
+        let keys = protector.keys();
+        let tenant = meta.tenant_id.as_str();
+        let whole = subject == Subject::Tenant;
+        let erased = if whole {
+            keys.erase_tenant(tenant).await
+        } else {
+            keys.erase_subject(tenant, &subject).await
+        }
+        .map_err(key_error)?;
+        let conversations: Vec<Uuid> = if whole {
+            Vec::new()
+        } else {
+            keys.erased_subjects(tenant, &subject)
+                .await
+                .map_err(key_error)?
+                .into_iter()
+                .filter_map(|s| match s {
+                    Subject::Conversation(id) => Some(id),
+                    Subject::User(_) | Subject::Tenant => None,
+                })
+                .collect()
+        };
+        let snapshots =
+            event_store::snapshots::erase(self.reader.pool(), tenant, &conversations, whole)
+                .await
+                .map_err(db)?;
+        self.drop_aggregates_after_erasures();
+        let accepted = self
+            .execute(
+                &self.subjects,
+                AggregateKind::Subject,
+                id,
+                "EraseSubject",
+                command(conversations, erased.subject_keys + erased.tenant_keys),
+                meta,
+            )
+            .await?;
+        Ok(Erasure {
+            accepted,
+            snapshots_deleted: snapshots,
+        })
+    }
+
+    /// Drops the aggregates kept in memory once an erasure has been seen since they were
+    /// last checked (this process's own or another's): they may hold what it erased.
+    fn drop_aggregates_after_erasures(&self) {
+        let Some(protector) = self.reader.protector() else {
+            return;
+        };
+        let now = protector.keys().erasures();
+        let seen = self
+            .erasures_seen
+            .swap(now, std::sync::atomic::Ordering::AcqRel);
+        if seen != now {
+            self.conversations.clear();
+            self.documents.clear();
+            self.knowledge.clear();
+        }
+    }
+
     /// Removes a document from the tenant's knowledge base (its original stays stored:
     /// the event stream still names it).
     pub async fn remove_knowledge(
@@ -930,6 +1045,7 @@ impl CommandService {
         A::Command: Clone,
         A::Event: Into<Event>,
     {
+        self.drop_aggregates_after_erasures();
         let metadata = meta.to_metadata(name);
         // Random jitter: replicas contending for one aggregate do not retry in step.
         let mut backoff = Backoff::new(Duration::from_millis(4), Duration::from_millis(100));

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{Aggregate, AggregateError};
-use domain::{Conversation, Document, Inbox, Knowledge, WebhookEndpoint};
+use domain::{Conversation, Document, Inbox, Knowledge, SubjectRecord, WebhookEndpoint};
 use event_store::append::{Settled, Ticket};
 use event_store::snapshots::{self, Snapshot};
 use event_store::{Reader, Stream};
@@ -64,6 +64,9 @@ impl SnapshotFormat for WebhookEndpoint {
     const FORMAT: i32 = 1;
 }
 impl SnapshotFormat for Inbox {
+    const FORMAT: i32 = 1;
+}
+impl SnapshotFormat for SubjectRecord {
     const FORMAT: i32 = 1;
 }
 
@@ -124,6 +127,13 @@ impl<A: SnapshotFormat> Aggregates<A> {
     pub(crate) fn set_capacity(&self, capacity: usize) {
         let mut recent = self.recent();
         recent.capacity = capacity;
+        recent.entries.clear();
+        recent.order.clear();
+    }
+
+    /// Drops every aggregate kept (an erasure: they may hold what is erased now).
+    pub(crate) fn clear(&self) {
+        let mut recent = self.recent();
         recent.entries.clear();
         recent.order.clear();
     }

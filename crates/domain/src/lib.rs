@@ -14,6 +14,7 @@ pub mod document;
 pub mod inbox;
 pub mod knowledge;
 pub mod state;
+pub mod subject;
 mod validate;
 pub mod webhook;
 
@@ -29,6 +30,7 @@ pub use document::{
 pub use inbox::{Inbox, InboxCommand, InboxEvent};
 pub use knowledge::{Knowledge, KnowledgeCommand, KnowledgeEvent};
 pub use schemas::Version;
+pub use subject::{SubjectCommand, SubjectEvent, SubjectRecord};
 pub use validate::{CONTENT_MAX, MODEL_MAX, TITLE_MAX};
 pub use webhook::{WebhookCommand, WebhookEndpoint, WebhookEvent};
 

@@ -9,6 +9,7 @@ use crate::conversation::{Conversation, Status};
 use crate::document::Document;
 use crate::inbox::Inbox;
 use crate::knowledge::Knowledge;
+use crate::subject::SubjectRecord;
 use crate::webhook::WebhookEndpoint;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -135,6 +136,28 @@ impl From<&Inbox> for InboxState {
             user_id: i.user_id.clone(),
             read: i.read,
             version: i.version.0,
+        }
+    }
+}
+
+/// The erasure record of a subject: which subject and how often it was erased.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubjectState {
+    pub subject_id: Option<Uuid>,
+    pub tenant_id: String,
+    pub subject: String,
+    pub erasures: u64,
+    pub version: u64,
+}
+
+impl From<&SubjectRecord> for SubjectState {
+    fn from(s: &SubjectRecord) -> Self {
+        SubjectState {
+            subject_id: s.id,
+            tenant_id: s.tenant_id.clone(),
+            subject: s.subject.clone(),
+            erasures: s.erasures,
+            version: s.version.0,
         }
     }
 }

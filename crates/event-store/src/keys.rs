@@ -7,18 +7,25 @@
 //! A key has a generation: data written for a subject after its erasure gets a key of
 //! the next generation, so the erased data stays unreadable and the new data is not.
 //! Unsealed keys are cached in the process for at most [`CACHE_TTL`] and [`CACHE_MAX`]
-//! entries, and so is the key each subject's new data is sealed with; an erasure here
-//! drops its entries at once, other processes' within the TTL (what another process
-//! writes for an erased subject meanwhile is sealed with the erased key: unreadable, as
-//! the subject's data is meant to be).
+//! entries, and so is the key each subject's new data is sealed with; an erasure drops the
+//! tenant's entries here at once and, through a `NOTIFY` on [`ERASED_CHANNEL`] that
+//! [`watch`] listens to, in every other process (the TTL bounds what a missed
+//! notification costs; what another process writes for an erased subject meanwhile is
+//! sealed with the erased key: unreadable, as the subject's data is meant to be). Each
+//! erasure seen moves the process's [`DataKeys::erasures`] count, so caches of data read
+//! through the keys (aggregates in memory) can tell that they are to be dropped.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use schemas::Subject;
 use sealing::{Key, Keyring, SealError};
 use sqlx::PgPool;
+
+/// The channel an erasure is announced on (its payload: the tenant).
+pub const ERASED_CHANNEL: &str = "threadline_data_erased";
 
 /// How long an unsealed key is kept in memory.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
@@ -111,6 +118,8 @@ pub struct DataKeys {
     /// asks the database only when its subject is new to this process, or the entry is
     /// older than the TTL.
     writing: Expiring<(String, String), SubjectKey>,
+    /// Erasures this process has seen (its own and those announced by others).
+    erasures: AtomicU64,
 }
 
 impl std::fmt::Debug for DataKeys {
@@ -136,7 +145,49 @@ impl DataKeys {
             master,
             cache: Expiring::new(),
             writing: Expiring::new(),
+            erasures: AtomicU64::new(0),
         }
+    }
+
+    /// How many erasures this process has seen: a cache of anything read through these
+    /// keys drops what it holds when this moves.
+    pub fn erasures(&self) -> u64 {
+        self.erasures.load(Ordering::Acquire)
+    }
+
+    /// An erasure of `tenant` (every tenant: `None`, when announcements may have been
+    /// missed): its cached keys go.
+    pub fn erased(&self, tenant: Option<&str>) {
+        match tenant {
+            Some(tenant) => self.forget(tenant, None),
+            None => {
+                self.cache.retain(|_| false);
+                self.writing.retain(|_| false);
+            }
+        }
+        self.erasures.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The subjects whose keys an erasure of `subject` has emptied by now (the subject's
+    /// own and those it owns, erased at any time): for a person, their conversations.
+    pub async fn erased_subjects(
+        &self,
+        tenant: &str,
+        subject: &Subject,
+    ) -> Result<Vec<Subject>, KeyError> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT subject FROM subject_keys
+              WHERE tenant_id = $1 AND (subject = $2 OR owner = $2) AND erased_at IS NOT NULL
+              ORDER BY subject",
+        )
+        .bind(tenant)
+        .bind(subject.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(names
+            .iter()
+            .filter_map(|name| Subject::parse(name).ok())
+            .collect())
     }
 
     /// Drops the cached keys of `subject` of `tenant` (every subject: `None`).
@@ -310,6 +361,7 @@ impl DataKeys {
     /// conversations). Idempotent: erasing again empties nothing more.
     pub async fn erase_subject(&self, tenant: &str, subject: &Subject) -> Result<Erased, KeyError> {
         let subject = subject.to_string();
+        let mut tx = self.pool.begin().await?;
         let erased: Vec<String> = sqlx::query_scalar(
             "UPDATE subject_keys SET sealed_key = NULL, erased_at = now()
               WHERE tenant_id = $1 AND (subject = $2 OR owner = $2) AND sealed_key IS NOT NULL
@@ -317,12 +369,11 @@ impl DataKeys {
         )
         .bind(tenant)
         .bind(&subject)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        self.forget(tenant, Some(&subject));
-        for owned in &erased {
-            self.forget(tenant, Some(owned));
-        }
+        announce(&mut tx, tenant).await?;
+        tx.commit().await?;
+        self.erased(Some(tenant));
         Ok(Erased {
             subject_keys: erased.len() as u64,
             tenant_keys: 0,
@@ -346,11 +397,69 @@ impl DataKeys {
         .bind(tenant)
         .execute(&mut *tx)
         .await?;
+        announce(&mut tx, tenant).await?;
         tx.commit().await?;
-        self.forget(tenant, None);
+        self.erased(Some(tenant));
         Ok(Erased {
             subject_keys: subjects.rows_affected(),
             tenant_keys: tenants.rows_affected(),
         })
+    }
+}
+
+/// Tells every process, when `tx` commits, that keys of `tenant` were erased.
+async fn announce(tx: &mut sqlx::PgConnection, tenant: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(ERASED_CHANNEL)
+        .bind(tenant)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Listens for erasures announced by any process and drops what `keys` caches of them,
+/// until `keys` is dropped. A lost connection may have missed some: everything cached
+/// is dropped, then it listens again.
+pub async fn watch(pool: PgPool, keys: std::sync::Weak<impl AsRef<DataKeys>>) {
+    use sqlx::postgres::PgListener;
+    let alive = || keys.upgrade();
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::debug!(error = %e, "erasure listener: cannot connect, retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if alive().is_none() {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(ERASED_CHANNEL).await {
+            tracing::debug!(error = %e, "erasure listener: LISTEN failed, retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            // Wakes now and then to end once nobody holds the keys.
+            let received = tokio::time::timeout(Duration::from_secs(30), listener.try_recv()).await;
+            let Some(keys) = alive() else {
+                return;
+            };
+            match received {
+                Err(_elapsed) => {}
+                Ok(Ok(Some(n))) => (*keys).as_ref().erased(Some(n.payload())),
+                Ok(Ok(None)) => {
+                    (*keys).as_ref().erased(None);
+                    break;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "erasure listener failed, reconnecting");
+                    (*keys).as_ref().erased(None);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
+                }
+            }
+        }
     }
 }

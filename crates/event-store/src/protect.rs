@@ -209,6 +209,12 @@ pub struct Protector {
     keys: DataKeys,
 }
 
+impl AsRef<DataKeys> for Protector {
+    fn as_ref(&self) -> &DataKeys {
+        &self.keys
+    }
+}
+
 impl Protector {
     pub fn new(keys: DataKeys) -> Self {
         Protector { keys }

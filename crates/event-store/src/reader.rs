@@ -56,15 +56,21 @@ impl Reader {
         }
     }
 
-    /// Protected by `master` when there is one ([`DataProtection::keyring`]).
+    /// Protected by `master` when there is one ([`DataProtection::keyring`]). On a Tokio
+    /// runtime, it listens for erasures announced by other processes while it is held
+    /// ([`crate::keys::watch`]: one connection of `pool`).
     pub fn new(pool: PgPool, master: Option<sealing::Keyring>) -> Self {
         let Some(master) = master else {
             return Reader::plain(pool);
         };
         let keys = DataKeys::new(pool.clone(), master);
+        let protector = Arc::new(Protector::new(keys));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(crate::keys::watch(pool.clone(), Arc::downgrade(&protector)));
+        }
         Reader {
             pool,
-            protector: Some(Arc::new(Protector::new(keys))),
+            protector: Some(protector),
         }
     }
 

@@ -59,3 +59,27 @@ pub async fn save(
     .await?;
     Ok(())
 }
+
+/// An erasure (docs/DATA-PROTECTION.md): the snapshots of the tenant's `conversations`
+/// and of the documents made from them (every snapshot of the tenant with `whole`) go,
+/// so that the next load folds the events as they read now. Returns how many went.
+pub async fn erase(
+    db: impl PgExecutor<'_>,
+    tenant_id: &str,
+    conversations: &[uuid::Uuid],
+    whole: bool,
+) -> Result<u64, sqlx::Error> {
+    let ids: Vec<String> = conversations.iter().map(uuid::Uuid::to_string).collect();
+    let done = sqlx::query(
+        "DELETE FROM aggregate_snapshots
+          WHERE state ->> 'tenant_id' = $1
+            AND ($2 OR (aggregate_type = 'conversation' AND aggregate_id = ANY($3))
+                    OR (aggregate_type = 'document' AND state ->> 'conversation_id' = ANY($3)))",
+    )
+    .bind(tenant_id)
+    .bind(whole)
+    .bind(&ids)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

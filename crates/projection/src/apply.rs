@@ -18,7 +18,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use event_store::keys::KeyError;
-use event_store::protect::ProtectError;
+use event_store::protect::{Opened, ProtectError};
 use event_store::{Reader, StoredEvent, log};
 use sqlx::PgConnection;
 
@@ -127,18 +127,25 @@ fn key_of(e: &Envelope) -> StreamKey {
 
 const WAITING: &str = "waiting behind a parked event";
 
-/// Opens a row read from the store (its sealed personal fields, or their blanks when
-/// erased). One that does not open is rejected (parked with the reason); keys that cannot
-/// be read are waited for.
-pub(crate) async fn opened(store: &Reader, stored: &mut StoredEvent) -> Result<(), ApplyError> {
-    match store.open_stored(stored).await {
-        Ok(_) => Ok(()),
-        Err(ProtectError::Keys(KeyError::Database(e))) => Err(e.into()),
+/// A row read from the store as a projection takes it: opened (its sealed personal
+/// fields, or their blanks when erased, flagged) and decoded. One that does not open or
+/// decode is rejected (parked with the reason); keys that cannot be read are waited for.
+pub(crate) async fn envelope_of(
+    store: &Reader,
+    mut stored: StoredEvent,
+) -> Result<Envelope, ApplyError> {
+    let opened = match store.open_stored(&mut stored).await {
+        Ok(opened) => opened,
+        Err(ProtectError::Keys(KeyError::Database(e))) => return Err(e.into()),
         // The master key does not open the stored keys: the deployment's to fix, so it
         // waits, parking nothing.
-        Err(ProtectError::Keys(e)) => Err(ApplyError::Unavailable(e.to_string())),
-        Err(e) => Err(ApplyError::Rejected(e.to_string())),
-    }
+        Err(ProtectError::Keys(e)) => return Err(ApplyError::Unavailable(e.to_string())),
+        Err(e) => return Err(ApplyError::Rejected(e.to_string())),
+    };
+    let mut envelope =
+        Envelope::from_store(stored).map_err(|e| ApplyError::Rejected(e.to_string()))?;
+    envelope.erased = opened == Opened::Erased;
+    Ok(envelope)
 }
 
 /// The events `last + 1 .. event.sequence - 1` of the event's aggregate, from the store.
@@ -165,9 +172,8 @@ async fn fill_gap(
         )));
     }
     let mut filled = Vec::with_capacity(missing.len());
-    for mut stored in missing {
-        opened(store, &mut stored).await?;
-        filled.push(Envelope::from_store(stored).map_err(|e| ApplyError::Rejected(e.to_string()))?);
+    for stored in missing {
+        filled.push(envelope_of(store, stored).await?);
     }
     Ok(filled)
 }

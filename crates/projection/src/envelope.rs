@@ -23,6 +23,9 @@ pub struct Envelope {
     /// Correlation id and W3C trace context of the request that caused the event.
     pub correlation_id: Option<String>,
     pub traceparent: Option<String>,
+    /// Its personal fields read as erased (their key is gone): what a projection derives
+    /// from them (an index, a summary) is not derived.
+    pub erased: bool,
 }
 
 /// Where an event sits in its aggregate's stream: enough to skip, queue or park it, even
@@ -70,6 +73,7 @@ impl Envelope {
             recorded_at: headers.recorded_at,
             correlation_id: headers.correlation_id,
             traceparent: headers.traceparent,
+            erased: false,
         })
     }
 
@@ -93,6 +97,7 @@ impl Envelope {
             aggregate_id: e.aggregate_id,
             sequence: e.sequence,
             recorded_at: e.recorded_at,
+            erased: false,
         })
     }
 

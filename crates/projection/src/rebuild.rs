@@ -103,15 +103,15 @@ async fn read_page(
         return Ok(None);
     };
     let mut events = Vec::with_capacity(page.len());
-    for mut stored in page {
+    for stored in page {
         let at = EventRef {
             aggregate_type: stored.aggregate_type.clone(),
             aggregate_id: stored.aggregate_id.clone(),
             sequence: stored.sequence,
             event_id: Some(stored.event_id),
         };
-        let opened = match crate::apply::opened(&store, &mut stored).await {
-            Ok(()) => Ok(stored),
+        let envelope = match crate::apply::envelope_of(&store, stored).await {
+            Ok(envelope) => Ok(envelope),
             Err(ApplyError::Database(e)) => return Err(e),
             // Keys this process cannot open (another master key): the rebuild stops
             // before its switch rather than park every sealed event, as the live
@@ -121,11 +121,7 @@ async fn read_page(
             }
             Err(e) => Err(e.to_string()),
         };
-        events.push(
-            opened
-                .and_then(|stored| Envelope::from_store(stored).map_err(|e| e.to_string()))
-                .map_err(|reason| (at, reason)),
-        );
+        events.push(envelope.map_err(|reason| (at, reason)));
     }
     Ok(Some((Page { last, events }, last)))
 }

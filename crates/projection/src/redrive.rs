@@ -30,12 +30,11 @@ async fn stored_envelope(store: &Reader, at: &Parked) -> Result<Envelope, ApplyE
         at.sequence..=at.sequence,
     )
     .await?;
-    let mut row = stored
+    let row = stored
         .into_iter()
         .next()
         .ok_or_else(|| ApplyError::Rejected("parked event is not in the event store".into()))?;
-    crate::apply::opened(store, &mut row).await?;
-    Envelope::from_store(row).map_err(|e| ApplyError::Rejected(e.to_string()))
+    crate::apply::envelope_of(store, row).await
 }
 
 /// Applies parked events in sequence order per aggregate, stopping an aggregate at its

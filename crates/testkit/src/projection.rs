@@ -141,6 +141,7 @@ pub fn envelope(event: Event, user: &str) -> Envelope {
         recorded_at: schemas::timestamp_now(),
         correlation_id: None,
         traceparent: None,
+        erased: false,
         event,
     }
 }

@@ -26,7 +26,7 @@ type CaseResult = Result<(), String>;
 /// bytes, so that several runs against one server do not meet).
 pub async fn run(store: &dyn VectorStore, run: &str) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
-    let cases: [(&'static str, u8); 8] = [
+    let cases: [(&'static str, u8); 9] = [
         (
             "creating an index twice is harmless; another dimension is refused",
             1,
@@ -46,6 +46,10 @@ pub async fn run(store: &dyn VectorStore, run: &str) -> Vec<Outcome> {
         (
             "a rename retitles every point of the conversation, and only its messages",
             8,
+        ),
+        (
+            "erasing conversations removes their messages and documents, erasing a tenant all of its points, and nothing of another",
+            9,
         ),
     ];
     for (case, n) in cases {
@@ -67,7 +71,8 @@ pub async fn run(store: &dyn VectorStore, run: &str) -> Vec<Outcome> {
             5 => tenants(store, &index).await,
             6 => members(store, &index).await,
             7 => delete_source(store, &index).await,
-            _ => rename(store, &index).await,
+            8 => rename(store, &index).await,
+            _ => erase(store, &index).await,
         };
         if result.is_ok() {
             let _ = store.drop_index(&index).await;
@@ -334,6 +339,51 @@ async fn members(store: &dyn VectorStore, index: &IndexName) -> CaseResult {
         .await
         .map_err(store_error("an admin's search"))?;
     expect("an admin's hits", sources(&everyone), vec![1, 2, 3, 4, 5])
+}
+
+async fn erase(store: &dyn VectorStore, index: &IndexName) -> CaseResult {
+    let [x, y, z] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    seeded(
+        store,
+        index,
+        &[
+            point(ACME, SourceKind::Message, 1, Some(10), Some("ann"), x),
+            point(ACME, SourceKind::Document, 2, Some(10), Some("ann"), y),
+            point(ACME, SourceKind::Message, 3, Some(11), Some("ann"), z),
+            point(ACME, SourceKind::Message, 4, Some(12), Some("bob"), x),
+            point(ACME, SourceKind::Knowledge, 5, None, None, y),
+            point(GLOBEX, SourceKind::Message, 1, Some(10), Some("ann"), x),
+        ],
+    )
+    .await?;
+    let anns = [Uuid::from_u128(10), Uuid::from_u128(11)];
+    for attempt in ["erase", "erase again"] {
+        store
+            .erase(index, ACME, Some(&anns))
+            .await
+            .map_err(store_error(attempt))?;
+    }
+    let hits = store
+        .search(index, &query(admin(ACME), &unit(x), None))
+        .await
+        .map_err(store_error("an admin's search"))?;
+    expect("what acme keeps", sources(&hits), vec![4, 5])?;
+    if hits
+        .iter()
+        .any(|h| h.payload.started_by.as_deref() == Some("ann"))
+    {
+        return Err("a point of ann's is still found".into());
+    }
+    store
+        .erase(index, ACME, None)
+        .await
+        .map_err(store_error("erase the tenant"))?;
+    expect("acme's count", store.count(index, Some(ACME)).await, Ok(0))?;
+    expect(
+        "globex's count",
+        store.count(index, Some(GLOBEX)).await,
+        Ok(1),
+    )
 }
 
 async fn delete_source(store: &dyn VectorStore, index: &IndexName) -> CaseResult {

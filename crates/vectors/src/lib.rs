@@ -195,6 +195,17 @@ pub trait VectorStore: Send + Sync + 'static {
         source_id: Uuid,
     ) -> Result<(), VectorError>;
 
+    /// Removes every point of the tenant's `conversations` (their messages and the
+    /// documents made from them), or with `None` every point of the tenant: what an
+    /// erasure takes out (docs/DATA-PROTECTION.md). Nothing of a removed point's text or
+    /// title is kept.
+    async fn erase(
+        &self,
+        index: &IndexName,
+        tenant_id: &str,
+        conversations: Option<&[Uuid]>,
+    ) -> Result<(), VectorError>;
+
     /// Sets the title on every point of a tenant's conversation (a rename).
     async fn set_conversation_title(
         &self,

@@ -409,6 +409,29 @@ impl VectorStore for PgStore {
         Ok(())
     }
 
+    async fn erase(
+        &self,
+        index: &IndexName,
+        tenant_id: &str,
+        conversations: Option<&[Uuid]>,
+    ) -> Result<(), VectorError> {
+        // A removed source's row keeps no text either (`delete_source` keeps its title).
+        sqlx::query(
+            "UPDATE vector_points
+                SET vector = NULL, text = '', title = '', started_by = NULL, tx = pg_current_xact_id()
+              WHERE index_name = $1 AND tenant_id = $2
+                AND ($3::uuid[] IS NULL OR conversation_id = ANY($3))
+                AND (vector IS NOT NULL OR text <> '' OR title <> '' OR started_by IS NOT NULL)",
+        )
+        .bind(index.as_str())
+        .bind(tenant_id)
+        .bind(conversations)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
     async fn set_conversation_title(
         &self,
         index: &IndexName,

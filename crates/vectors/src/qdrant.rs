@@ -311,6 +311,32 @@ impl VectorStore for QdrantStore {
         Ok(())
     }
 
+    async fn erase(
+        &self,
+        index: &IndexName,
+        tenant_id: &str,
+        conversations: Option<&[Uuid]>,
+    ) -> Result<(), VectorError> {
+        let mut must = vec![keyword(field::TENANT_ID, tenant_id)];
+        if let Some(conversations) = conversations {
+            if conversations.is_empty() {
+                return Ok(());
+            }
+            must.push(any_keyword(
+                field::CONVERSATION_ID,
+                conversations.iter().map(Uuid::to_string).collect(),
+            ));
+        }
+        let request = DeletePointsBuilder::new(self.collection_name(index))
+            .points(Filter::must(must))
+            .wait(true);
+        self.client
+            .delete_points(request)
+            .await
+            .map_err(|e| client_error(e, index))?;
+        Ok(())
+    }
+
     async fn set_conversation_title(
         &self,
         index: &IndexName,

@@ -1400,5 +1400,5 @@ async fn the_fake_passes_the_vector_store_conformance_suite() {
     let outcomes = ::vectors::conformance::run(&store, "conformance").await;
     let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     assert!(failed.is_empty(), "{failed:#?}");
-    assert_eq!(outcomes.len(), 8);
+    assert_eq!(outcomes.len(), 9);
 }

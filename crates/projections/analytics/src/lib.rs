@@ -119,7 +119,8 @@ pub fn facts(event: &Event) -> Vec<Fact> {
         | Event::WebhookEndpointEnabled(_)
         | Event::WebhookEndpointDeleted(_)
         | Event::WebhookRedeliveryRequested(_)
-        | Event::NotificationsRead(_) => Vec::new(),
+        | Event::NotificationsRead(_)
+        | Event::SubjectErased(_) => Vec::new(),
     }
 }
 
@@ -161,6 +162,7 @@ pub fn event_time(event: &Event) -> DateTime<Utc> {
         Event::WebhookMessageFailed(e) => e.failed_at,
         Event::WebhookRedeliveryRequested(e) => e.requested_at,
         Event::NotificationsRead(e) => e.read_at,
+        Event::SubjectErased(e) => e.erased_at,
     }
 }
 
@@ -217,10 +219,44 @@ impl TableProjection for Analytics {
     ) -> Result<(), ApplyError> {
         let mut batch = Batch::default();
         for e in events {
+            if let Event::SubjectErased(x) = &e.event {
+                // What the batch counted so far is written first: the erasure reaches it.
+                std::mem::take(&mut batch).write(db, s).await?;
+                erase(db, s, x).await?;
+                continue;
+            }
             batch.add(e, pass);
         }
         batch.write(db, s).await
     }
+}
+
+/// An erasure: the counts stay (they hold nothing of a person); who was active does not.
+/// An erased person's hours count them under a pseudonym of the erasure's record (one
+/// person still, so the counts of active users stay); an erased tenant's go.
+async fn erase(
+    db: &mut PgConnection,
+    s: &str,
+    x: &schemas::SubjectErased,
+) -> Result<(), ApplyError> {
+    if x.is_tenant() {
+        sqlx::query(&format!(
+            "DELETE FROM {s}.active_users WHERE tenant_id = $1"
+        ))
+        .bind(&x.tenant_id)
+        .execute(&mut *db)
+        .await?;
+    } else if let Some(person) = x.person() {
+        sqlx::query(&format!(
+            "UPDATE {s}.active_users SET user_id = $3 WHERE tenant_id = $1 AND user_id = $2"
+        ))
+        .bind(&x.tenant_id)
+        .bind(person)
+        .bind(format!("{}:{}", schemas::personal::ERASED, x.subject_id))
+        .execute(&mut *db)
+        .await?;
+    }
+    Ok(())
 }
 
 /// A batch of events as the few statements that write it: facts summed per key (one

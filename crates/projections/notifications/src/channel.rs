@@ -91,7 +91,6 @@ impl Channel {
                     tenant_id = message.tenant_id,
                     recipient = %message.notification.recipient,
                     kind = message.notification.kind.as_str(),
-                    subject = %message.notification.subject,
                     "notification"
                 );
                 Ok(())

@@ -343,8 +343,34 @@ impl EffectProjection for Notifications {
             .execute(&mut *db)
             .await?;
         }
+        // Erasures last: they reach what this batch wrote before them too.
+        for (e, _) in applied {
+            if let Event::SubjectErased(x) = &e.event {
+                erase(db, s, x).await?;
+            }
+        }
         Ok(())
     }
+}
+
+/// An erasure: the notifications about the erased conversations and the documents made
+/// from them go, and so does an erased person's whole inbox (a tenant's: all of it).
+async fn erase(
+    db: &mut PgConnection,
+    s: &str,
+    x: &schemas::SubjectErased,
+) -> Result<(), ApplyError> {
+    sqlx::query(&format!(
+        "DELETE FROM {s}.inbox
+          WHERE tenant_id = $1 AND ($2 OR conversation_id = ANY($3) OR recipient = $4)"
+    ))
+    .bind(&x.tenant_id)
+    .bind(x.is_tenant())
+    .bind(x.conversations())
+    .bind(x.person())
+    .execute(&mut *db)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -34,6 +34,11 @@ pub(crate) async fn apply(
         match &e.event {
             // The inbox is the notifications projection's.
             Event::NotificationsRead(_) => {}
+            // What the batch folded so far is written first: an erasure blanks it too.
+            Event::SubjectErased(x) => {
+                std::mem::take(&mut fold).write(db, s).await?;
+                erase(db, s, x).await?;
+            }
             Event::ConversationStarted(c) => fold.start(e, c)?,
             Event::MessageSent(m) => fold.message(e, m)?,
             Event::ConversationRenamed(r) => {
@@ -466,11 +471,58 @@ async fn set_replies(
     Ok(())
 }
 
+/// An erasure (docs/DATA-PROTECTION.md, "Erasure"): the personal fields of the
+/// conversations it names (a tenant's: of all its rows) read as a rebuild reads them from
+/// the store once their keys are gone, [`schemas::personal::ERASED`] and empty maps and
+/// lists; ids, times, counts and statuses stay.
+async fn erase(
+    db: &mut PgConnection,
+    s: &str,
+    x: &schemas::SubjectErased,
+) -> Result<(), ApplyError> {
+    let tenant = x.tenant_id.as_str();
+    let whole = x.is_tenant();
+    let conversations = x.conversations();
+    let blank =
+        |column: &str| format!("{column} = CASE WHEN {column} IS NULL THEN NULL ELSE $3 END");
+    let which = "tenant_id = $1 AND ($4 OR conversation_id = ANY($2))";
+    for statement in [
+        format!(
+            "UPDATE {s}.conversations SET title = $3, metadata = '{{}}', {} WHERE {which}",
+            blank("started_by")
+        ),
+        format!(
+            "UPDATE {s}.messages SET content = $3, sources = '[]', {} WHERE {which}",
+            blank("reply_error")
+        ),
+        format!(
+            "UPDATE {s}.documents SET title = $3, content = CASE WHEN content = '' THEN '' ELSE $3 END, {}
+              WHERE {which}",
+            blank("failure")
+        ),
+        // Company knowledge goes with the tenant only.
+        format!(
+            "UPDATE {s}.knowledge SET title = $3, text = $3, {} WHERE tenant_id = $1 AND $4",
+            blank("added_by")
+        ),
+    ] {
+        sqlx::query(&statement)
+            .bind(tenant)
+            .bind(&conversations)
+            .bind(schemas::personal::ERASED)
+            .bind(whole)
+            .execute(&mut *db)
+            .await?;
+    }
+    Ok(())
+}
+
 /// One of the rare events: a statement of its own. An update that finds no row fails
 /// (its creation is missing).
 async fn write_one(db: &mut PgConnection, s: &str, e: &Envelope) -> Result<(), ApplyError> {
     let done = match &e.event {
         Event::NotificationsRead(_)
+        | Event::SubjectErased(_)
         | Event::ConversationStarted(_)
         | Event::MessageSent(_)
         | Event::ConversationRenamed(_)

@@ -82,6 +82,9 @@ pub enum Effect {
     },
     /// A knowledge document was removed: its points go.
     Remove { kind: SourceKind, source_id: Uuid },
+    /// An erasure: the points of these conversations go (`None`: all of the tenant's),
+    /// and what this projection keeps of them is blanked.
+    Erase { conversations: Option<Vec<Uuid>> },
 }
 
 /// Who started a conversation, and its title now.
@@ -396,6 +399,11 @@ impl EffectProjection for SemanticIndex {
 
     fn plan(&self, e: &Envelope) -> Vec<Effect> {
         let windows = |kind, source_id, conversation_id, title: Option<&str>, text: &str| {
+            if e.erased {
+                // An erased text is indexed as nothing: a rebuild after an erasure finds
+                // none of it.
+                return Vec::new();
+            }
             self.windows(text)
                 .into_iter()
                 .map(|w| Effect::Window {
@@ -461,6 +469,9 @@ impl EffectProjection for SemanticIndex {
             | Event::WebhookMessageFailed(_)
             | Event::WebhookRedeliveryRequested(_)
             | Event::NotificationsRead(_) => Vec::new(),
+            Event::SubjectErased(x) => vec![Effect::Erase {
+                conversations: (!x.is_tenant()).then(|| x.conversations()),
+            }],
         }
     }
 
@@ -550,6 +561,14 @@ impl EffectProjection for SemanticIndex {
                         .await
                         .map_err(store_failed)?;
                 }
+                Effect::Erase { conversations } => {
+                    self.flush(&index, &mut pending).await?;
+                    self.store
+                        .erase(&index, tenant, conversations.as_deref())
+                        .await
+                        .map_err(store_failed)?;
+                    known.retain(|id, _| conversations.as_ref().is_some_and(|c| !c.contains(id)));
+                }
             }
         }
         self.flush(&index, &mut pending).await
@@ -563,6 +582,19 @@ impl EffectProjection for SemanticIndex {
         _pass: Pass,
     ) -> Result<(), ApplyError> {
         for planned in applied.iter().flat_map(|(_, p)| p) {
+            if let Effect::Erase { conversations } = &planned.effect {
+                sqlx::query(&format!(
+                    "UPDATE {s}.conversations
+                        SET title = $3, started_by = CASE WHEN started_by IS NULL THEN NULL ELSE $3 END
+                      WHERE tenant_id = $1 AND ($2::uuid[] IS NULL OR conversation_id = ANY($2))"
+                ))
+                .bind(&planned.tenant_id)
+                .bind(conversations)
+                .bind(schemas::personal::ERASED)
+                .execute(&mut *db)
+                .await?;
+                continue;
+            }
             let Effect::Conversation {
                 conversation_id,
                 title,

@@ -74,6 +74,14 @@ impl TableProjection for Fanout {
                 Event::WebhookEndpointDeleted(x) => {
                     ledger::drop_endpoint(&mut *db, x.endpoint_id).await?;
                 }
+                Event::SubjectErased(x) => {
+                    // What the batch fanned out so far is written first: erased too.
+                    ledger::insert_messages(db, &std::mem::take(&mut messages), self.first_delay)
+                        .await?;
+                    ledger::erase(db, &x.tenant_id, &x.conversations(), x.is_tenant()).await?;
+                    // External systems hear of it as `subject.erased`.
+                    fan_out(&book, e, &mut messages);
+                }
                 Event::WebhookRedeliveryRequested(r) => {
                     ledger::redeliver(
                         &mut *db,
@@ -84,29 +92,32 @@ impl TableProjection for Fanout {
                     )
                     .await?;
                 }
-                other => {
-                    let Some(webhook_type) = other.event_type().webhook_type() else {
-                        continue;
-                    };
-                    for (endpoint_id, endpoint) in
-                        book.endpoints_before(&e.tenant_id, e.commit_position)
-                    {
-                        if endpoint.wants(webhook_type) {
-                            messages.push(NewMessage {
-                                message_id: message::message_id(e.event_id, endpoint_id),
-                                tenant_id: e.tenant_id.clone(),
-                                endpoint_id,
-                                event_id: e.event_id,
-                                event_type: webhook_type.to_owned(),
-                                body: message::body(webhook_type, e),
-                            });
-                        }
-                    }
-                }
+                _ => fan_out(&book, e, &mut messages),
             }
         }
         ledger::insert_messages(db, &messages, self.first_delay).await?;
         metrics::counter!("webhook_messages_created_total").increment(messages.len() as u64);
         Ok(())
+    }
+}
+
+/// The messages of `e`: one per endpoint subscribed to its webhook type when it was
+/// committed.
+fn fan_out(book: &Book, e: &Envelope, messages: &mut Vec<NewMessage>) {
+    let Some(webhook_type) = e.event.event_type().webhook_type() else {
+        return;
+    };
+    for (endpoint_id, endpoint) in book.endpoints_before(&e.tenant_id, e.commit_position) {
+        if endpoint.wants(webhook_type) {
+            messages.push(NewMessage {
+                message_id: message::message_id(e.event_id, endpoint_id),
+                tenant_id: e.tenant_id.clone(),
+                endpoint_id,
+                event_id: e.event_id,
+                event_type: webhook_type.to_owned(),
+                body: message::body(webhook_type, e),
+                conversation_id: e.event.conversation_id(),
+            });
+        }
     }
 }

@@ -32,6 +32,8 @@ pub struct NewMessage {
     pub event_id: Uuid,
     pub event_type: String,
     pub body: String,
+    /// The conversation the event is about, if it is one's (what an erasure reaches).
+    pub conversation_id: Option<Uuid>,
 }
 
 /// Writes messages (due after `first_delay`); one already written is left as it is, so
@@ -46,9 +48,11 @@ pub async fn insert_messages(
     }
     let col = |f: fn(&NewMessage) -> String| messages.iter().map(f).collect::<Vec<_>>();
     sqlx::query(
-        "INSERT INTO webhook_messages (message_id, tenant_id, endpoint_id, event_id, event_type, body, next_attempt_at)
-         SELECT m, t, e, v, ty, b, now() + make_interval(secs => $7)
-         FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[]) AS x(m, t, e, v, ty, b)
+        "INSERT INTO webhook_messages (message_id, tenant_id, endpoint_id, event_id, event_type, body,
+                                       conversation_id, next_attempt_at)
+         SELECT m, t, e, v, ty, b, c, now() + make_interval(secs => $7)
+         FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $8::uuid[])
+              AS x(m, t, e, v, ty, b, c)
          ON CONFLICT (message_id) DO NOTHING",
     )
     .bind(col(|m| m.message_id.clone()))
@@ -58,9 +62,53 @@ pub async fn insert_messages(
     .bind(col(|m| m.event_type.clone()))
     .bind(col(|m| m.body.clone()))
     .bind(first_delay.as_secs_f64())
+    .bind(
+        messages
+            .iter()
+            .map(|m| m.conversation_id)
+            .collect::<Vec<_>>(),
+    )
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// What an erased message's body becomes: its type and that it was erased.
+pub const ERASED_BODY: &str = r#"{"erased":true}"#;
+
+/// An erasure (docs/DATA-PROTECTION.md): the messages about `conversations` (every
+/// message of the tenant with `whole`) keep their ids, times and outcomes, but not their
+/// bodies nor what receivers answered to them; the undelivered ones are dropped. Returns
+/// how many messages it erased.
+pub async fn erase(
+    db: &mut PgConnection,
+    tenant_id: &str,
+    conversations: &[Uuid],
+    whole: bool,
+) -> Result<u64, sqlx::Error> {
+    // A message from before the column names its conversation only in its body.
+    let erased: Vec<String> = sqlx::query_scalar(
+        "UPDATE webhook_messages
+            SET body = $4,
+                status = CASE WHEN status IN ('pending', 'paused') THEN 'dropped' ELSE status END,
+                next_attempt_at = CASE WHEN status IN ('pending', 'paused') THEN NULL ELSE next_attempt_at END
+          WHERE tenant_id = $1 AND body <> $4
+            AND ($2 OR conversation_id = ANY($3)
+                 OR (conversation_id IS NULL
+                     AND (body::jsonb -> 'data' ->> 'conversation_id') = ANY($3::text[])))
+         RETURNING message_id",
+    )
+    .bind(tenant_id)
+    .bind(whole)
+    .bind(conversations)
+    .bind(ERASED_BODY)
+    .fetch_all(&mut *db)
+    .await?;
+    sqlx::query("UPDATE webhook_attempts SET response = NULL WHERE message_id = ANY($1)")
+        .bind(&erased)
+        .execute(&mut *db)
+        .await?;
+    Ok(erased.len() as u64)
 }
 
 /// An enabled endpoint's paused messages are due now.
