@@ -256,7 +256,8 @@ impl DevStack {
         }
     }
 
-    /// `DATABASE_URL` and `KAFKA_BROKERS` of the running stack, as it wrote them.
+    /// `DATABASE_URL`, `KAFKA_BROKERS` and `DATA_MASTER_KEY` of the running stack, as it
+    /// wrote them.
     pub fn stack_env(&self, name: &str) -> String {
         let text = std::fs::read_to_string(self.state.join("stack.env")).expect("stack.env");
         text.lines()
@@ -286,6 +287,27 @@ impl DevStack {
         };
         let text = std::fs::read_to_string(&file).ok()?;
         text.lines().next().and_then(|l| l.trim().parse().ok())
+    }
+
+    /// Runs `target/debug/<binary> <args>` against the running stack (its database,
+    /// broker, topics and master key) to its end; panics unless it succeeds. Returns its
+    /// standard output.
+    pub fn run_against(&self, binary: &str, args: &[&str]) -> String {
+        let out = Command::new(repo().join("target/debug").join(binary))
+            .args(args)
+            .env("DATABASE_URL", self.stack_env("DATABASE_URL"))
+            .env("KAFKA_BROKERS", self.stack_env("KAFKA_BROKERS"))
+            .env("DATA_MASTER_KEY", self.stack_env("DATA_MASTER_KEY"))
+            .env("KAFKA_TOPIC_PREFIX", &self.topic_prefix)
+            .output()
+            .unwrap_or_else(|e| panic!("run {binary}: {e}"));
+        assert!(
+            out.status.success(),
+            "{binary} {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The process group (the script's pid).

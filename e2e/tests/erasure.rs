@@ -4,7 +4,8 @@
 //! webhook; Bob's too, in part. An admin erases Ann. Then no table of the database, no
 //! search, no service log holds anything of hers in clear, the webhook receiver hears
 //! `subject.erased`, her inbox is empty, Bob's data is untouched, and the audit chain
-//! still verifies. (Kafka's topics still carry plaintext until schema v4:
+//! still verifies; rebuilding the read model and the semantic index afterwards shows
+//! `[erased]` and indexes nothing of hers. (Kafka's topics still carry plaintext until schema v4:
 //! docs/DATA-PROTECTION.md, "Order of work".)
 
 use e2e::caller::Caller;
@@ -245,6 +246,28 @@ async fn an_erased_person_is_gone_from_every_store_search_and_log_and_others_sta
         status == StatusCode::OK && body.lines().last().is_some_and(|l| l.contains("\"end\""))
     })
     .await;
+    // Rebuilt from the store, the read model shows her conversation erased and the index
+    // has nothing of hers; Bob's is as it was.
+    for projector in ["read-model-projector", "embeddings-projector"] {
+        stack.run_against(projector, &["rebuild"]);
+    }
+    let (_, rebuilt) = admin.get(read.clone()).await;
+    assert_eq!(rebuilt["title"], "[erased]", "{rebuilt}");
+    assert!(
+        !search_snippets(&admin, &queries, "passport number")
+            .await
+            .iter()
+            .any(|s| s.contains(&hers))
+    );
+    wait_until("his message in the rebuilt index", || async {
+        search_snippets(&admin, &queries, "what does the plan cost")
+            .await
+            .iter()
+            .any(|s| s.contains(&his))
+    })
+    .await;
+    assert_eq!(tables_holding(&pool, &hers).await, Vec::new());
+
     // Erasing again is harmless: nothing more to empty, the same conversation named.
     let (status, again) = admin.post(erase, json!({"reason": "asked twice"})).await;
     assert_eq!(status, StatusCode::OK, "{again}");
