@@ -251,3 +251,101 @@ async fn without_data_protection_nothing_is_erased_and_the_caller_is_told() {
         "{refused:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_erased_reads_erased_everywhere_and_another_tenant_does_not() {
+    let stack = ReadStack::protected().await;
+    let service = stack.commands.service.clone();
+    let pool = &stack.commands.db.pool;
+    let mut anns = meta("acme");
+    anns.user_id = "ann".into();
+    let ann = service
+        .start_conversation("Acme's merger".into(), Default::default(), &anns)
+        .await
+        .expect("started")
+        .aggregate_id;
+    let knowledge = testkit::commands::add_knowledge(
+        &service,
+        "acme",
+        "Acme handbook",
+        "text/plain",
+        b"Acme pays on Fridays.",
+    )
+    .await
+    .aggregate_id;
+    let mut globex_meta = meta("globex");
+    globex_meta.user_id = "gil".into();
+    let globex = service
+        .start_conversation("Globex's launch".into(), Default::default(), &globex_meta)
+        .await
+        .expect("started")
+        .aggregate_id;
+    let _projector = stack.read_model().await;
+    let schema = || async { stack.commands.live_schema("read_model").await };
+    let knowledge_title = || async {
+        let s = schema().await;
+        sqlx::query_scalar::<_, String>(&format!(
+            "SELECT title FROM {s}.knowledge WHERE knowledge_id = $1"
+        ))
+        .bind(knowledge)
+        .fetch_optional(pool)
+        .await
+        .expect("the read model")
+    };
+    wait_until("the read model has all of it", || async {
+        title_in_read_model(&stack, ann).await.is_some()
+            && title_in_read_model(&stack, globex).await.is_some()
+            && knowledge_title().await.is_some()
+    })
+    .await;
+
+    let admin = testkit::commands::admin_meta("acme");
+    let erased = service
+        .erase(Subject::Tenant, "offboarding, ticket 7".into(), &admin)
+        .await
+        .expect("erased");
+    let Some(schemas::Event::SubjectErased(record)) = erased.accepted.events.first() else {
+        panic!("{erased:?}");
+    };
+    assert!(record.is_tenant(), "{record:?}");
+    assert_eq!(
+        record.keys_erased, 3,
+        "her conversation's key, the tenant's knowledge key and the tenant key"
+    );
+    assert!(record.conversation_ids.is_empty(), "{record:?}");
+
+    // Read from the store: erased. The read model blanks its copies; Globex is untouched.
+    let replay = get(&stack, "/v1/audit/events").await;
+    assert!(
+        !replay.contains("merger") && !replay.contains("Fridays") && !replay.contains("handbook"),
+        "{replay}"
+    );
+    wait_until("the read model to blank the tenant", || async {
+        title_in_read_model(&stack, ann).await.as_deref() == Some("[erased]")
+            && knowledge_title().await.as_deref() == Some("[erased]")
+    })
+    .await;
+    assert_eq!(
+        title_in_read_model(&stack, globex).await.as_deref(),
+        Some("Globex's launch")
+    );
+    let s = schema().await;
+    let text: String = sqlx::query_scalar(&format!(
+        "SELECT text FROM {s}.knowledge WHERE knowledge_id = $1"
+    ))
+    .bind(knowledge)
+    .fetch_one(pool)
+    .await
+    .expect("the read model");
+    assert_eq!(text, "[erased]");
+    // Data written for the tenant afterwards is sealed under keys of a new generation.
+    let after = service
+        .start_conversation("A new start".into(), Default::default(), &anns)
+        .await
+        .expect("started")
+        .aggregate_id;
+    let state: Value =
+        serde_json::from_str(&get(&stack, &format!("/v1/audit/conversation/{after}/state")).await)
+            .expect("a state");
+    assert_eq!(state["state"]["title"], "A new start", "{state}");
+}
