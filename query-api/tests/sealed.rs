@@ -313,6 +313,7 @@ async fn a_tenant_erased_reads_erased_everywhere_and_another_tenant_does_not() {
         "her conversation's key, the tenant's knowledge key and the tenant key"
     );
     assert!(record.conversation_ids.is_empty(), "{record:?}");
+    assert_eq!(erased.blobs_deleted, 1, "the handbook's original");
 
     // Read from the store: erased. The read model blanks its copies; Globex is untouched.
     let replay = get(&stack, "/v1/audit/events").await;

@@ -44,6 +44,8 @@ pub struct Erased {
     pub conversation_ids: Vec<Uuid>,
     /// Snapshots of their aggregates deleted.
     pub snapshots_deleted: u64,
+    /// Originals of an erased tenant's knowledge base deleted.
+    pub blobs_deleted: u64,
     /// What removes its copies when the event reaches it; `position` waits for each.
     pub projections: Vec<String>,
 }
@@ -118,6 +120,7 @@ async fn erase(
         keys_erased: erased.map_or(0, |x| x.keys_erased),
         conversation_ids: erased.map(|x| x.conversations()).unwrap_or_default(),
         snapshots_deleted: done.snapshots_deleted,
+        blobs_deleted: done.blobs_deleted,
         projections: ERASING_PROJECTIONS.map(str::to_owned).to_vec(),
     };
     Ok(respond_with(&done.accepted, StatusCode::OK, body))

@@ -359,6 +359,8 @@ pub struct Erasure {
     pub accepted: Accepted,
     /// Snapshots of the erased aggregates deleted.
     pub snapshots_deleted: u64,
+    /// Originals of an erased tenant's knowledge base deleted.
+    pub blobs_deleted: u64,
 }
 
 /// A file for the knowledge base, as uploaded.
@@ -931,6 +933,13 @@ impl CommandService {
             event_store::snapshots::erase(self.reader.pool(), tenant, &conversations, whole)
                 .await
                 .map_err(db)?;
+        let blobs = if whole {
+            blobs::erase_tenant(self.reader.pool(), tenant)
+                .await
+                .map_err(db)?
+        } else {
+            0
+        };
         self.drop_aggregates_after_erasures();
         let accepted = self
             .execute(
@@ -945,6 +954,7 @@ impl CommandService {
         Ok(Erasure {
             accepted,
             snapshots_deleted: snapshots,
+            blobs_deleted: blobs,
         })
     }
 

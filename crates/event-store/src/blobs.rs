@@ -54,6 +54,28 @@ pub async fn get(db: impl PgExecutor<'_>, sha256: &str) -> Result<Option<Blob>, 
     .transpose()
 }
 
+/// A tenant's erasure (docs/DATA-PROTECTION.md): the originals of its knowledge base go,
+/// except those another tenant uploaded too (a blob is stored once per content). Returns
+/// how many went.
+pub async fn erase_tenant(db: impl PgExecutor<'_>, tenant_id: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM blobs b
+          WHERE b.sha256 IN (
+                SELECT payload -> 'KnowledgeDocumentAdded' ->> 'sha256' FROM events
+                 WHERE tenant_id = $1 AND aggregate_type = 'knowledge'
+                   AND event_type = 'KnowledgeDocumentAdded')
+            AND NOT EXISTS (
+                SELECT 1 FROM events o
+                 WHERE o.aggregate_type = 'knowledge' AND o.event_type = 'KnowledgeDocumentAdded'
+                   AND o.tenant_id <> $1
+                   AND o.payload -> 'KnowledgeDocumentAdded' ->> 'sha256' = b.sha256)",
+    )
+    .bind(tenant_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

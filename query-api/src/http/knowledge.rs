@@ -99,10 +99,8 @@ pub async fn get_original(
     let blob = event_store::blobs::get(app.reads.pool(), &document.document.sha256)
         .await
         .map_err(|e| database_failed(&e))?
-        .ok_or_else(|| {
-            tracing::error!(%id, "a knowledge document's original is missing from the blobs");
-            Problem::internal()
-        })?;
+        // Its tenant was erased (docs/DATA-PROTECTION.md): the originals went with it.
+        .ok_or_else(|| Problem::not_found().detail("the original is no longer stored"))?;
     let mut response = blob.bytes.into_response();
     let headers = response.headers_mut();
     for (name, value) in [
