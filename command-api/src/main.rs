@@ -112,7 +112,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let auth = Authenticator::new(auth);
 
-    // One reader (and one cache of keys) for the relay and the commands of this process.
+    // The store as the commands of this process read and seal it (the relay publishes what
+    // is stored, sealed fields sealed).
     let events = event_store::Reader::new(pool.clone(), master);
     let (stop, stopped) = watch::channel(false);
     // Each commit wakes the relay of this process: published at once, not at its next poll.
@@ -124,7 +125,6 @@ async fn main() -> anyhow::Result<()> {
             kafka: cli.kafka,
             batch_size: cli.relay.batch_size,
             idle_poll: cli.relay.idle_poll,
-            events: events.clone(),
         });
         let relay = relay.woken_by(commits.clone());
         (Some(tokio::spawn(relay.run(stopped.clone()))), Some(status))

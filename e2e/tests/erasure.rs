@@ -5,13 +5,16 @@
 //! search, no service log holds anything of hers in clear, the webhook receiver hears
 //! `subject.erased`, her inbox is empty, Bob's data is untouched, and the audit chain
 //! still verifies; rebuilding the read model and the semantic index afterwards shows
-//! `[erased]` and indexes nothing of hers. (Kafka's topics still carry plaintext until schema v4:
-//! docs/DATA-PROTECTION.md, "Order of work".)
+//! `[erased]` and indexes nothing of hers. Kafka's records, decoded with the published
+//! contract, carry nobody's personal fields in clear: they are sealed, and hers for good.
 
 use e2e::caller::Caller;
 use e2e::dev_stack::{DevStack, SECRET};
 use platform::auth::Role;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use reqwest::StatusCode;
+use schemas::Event;
 use serde_json::json;
 use testkit::receiver::Receiver;
 use testkit::stack::wait_until;
@@ -228,6 +231,22 @@ async fn an_erased_person_is_gone_from_every_store_search_and_log_and_others_sta
             .any(|s| s.contains(&his))
     );
 
+    // On Kafka: every record decodes with the contract; personal fields are sealed (hers
+    // and his alike), so no record holds either in clear.
+    let records = all_records(&stack, &pool).await;
+    let mut sealed = 0;
+    for (topic, event, headers) in &records {
+        let text = serde_json::to_string(event).expect("json");
+        for marker in [&hers, &his] {
+            assert!(
+                !text.contains(marker.as_str()) && !headers.contains(marker.as_str()),
+                "{topic}: {text} {headers}"
+            );
+        }
+        sealed += usize::from(event.sealed().is_some());
+    }
+    assert!(sealed >= 6, "{sealed} sealed records of {}", records.len());
+
     // Nothing of hers in any service's log.
     let logs: Vec<_> = std::fs::read_dir(&stack.state)
         .expect("the stack's state")
@@ -279,4 +298,46 @@ async fn an_erased_person_is_gone_from_every_store_search_and_log_and_others_sta
         (json!(0), json!([conversation])),
         "{again}"
     );
+}
+
+/// Every record on the stack's event topics (as many as the events table has events),
+/// decoded with the contract: topic, event, headers as text.
+async fn all_records(stack: &DevStack, pool: &sqlx::PgPool) -> Vec<(String, Event, String)> {
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .expect("a count");
+    let kafka = kafka::KafkaConfig {
+        brokers: stack.stack_env("KAFKA_BROKERS"),
+        topic_prefix: stack.topic_prefix.clone(),
+        ..testkit::env::kafka()
+    };
+    let consumer: StreamConsumer = kafka
+        .consumer(
+            "erasure-checker",
+            &format!("erasure-checker-{}", uuid::Uuid::new_v4()),
+        )
+        .expect("a consumer");
+    let topics: Vec<String> = schemas::AggregateKind::ALL
+        .iter()
+        .map(|k| k.topic(&kafka.topic_prefix))
+        .collect();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).expect("subscribe");
+    let mut seen = std::collections::HashSet::new();
+    let mut records = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    while (seen.len() as i64) < stored {
+        let msg = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {stored} events on Kafka", seen.len()))
+            .expect("a record");
+        let headers = kafka::headers::read(&msg).expect("the contract's headers");
+        let value = msg.payload().expect("a value");
+        let event = Event::decode(value).expect("decodes with the published contract");
+        if seen.insert(headers.event_id) {
+            records.push((msg.topic().to_owned(), event, format!("{headers:?}")));
+        }
+    }
+    records
 }

@@ -98,6 +98,51 @@ async fn personal_fields_are_sealed_at_rest_read_in_clear_and_erased_with_their_
             .expect("a state");
     assert_eq!(state["state"]["title"], "Ann's divorce plan", "{state}");
 
+    // A service opens what Kafka carries sealed with the subject key the box names, from
+    // the key endpoint, binding the event's identity as the contract documents it.
+    let (payload, sequence): (Value, i64) = sqlx::query_as(
+        "SELECT payload, sequence FROM events
+          WHERE aggregate_id = $1 AND event_type = 'MessageSent'",
+    )
+    .bind(ann.to_string())
+    .fetch_one(pool)
+    .await
+    .expect("her message");
+    let sealed: schemas::SealedBox =
+        serde_json::from_value(payload["MessageSent"]["sealed"].clone()).expect("a box");
+    let key_url = format!(
+        "{}/v1/keys/{}/{}",
+        stack.query_base, sealed.key, sealed.generation
+    );
+    let as_role = |role| {
+        reqwest::Client::new()
+            .get(&key_url)
+            .bearer_auth(stack.commands.token("acme", &[role]))
+    };
+    let member = as_role(Role::Member).send().await.expect("get");
+    assert_eq!(member.status(), reqwest::StatusCode::FORBIDDEN);
+    let view: Value = as_role(Role::Service)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("a key");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key =
+        sealing::Key::from_slice(&b64.decode(view["key"].as_str().expect("key")).expect("b64"))
+            .expect("32 bytes");
+    let associated = format!("conversation\0{ann}\0{sequence}\0MessageSent");
+    let clear = key
+        .open(
+            &b64.decode(&sealed.sealed).expect("b64"),
+            associated.as_bytes(),
+        )
+        .expect("it opens");
+    let fields: Value = serde_json::from_slice(&clear).expect("JSON fields");
+    assert_eq!(fields["content"], "my address is 1 Elm Street", "{fields}");
+
     // A snapshot of her conversation is a plaintext copy of its state: the erasure
     // deletes it.
     let snapshot = event_store::snapshots::Snapshot {
@@ -190,6 +235,9 @@ async fn personal_fields_are_sealed_at_rest_read_in_clear_and_erased_with_their_
         (0, vec![ann])
     );
     assert_eq!(again.accepted.version, schemas::Version(2));
+    // Her key is gone for services too.
+    let gone = as_role(Role::Service).send().await.expect("get");
+    assert_eq!(gone.status(), reqwest::StatusCode::NOT_FOUND);
     let replay = get(&stack, &format!("/v1/audit/conversation/{ann}/events")).await;
     assert!(
         !replay.contains("Elm Street") && !replay.contains("divorce"),

@@ -106,6 +106,10 @@ pub struct ConversationStarted {
     /// Whether the assistant answers its users' messages (on before schema v3).
     #[serde(default = "yes")]
     pub assistant: bool,
+    /// The personal fields, sealed: set on Kafka when data protection is on (the fields
+    /// then carry placeholders); never set on an event a reader has opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedBox>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +136,10 @@ pub struct MessageSent {
     /// The retrieved context an assistant reply was written from, best first.
     #[serde(default)]
     pub sources: Vec<MessageSource>,
+    /// The personal fields, sealed: set on Kafka when data protection is on (the fields
+    /// then carry placeholders); never set on an event a reader has opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedBox>,
 }
 
 /// Something retrieved and given to the model as context for a reply.
@@ -159,6 +167,10 @@ pub struct AssistantReplyFailed {
     /// Who asked (schema v2): the one told of the failure.
     #[serde(default)]
     pub asked_by: Option<String>,
+    /// The personal fields, sealed: set on Kafka when data protection is on (the fields
+    /// then carry placeholders); never set on an event a reader has opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedBox>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +182,10 @@ pub struct AssistantReplyRequested {
     pub requested_by: String,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     pub requested_at: DateTime<Utc>,
+    /// The personal fields, sealed: set on Kafka when data protection is on (the fields
+    /// then carry placeholders); never set on an event a reader has opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedBox>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +196,10 @@ pub struct ConversationRenamed {
     pub previous_title: String,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     pub renamed_at: DateTime<Utc>,
+    /// The personal fields, sealed: set on Kafka when data protection is on (the fields
+    /// then carry placeholders); never set on an event a reader has opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedBox>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +210,10 @@ pub struct ConversationEnded {
     pub reason: Option<String>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     pub ended_at: DateTime<Utc>,
+    /// The personal fields, sealed: set on Kafka when data protection is on (the fields
+    /// then carry placeholders); never set on an event a reader has opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedBox>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +247,10 @@ pub struct DocumentGenerated {
     /// Who asked for it (schema v3): the one told it is ready.
     #[serde(default)]
     pub requested_by: Option<String>,
+    /// The personal fields, sealed: set on Kafka when data protection is on (the fields
+    /// then carry placeholders); never set on an event a reader has opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedBox>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +266,10 @@ pub struct DocumentRequested {
     pub requested_by: String,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     pub requested_at: DateTime<Utc>,
+    /// The personal fields, sealed: set on Kafka when data protection is on (the fields
+    /// then carry placeholders); never set on an event a reader has opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedBox>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +282,10 @@ pub struct DocumentGenerationFailed {
     pub attempts: i32,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     pub failed_at: DateTime<Utc>,
+    /// The personal fields, sealed: set on Kafka when data protection is on (the fields
+    /// then carry placeholders); never set on an event a reader has opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedBox>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,6 +302,10 @@ pub struct KnowledgeDocumentAdded {
     pub added_by: Option<String>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     pub added_at: DateTime<Utc>,
+    /// The personal fields, sealed: set on Kafka when data protection is on (the fields
+    /// then carry placeholders); never set on an event a reader has opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedBox>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -427,6 +467,21 @@ impl SubjectErased {
     pub fn person(&self) -> Option<&str> {
         self.subject.strip_prefix("user:")
     }
+}
+
+/// An event's personal fields, sealed under a subject key (docs/DATA-PROTECTION.md):
+/// `box` is the base64 of the nonce, the ChaCha20-Poly1305 ciphertext of the fields as one
+/// JSON object, and the tag; the associated data is the event's identity
+/// (`aggregate_type NUL aggregate_id NUL sequence NUL event_type`). Its serde form is the
+/// same in the event store's JSON and in the Avro records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedBox {
+    /// The subject whose key sealed it (`conversation:<uuid>`, `tenant`).
+    pub key: String,
+    pub generation: i32,
+    #[serde(rename = "box")]
+    pub sealed: String,
 }
 
 /// Name of an event type, as stored in the event store and sent in the `event_type` header.
@@ -630,6 +685,33 @@ contract!(
 );
 
 impl Event {
+    /// Its sealed personal fields, as a Kafka record carries them with data protection on.
+    pub fn sealed(&self) -> Option<&SealedBox> {
+        match self {
+            Event::ConversationStarted(e) => e.sealed.as_ref(),
+            Event::MessageSent(e) => e.sealed.as_ref(),
+            Event::ConversationRenamed(e) => e.sealed.as_ref(),
+            Event::ConversationEnded(e) => e.sealed.as_ref(),
+            Event::AssistantReplyFailed(e) => e.sealed.as_ref(),
+            Event::AssistantReplyRequested(e) => e.sealed.as_ref(),
+            Event::DocumentGenerated(e) => e.sealed.as_ref(),
+            Event::DocumentRequested(e) => e.sealed.as_ref(),
+            Event::DocumentGenerationFailed(e) => e.sealed.as_ref(),
+            Event::KnowledgeDocumentAdded(e) => e.sealed.as_ref(),
+            Event::KnowledgeDocumentRemoved(_)
+            | Event::WebhookEndpointCreated(_)
+            | Event::WebhookEndpointUpdated(_)
+            | Event::WebhookSecretRotated(_)
+            | Event::WebhookEndpointDisabled(_)
+            | Event::WebhookEndpointEnabled(_)
+            | Event::WebhookEndpointDeleted(_)
+            | Event::WebhookMessageFailed(_)
+            | Event::WebhookRedeliveryRequested(_)
+            | Event::NotificationsRead(_)
+            | Event::SubjectErased(_) => None,
+        }
+    }
+
     /// The conversation whose data the event is: its own for a conversation's events,
     /// the one a document was made from for a document's (what an erasure of that
     /// conversation reaches); none for the others.

@@ -19,10 +19,23 @@ pub enum Blank {
 /// The text an erased string reads as.
 pub const ERASED: &str = "[erased]";
 
+/// The text a sealed string carries in a Kafka record until it is opened.
+pub const SEALED: &str = "[sealed]";
+
 impl Blank {
+    /// What the field reads as once its key is erased.
     pub fn value(self) -> serde_json::Value {
+        self.with_text(ERASED)
+    }
+
+    /// What the field carries in a record whose personal fields are sealed.
+    pub fn placeholder(self) -> serde_json::Value {
+        self.with_text(SEALED)
+    }
+
+    fn with_text(self, text: &str) -> serde_json::Value {
         match self {
-            Blank::Text => serde_json::Value::String(ERASED.to_owned()),
+            Blank::Text => serde_json::Value::String(text.to_owned()),
             Blank::Map => serde_json::Value::Object(Default::default()),
             Blank::List => serde_json::Value::Array(Vec::new()),
         }

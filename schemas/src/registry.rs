@@ -147,6 +147,36 @@ pub const TABLE: &[SchemaVersion] = &[
         "assistant_reply_failed/v2.avsc"
     ),
     version!(28, SubjectErased, 1, "subject_erased/v1.avsc"),
+    version!(29, ConversationStarted, 4, "conversation_started/v4.avsc"),
+    version!(30, MessageSent, 3, "message_sent/v3.avsc"),
+    version!(31, ConversationRenamed, 2, "conversation_renamed/v2.avsc"),
+    version!(32, ConversationEnded, 2, "conversation_ended/v2.avsc"),
+    version!(
+        33,
+        AssistantReplyFailed,
+        3,
+        "assistant_reply_failed/v3.avsc"
+    ),
+    version!(
+        34,
+        AssistantReplyRequested,
+        2,
+        "assistant_reply_requested/v2.avsc"
+    ),
+    version!(35, DocumentRequested, 3, "document_requested/v3.avsc"),
+    version!(36, DocumentGenerated, 4, "document_generated/v4.avsc"),
+    version!(
+        37,
+        DocumentGenerationFailed,
+        2,
+        "document_generation_failed/v2.avsc"
+    ),
+    version!(
+        38,
+        KnowledgeDocumentAdded,
+        2,
+        "knowledge_document_added/v2.avsc"
+    ),
 ];
 
 pub(crate) struct Parsed {

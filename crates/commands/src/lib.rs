@@ -1495,6 +1495,7 @@ mod tests {
     fn an_event_larger_than_the_contract_allows_is_refused_before_it_is_stored() {
         let message = |content: String| {
             Event::MessageSent(schemas::MessageSent {
+                sealed: None,
                 conversation_id: Uuid::nil(),
                 message_id: Uuid::nil(),
                 role: Role::User,

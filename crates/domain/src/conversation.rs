@@ -213,6 +213,7 @@ impl Conversation {
             }
             return Ok(ConversationEvent::ConversationStarted(
                 ConversationStarted {
+                    sealed: None,
                     conversation_id,
                     tenant_id: ctx.tenant_id,
                     title: validate::text("title", &title, TITLE_MAX, false)?,
@@ -247,6 +248,7 @@ impl Conversation {
                 latency_ms,
                 sources,
             } => ConversationEvent::MessageSent(MessageSent {
+                sealed: None,
                 conversation_id,
                 message_id,
                 role,
@@ -291,6 +293,7 @@ impl Conversation {
             } => {
                 self.unanswered(message_id)?;
                 ConversationEvent::AssistantReplyFailed(AssistantReplyFailed {
+                    sealed: None,
                     conversation_id,
                     message_id,
                     reason: validate::text("reason", &reason, REASON_MAX, false)?,
@@ -310,6 +313,7 @@ impl Conversation {
                     return Err(DomainError::ReplyNotFailed);
                 }
                 ConversationEvent::AssistantReplyRequested(AssistantReplyRequested {
+                    sealed: None,
                     conversation_id,
                     message_id,
                     requested_by: ctx.actor.subject,
@@ -325,6 +329,7 @@ impl Conversation {
                     });
                 }
                 ConversationEvent::ConversationRenamed(ConversationRenamed {
+                    sealed: None,
                     conversation_id,
                     title,
                     previous_title: self.title.clone(),
@@ -333,6 +338,7 @@ impl Conversation {
             }
             ConversationCommand::End { reason } => {
                 ConversationEvent::ConversationEnded(ConversationEnded {
+                    sealed: None,
                     conversation_id,
                     reason: validate::optional_text("reason", reason.as_deref(), REASON_MAX)?,
                     ended_at: ctx.at,

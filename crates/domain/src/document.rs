@@ -338,6 +338,7 @@ fn generated_event(
     generated: GeneratedDocument,
 ) -> DocumentEvent {
     DocumentEvent::DocumentGenerated(DocumentGenerated {
+        sealed: None,
         document_id,
         tenant_id: ctx.tenant_id,
         conversation_id,
@@ -398,6 +399,7 @@ impl Document {
                     return Err(DomainError::AlreadyExists);
                 }
                 Ok(DocumentEvent::DocumentRequested(DocumentRequested {
+                    sealed: None,
                     document_id,
                     tenant_id: ctx.tenant_id,
                     conversation_id,
@@ -430,6 +432,7 @@ impl Document {
                 let (document_id, conversation_id, _, _) = self.pending(&ctx)?;
                 Ok(DocumentEvent::DocumentGenerationFailed(
                     DocumentGenerationFailed {
+                        sealed: None,
                         document_id,
                         conversation_id,
                         reason: validate::text("reason", &reason, validate::REASON_MAX, false)?,

@@ -33,6 +33,9 @@ pub enum KnowledgeCommand {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// The contract's events as they are (one per aggregate command, moved once): boxing the
+// large one would buy nothing.
+#[expect(clippy::large_enum_variant)]
 pub enum KnowledgeEvent {
     KnowledgeDocumentAdded(KnowledgeDocumentAdded),
     KnowledgeDocumentRemoved(KnowledgeDocumentRemoved),
@@ -144,6 +147,7 @@ impl Knowledge {
                 }
                 Ok(KnowledgeEvent::KnowledgeDocumentAdded(
                     KnowledgeDocumentAdded {
+                        sealed: None,
                         knowledge_id,
                         tenant_id: ctx.tenant_id,
                         title: validate::text("title", &title, TITLE_MAX, false)?,

@@ -15,7 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use schemas::personal::{Personal, SealedBy};
 use schemas::{EventType, Subject};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::keys::{DataKeys, KeyError, SubjectKey};
@@ -23,16 +23,9 @@ use crate::keys::{DataKeys, KeyError, SubjectKey};
 /// The field a sealed payload keeps its sealed personal fields in.
 pub const SEALED: &str = "sealed";
 
-/// The sealed object in a stored payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SealedBox {
-    /// The subject whose key sealed it.
-    pub key: String,
-    pub generation: i32,
-    #[serde(rename = "box")]
-    pub sealed: String,
-}
+/// The sealed object in a stored payload (the contract's type: Kafka records carry it
+/// too).
+pub use schemas::SealedBox;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtectError {
@@ -166,6 +159,23 @@ pub fn sealed_box(payload: &Value, event_type: &str) -> Result<Option<SealedBox>
     SealedBox::deserialize(found)
         .map(Some)
         .map_err(|e| ProtectError::Malformed(format!("a malformed sealed box: {e}")))
+}
+
+/// The form a stored payload is published in (docs/DATA-PROTECTION.md, "Kafka"): its box
+/// stays, and each personal field it took out carries its placeholder (`[sealed]`, `{}`,
+/// `[]`), so the record fits the contract's schema. Whether it is sealed.
+pub fn for_publishing(payload: &mut Value, event_type: &str) -> Result<bool, ProtectError> {
+    if sealed_box(payload, event_type)?.is_none() {
+        return Ok(false);
+    }
+    let personal = EventType::parse(event_type)
+        .and_then(EventType::personal)
+        .ok_or_else(|| ProtectError::Malformed(format!("{event_type} has nothing to seal")))?;
+    let inner = inner(payload, event_type)?;
+    for (name, blank) in personal.fields {
+        inner.insert((*name).to_owned(), blank.placeholder());
+    }
+    Ok(true)
 }
 
 /// Puts the sealed fields of `payload` back in clear with `key`, or their blanks when

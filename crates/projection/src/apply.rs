@@ -18,7 +18,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use event_store::keys::KeyError;
-use event_store::protect::{Opened, ProtectError};
+use event_store::protect::{EventAt, Opened, ProtectError};
 use event_store::{Reader, StoredEvent, log};
 use sqlx::PgConnection;
 
@@ -134,18 +134,53 @@ pub(crate) async fn envelope_of(
     store: &Reader,
     mut stored: StoredEvent,
 ) -> Result<Envelope, ApplyError> {
-    let opened = match store.open_stored(&mut stored).await {
-        Ok(opened) => opened,
-        Err(ProtectError::Keys(KeyError::Database(e))) => return Err(e.into()),
-        // The master key does not open the stored keys: the deployment's to fix, so it
-        // waits, parking nothing.
-        Err(ProtectError::Keys(e)) => return Err(ApplyError::Unavailable(e.to_string())),
-        Err(e) => return Err(ApplyError::Rejected(e.to_string())),
-    };
+    let opened = store.open_stored(&mut stored).await.map_err(not_opened)?;
     let mut envelope =
         Envelope::from_store(stored).map_err(|e| ApplyError::Rejected(e.to_string()))?;
     envelope.erased = opened == Opened::Erased;
     Ok(envelope)
+}
+
+/// Why an event did not open: keys that cannot be read are waited for (the database, or a
+/// master key that does not open them: the deployment's to fix), anything else is the
+/// event's own fault.
+fn not_opened(e: ProtectError) -> ApplyError {
+    match e {
+        ProtectError::Keys(KeyError::Database(e)) => e.into(),
+        ProtectError::Keys(e) => ApplyError::Unavailable(e.to_string()),
+        e => ApplyError::Rejected(e.to_string()),
+    }
+}
+
+/// `events` with the personal fields Kafka's records carry sealed opened (or blanked and
+/// flagged erased), as the store's rows are ([`envelope_of`]); borrowed when none is.
+pub(crate) async fn opened_records<'e>(
+    store: &Reader,
+    events: &'e [Envelope],
+) -> Result<std::borrow::Cow<'e, [Envelope]>, ApplyError> {
+    if events.iter().all(|e| e.event.sealed().is_none()) {
+        return Ok(std::borrow::Cow::Borrowed(events));
+    }
+    let mut opened = events.to_vec();
+    for e in &mut opened {
+        if e.event.sealed().is_none() {
+            continue;
+        }
+        let event_type = e.event.event_type();
+        let rejected = |err: serde_json::Error| ApplyError::Rejected(err.to_string());
+        let mut payload = serde_json::to_value(&e.event).map_err(rejected)?;
+        let at = EventAt {
+            tenant: &e.tenant_id,
+            aggregate_type: &e.aggregate_type,
+            aggregate_id: &e.aggregate_id,
+            sequence: e.sequence,
+            event_type: event_type.as_str(),
+        };
+        let done = store.open(&at, &mut payload).await.map_err(not_opened)?;
+        e.event = serde_json::from_value(payload).map_err(rejected)?;
+        e.erased = done == Opened::Erased;
+    }
+    Ok(std::borrow::Cow::Owned(opened))
 }
 
 /// The events `last + 1 .. event.sequence - 1` of the event's aggregate, from the store.
@@ -290,6 +325,7 @@ impl<P: TableProjection> Sink for TableSink<P> {
         events: &[Envelope],
         pass: Pass,
     ) -> Result<Vec<Outcome>, ApplyError> {
+        let events = &*opened_records(store, events).await?;
         let mut tx = store.pool().begin().await?;
         let schema = resolve(&mut tx, self.name(), target).await?;
         let (outcomes, to_apply, streams) =
@@ -474,6 +510,7 @@ impl<P: EffectProjection> Sink for EffectSink<P> {
         events: &[Envelope],
         pass: Pass,
     ) -> Result<Vec<Outcome>, ApplyError> {
+        let events = &*opened_records(store, events).await?;
         let name = self.projection.name();
         let keys: BTreeSet<String> = events
             .iter()

@@ -26,9 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use event_store::keys::KeyError;
 use event_store::outbox::{self, CursorError, RelayParked};
-use event_store::protect::ProtectError;
+use event_store::protect;
 use event_store::{StoredEvent, log};
 use kafka::{KafkaConfig, KafkaSetupError};
 use platform::backoff::Backoff;
@@ -50,9 +49,6 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// Sleep when there is nothing to publish (`RELAY_IDLE_POLL_MS`, default 20).
     pub idle_poll: Duration,
-    /// Opens sealed personal fields before they are published (Kafka carries them in
-    /// clear until the sealed schema version; docs/DATA-PROTECTION.md).
-    pub events: event_store::Reader,
 }
 
 /// The relay's settings (command-api reads them).
@@ -88,8 +84,6 @@ pub enum RelayError {
     Cursor(#[from] CursorError),
     #[error(transparent)]
     Kafka(#[from] KafkaSetupError),
-    #[error("data keys: {0}")]
-    Keys(#[from] KeyError),
     #[error("publishing event {event_id} failed: {reason}")]
     Publish {
         event_id: uuid::Uuid,
@@ -259,7 +253,7 @@ impl Relay {
                 published += self.redrive(&mut conn, &producer).await?;
             }
             let batch = log::read_after(&mut conn, cursor, self.config.batch_size).await?;
-            let batch = self.opened(batch).await?;
+            let batch = Self::publishable(batch);
             if let Some(last) = batch.last() {
                 let next = last.position;
                 let parked = self.publish_batch(&mut conn, &producer, &batch).await?;
@@ -290,29 +284,22 @@ impl Relay {
         }
     }
 
-    /// Publishes a batch; parks what cannot be published, and every later event of an
-    /// aggregate that has a parked one. Returns the parked events.
-    /// `events` with their sealed personal fields opened (or erased). A box that does not
-    /// open (tampered) leaves its event undecodable, so it is parked with the reason, as
-    /// any such event; keys that cannot be read fail the round.
-    async fn opened(&self, mut events: Vec<StoredEvent>) -> Result<Vec<StoredEvent>, RelayError> {
+    /// `events` in the form they are published in: sealed personal fields stay sealed
+    /// (the relay never opens them: Kafka's copies go unreadable with their keys), with
+    /// placeholders where the contract's schema has the fields
+    /// (`event_store::protect::for_publishing`). A malformed box leaves its event
+    /// undecodable, so it is parked with the reason, as any such event.
+    fn publishable(mut events: Vec<StoredEvent>) -> Vec<StoredEvent> {
         for e in &mut events {
-            let opened = self.config.events.open_stored(e).await;
-            match opened {
-                Ok(_) => {}
-                // The keys cannot be read (the database, or a master key that does not
-                // open them): the relay stops and retries, nothing is parked for it.
-                Err(ProtectError::Keys(e)) => return Err(e.into()),
-                Err(other) => tracing::error!(
-                    event_id = %e.event_id,
-                    error = %other,
-                    "a sealed event does not open; it will be parked"
-                ),
+            if let Err(error) = protect::for_publishing(&mut e.payload, &e.event_type) {
+                tracing::error!(event_id = %e.event_id, %error, "a malformed sealed event; it will be parked");
             }
         }
-        Ok(events)
+        events
     }
 
+    /// Publishes a batch; parks what cannot be published, and every later event of an
+    /// aggregate that has a parked one. Returns the parked events.
     async fn publish_batch(
         &self,
         conn: &mut PgConnection,
@@ -396,7 +383,7 @@ impl Relay {
                 p.sequence..=p.sequence,
             )
             .await?;
-            let stored = self.opened(stored).await?;
+            let stored = Self::publishable(stored);
             // One event at a time, so a broker that refuses it (its own limit is lower,
             // say) leaves it parked rather than stopping the relay.
             let outcomes =

@@ -1,7 +1,8 @@
 //! An outside consumer written from the published contract alone (AsyncAPI document and
 //! schema-id table) with independent libraries (confluent-kafka, fastavro) decodes every
 //! record of a run in which every event type is published, and de-duplicates the
-//! re-deliveries a relay restart from the beginning causes.
+//! re-deliveries a relay restart from the beginning causes, with personal fields sealed
+//! (data protection on) and an erasure among the events.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -135,6 +136,14 @@ async fn every_event_type(stack: &Stack) {
         .mark_notifications_read(vec![uuid::Uuid::new_v4()], &admin)
         .await
         .expect("read");
+    service
+        .erase(
+            schemas::Subject::Conversation(c),
+            "a deletion request".into(),
+            &admin,
+        )
+        .await
+        .expect("erase");
 }
 
 /// Copies every record of the topics once more into the same partition (a producer
@@ -178,7 +187,8 @@ async fn redeliver_every_record(kafka: &KafkaConfig, total: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_outside_consumer_decodes_and_deduplicates_every_record_from_the_contract_alone() {
-    let stack = Stack::new().await;
+    // Personal fields sealed, as production runs: the records carry their boxes.
+    let stack = Stack::with_data_protection().await;
     every_event_type(&stack).await;
     let total = stack.event_count().await as u64;
     let mut relay = stack.relay();

@@ -153,7 +153,6 @@ impl Stack {
             kafka,
             batch_size,
             idle_poll: Duration::from_millis(10),
-            events: self.service.reader().clone(),
         });
         let relay = relay.woken_by(self.commits.clone());
         let (stop, stopped) = watch::channel(false);

@@ -3,6 +3,7 @@
 
 mod analytics;
 mod audit;
+mod keys;
 mod knowledge;
 pub mod live;
 mod notifications;
@@ -92,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/audit/events", get(audit::tenant_events))
         .route("/audit/chain", get(audit::chain))
+        .route("/keys/{subject}/{generation}", get(keys::subject_key))
         .route("/audit/verify", get(audit::verify))
         .route(
             "/audit/{aggregate_type}/{id}/events",

@@ -3,7 +3,7 @@
 use platform::http::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
-use super::{analytics, audit, knowledge, live, notifications, reads, search, webhooks};
+use super::{analytics, audit, keys, knowledge, live, notifications, reads, search, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,9 +30,10 @@ use super::{analytics, audit, knowledge, live, notifications, reads, search, web
         audit::aggregate_events,
         audit::state,
         audit::chain,
-        audit::verify
+        audit::verify,
+        keys::subject_key
     ),
-    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, audit::ChainView, audit::ChainLink, audit::RecordedHead, search::SearchResults, search::SearchHit, search::HitSource, analytics::UsageReport, ::analytics::UsageRow, read_model::queries::ConversationSummary, read_model::queries::WebhookEndpointView, webhooks::EndpointView, webhooks::MessageStatus, webhook_ledger::MessageView, webhook_ledger::AttemptView, ::notifications::queries::InboxItem)),
+    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, audit::ChainView, audit::ChainLink, audit::RecordedHead, keys::SubjectKeyView, search::SearchResults, search::SearchHit, search::HitSource, analytics::UsageReport, ::analytics::UsageRow, read_model::queries::ConversationSummary, read_model::queries::WebhookEndpointView, webhooks::EndpointView, webhooks::MessageStatus, webhook_ledger::MessageView, webhook_ledger::AttemptView, ::notifications::queries::InboxItem)),
     modifiers(&BearerAuth, &ProblemResponses)
 )]
 pub struct ApiDoc;

@@ -401,6 +401,7 @@ mod tests {
             .single()
             .expect("time");
         let e = Event::ConversationEnded(schemas::ConversationEnded {
+            sealed: None,
             conversation_id: uuid::Uuid::nil(),
             reason: None,
             ended_at: at,
@@ -420,6 +421,7 @@ mod tests {
     fn tokens_count_for_every_message_that_says_what_a_model_cost() {
         let message = |reply_to: Option<uuid::Uuid>| {
             Event::MessageSent(schemas::MessageSent {
+                sealed: None,
                 conversation_id: uuid::Uuid::nil(),
                 message_id: uuid::Uuid::nil(),
                 role: Role::Assistant,

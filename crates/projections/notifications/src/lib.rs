@@ -385,6 +385,7 @@ mod tests {
     fn the_one_who_asked_is_told_not_the_assistant_that_answered() {
         let n = Notifications::new(Channel::Log);
         let document = DocumentGenerated {
+            sealed: None,
             document_id: Uuid::new_v4(),
             tenant_id: "acme".into(),
             conversation_id: Uuid::new_v4(),
@@ -411,6 +412,7 @@ mod tests {
         );
 
         let failed = |asked_by: Option<&str>| AssistantReplyFailed {
+            sealed: None,
             conversation_id: Uuid::new_v4(),
             message_id: Uuid::new_v4(),
             reason: "every provider is down".into(),

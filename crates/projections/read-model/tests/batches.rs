@@ -47,6 +47,7 @@ impl History {
         let id = Uuid::new_v4();
         let started_at = self.at();
         self.push(Event::ConversationStarted(ConversationStarted {
+            sealed: None,
             conversation_id: id,
             tenant_id: "acme".into(),
             title: title.into(),
@@ -63,6 +64,7 @@ impl History {
         let sent_at = self.at();
         let assistant = role == Role::Assistant;
         self.push(Event::MessageSent(MessageSent {
+            sealed: None,
             conversation_id: conversation,
             message_id: id,
             role,
@@ -96,6 +98,7 @@ impl History {
         h.message(b, Role::User, None);
         let at = h.at();
         h.push(Event::AssistantReplyFailed(AssistantReplyFailed {
+            sealed: None,
             conversation_id: a,
             message_id: q1,
             reason: "every provider is down".into(),
@@ -105,6 +108,7 @@ impl History {
         }));
         let at = h.at();
         h.push(Event::AssistantReplyRequested(AssistantReplyRequested {
+            sealed: None,
             conversation_id: a,
             message_id: q1,
             requested_by: "ann".into(),
@@ -113,6 +117,7 @@ impl History {
         h.message(a, Role::Assistant, Some(q1));
         let at = h.at();
         h.push(Event::ConversationRenamed(ConversationRenamed {
+            sealed: None,
             conversation_id: b,
             title: "Loud".into(),
             previous_title: "Quiet".into(),
@@ -121,6 +126,7 @@ impl History {
         let q2 = h.message(a, Role::User, None);
         let at = h.at();
         h.push(Event::AssistantReplyFailed(AssistantReplyFailed {
+            sealed: None,
             conversation_id: a,
             message_id: q2,
             reason: "timeout".into(),
@@ -131,6 +137,7 @@ impl History {
         let document = Uuid::new_v4();
         let at = h.at();
         h.push(Event::DocumentRequested(DocumentRequested {
+            sealed: None,
             document_id: document,
             tenant_id: "acme".into(),
             conversation_id: a,
@@ -141,6 +148,7 @@ impl History {
         }));
         let at = h.at();
         h.push(Event::DocumentGenerationFailed(DocumentGenerationFailed {
+            sealed: None,
             document_id: document,
             conversation_id: a,
             reason: "budget".into(),
@@ -149,6 +157,7 @@ impl History {
         }));
         let at = h.at();
         h.push(Event::DocumentGenerated(DocumentGenerated {
+            sealed: None,
             document_id: document,
             tenant_id: "acme".into(),
             conversation_id: a,
@@ -170,6 +179,7 @@ impl History {
         let knowledge = Uuid::new_v4();
         let at = h.at();
         h.push(Event::KnowledgeDocumentAdded(KnowledgeDocumentAdded {
+            sealed: None,
             knowledge_id: knowledge,
             tenant_id: "acme".into(),
             title: "Price list".into(),
@@ -199,6 +209,7 @@ impl History {
         }
         let at = h.at();
         h.push(Event::ConversationEnded(ConversationEnded {
+            sealed: None,
             conversation_id: c,
             reason: None,
             ended_at: at,
@@ -220,6 +231,7 @@ impl History {
         h.message(b, Role::Assistant, Some(q3));
         let at = h.at();
         h.push(Event::ConversationEnded(ConversationEnded {
+            sealed: None,
             conversation_id: a,
             reason: Some("done".into()),
             ended_at: at,

@@ -52,6 +52,7 @@ mod tests {
     fn envelope(content: String) -> Envelope {
         testkit::projection::envelope(
             Event::MessageSent(MessageSent {
+                sealed: None,
                 conversation_id: Uuid::new_v4(),
                 message_id: Uuid::new_v4(),
                 role: Role::User,
