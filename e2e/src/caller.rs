@@ -33,25 +33,22 @@ impl Caller {
     }
 
     pub async fn get(&self, url: String) -> (StatusCode, Value) {
-        let resp = self
-            .http
+        let resp = self.send_get(url).await;
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn send_get(&self, url: String) -> reqwest::Response {
+        self.http
             .get(url)
             .bearer_auth(&self.token)
             .send()
             .await
-            .expect("the request is sent");
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+            .expect("the request is sent")
     }
 
     /// GETs a body that is not one JSON document (NDJSON, say) as text.
     pub async fn get_text(&self, url: String) -> (StatusCode, String) {
-        let resp = self
-            .http
-            .get(url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("the request is sent");
+        let resp = self.send_get(url).await;
         (resp.status(), resp.text().await.unwrap_or_default())
     }
 }

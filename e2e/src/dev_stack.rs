@@ -289,6 +289,16 @@ impl DevStack {
         text.lines().next().and_then(|l| l.trim().parse().ok())
     }
 
+    /// The Kafka settings of the running stack (its broker and topic prefix), for a test
+    /// that reads the topics.
+    pub fn kafka(&self) -> kafka::KafkaConfig {
+        kafka::KafkaConfig {
+            brokers: self.stack_env("KAFKA_BROKERS"),
+            topic_prefix: self.topic_prefix.clone(),
+            ..testkit::env::kafka()
+        }
+    }
+
     /// Runs `target/debug/<binary> <args>` against the running stack (its database,
     /// broker, topics and master key) to its end; panics unless it succeeds. Returns its
     /// standard output.

@@ -141,11 +141,7 @@ async fn acknowledged_commands_survive_kills_and_restarts_of_every_process() {
     }
 
     // 2. Kafka has every stored event of these conversations, each aggregate's in order.
-    let kafka = kafka::KafkaConfig {
-        brokers: stack.stack_env("KAFKA_BROKERS"),
-        topic_prefix: stack.topic_prefix.clone(),
-        ..testkit::env::kafka()
-    };
+    let kafka = stack.kafka();
     let consumer: StreamConsumer = kafka
         .consumer(
             "chaos-checker",

@@ -307,11 +307,7 @@ async fn all_records(stack: &DevStack, pool: &sqlx::PgPool) -> Vec<(String, Even
         .fetch_one(pool)
         .await
         .expect("a count");
-    let kafka = kafka::KafkaConfig {
-        brokers: stack.stack_env("KAFKA_BROKERS"),
-        topic_prefix: stack.topic_prefix.clone(),
-        ..testkit::env::kafka()
-    };
+    let kafka = stack.kafka();
     let consumer: StreamConsumer = kafka
         .consumer(
             "erasure-checker",

@@ -274,14 +274,32 @@ pub fn aggregate_events(
     id: String,
     limit: std::time::Duration,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    aggregates_events(events, vec![(kind, id)], limit)
+}
+
+/// The events of several aggregates, each by sequence and one after the other, as one
+/// stream with one trailer (a subject's export), for at most `limit`. The caller checks
+/// that each is the tenant's.
+pub fn aggregates_events(
+    events: Reader,
+    aggregates: Vec<(AggregateKind, String)>,
+    limit: std::time::Duration,
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let pool = events.pool().clone();
-    let pages = log::read_ahead(0i64, move |after| {
-        let (pool, id) = (pool.clone(), id.clone());
+    let aggregates = std::sync::Arc::new(aggregates);
+    let pages = log::read_ahead((0usize, 0i64), move |(mut i, mut after)| {
+        let (pool, aggregates) = (pool.clone(), aggregates.clone());
         async move {
-            let page =
-                log::aggregate_events_raw(&pool, kind.as_str(), &id, after + 1..=after + PAGE)
-                    .await?;
-            page_and_next(page, |last| last.sequence)
+            while let Some((kind, id)) = aggregates.get(i) {
+                let page =
+                    log::aggregate_events_raw(&pool, kind.as_str(), id, after + 1..=after + PAGE)
+                        .await?;
+                if let Some(next) = page_and_next(page, |last| (i, last.sequence))? {
+                    return Ok(Some(next));
+                }
+                (i, after) = (i + 1, 0);
+            }
+            Ok(None)
         }
     });
     stream(pages, limit, events)

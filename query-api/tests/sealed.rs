@@ -398,3 +398,94 @@ async fn a_tenant_erased_reads_erased_everywhere_and_another_tenant_does_not() {
             .expect("a state");
     assert_eq!(state["state"]["title"], "A new start", "{state}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_exports_everything_of_theirs_and_nothing_of_anyone_else() {
+    let stack = ReadStack::protected().await;
+    let service = stack.commands.service.clone();
+    let mut anns = meta("acme");
+    anns.user_id = "ann".into();
+    let mut ids = Vec::new();
+    for title in ["Ann's garden", "Ann's taxes"] {
+        let id = service
+            .start_conversation(title.into(), Default::default(), &anns)
+            .await
+            .expect("started")
+            .aggregate_id;
+        service
+            .send_message(id, user_message(&format!("notes on {title}")), None, &anns)
+            .await
+            .expect("sent");
+        ids.push(id);
+    }
+    let document = service
+        .generate_document(ids[0], schemas::DocumentKind::Summary, None, &anns)
+        .await
+        .expect("a document")
+        .aggregate_id;
+    let mut bobs = meta("acme");
+    bobs.user_id = "bob".into();
+    service
+        .start_conversation("Bob's boat".into(), Default::default(), &bobs)
+        .await
+        .expect("started");
+    let _projector = stack.read_model().await;
+    let schema = stack.commands.live_schema("read_model").await;
+    wait_until("the read model has her document", || async {
+        sqlx::query_scalar::<_, i64>(&format!(
+            "SELECT count(*) FROM {schema}.documents WHERE document_id = $1"
+        ))
+        .bind(document)
+        .fetch_one(&stack.commands.db.pool)
+        .await
+        .is_ok_and(|n| n == 1)
+    })
+    .await;
+
+    let export = |subject: &'static str, roles: &'static [Role]| {
+        let token =
+            testkit::tokens::hs256_token(testkit::tokens::SECRET, "acme", subject, roles, 600);
+        let url = format!("{}/v1/subjects/user:ann/export", stack.query_base);
+        async move {
+            let response = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("get");
+            (response.status(), response.text().await.expect("a body"))
+        }
+    };
+    let (status, body) = export("ann", &[Role::Member]).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let head = &lines[0]["export"];
+    assert_eq!(head["subject"], "user:ann", "{body}");
+    assert_eq!(head["conversations"], serde_json::json!(ids), "{body}");
+    assert_eq!(head["documents"], serde_json::json!([document]), "{body}");
+    // Her two conversations (started, message) and the document, in clear; nothing of Bob.
+    for text in [
+        "Ann's garden",
+        "notes on Ann's taxes",
+        "\"DocumentGenerated\"",
+    ] {
+        assert!(body.contains(text), "{text} missing: {body}");
+    }
+    assert!(!body.contains("Bob's boat"), "{body}");
+    let events = lines.len() - 2;
+    assert!(events >= 5, "{body}");
+    assert_eq!(
+        lines.last().expect("a trailer")["end"]["count"],
+        events,
+        "{body}"
+    );
+    // Bob may not export her; an admin may.
+    let (status, _) = export("bob", &[Role::Member]).await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+    let (status, by_admin) = export("ada", &[Role::Admin]).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert!(by_admin.contains("notes on Ann's garden"), "{by_admin}");
+}

@@ -10,10 +10,7 @@ use schemas::{Subject, SubjectErased};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Command, DomainError, Reach, Version};
-
-/// The longest reason an erasure records.
-pub const REASON_MAX: usize = 1_000;
+use super::{Command, DomainError, Reach, Version, validate};
 
 /// The id of `subject`'s erasure record in `tenant`.
 pub fn subject_id(tenant: &str, subject: &Subject) -> Uuid {
@@ -120,13 +117,7 @@ impl SubjectRecord {
                 if ctx.actor.reach != Reach::Tenant {
                     return Err(DomainError::NotFound);
                 }
-                let reason = reason.trim().to_owned();
-                if reason.is_empty() || reason.chars().count() > REASON_MAX {
-                    return Err(DomainError::Invalid {
-                        field: "reason",
-                        reason: format!("say why, in 1 to {REASON_MAX} characters"),
-                    });
-                }
+                let reason = validate::text("reason", &reason, validate::REASON_MAX, true)?;
                 let id = subject_id(&ctx.tenant_id, &subject);
                 if self.id.is_some_and(|mine| mine != id) {
                     return Err(DomainError::NotFound);
@@ -218,5 +209,19 @@ mod tests {
                 ..
             })
         ));
+        let garbled = SubjectRecord::default().decide(Command {
+            ctx: ctx(Reach::Tenant),
+            body: erase("ticket\u{0}42"),
+        });
+        assert!(
+            matches!(
+                garbled,
+                Err(DomainError::Invalid {
+                    field: "reason",
+                    ..
+                })
+            ),
+            "{garbled:?}"
+        );
     }
 }

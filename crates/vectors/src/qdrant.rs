@@ -175,6 +175,18 @@ impl QdrantStore {
         format!("{}{index}", self.prefix)
     }
 
+    /// Deletes the points of `index` that `filter` selects, and waits until it is done.
+    async fn delete_where(&self, index: &IndexName, filter: Filter) -> Result<(), VectorError> {
+        let request = DeletePointsBuilder::new(self.collection_name(index))
+            .points(filter)
+            .wait(true);
+        self.client
+            .delete_points(request)
+            .await
+            .map_err(|e| client_error(e, index))?;
+        Ok(())
+    }
+
     /// The vector size of `index`'s collection, `None` if there is no such collection.
     async fn dimension_of(&self, index: &IndexName) -> Result<Option<u64>, VectorError> {
         let info = match self
@@ -301,14 +313,8 @@ impl VectorStore for QdrantStore {
         kind: SourceKind,
         source_id: Uuid,
     ) -> Result<(), VectorError> {
-        let request = DeletePointsBuilder::new(self.collection_name(index))
-            .points(source_filter(tenant_id, kind, source_id))
-            .wait(true);
-        self.client
-            .delete_points(request)
+        self.delete_where(index, source_filter(tenant_id, kind, source_id))
             .await
-            .map_err(|e| client_error(e, index))?;
-        Ok(())
     }
 
     async fn erase(
@@ -327,14 +333,7 @@ impl VectorStore for QdrantStore {
                 conversations.iter().map(Uuid::to_string).collect(),
             ));
         }
-        let request = DeletePointsBuilder::new(self.collection_name(index))
-            .points(Filter::must(must))
-            .wait(true);
-        self.client
-            .delete_points(request)
-            .await
-            .map_err(|e| client_error(e, index))?;
-        Ok(())
+        self.delete_where(index, Filter::must(must)).await
     }
 
     async fn set_conversation_title(

@@ -337,3 +337,70 @@ pub async fn verify(
     );
     Ok(ndjson(Body::from_stream(holding(permit, stream))))
 }
+
+/// Everything Threadline holds about a subject (GDPR Art. 15 and 20), as one NDJSON
+/// stream: first `{"export": …}` naming what follows, then the events of every
+/// conversation the person started (or the one conversation), of the documents made from
+/// them, of their inbox and of their erasure record, each opened as the audit replays
+/// open them (`[erased]` where erased), then the `end` trailer. The person themselves, or
+/// an admin of the tenant.
+#[utoipa::path(get, path = "/v1/subjects/{subject}/export",
+    params(("subject" = String, Path, description = "user:<sub> or conversation:<uuid>")),
+    responses((status = 200, description = "NDJSON: the export line, events, end", content_type = "application/x-ndjson"), (status = 400), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn export_subject(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(subject): Path<String>,
+) -> Result<Response, Problem> {
+    use schemas::Subject;
+    let subject = Subject::parse(&subject)
+        .map_err(|e| Problem::bad_request("invalid_subject", e.to_string()))?;
+    if !matches!(&subject, Subject::User(sub) if *sub == who.subject) {
+        who.require_any(&[Role::Admin])?;
+    }
+    if subject == Subject::Tenant {
+        return Err(Problem::bad_request(
+            "invalid_subject",
+            "export a person (user:<sub>) or a conversation (conversation:<uuid>)",
+        ));
+    }
+    let permit = stream_permit(&app)?;
+    let tenant = who.tenant_id.clone();
+    let (conversations, documents) = app
+        .reads
+        .subject_aggregates(&tenant, &subject)
+        .await
+        .map_err(super::read_failed)?;
+    let mut aggregates: Vec<(AggregateKind, String)> = conversations
+        .iter()
+        .map(|id| (AggregateKind::Conversation, id.to_string()))
+        .chain(
+            documents
+                .iter()
+                .map(|id| (AggregateKind::Document, id.to_string())),
+        )
+        .collect();
+    if let Subject::User(sub) = &subject {
+        let inbox = domain::inbox::inbox_id(&tenant, sub);
+        aggregates.push((AggregateKind::Inbox, inbox.to_string()));
+    }
+    let record = domain::subject::subject_id(&tenant, &subject);
+    aggregates.push((AggregateKind::Subject, record.to_string()));
+    let head = serde_json::json!({"export": {
+        "subject": subject.to_string(),
+        "tenant_id": tenant,
+        "conversations": conversations,
+        "documents": documents,
+        "exported_at": Utc::now(),
+    }});
+    let head = futures::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(format!("{head}\n")))
+    });
+    let events = audit::aggregates_events(app.events.clone(), aggregates, app.stream_max);
+    use futures::StreamExt;
+    Ok(ndjson(Body::from_stream(holding(
+        permit,
+        head.chain(events),
+    ))))
+}

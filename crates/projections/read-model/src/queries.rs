@@ -321,6 +321,42 @@ impl Reads {
         .await?)
     }
 
+    /// What the read model holds of `subject` (a person: the conversations they started;
+    /// a conversation: itself) and the documents made from those conversations, oldest
+    /// first: what an export of their data replays.
+    pub async fn subject_aggregates(
+        &self,
+        tenant: &str,
+        subject: &schemas::Subject,
+    ) -> Result<(Vec<Uuid>, Vec<Uuid>), ReadError> {
+        let s = self.schema().await?;
+        let (person, conversation) = match subject {
+            schemas::Subject::User(sub) => (Some(sub.as_str()), None),
+            schemas::Subject::Conversation(id) => (None, Some(*id)),
+            schemas::Subject::Tenant => return Ok((Vec::new(), Vec::new())),
+        };
+        let conversations: Vec<Uuid> = sqlx::query_scalar(&format!(
+            "SELECT conversation_id FROM {s}.conversations
+              WHERE tenant_id = $1 AND (started_by = $2 OR conversation_id = $3)
+              ORDER BY started_at, conversation_id"
+        ))
+        .bind(tenant)
+        .bind(person)
+        .bind(conversation)
+        .fetch_all(&self.pool)
+        .await?;
+        let documents: Vec<Uuid> = sqlx::query_scalar(&format!(
+            "SELECT document_id FROM {s}.documents
+              WHERE tenant_id = $1 AND conversation_id = ANY($2)
+              ORDER BY generated_at, document_id"
+        ))
+        .bind(tenant)
+        .bind(&conversations)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((conversations, documents))
+    }
+
     /// A conversation's documents, oldest first, after the keyset `after`
     /// (`generated_at`, `document_id`), at most `limit`.
     pub async fn documents_of(
