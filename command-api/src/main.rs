@@ -56,6 +56,16 @@ struct Cli {
         help_heading = "Command API"
     )]
     audit_chain_record: Duration,
+    /// How often the tenants' retention policies are applied (conversations ended longer
+    /// ago than a policy keeps them are erased), in seconds.
+    #[arg(
+        long = "retention-apply-secs",
+        env = "RETENTION_APPLY_SECS",
+        default_value = "3600",
+        value_parser = config::secs,
+        help_heading = "Command API"
+    )]
+    retention_apply: Duration,
     #[command(flatten)]
     service: ServiceSettings,
     #[command(flatten)]
@@ -177,6 +187,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     });
+    let retention = tokio::spawn(commands::retention::keep(
+        service.clone(),
+        cli.retention_apply,
+        stopped.clone(),
+    ));
     let app = router(AppState {
         service,
         auth,
@@ -194,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = relay.await;
     }
     let _ = chain.await;
+    let _ = retention.await;
     telemetry.shutdown().await;
     Ok(())
 }

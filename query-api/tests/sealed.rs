@@ -489,3 +489,102 @@ async fn a_person_exports_everything_of_theirs_and_nothing_of_anyone_else() {
     assert_eq!(status, reqwest::StatusCode::OK);
     assert!(by_admin.contains("notes on Ann's garden"), "{by_admin}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_erases_conversations_ended_longer_ago_than_the_policy_keeps_them() {
+    let stack = ReadStack::protected().await;
+    let service = stack.commands.service.clone();
+    let mut anns = meta("acme");
+    anns.user_id = "ann".into();
+    let mut started = Vec::new();
+    for title in ["Ann's old plan", "Ann's old question", "Ann's open matter"] {
+        started.push(
+            service
+                .start_conversation(title.into(), Default::default(), &anns)
+                .await
+                .expect("started")
+                .aggregate_id,
+        );
+    }
+    for id in &started[..2] {
+        service
+            .end_conversation(*id, None, None, &anns)
+            .await
+            .expect("ended");
+    }
+    let admin = testkit::commands::admin_meta("acme");
+    // Only an admin sets it, within its range.
+    assert!(service.set_retention(Some(30), &anns).await.is_err());
+    assert!(service.set_retention(Some(0), &admin).await.is_err());
+    let policy = service
+        .set_retention(Some(30), &admin)
+        .await
+        .expect("set")
+        .expect("a policy");
+    assert_eq!(
+        (policy.conversations_ended_days, policy.set_by.as_str()),
+        (30, "ada")
+    );
+
+    // The clock is the caller's: ten days on, nothing is due; thirty-one days on, the
+    // two ended conversations go and the open one stays.
+    let now = chrono::Utc::now();
+    let early = service
+        .apply_retention(now + chrono::Duration::days(10))
+        .await
+        .expect("applied");
+    assert!(early.iter().all(|a| a.erased.is_empty()), "{early:?}");
+    let applied = service
+        .apply_retention(now + chrono::Duration::days(31))
+        .await
+        .expect("applied");
+    let mut erased: Vec<_> = applied.iter().flat_map(|a| a.erased.clone()).collect();
+    erased.sort();
+    let mut ended = started[..2].to_vec();
+    ended.sort();
+    assert_eq!(erased, ended);
+    let title = |id: uuid::Uuid| {
+        let stack = &stack;
+        async move {
+            let state: Value = serde_json::from_str(
+                &get(stack, &format!("/v1/audit/conversation/{id}/state")).await,
+            )
+            .expect("a state");
+            state["state"]["title"].clone()
+        }
+    };
+    assert_eq!(title(started[0]).await, "[erased]");
+    assert_eq!(title(started[1]).await, "[erased]");
+    assert_eq!(title(started[2]).await, "Ann's open matter");
+    // Each erasure is recorded, by `retention`, with the policy as its reason.
+    let replay = get(&stack, "/v1/audit/events?types=SubjectErased").await;
+    assert_eq!(
+        replay.matches("\"erased_by\": \"retention\"").count(),
+        2,
+        "{replay}"
+    );
+    assert!(
+        replay.contains("retention: ended more than 30 days ago"),
+        "{replay}"
+    );
+    // Applied again: nothing more; the policy says what it did.
+    let again = service
+        .apply_retention(now + chrono::Duration::days(40))
+        .await
+        .expect("applied");
+    assert!(again.iter().all(|a| a.erased.is_empty()), "{again:?}");
+    let policy = commands::retention::policy(stack.commands.service.reader().pool(), "acme")
+        .await
+        .expect("read")
+        .expect("a policy");
+    assert_eq!(policy.erased_total, 2);
+    assert_eq!(
+        policy.last_applied_at.map(|t| t.timestamp()),
+        Some((now + chrono::Duration::days(40)).timestamp())
+    );
+    // Removed: nothing applies any more.
+    assert_eq!(
+        service.set_retention(None, &admin).await.expect("removed"),
+        None
+    );
+}

@@ -6,7 +6,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use platform::auth::Role as CallerRole;
 use platform::problem::Problem;
 use schemas::{Event, Subject};
@@ -124,4 +124,81 @@ async fn erase(
         projections: ERASING_PROJECTIONS.map(str::to_owned).to_vec(),
     };
     Ok(respond_with(&done.accepted, StatusCode::OK, body))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Conversations ended more than this many days ago are erased (1 to 36,500); null
+    /// keeps them for ever.
+    #[schema(minimum = 1, maximum = 36500)]
+    pub conversations_ended_days: Option<u32>,
+}
+
+/// The tenant's retention policy and what applying it has done so far.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RetentionView {
+    /// Null: conversations are kept for ever.
+    pub conversations_ended_days: Option<u32>,
+    pub set_by: Option<String>,
+    pub set_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When command-api last applied it (every `RETENTION_APPLY_SECS`).
+    pub last_applied_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Conversations it has erased, each a `SubjectErased` event by `retention`.
+    pub erased_total: i64,
+}
+
+impl From<Option<::commands::retention::Policy>> for RetentionView {
+    fn from(p: Option<::commands::retention::Policy>) -> Self {
+        match p {
+            None => RetentionView {
+                conversations_ended_days: None,
+                set_by: None,
+                set_at: None,
+                last_applied_at: None,
+                erased_total: 0,
+            },
+            Some(p) => RetentionView {
+                conversations_ended_days: Some(p.conversations_ended_days),
+                set_by: Some(p.set_by),
+                set_at: Some(p.set_at),
+                last_applied_at: p.last_applied_at,
+                erased_total: p.erased_total,
+            },
+        }
+    }
+}
+
+/// Sets the tenant's retention policy: command-api erases, every
+/// `RETENTION_APPLY_SECS`, each conversation that ended more than the given days ago (a
+/// `SubjectErased` event each, by `retention`). Needs data protection.
+#[utoipa::path(put, path = "/v1/admin/retention", request_body = Retention,
+    responses((status = 200, body = RetentionView), (status = 403), (status = 409, description = "Data protection is off"), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn set_retention(
+    State(app): State<AppState>,
+    req: CommandRequest<Retention>,
+) -> Result<Response, Problem> {
+    req.who.require_any(ADMINS)?;
+    let policy = app
+        .service
+        .set_retention(req.body.conversations_ended_days, &req.meta)
+        .await
+        .map_err(command_failed)?;
+    Ok(axum::Json(RetentionView::from(policy)).into_response())
+}
+
+/// The tenant's retention policy, and what applying it has done.
+#[utoipa::path(get, path = "/v1/admin/retention",
+    responses((status = 200, body = RetentionView), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn get_retention(
+    State(app): State<AppState>,
+    who: platform::auth::Principal,
+) -> Result<Response, Problem> {
+    who.require_any(ADMINS)?;
+    let policy = ::commands::retention::policy(app.service.pool(), &who.tenant_id)
+        .await
+        .map_err(command_failed)?;
+    Ok(axum::Json(RetentionView::from(policy)).into_response())
 }

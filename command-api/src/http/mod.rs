@@ -112,6 +112,10 @@ pub fn router(state: AppState) -> Router {
             post(erasure::erase_subject),
         )
         .route("/admin/tenant/erase", post(erasure::erase_tenant))
+        .route(
+            "/admin/retention",
+            get(erasure::get_retention).put(erasure::set_retention),
+        )
         .method_not_allowed_fallback(|| async { platform::problem::Problem::method_not_allowed() })
         .with_state(state);
     let mut app = Router::new()

@@ -28,7 +28,9 @@ use super::{commands, erasure, inbox, knowledge, webhooks};
         commands::relay_status,
         commands::relay_redrive,
         erasure::erase_subject,
-        erasure::erase_tenant
+        erasure::erase_tenant,
+        erasure::get_retention,
+        erasure::set_retention
     ),
     components(schemas(
         commands::StartConversation,
@@ -47,7 +49,9 @@ use super::{commands, erasure, inbox, knowledge, webhooks};
         webhooks::Redeliver,
         webhooks::EndpointSecret,
         erasure::Erase,
-        erasure::Erased
+        erasure::Erased,
+        erasure::Retention,
+        erasure::RetentionView
     )),
     modifiers(&BearerAuth, &ProblemResponses)
 )]

@@ -11,6 +11,7 @@
 mod generator;
 pub mod intake;
 mod recent;
+pub mod retention;
 pub mod webhooks;
 
 use sha2::{Digest, Sha256};
