@@ -347,6 +347,18 @@ async fn a_tenant_erased_reads_erased_everywhere_and_another_tenant_does_not() {
     })
     .await;
 
+    // The original is sealed at rest and read in clear through the API.
+    let pool_clear: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM blobs WHERE position('Fridays'::bytea in bytes) > 0)
+              + (SELECT count(*) FROM sealed_blobs WHERE position('Fridays'::bytea in sealed) > 0)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("a scan");
+    assert_eq!(pool_clear, 0, "the original is in clear at rest");
+    let original = format!("/v1/knowledge/{knowledge}/original");
+    assert_eq!(get(&stack, &original).await, "Acme pays on Fridays.");
+
     let admin = testkit::commands::admin_meta("acme");
     let erased = service
         .erase(Subject::Tenant, "offboarding, ticket 7".into(), &admin)
@@ -362,6 +374,13 @@ async fn a_tenant_erased_reads_erased_everywhere_and_another_tenant_does_not() {
     );
     assert!(record.conversation_ids.is_empty(), "{record:?}");
     assert_eq!(erased.blobs_deleted, 1, "the handbook's original");
+    let gone = reqwest::Client::new()
+        .get(format!("{}{original}", stack.query_base))
+        .bearer_auth(stack.commands.token("acme", &[Role::Auditor]))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(gone.status(), reqwest::StatusCode::NOT_FOUND);
 
     // Read from the store: erased. The read model blanks its copies; Globex is untouched.
     let replay = get(&stack, "/v1/audit/events").await;

@@ -842,9 +842,13 @@ impl CommandService {
             self.knowledge_max_bytes,
         )
         .await?;
-        let sha256 = blobs::put(self.reader.pool(), media_type, &upload.bytes)
+        let sha256 = blobs::store(&self.reader, &meta.tenant_id, media_type, &upload.bytes)
             .await
-            .map_err(db)?;
+            .map_err(|e| match e {
+                blobs::BlobError::Database(e) => db(e),
+                blobs::BlobError::Keys(e) => key_error(e),
+                other => storage(other),
+            })?;
         let knowledge_id = Uuid::now_v7();
         let body = KnowledgeCommand::Add {
             knowledge_id,
@@ -935,9 +939,8 @@ impl CommandService {
                 .await
                 .map_err(db)?;
         let blobs = if whole {
-            blobs::erase_tenant(self.reader.pool(), tenant)
-                .await
-                .map_err(db)?
+            let mut conn = self.reader.pool().acquire().await.map_err(db)?;
+            blobs::erase_tenant(&mut conn, tenant).await.map_err(db)?
         } else {
             0
         };

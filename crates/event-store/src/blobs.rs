@@ -1,6 +1,9 @@
 //! Content-addressed originals (migration 1003): the bytes of an uploaded file, kept out
 //! of the event payload so the stream stays small. The key is the hex SHA-256 of the
-//! bytes, so a stored blob never changes and storing it again is a no-op.
+//! bytes, so a stored blob never changes and storing it again is a no-op. With data
+//! protection on, [`store`] seals an original under its tenant's key instead
+//! (`sealed_blobs`, migration 1013) and [`fetch`] opens it: an erased tenant's originals
+//! read as gone.
 
 use sha2::{Digest, Sha256};
 use sqlx::{PgExecutor, Row};
@@ -54,10 +57,97 @@ pub async fn get(db: impl PgExecutor<'_>, sha256: &str) -> Result<Option<Blob>, 
     .transpose()
 }
 
+/// What a sealed original is bound to: its tenant and its hash.
+fn sealed_context(tenant: &str, sha256: &str) -> Vec<u8> {
+    format!("threadline blob\0{tenant}\0{sha256}").into_bytes()
+}
+
+/// Something the blobs could not do: the database, or the keys.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+    #[error("a sealed original does not open: {0}")]
+    Sealing(#[from] sealing::SealError),
+}
+
+/// Stores an original of `tenant`: sealed under the tenant's key when `store` protects
+/// data, else in clear ([`put`]). Returns its hash.
+pub async fn store(
+    store: &crate::Reader,
+    tenant: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> Result<String, BlobError> {
+    let Some(protector) = store.protector() else {
+        return Ok(put(store.pool(), media_type, bytes).await?);
+    };
+    let sha256 = sha256_hex(bytes);
+    let key = protector
+        .keys()
+        .for_writing(tenant, &schemas::Subject::Tenant, None)
+        .await?;
+    let sealed = key.key.seal(bytes, &sealed_context(tenant, &sha256))?;
+    sqlx::query(
+        "INSERT INTO sealed_blobs (tenant_id, sha256, media_type, size_bytes, key_generation, sealed)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, sha256) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(&sha256)
+    .bind(media_type)
+    .bind(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
+    .bind(key.generation)
+    .bind(sealed)
+    .execute(store.pool())
+    .await?;
+    Ok(sha256)
+}
+
+/// The original `sha256` of `tenant`: opened if it was stored sealed, as stored if in
+/// clear; `None` if there is none (or its key was erased).
+pub async fn fetch(
+    store: &crate::Reader,
+    tenant: &str,
+    sha256: &str,
+) -> Result<Option<Blob>, BlobError> {
+    let sealed: Option<(String, i32, Vec<u8>)> = sqlx::query_as(
+        "SELECT media_type, key_generation, sealed FROM sealed_blobs
+          WHERE tenant_id = $1 AND sha256 = $2",
+    )
+    .bind(tenant)
+    .bind(sha256)
+    .fetch_optional(store.pool())
+    .await?;
+    let Some((media_type, generation, sealed)) = sealed else {
+        return Ok(get(store.pool(), sha256).await?);
+    };
+    let Some(protector) = store.protector() else {
+        return Ok(None);
+    };
+    let Some(key) = protector
+        .keys()
+        .for_reading(tenant, &schemas::Subject::Tenant, generation)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let bytes = key.open(&sealed, &sealed_context(tenant, sha256))?;
+    Ok(Some(Blob {
+        sha256: sha256.to_owned(),
+        media_type,
+        bytes,
+    }))
+}
+
 /// A tenant's erasure (docs/DATA-PROTECTION.md): the originals of its knowledge base go,
 /// except those another tenant uploaded too (a blob is stored once per content). Returns
 /// how many went.
-pub async fn erase_tenant(db: impl PgExecutor<'_>, tenant_id: &str) -> Result<u64, sqlx::Error> {
+pub async fn erase_tenant(
+    db: &mut sqlx::PgConnection,
+    tenant_id: &str,
+) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "DELETE FROM blobs b
           WHERE b.sha256 IN (
@@ -71,9 +161,13 @@ pub async fn erase_tenant(db: impl PgExecutor<'_>, tenant_id: &str) -> Result<u6
                    AND o.payload -> 'KnowledgeDocumentAdded' ->> 'sha256' = b.sha256)",
     )
     .bind(tenant_id)
-    .execute(db)
+    .execute(&mut *db)
     .await?;
-    Ok(done.rows_affected())
+    let sealed = sqlx::query("DELETE FROM sealed_blobs WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .execute(&mut *db)
+        .await?;
+    Ok(done.rows_affected() + sealed.rows_affected())
 }
 
 #[cfg(test)]

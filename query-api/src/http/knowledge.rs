@@ -96,9 +96,15 @@ pub async fn get_original(
         .await
         .map_err(read_failed)?
         .ok_or_else(Problem::not_found)?;
-    let blob = event_store::blobs::get(app.reads.pool(), &document.document.sha256)
+    let blob = event_store::blobs::fetch(&app.events, &who.tenant_id, &document.document.sha256)
         .await
-        .map_err(|e| database_failed(&e))?
+        .map_err(|e| match e {
+            event_store::blobs::BlobError::Database(e) => database_failed(&e),
+            other => {
+                tracing::error!(error = %other, %id, "a knowledge document's original does not open");
+                Problem::unavailable("the original cannot be opened; retry").retry_after(5)
+            }
+        })?
         // Its tenant was erased (docs/DATA-PROTECTION.md): the originals went with it.
         .ok_or_else(|| Problem::not_found().detail("the original is no longer stored"))?;
     let mut response = blob.bytes.into_response();
