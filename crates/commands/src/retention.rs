@@ -179,7 +179,10 @@ impl CommandService {
     }
 }
 
-/// The tenant's conversations that ended before `cutoff` and whose key is not erased.
+/// The tenant's conversations that ended before `cutoff` and still have a key to erase
+/// (one erased is not due again unless new data gave it a new key; one stored before
+/// data protection was on has none, and is not erased by key: docs/DATA-PROTECTION.md,
+/// "Open").
 async fn due(
     pool: &PgPool,
     tenant: &str,
@@ -190,10 +193,10 @@ async fn due(
           WHERE e.tenant_id = $1 AND e.recorded_at < $2 + interval '1 minute'
             AND e.aggregate_type = 'conversation' AND e.event_type = 'ConversationEnded'
             AND (e.payload -> 'ConversationEnded' ->> 'ended_at')::bigint < $3
-            AND NOT EXISTS (
+            AND EXISTS (
                 SELECT 1 FROM subject_keys k
                  WHERE k.tenant_id = $1 AND k.subject = 'conversation:' || e.aggregate_id
-                   AND k.erased_at IS NOT NULL)
+                   AND k.sealed_key IS NOT NULL)
           ORDER BY e.recorded_at",
     )
     .bind(tenant)

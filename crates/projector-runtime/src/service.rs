@@ -118,12 +118,13 @@ pub enum ServiceError {
 }
 
 /// A task that runs beside the consumer while the projector consumes (the webhook
-/// dispatcher beside the fan-out projection): given the pool and the stop signal, it runs
-/// until the signal turns true. If it ends on its own it failed: the process turns
-/// unhealthy and exits, like a failed consumer.
+/// dispatcher beside the fan-out projection): given the store as the consumer reads it
+/// (one pool, one cache of keys in the process) and the stop signal, it runs until the
+/// signal turns true. If it ends on its own it failed: the process turns unhealthy and
+/// exits, like a failed consumer.
 pub type Companion = Box<
     dyn FnOnce(
-            sqlx::PgPool,
+            event_store::Reader,
             watch::Receiver<bool>,
         ) -> futures::future::BoxFuture<'static, Result<(), String>>
         + Send,
@@ -224,11 +225,11 @@ async fn consume<S: Sink>(
         .await
         .map_err(|source| ServiceError::Bind { addr, source })?;
 
-    let (runtime, status) = Runtime::new(events, sink, kafka, settings);
+    let (runtime, status) = Runtime::new(events.clone(), sink, kafka, settings);
     let (stop, stopped) = watch::channel(false);
     let mut consumer = tokio::spawn(runtime.run(stopped.clone()));
     let mut companion = match companion {
-        Some(task) => tokio::spawn(task(pool.clone(), stopped.clone())),
+        Some(task) => tokio::spawn(task(events, stopped.clone())),
         // Nothing beside the consumer: a task that waits for the stop signal.
         None => {
             let mut stopped = stopped.clone();

@@ -33,7 +33,8 @@ async fn main() -> anyhow::Result<()> {
     let settings = DeliverySettings::try_from(cli.projection.delivery)?;
     let writer = cli.projection.writer;
     let first_delay = settings.schedule.first();
-    let master = cli.runtime.data.keyring()?;
+    // An invalid master key is a settings error, found by check-settings too.
+    cli.runtime.data.keyring()?;
     if checking {
         projector_runtime::service::settings_ok(NAME);
         return Ok(());
@@ -49,13 +50,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("migrating the delivery ledger")?;
     pool.close().await;
-    let companion: projector_runtime::service::Companion = Box::new(move |pool, stop| {
+    let companion: projector_runtime::service::Companion = Box::new(move |events, stop| {
         Box::pin(async move {
-            let commands = CommandService::from_settings(
-                event_store::Reader::new(pool.clone(), master),
-                Arc::new(TemplateGenerator),
-                &writer,
-            );
+            let pool = events.pool().clone();
+            let commands =
+                CommandService::from_settings(events, Arc::new(TemplateGenerator), &writer);
             let dispatcher = Dispatcher::new(pool, commands, settings)
                 .map_err(|e| format!("building the HTTP client: {e}"))?;
             dispatcher.run(stop).await
