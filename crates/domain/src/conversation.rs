@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use schemas::{
     AssistantReplyFailed, AssistantReplyRequested, ConversationEnded, ConversationRenamed,
     ConversationStarted, MessageSent, MessageSource, Role,
@@ -55,43 +55,17 @@ pub enum ConversationCommand {
     },
 }
 
-/// The stored and published events of a conversation. The serde form (externally tagged
-/// by event type) is the same as `schemas::Event`'s, so the relay reads it as that.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ConversationEvent {
-    ConversationStarted(ConversationStarted),
-    MessageSent(MessageSent),
-    ConversationRenamed(ConversationRenamed),
-    ConversationEnded(ConversationEnded),
-    AssistantReplyFailed(AssistantReplyFailed),
-    AssistantReplyRequested(AssistantReplyRequested),
-}
-
-impl DomainEvent for ConversationEvent {
-    fn event_type(&self) -> String {
-        schemas::Event::from(self.clone())
-            .event_type()
-            .as_str()
-            .to_owned()
+aggregate_events!(
+    /// The stored and published events of a conversation.
+    ConversationEvent {
+        ConversationStarted,
+        MessageSent,
+        ConversationRenamed,
+        ConversationEnded,
+        AssistantReplyFailed,
+        AssistantReplyRequested,
     }
-
-    fn event_version(&self) -> String {
-        "1".to_owned()
-    }
-}
-
-impl From<ConversationEvent> for schemas::Event {
-    fn from(e: ConversationEvent) -> Self {
-        match e {
-            ConversationEvent::ConversationStarted(e) => e.into(),
-            ConversationEvent::MessageSent(e) => e.into(),
-            ConversationEvent::ConversationRenamed(e) => e.into(),
-            ConversationEvent::ConversationEnded(e) => e.into(),
-            ConversationEvent::AssistantReplyFailed(e) => e.into(),
-            ConversationEvent::AssistantReplyRequested(e) => e.into(),
-        }
-    }
-}
+);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -4,8 +4,8 @@
 //! [`Transcript`], has a generator (an LLM, or the deterministic [`template`]) write the
 //! [`GeneratedDocument`], and hands it to the aggregate in the command, which decides.
 
+use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use schemas::{
     DocumentFormat, DocumentGenerated, DocumentGenerationFailed, DocumentKind, DocumentRequested,
     Generator, Role,
@@ -226,35 +226,11 @@ pub enum DocumentCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum DocumentEvent {
-    DocumentGenerated(DocumentGenerated),
-    DocumentRequested(DocumentRequested),
-    DocumentGenerationFailed(DocumentGenerationFailed),
-}
-
-impl DomainEvent for DocumentEvent {
-    fn event_type(&self) -> String {
-        schemas::Event::from(self.clone())
-            .event_type()
-            .as_str()
-            .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_owned()
-    }
-}
-
-impl From<DocumentEvent> for schemas::Event {
-    fn from(e: DocumentEvent) -> Self {
-        match e {
-            DocumentEvent::DocumentGenerated(e) => e.into(),
-            DocumentEvent::DocumentRequested(e) => e.into(),
-            DocumentEvent::DocumentGenerationFailed(e) => e.into(),
-        }
-    }
-}
+aggregate_events!(DocumentEvent {
+    DocumentGenerated,
+    DocumentRequested,
+    DocumentGenerationFailed,
+});
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Document {

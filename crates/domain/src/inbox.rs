@@ -2,8 +2,8 @@
 //! in-app notifications (the notifications themselves are the notifications projection's;
 //! reading them is the user's own act, so it is an event like any other).
 
+use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use schemas::NotificationsRead;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -29,31 +29,7 @@ pub enum InboxCommand {
     MarkRead { notification_ids: Vec<Uuid> },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum InboxEvent {
-    NotificationsRead(NotificationsRead),
-}
-
-impl DomainEvent for InboxEvent {
-    fn event_type(&self) -> String {
-        schemas::Event::from(self.clone())
-            .event_type()
-            .as_str()
-            .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_owned()
-    }
-}
-
-impl From<InboxEvent> for schemas::Event {
-    fn from(e: InboxEvent) -> Self {
-        match e {
-            InboxEvent::NotificationsRead(e) => e.into(),
-        }
-    }
-}
+aggregate_events!(InboxEvent { NotificationsRead });
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Inbox {

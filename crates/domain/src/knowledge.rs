@@ -2,8 +2,8 @@
 //! and later removed. The text comes extracted (the command service reads the file and
 //! stores the original); the aggregate checks it and decides.
 
+use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use schemas::{KnowledgeDocumentAdded, KnowledgeDocumentRemoved};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -32,36 +32,15 @@ pub enum KnowledgeCommand {
     Remove,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-// The contract's events as they are (one per aggregate command, moved once): boxing the
-// large one would buy nothing.
-#[expect(clippy::large_enum_variant)]
-pub enum KnowledgeEvent {
-    KnowledgeDocumentAdded(KnowledgeDocumentAdded),
-    KnowledgeDocumentRemoved(KnowledgeDocumentRemoved),
-}
-
-impl DomainEvent for KnowledgeEvent {
-    fn event_type(&self) -> String {
-        schemas::Event::from(self.clone())
-            .event_type()
-            .as_str()
-            .to_owned()
+aggregate_events!(
+    // The contract's events as they are (one per aggregate command, moved once): boxing the
+    // large one would buy nothing.
+    #[expect(clippy::large_enum_variant)]
+    KnowledgeEvent {
+        KnowledgeDocumentAdded,
+        KnowledgeDocumentRemoved,
     }
-
-    fn event_version(&self) -> String {
-        "1".to_owned()
-    }
-}
-
-impl From<KnowledgeEvent> for schemas::Event {
-    fn from(e: KnowledgeEvent) -> Self {
-        match e {
-            KnowledgeEvent::KnowledgeDocumentAdded(e) => e.into(),
-            KnowledgeEvent::KnowledgeDocumentRemoved(e) => e.into(),
-        }
-    }
-}
+);
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Knowledge {

@@ -9,6 +9,41 @@
 //! caller's token, the version the caller expects, and the time of acceptance.
 //! [`state`] is the public view of an aggregate (what the audit API shows).
 
+/// An aggregate's event enum: each variant a contract event of the same name (the serde
+/// form, externally tagged by event type, is `schemas::Event`'s, so what is stored is
+/// what is published), with the `DomainEvent` and `From<_> for schemas::Event` every
+/// aggregate needs. Attributes and doc comments before the name go on the enum.
+macro_rules! aggregate_events {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        $(#[$meta])*
+        pub enum $name {
+            $($variant($variant),)+
+        }
+
+        impl cqrs_es::DomainEvent for $name {
+            fn event_type(&self) -> String {
+                schemas::Event::from(self.clone())
+                    .event_type()
+                    .as_str()
+                    .to_owned()
+            }
+
+            fn event_version(&self) -> String {
+                "1".to_owned()
+            }
+        }
+
+        impl From<$name> for schemas::Event {
+            fn from(e: $name) -> Self {
+                match e {
+                    $($name::$variant(e) => e.into(),)+
+                }
+            }
+        }
+    };
+}
+
 pub mod conversation;
 pub mod document;
 pub mod inbox;

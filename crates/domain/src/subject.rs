@@ -4,8 +4,8 @@
 //! aggregate records who asked, why, and what went. Erasing again is recorded again and
 //! names what is erased by then (nothing new is emptied).
 
+use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use schemas::{Subject, SubjectErased};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -35,31 +35,7 @@ pub enum SubjectCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum SubjectEvent {
-    SubjectErased(SubjectErased),
-}
-
-impl DomainEvent for SubjectEvent {
-    fn event_type(&self) -> String {
-        schemas::Event::from(self.clone())
-            .event_type()
-            .as_str()
-            .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_owned()
-    }
-}
-
-impl From<SubjectEvent> for schemas::Event {
-    fn from(e: SubjectEvent) -> Self {
-        match e {
-            SubjectEvent::SubjectErased(e) => e.into(),
-        }
-    }
-}
+aggregate_events!(SubjectEvent { SubjectErased });
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SubjectRecord {

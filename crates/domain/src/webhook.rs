@@ -5,8 +5,8 @@
 //! hear of (a dead message, an automatic disable) are recorded here too.
 
 use chrono::{DateTime, Duration, Utc};
+use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use schemas::{
     EventType, WebhookEndpointCreated, WebhookEndpointDeleted, WebhookEndpointDisabled,
     WebhookEndpointEnabled, WebhookEndpointUpdated, WebhookMessageFailed,
@@ -85,45 +85,16 @@ impl WebhookCommand {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum WebhookEvent {
-    WebhookEndpointCreated(WebhookEndpointCreated),
-    WebhookEndpointUpdated(WebhookEndpointUpdated),
-    WebhookSecretRotated(WebhookSecretRotated),
-    WebhookEndpointDisabled(WebhookEndpointDisabled),
-    WebhookEndpointEnabled(WebhookEndpointEnabled),
-    WebhookEndpointDeleted(WebhookEndpointDeleted),
-    WebhookMessageFailed(WebhookMessageFailed),
-    WebhookRedeliveryRequested(WebhookRedeliveryRequested),
-}
-
-impl DomainEvent for WebhookEvent {
-    fn event_type(&self) -> String {
-        schemas::Event::from(self.clone())
-            .event_type()
-            .as_str()
-            .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_owned()
-    }
-}
-
-impl From<WebhookEvent> for schemas::Event {
-    fn from(e: WebhookEvent) -> Self {
-        match e {
-            WebhookEvent::WebhookEndpointCreated(e) => e.into(),
-            WebhookEvent::WebhookEndpointUpdated(e) => e.into(),
-            WebhookEvent::WebhookSecretRotated(e) => e.into(),
-            WebhookEvent::WebhookEndpointDisabled(e) => e.into(),
-            WebhookEvent::WebhookEndpointEnabled(e) => e.into(),
-            WebhookEvent::WebhookEndpointDeleted(e) => e.into(),
-            WebhookEvent::WebhookMessageFailed(e) => e.into(),
-            WebhookEvent::WebhookRedeliveryRequested(e) => e.into(),
-        }
-    }
-}
+aggregate_events!(WebhookEvent {
+    WebhookEndpointCreated,
+    WebhookEndpointUpdated,
+    WebhookSecretRotated,
+    WebhookEndpointDisabled,
+    WebhookEndpointEnabled,
+    WebhookEndpointDeleted,
+    WebhookMessageFailed,
+    WebhookRedeliveryRequested,
+});
 
 impl TryFrom<schemas::Event> for WebhookEvent {
     type Error = schemas::Event;
