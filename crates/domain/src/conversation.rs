@@ -2,8 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use schemas::{
     AssistantReplyFailed, AssistantReplyRequested, ConversationEnded, ConversationRenamed,
     ConversationStarted, MessageSent, MessageSource, Role,
@@ -105,25 +103,16 @@ pub enum Reply {
     Replied,
 }
 
-impl Aggregate for Conversation {
-    const TYPE: &'static str = "conversation";
-    type Command = Command<ConversationCommand>;
-    type Event = ConversationEvent;
-    type Error = DomainError;
-    type Services = ();
+decided_aggregate!(
+    Conversation,
+    "conversation",
+    ConversationCommand,
+    ConversationEvent
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl Conversation {
+    /// The state after `event` (the aggregate's `apply`).
+    fn evolve(&mut self, event: ConversationEvent) {
         self.version.0 += 1;
         match event {
             ConversationEvent::ConversationStarted(e) => {
@@ -324,6 +313,8 @@ impl Conversation {
 
 #[cfg(test)]
 mod tests {
+    use cqrs_es::Aggregate;
+
     use super::*;
     use crate::CommandContext;
 

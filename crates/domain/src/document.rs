@@ -4,8 +4,6 @@
 //! [`Transcript`], has a generator (an LLM, or the deterministic [`template`]) write the
 //! [`GeneratedDocument`], and hands it to the aggregate in the command, which decides.
 
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use schemas::{
     DocumentFormat, DocumentGenerated, DocumentGenerationFailed, DocumentKind, DocumentRequested,
     Generator, Role,
@@ -259,25 +257,11 @@ pub enum DocumentStatus {
     Failed,
 }
 
-impl Aggregate for Document {
-    const TYPE: &'static str = "document";
-    type Command = Command<DocumentCommand>;
-    type Event = DocumentEvent;
-    type Error = DomainError;
-    type Services = ();
+decided_aggregate!(Document, "document", DocumentCommand, DocumentEvent);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl Document {
+    /// The state after `event` (the aggregate's `apply`).
+    fn evolve(&mut self, event: DocumentEvent) {
         self.version.0 += 1;
         match event {
             DocumentEvent::DocumentGenerated(e) => {

@@ -2,8 +2,6 @@
 //! in-app notifications (the notifications themselves are the notifications projection's;
 //! reading them is the user's own act, so it is an event like any other).
 
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use schemas::NotificationsRead;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -41,25 +39,11 @@ pub struct Inbox {
     pub version: Version,
 }
 
-impl Aggregate for Inbox {
-    const TYPE: &'static str = "inbox";
-    type Command = Command<InboxCommand>;
-    type Event = InboxEvent;
-    type Error = DomainError;
-    type Services = ();
+decided_aggregate!(Inbox, "inbox", InboxCommand, InboxEvent);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl Inbox {
+    /// The state after `event` (the aggregate's `apply`).
+    fn evolve(&mut self, event: InboxEvent) {
         self.version.0 += 1;
         match event {
             InboxEvent::NotificationsRead(e) => {

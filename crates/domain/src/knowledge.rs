@@ -2,8 +2,6 @@
 //! and later removed. The text comes extracted (the command service reads the file and
 //! stores the original); the aggregate checks it and decides.
 
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use schemas::{KnowledgeDocumentAdded, KnowledgeDocumentRemoved};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -52,25 +50,11 @@ pub struct Knowledge {
     pub version: Version,
 }
 
-impl Aggregate for Knowledge {
-    const TYPE: &'static str = "knowledge";
-    type Command = Command<KnowledgeCommand>;
-    type Event = KnowledgeEvent;
-    type Error = DomainError;
-    type Services = ();
+decided_aggregate!(Knowledge, "knowledge", KnowledgeCommand, KnowledgeEvent);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl Knowledge {
+    /// The state after `event` (the aggregate's `apply`).
+    fn evolve(&mut self, event: KnowledgeEvent) {
         self.version.0 += 1;
         match event {
             KnowledgeEvent::KnowledgeDocumentAdded(e) => {

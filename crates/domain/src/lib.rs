@@ -44,6 +44,35 @@ macro_rules! aggregate_events {
     };
 }
 
+/// `cqrs_es::Aggregate` for an aggregate whose inherent `decide` turns a command into its
+/// one event (or refuses it) and whose `evolve` applies an event: every aggregate here.
+macro_rules! decided_aggregate {
+    ($ty:ident, $name:literal, $command:ident, $event:ident) => {
+        impl cqrs_es::Aggregate for $ty {
+            const TYPE: &'static str = $name;
+            type Command = $crate::Command<$command>;
+            type Event = $event;
+            type Error = $crate::DomainError;
+            type Services = ();
+
+            async fn handle(
+                &mut self,
+                command: Self::Command,
+                _: &Self::Services,
+                sink: &cqrs_es::event_sink::EventSink<Self>,
+            ) -> Result<(), Self::Error> {
+                let event = self.decide(command)?;
+                sink.write(event, self).await;
+                Ok(())
+            }
+
+            fn apply(&mut self, event: Self::Event) {
+                self.evolve(event);
+            }
+        }
+    };
+}
+
 pub mod conversation;
 pub mod document;
 pub mod inbox;

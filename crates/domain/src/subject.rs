@@ -4,8 +4,6 @@
 //! aggregate records who asked, why, and what went. Erasing again is recorded again and
 //! names what is erased by then (nothing new is emptied).
 
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use schemas::{Subject, SubjectErased};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -47,25 +45,11 @@ pub struct SubjectRecord {
     pub version: Version,
 }
 
-impl Aggregate for SubjectRecord {
-    const TYPE: &'static str = "subject";
-    type Command = Command<SubjectCommand>;
-    type Event = SubjectEvent;
-    type Error = DomainError;
-    type Services = ();
+decided_aggregate!(SubjectRecord, "subject", SubjectCommand, SubjectEvent);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl SubjectRecord {
+    /// The state after `event` (the aggregate's `apply`).
+    fn evolve(&mut self, event: SubjectEvent) {
         self.version.0 += 1;
         match event {
             SubjectEvent::SubjectErased(e) => {

@@ -5,8 +5,6 @@
 //! hear of (a dead message, an automatic disable) are recorded here too.
 
 use chrono::{DateTime, Duration, Utc};
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
 use schemas::{
     EventType, WebhookEndpointCreated, WebhookEndpointDeleted, WebhookEndpointDisabled,
     WebhookEndpointEnabled, WebhookEndpointUpdated, WebhookMessageFailed,
@@ -166,31 +164,22 @@ impl WebhookEndpoint {
     pub fn fold(events: impl IntoIterator<Item = WebhookEvent>) -> WebhookEndpoint {
         let mut endpoint = WebhookEndpoint::default();
         for e in events {
-            endpoint.apply(e);
+            endpoint.evolve(e);
         }
         endpoint
     }
 }
 
-impl Aggregate for WebhookEndpoint {
-    const TYPE: &'static str = "webhook_endpoint";
-    type Command = Command<WebhookCommand>;
-    type Event = WebhookEvent;
-    type Error = DomainError;
-    type Services = ();
+decided_aggregate!(
+    WebhookEndpoint,
+    "webhook_endpoint",
+    WebhookCommand,
+    WebhookEvent
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl WebhookEndpoint {
+    /// The state after `event` (the aggregate's `apply`).
+    fn evolve(&mut self, event: WebhookEvent) {
         self.version.0 += 1;
         match event {
             WebhookEvent::WebhookEndpointCreated(e) => {
@@ -414,6 +403,8 @@ impl WebhookEndpoint {
 
 #[cfg(test)]
 mod tests {
+    use cqrs_es::Aggregate;
+
     use super::*;
     use crate::{Actor, CommandContext, Reach};
 
