@@ -968,11 +968,13 @@ impl CommandService {
         let Some(protector) = self.reader.protector() else {
             return;
         };
+        use std::sync::atomic::Ordering;
         let now = protector.keys().erasures();
-        let seen = self
-            .erasures_seen
-            .swap(now, std::sync::atomic::Ordering::AcqRel);
-        if seen != now {
+        // Every command passes here: a read, and a write only when an erasure came (a
+        // write per command would bounce the line between cores).
+        if self.erasures_seen.load(Ordering::Acquire) != now
+            && self.erasures_seen.swap(now, Ordering::AcqRel) != now
+        {
             self.conversations.clear();
             self.documents.clear();
             self.knowledge.clear();
