@@ -15,6 +15,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use reqwest::StatusCode;
 use schemas::Event;
+use schemas::personal::Pseudonym;
 use serde_json::json;
 use testkit::receiver::Receiver;
 use testkit::stack::wait_until;
@@ -219,6 +220,17 @@ async fn an_erased_person_is_gone_from_every_store_search_and_log_and_others_sta
         tables_holding(&pool, &hers).await.is_empty()
     })
     .await;
+    // Nor where she acted: events and idempotency records name people by pseudonyms
+    // only, and hers resolves no more.
+    let named: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM events WHERE metadata->>'user_id' NOT LIKE 'pseudonym:%')
+              + (SELECT count(*) FROM idempotency_keys WHERE user_id NOT LIKE 'pseudonym:%')
+              + (SELECT count(*) FROM pseudonyms WHERE actor = 'ann')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("a scan");
+    assert_eq!(named, 0, "people named in clear where they acted");
     let his_tables = tables_holding(&pool, &his).await;
     assert!(
         his_tables.iter().any(|(t, _)| t.ends_with(".messages")),
@@ -237,6 +249,15 @@ async fn an_erased_person_is_gone_from_every_store_search_and_log_and_others_sta
     let mut sealed = 0;
     for (topic, event, headers) in &records {
         let text = serde_json::to_string(event).expect("json");
+        // Who acted is a pseudonym: after the erasure, hers names nobody.
+        assert!(
+            headers
+                .user_id
+                .as_deref()
+                .is_none_or(|u| Pseudonym::parse(u).is_some()),
+            "{topic}: {headers:?}"
+        );
+        let headers = format!("{headers:?}");
         for marker in [&hers, &his] {
             assert!(
                 !text.contains(marker.as_str()) && !headers.contains(marker.as_str()),
@@ -302,7 +323,10 @@ async fn an_erased_person_is_gone_from_every_store_search_and_log_and_others_sta
 
 /// Every record on the stack's event topics (as many as the events table has events),
 /// decoded with the contract: topic, event, headers as text.
-async fn all_records(stack: &DevStack, pool: &sqlx::PgPool) -> Vec<(String, Event, String)> {
+async fn all_records(
+    stack: &DevStack,
+    pool: &sqlx::PgPool,
+) -> Vec<(String, Event, schemas::EventHeaders)> {
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(pool)
         .await
@@ -332,7 +356,7 @@ async fn all_records(stack: &DevStack, pool: &sqlx::PgPool) -> Vec<(String, Even
         let value = msg.payload().expect("a value");
         let event = Event::decode(value).expect("decodes with the published contract");
         if seen.insert(headers.event_id) {
-            records.push((msg.topic().to_owned(), event, format!("{headers:?}")));
+            records.push((msg.topic().to_owned(), event, headers));
         }
     }
     records

@@ -22,6 +22,7 @@ use event_store::log::{self, RawEvent, RawPage};
 use event_store::protect::{EventAt, Opened, ProtectError};
 use event_store::{Reader, StreamError};
 use futures::Stream;
+use schemas::personal::Pseudonym;
 use schemas::{AggregateKind, CommitPosition};
 use serde::Serialize;
 use serde_json::json;
@@ -50,7 +51,7 @@ fn as_text<S: serde::Serializer>(position: &CommitPosition, s: S) -> Result<S::O
 /// Appends one line of an audit stream: the event's fields, then `metadata` and `payload`
 /// as the JSON text the store keeps (valid JSON objects, written as they are rather than
 /// parsed and written again), then a newline.
-fn push_line(out: &mut Vec<u8>, e: &RawEvent<'_>, payload: &str) {
+fn push_line(out: &mut Vec<u8>, e: &RawEvent<'_>, metadata: &str, payload: &str) {
     let head = Head {
         event_id: e.event_id,
         aggregate_type: e.aggregate_type,
@@ -69,7 +70,7 @@ fn push_line(out: &mut Vec<u8>, e: &RawEvent<'_>, payload: &str) {
         return;
     }
     out.extend_from_slice(b",\"metadata\":");
-    out.extend_from_slice(e.metadata.as_bytes());
+    out.extend_from_slice(metadata.as_bytes());
     out.extend_from_slice(b",\"payload\":");
     out.extend_from_slice(payload.as_bytes());
     out.extend_from_slice(b"}\n");
@@ -180,14 +181,20 @@ async fn lines(
     let mut last = None;
     for e in page.events() {
         let e = e?;
-        // Only a payload that may hold a sealed box is parsed; every other one is spliced
-        // in as stored.
-        let opened = if e.payload.contains("\"sealed\":") {
+        // Only a payload that may hold a sealed box or a pseudonym is parsed, and only
+        // metadata that names a pseudonym is rewritten; the rest is spliced in as stored.
+        let opened = if e.payload.contains("\"sealed\":") || e.payload.contains(Pseudonym::PREFIX) {
             opened_text(events, &e).await?
         } else {
             None
         };
-        push_line(&mut chunk, &e, opened.as_deref().unwrap_or(e.payload));
+        let named = named_metadata(events, e.metadata).await?;
+        push_line(
+            &mut chunk,
+            &e,
+            named.as_deref().unwrap_or(e.metadata),
+            opened.as_deref().unwrap_or(e.payload),
+        );
         last = Some(e.position);
     }
     Ok((chunk, last))
@@ -222,6 +229,41 @@ async fn opened_text(events: &Reader, e: &RawEvent<'_>) -> Result<Option<String>
         Err(ProtectError::Keys(KeyError::Database(e))) => Err(e),
         Err(other) => {
             tracing::error!(event_id = %e.event_id, error = %other, "a sealed event does not open");
+            Ok(None)
+        }
+    }
+}
+
+/// The stored `metadata` text with the pseudonym of its `user_id` replaced by who it
+/// names (`[erased]` once they are erased); `None` when it names none.
+async fn named_metadata(events: &Reader, metadata: &str) -> Result<Option<String>, sqlx::Error> {
+    let Some(at) = metadata.find(Pseudonym::PREFIX) else {
+        return Ok(None);
+    };
+    // A pseudonym's text is its prefix and a hyphenated UUID: nothing to escape.
+    let end = (at + Pseudonym::PREFIX.len() + 36).min(metadata.len());
+    let Some(pseudonym) = metadata
+        .get(at..end)
+        .filter(|p| Pseudonym::parse(p).is_some())
+    else {
+        return Ok(None);
+    };
+    #[derive(serde::Deserialize)]
+    struct Tenant<'a> {
+        #[serde(borrow)]
+        tenant_id: std::borrow::Cow<'a, str>,
+    }
+    let Ok(Tenant { tenant_id }) = serde_json::from_str::<Tenant>(metadata) else {
+        return Ok(None);
+    };
+    match events.actor(&tenant_id, pseudonym).await {
+        Ok(actor) => {
+            let quoted = serde_json::Value::String(actor).to_string();
+            Ok(Some(metadata.replace(&format!("\"{pseudonym}\""), &quoted)))
+        }
+        Err(ProtectError::Keys(KeyError::Database(e))) => Err(e),
+        Err(other) => {
+            tracing::error!(error = %other, "a pseudonym does not resolve");
             Ok(None)
         }
     }

@@ -115,3 +115,55 @@ impl EventType {
         Some(Personal { sealed_by, fields })
     }
 }
+
+/// How a stored event names a person who acted, under data protection: a random id per
+/// person of a tenant, which only the store can resolve while the person is not erased
+/// (docs/DATA-PROTECTION.md, "Pseudonyms"). Its text is `pseudonym:<uuid>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pseudonym(pub uuid::Uuid);
+
+impl Pseudonym {
+    /// What its text begins with.
+    pub const PREFIX: &'static str = "pseudonym:";
+
+    /// The pseudonym `text` is, if it is one.
+    pub fn parse(text: &str) -> Option<Pseudonym> {
+        text.strip_prefix(Self::PREFIX)?.parse().ok().map(Pseudonym)
+    }
+}
+
+impl std::fmt::Display for Pseudonym {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", Self::PREFIX, self.0)
+    }
+}
+
+impl EventType {
+    /// The payload fields naming a person who acted (beside the metadata's `user_id`),
+    /// outside the sealed fields: under data protection each is stored as the person's
+    /// [`Pseudonym`] and read back as their id while they are not erased.
+    pub fn actors(self) -> &'static [&'static str] {
+        match self {
+            EventType::WebhookEndpointCreated => &["created_by"],
+            EventType::WebhookEndpointDisabled | EventType::WebhookMessageFailed => &["owner"],
+            EventType::WebhookRedeliveryRequested => &["requested_by"],
+            EventType::NotificationsRead => &["user_id"],
+            EventType::SubjectErased => &["erased_by"],
+            _ => &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod pseudonym_tests {
+    use super::*;
+
+    #[test]
+    fn a_pseudonym_reads_back_from_its_text_and_nothing_else_is_one() {
+        let p = Pseudonym(uuid::Uuid::from_u128(7));
+        assert_eq!(Pseudonym::parse(&p.to_string()), Some(p));
+        assert_eq!(Pseudonym::parse("ann"), None);
+        assert_eq!(Pseudonym::parse("pseudonym:ann"), None);
+        assert_eq!(Pseudonym::parse(&p.0.to_string()), None);
+    }
+}

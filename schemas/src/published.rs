@@ -102,7 +102,9 @@ fn header_schema() -> Value {
         (headers::TENANT_ID, text("The tenant the event belongs to.")),
         (
             headers::USER_ID,
-            text("The subject whose command caused the event (absent for some system events)."),
+            text(
+                "Who caused the event: their id (the `sub` of their tokens, or a service's name), or with data protection on their pseudonym `pseudonym:<uuid>`, which a service token resolves at `GET /v1/pseudonyms/{pseudonym}` until the person is erased (absent for some system events).",
+            ),
         ),
         (
             headers::CORRELATION_ID,

@@ -617,3 +617,36 @@ fn every_personal_field_exists_and_reads_back_erased() {
 fn inner_has(payload: &serde_json::Value, kind: EventType, field: &str) -> bool {
     payload[kind.as_str()].get(field).is_some()
 }
+
+/// The fields naming a person who acted are strings in every event that has them, and
+/// none of them is sealed (a pseudonym replaces the id in place).
+#[test]
+fn every_actor_field_is_a_string_outside_the_sealed_fields() {
+    let mut covered = HashSet::new();
+    for event in samples() {
+        let kind = event.event_type();
+        let payload = serde_json::to_value(&event).expect("serialises");
+        let sealed: Vec<&str> = kind
+            .personal()
+            .map(|p| p.fields.iter().map(|(f, _)| *f).collect())
+            .unwrap_or_default();
+        for field in kind.actors() {
+            covered.insert(kind);
+            assert!(
+                payload[kind.as_str()][*field].is_string(),
+                "{}.{field} is not a string",
+                kind.as_str()
+            );
+            assert!(
+                !sealed.contains(field),
+                "{}.{field} is sealed",
+                kind.as_str()
+            );
+        }
+    }
+    let with_actors = EventType::ALL
+        .into_iter()
+        .filter(|t| !t.actors().is_empty())
+        .count();
+    assert_eq!(covered.len(), with_actors, "a sample of each");
+}

@@ -197,7 +197,7 @@ pub async fn get_retention(
     who: platform::auth::Principal,
 ) -> Result<Response, Problem> {
     who.require_any(ADMINS)?;
-    let policy = ::commands::retention::policy(app.service.pool(), &who.tenant_id)
+    let policy = ::commands::retention::policy(app.service.reader(), &who.tenant_id)
         .await
         .map_err(command_failed)?;
     Ok(axum::Json(RetentionView::from(policy)).into_response())

@@ -467,13 +467,24 @@ impl CommandService {
             .with_knowledge_max_bytes(settings.knowledge_max_bytes)
     }
 
-    /// Seals the personal fields of `rows` (events of `tenant`) when data protection is
-    /// on: what is stored, and every copy made from it, holds them only sealed.
-    async fn seal(&self, tenant: &str, rows: &mut [SerializedEvent]) -> Result<(), CommandError> {
+    /// With data protection on, seals the personal fields of `rows` (what is stored, and
+    /// every copy made from it, holds them only sealed) and names who acted by their
+    /// pseudonym: in the metadata (so in the `user_id` header and the idempotency
+    /// record) and in the payload fields naming them.
+    async fn seal(
+        &self,
+        meta: &RequestMeta,
+        rows: &mut [SerializedEvent],
+    ) -> Result<(), CommandError> {
         let Some(protector) = self.reader.protector() else {
             return Ok(());
         };
+        let tenant = meta.tenant_id.as_str();
+        let actor = serde_json::Value::String(self.stored_actor(meta).await?);
         for row in rows {
+            if let Some(metadata) = row.metadata.as_object_mut() {
+                metadata.insert("user_id".to_owned(), actor.clone());
+            }
             let at = EventAt {
                 tenant,
                 aggregate_type: &row.aggregate_type,
@@ -487,6 +498,18 @@ impl CommandService {
                 .map_err(protect_error)?;
         }
         Ok(())
+    }
+
+    /// How the caller of `meta` is named in what is stored: their pseudonym with data
+    /// protection on, else their id.
+    async fn stored_actor(&self, meta: &RequestMeta) -> Result<String, CommandError> {
+        match self.reader.protector() {
+            Some(protector) => protector
+                .pseudonym(&meta.tenant_id, &meta.user_id)
+                .await
+                .map_err(protect_error),
+            None => Ok(meta.user_id.clone()),
+        }
     }
 
     /// The store as this service reads it: what a process that writes through this
@@ -1109,7 +1132,7 @@ impl CommandService {
             let before = context.current_sequence;
             let after = before + events.len();
             let mut rows = rows::<A>(&key, before, &events, &metadata)?;
-            self.seal(&meta.tenant_id, &mut rows).await?;
+            self.seal(meta, &mut rows).await?;
             let snapshot = aggregates.due_snapshot(&state, before, after);
             let queued = self.appender.queue(rows, pending);
             // Other commands wait for this aggregate: let them decide on the state these
@@ -1167,14 +1190,10 @@ impl CommandService {
         meta: &RequestMeta,
         idem: &Idempotency,
     ) -> Result<Option<Accepted>, CommandError> {
-        let Some(hit) = idempotency::find(
-            self.reader.pool(),
-            &meta.tenant_id,
-            &meta.user_id,
-            &idem.key,
-        )
-        .await
-        .map_err(db)?
+        let owner = self.stored_actor(meta).await?;
+        let Some(hit) = idempotency::find(self.reader.pool(), &meta.tenant_id, &owner, &idem.key)
+            .await
+            .map_err(db)?
         else {
             return Ok(None);
         };

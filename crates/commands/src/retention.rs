@@ -10,7 +10,9 @@ use schemas::Subject;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{CommandError, CommandService, Reach, RequestMeta, db};
+use event_store::Reader;
+
+use crate::{CommandError, CommandService, Reach, RequestMeta, db, protect_error};
 
 /// Who erases on a policy's behalf, in the events it records.
 pub const ACTOR: &str = "retention";
@@ -58,17 +60,24 @@ pub struct Applied {
     pub erased: Vec<Uuid>,
 }
 
-/// The tenant's policy, if it has one.
-pub async fn policy(pool: &PgPool, tenant: &str) -> Result<Option<Policy>, CommandError> {
+/// The tenant's policy, if it has one (who set it by their id, read through `store`).
+pub async fn policy(store: &Reader, tenant: &str) -> Result<Option<Policy>, CommandError> {
     let row: Option<PolicyRow> = sqlx::query_as(
         "SELECT tenant_id, conversations_ended_days, set_by, set_at, last_applied_at, erased_total
            FROM retention_policies WHERE tenant_id = $1",
     )
     .bind(tenant)
-    .fetch_optional(pool)
+    .fetch_optional(store.pool())
     .await
     .map_err(db)?;
-    Ok(row.map(Policy::from))
+    let Some(mut policy) = row.map(Policy::from) else {
+        return Ok(None);
+    };
+    policy.set_by = store
+        .actor(tenant, &policy.set_by)
+        .await
+        .map_err(protect_error)?;
+    Ok(Some(policy))
 }
 
 impl CommandService {
@@ -111,12 +120,12 @@ impl CommandService {
         )
         .bind(&meta.tenant_id)
         .bind(days as i32)
-        .bind(&meta.user_id)
+        .bind(self.stored_actor(meta).await?)
         .execute(pool)
         .await
         .map_err(db)?;
         tracing::info!(tenant_id = %meta.tenant_id, days, set_by = %meta.user_id, "retention policy set");
-        policy(pool, &meta.tenant_id).await
+        policy(self.reader(), &meta.tenant_id).await
     }
 
     /// Applies every tenant's policy as of `now`: each conversation that ended more than

@@ -4,6 +4,10 @@
 //! tenant empties its key and every subject key under it. What an erased key sealed can
 //! no longer be read by anyone, wherever copies of it went.
 //!
+//! The same store keeps the pseudonyms people are named by where they acted
+//! (docs/DATA-PROTECTION.md, "Pseudonyms"): erasing a person deletes theirs, in the
+//! erasure's transaction, so what named them names nobody.
+//!
 //! A key has a generation: data written for a subject after its erasure gets a key of
 //! the next generation, so the erased data stays unreadable and the new data is not.
 //! Unsealed keys are cached in the process for at most [`CACHE_TTL`] and [`CACHE_MAX`]
@@ -21,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use schemas::Subject;
+use schemas::personal::Pseudonym;
 use sealing::{Key, Keyring, SealError};
 use sqlx::PgPool;
 
@@ -118,6 +123,10 @@ pub struct DataKeys {
     /// asks the database only when its subject is new to this process, or the entry is
     /// older than the TTL.
     writing: Expiring<(String, String), SubjectKey>,
+    /// People's pseudonyms by (tenant, actor).
+    pseudonyms: Expiring<(String, String), Pseudonym>,
+    /// Who pseudonyms name, by (tenant, pseudonym); `None`: erased.
+    actors: Expiring<(String, Pseudonym), Option<String>>,
     /// Erasures this process has seen (its own and those announced by others).
     erasures: AtomicU64,
 }
@@ -145,6 +154,8 @@ impl DataKeys {
             master,
             cache: Expiring::new(),
             writing: Expiring::new(),
+            pseudonyms: Expiring::new(),
+            actors: Expiring::new(),
             erasures: AtomicU64::new(0),
         }
     }
@@ -159,10 +170,12 @@ impl DataKeys {
     /// missed): its cached keys go.
     pub fn erased(&self, tenant: Option<&str>) {
         match tenant {
-            Some(tenant) => self.forget(tenant, None),
+            Some(tenant) => self.forget(tenant),
             None => {
                 self.cache.retain(|_| false);
                 self.writing.retain(|_| false);
+                self.pseudonyms.retain(|_| false);
+                self.actors.retain(|_| false);
             }
         }
         self.erasures.fetch_add(1, Ordering::AcqRel);
@@ -190,12 +203,69 @@ impl DataKeys {
             .collect())
     }
 
-    /// Drops the cached keys of `subject` of `tenant` (every subject: `None`).
-    fn forget(&self, tenant: &str, subject: Option<&str>) {
-        let kept =
-            |t: &String, s: &String| t != tenant || subject.is_some_and(|subject| s != subject);
-        self.cache.retain(|(t, s, _)| kept(t, s));
-        self.writing.retain(|(t, s)| kept(t, s));
+    /// Drops what is cached of `tenant`.
+    fn forget(&self, tenant: &str) {
+        self.cache.retain(|(t, _, _)| t != tenant);
+        self.writing.retain(|(t, _)| t != tenant);
+        self.pseudonyms.retain(|(t, _)| t != tenant);
+        self.actors.retain(|(t, _)| t != tenant);
+    }
+
+    /// The pseudonym `actor` (a person's `sub`, or a service's name) of `tenant` is
+    /// stored as, created on first use: concurrent writers agree on one.
+    pub async fn pseudonym(&self, tenant: &str, actor: &str) -> Result<Pseudonym, KeyError> {
+        let cache_key = (tenant.to_owned(), actor.to_owned());
+        if let Some(known) = self.pseudonyms.get(&cache_key) {
+            return Ok(known);
+        }
+        loop {
+            let found: Option<uuid::Uuid> = sqlx::query_scalar(
+                "SELECT pseudonym FROM pseudonyms WHERE tenant_id = $1 AND actor = $2",
+            )
+            .bind(tenant)
+            .bind(actor)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(id) = found {
+                let pseudonym = Pseudonym(id);
+                self.pseudonyms.insert(cache_key, pseudonym);
+                self.actors
+                    .insert((tenant.to_owned(), pseudonym), Some(actor.to_owned()));
+                return Ok(pseudonym);
+            }
+            sqlx::query(
+                "INSERT INTO pseudonyms (tenant_id, pseudonym, actor) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(uuid::Uuid::new_v4())
+            .bind(actor)
+            .execute(&self.pool)
+            .await?;
+        }
+    }
+
+    /// Who `pseudonym` of `tenant` names; `None` once they are erased. A pseudonym is
+    /// stored before any event that names it is committed, so one without a row is
+    /// erased, not yet to come.
+    pub async fn actor(
+        &self,
+        tenant: &str,
+        pseudonym: Pseudonym,
+    ) -> Result<Option<String>, KeyError> {
+        let cache_key = (tenant.to_owned(), pseudonym);
+        if let Some(known) = self.actors.get(&cache_key) {
+            return Ok(known);
+        }
+        let actor: Option<String> = sqlx::query_scalar(
+            "SELECT actor FROM pseudonyms WHERE tenant_id = $1 AND pseudonym = $2",
+        )
+        .bind(tenant)
+        .bind(pseudonym.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        self.actors.insert(cache_key, actor.clone());
+        Ok(actor)
     }
 
     /// The tenant's current key, created on first use (and after an erasure, as a new
@@ -360,6 +430,7 @@ impl DataKeys {
     /// Erases every key of `subject` in `tenant` and every key it owns (a person's
     /// conversations). Idempotent: erasing again empties nothing more.
     pub async fn erase_subject(&self, tenant: &str, subject: &Subject) -> Result<Erased, KeyError> {
+        let parsed = subject;
         let subject = subject.to_string();
         let mut tx = self.pool.begin().await?;
         let erased: Vec<String> = sqlx::query_scalar(
@@ -371,6 +442,14 @@ impl DataKeys {
         .bind(&subject)
         .fetch_all(&mut *tx)
         .await?;
+        // What named the person where they acted names nobody from now on.
+        if let Subject::User(sub) = &parsed {
+            sqlx::query("DELETE FROM pseudonyms WHERE tenant_id = $1 AND actor = $2")
+                .bind(tenant)
+                .bind(sub)
+                .execute(&mut *tx)
+                .await?;
+        }
         announce(&mut tx, tenant).await?;
         tx.commit().await?;
         self.erased(Some(tenant));
@@ -397,6 +476,10 @@ impl DataKeys {
         .bind(tenant)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM pseudonyms WHERE tenant_id = $1")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?;
         announce(&mut tx, tenant).await?;
         tx.commit().await?;
         self.erased(Some(tenant));

@@ -13,7 +13,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use schemas::personal::{Personal, SealedBy};
+use schemas::personal::{ERASED, Personal, Pseudonym, SealedBy};
 use schemas::{EventType, Subject};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -43,7 +43,8 @@ pub enum ProtectError {
 pub enum Opened {
     /// Nothing was sealed (no personal fields, or stored before sealing was on).
     Plain,
-    /// The sealed fields are back in clear.
+    /// What was stored otherwise is back in clear: sealed fields, or people named by
+    /// their pseudonyms.
     Opened,
     /// The key is erased: the personal fields read as their blanks.
     Erased,
@@ -234,8 +235,10 @@ impl Protector {
         &self.keys
     }
 
-    /// Seals the personal fields of the event `at` in place.
+    /// Seals the personal fields of the event `at` in place, and names the people who
+    /// acted in its payload (`EventType::actors`) by their pseudonyms.
     pub async fn seal(&self, at: &EventAt<'_>, payload: &mut Value) -> Result<(), ProtectError> {
+        self.rename_actors(at, payload, Naming::Pseudonyms).await?;
         let Some((personal, subject, owner)) = sealing_subject(at.event_type, payload)? else {
             return Ok(());
         };
@@ -259,8 +262,13 @@ impl Protector {
         at: &EventAt<'_>,
         payload: &mut Value,
     ) -> Result<Opened, ProtectError> {
+        let renamed = self.rename_actors(at, payload, Naming::Actors).await?;
         let Some(sealed_box) = sealed_box(payload, at.event_type)? else {
-            return Ok(Opened::Plain);
+            return Ok(if renamed {
+                Opened::Opened
+            } else {
+                Opened::Plain
+            });
         };
         let subject =
             Subject::parse(&sealed_box.key).map_err(|e| ProtectError::Malformed(e.to_string()))?;
@@ -270,6 +278,64 @@ impl Protector {
             .await?;
         open(payload, at.event_type, key.as_ref(), &at.associated())
     }
+
+    /// The text `actor` (who acted) of `tenant` is stored as: their pseudonym, created on
+    /// first use. A pseudonym, an empty id and an erased one are stored as they are.
+    pub async fn pseudonym(&self, tenant: &str, actor: &str) -> Result<String, ProtectError> {
+        if actor.is_empty() || actor == ERASED || Pseudonym::parse(actor).is_some() {
+            return Ok(actor.to_owned());
+        }
+        Ok(self.keys.pseudonym(tenant, actor).await?.to_string())
+    }
+
+    /// Who the stored `actor` of `tenant` names: a pseudonym reads as the person's id
+    /// (`[erased]` once they are erased); anything else was stored in clear.
+    pub async fn actor(&self, tenant: &str, stored: &str) -> Result<String, ProtectError> {
+        let Some(pseudonym) = Pseudonym::parse(stored) else {
+            return Ok(stored.to_owned());
+        };
+        Ok(self
+            .keys
+            .actor(tenant, pseudonym)
+            .await?
+            .unwrap_or_else(|| ERASED.to_owned()))
+    }
+
+    /// Replaces each field of `payload` naming who acted by its pseudonym, or back;
+    /// whether any changed.
+    async fn rename_actors(
+        &self,
+        at: &EventAt<'_>,
+        payload: &mut Value,
+        naming: Naming,
+    ) -> Result<bool, ProtectError> {
+        let Some(kind) = EventType::parse(at.event_type) else {
+            return Ok(false);
+        };
+        let mut renamed = false;
+        for field in kind.actors() {
+            let Some(Value::String(stored)) = inner(payload, at.event_type)?.get(*field) else {
+                continue;
+            };
+            let stored = stored.clone();
+            let named = match naming {
+                Naming::Pseudonyms => self.pseudonym(at.tenant, &stored).await?,
+                Naming::Actors => self.actor(at.tenant, &stored).await?,
+            };
+            if named != stored {
+                inner(payload, at.event_type)?.insert((*field).to_owned(), Value::String(named));
+                renamed = true;
+            }
+        }
+        Ok(renamed)
+    }
+}
+
+/// Which way [`Protector::rename_actors`] goes.
+#[derive(Debug, Clone, Copy)]
+enum Naming {
+    Pseudonyms,
+    Actors,
 }
 
 #[cfg(test)]

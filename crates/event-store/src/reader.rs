@@ -108,6 +108,16 @@ impl Reader {
         }
     }
 
+    /// Who the stored id `actor` of `tenant` names (an event's metadata `user_id`, the
+    /// Kafka header of the same name): a pseudonym reads as the person's id, `[erased]`
+    /// once they are erased; an id stored in clear as it is.
+    pub async fn actor(&self, tenant: &str, actor: &str) -> Result<String, ProtectError> {
+        match &self.protector {
+            Some(protector) => protector.actor(tenant, actor).await,
+            None => Ok(actor.to_owned()),
+        }
+    }
+
     /// Opens a row read from the log in place (its tenant from its metadata).
     pub async fn open_stored(
         &self,

@@ -20,6 +20,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use event_store::keys::KeyError;
 use event_store::protect::{EventAt, Opened, ProtectError};
 use event_store::{Reader, StoredEvent, log};
+use schemas::personal::Pseudonym;
 use sqlx::PgConnection;
 
 use crate::bookkeeping::{self, Standing, StreamKey};
@@ -138,7 +139,24 @@ pub(crate) async fn envelope_of(
     let mut envelope =
         Envelope::from_store(stored).map_err(|e| ApplyError::Rejected(e.to_string()))?;
     envelope.erased = opened == Opened::Erased;
+    resolve_user(store, &mut envelope).await?;
     Ok(envelope)
+}
+
+/// The envelope's caller by their id, from how it is stored ([`Envelope::actor`]).
+async fn resolve_user(store: &Reader, e: &mut Envelope) -> Result<(), ApplyError> {
+    if let Some(actor) = e.actor.as_deref().filter(|a| Pseudonym::parse(a).is_some()) {
+        e.user_id = Some(store.actor(&e.tenant_id, actor).await.map_err(not_opened)?);
+    }
+    Ok(())
+}
+
+/// Whether a record carries something stored otherwise than it is read: sealed fields,
+/// or people named by pseudonyms.
+fn stored_otherwise(e: &Envelope) -> bool {
+    e.event.sealed().is_some()
+        || !e.event.event_type().actors().is_empty()
+        || e.actor.as_deref().and_then(Pseudonym::parse).is_some()
 }
 
 /// Why an event did not open: keys that cannot be read are waited for (the database, or a
@@ -153,17 +171,19 @@ fn not_opened(e: ProtectError) -> ApplyError {
 }
 
 /// `events` with the personal fields Kafka's records carry sealed opened (or blanked and
-/// flagged erased), as the store's rows are ([`envelope_of`]); borrowed when none is.
+/// flagged erased) and the people they name by pseudonyms resolved, as the store's rows
+/// are ([`envelope_of`]); borrowed when there is nothing of either.
 pub(crate) async fn opened_records<'e>(
     store: &Reader,
     events: &'e [Envelope],
 ) -> Result<std::borrow::Cow<'e, [Envelope]>, ApplyError> {
-    if events.iter().all(|e| e.event.sealed().is_none()) {
+    if !events.iter().any(stored_otherwise) {
         return Ok(std::borrow::Cow::Borrowed(events));
     }
     let mut opened = events.to_vec();
     for e in &mut opened {
-        if e.event.sealed().is_none() {
+        resolve_user(store, e).await?;
+        if e.event.sealed().is_none() && e.event.event_type().actors().is_empty() {
             continue;
         }
         let event_type = e.event.event_type();

@@ -17,8 +17,13 @@ pub struct Envelope {
     pub sequence: i64,
     pub commit_position: CommitPosition,
     pub tenant_id: String,
-    /// The caller whose command appended the event.
+    /// The caller whose command appended the event, by their id (`[erased]` once they
+    /// are erased), as the store's one reader resolves [`Envelope::actor`].
     pub user_id: Option<String>,
+    /// The same caller as stored: with data protection on, their pseudonym, which names
+    /// the same person in every event and nobody once they are erased (what counts
+    /// people, not who they are, keeps this).
+    pub actor: Option<String>,
     pub recorded_at: DateTime<Utc>,
     /// Correlation id and W3C trace context of the request that caused the event.
     pub correlation_id: Option<String>,
@@ -69,6 +74,7 @@ impl Envelope {
             sequence: headers.sequence,
             commit_position: headers.commit_position,
             tenant_id: headers.tenant_id,
+            actor: headers.user_id.clone(),
             user_id: headers.user_id,
             recorded_at: headers.recorded_at,
             correlation_id: headers.correlation_id,
@@ -88,6 +94,7 @@ impl Envelope {
             correlation_id: meta("correlation_id"),
             traceparent: meta("traceparent"),
             user_id: meta("user_id"),
+            actor: meta("user_id"),
             tenant_id: meta("tenant_id").ok_or(EnvelopeError::Header(
                 schemas::headers::BadHeader(schemas::headers::TENANT_ID),
             ))?,

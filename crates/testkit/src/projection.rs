@@ -138,6 +138,7 @@ pub fn envelope(event: Event, user: &str) -> Envelope {
         },
         tenant_id: "acme".into(),
         user_id: Some(user.into()),
+        actor: Some(user.into()),
         recorded_at: schemas::timestamp_now(),
         correlation_id: None,
         traceparent: None,

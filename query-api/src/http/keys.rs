@@ -1,7 +1,9 @@
 //! Subject keys for authorised consumers of the Kafka topics (docs/DATA-PROTECTION.md,
 //! "Kafka"): a record whose `sealed` field is set opens with the key it names. Service
 //! tokens only; every key handed out is logged (tenant, subject, generation, caller). An
-//! erased key cannot be had: what it sealed is unreadable for good.
+//! erased key cannot be had: what it sealed is unreadable for good. The same holders
+//! resolve the pseudonyms records name people by (the `user_id` header, a few payload
+//! fields) while the person is not erased.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -11,6 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use platform::auth::{Principal, Role};
 use platform::problem::Problem;
 use schemas::Subject;
+use schemas::personal::Pseudonym;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -46,22 +49,12 @@ pub async fn subject_key(
     who.require_any(HOLDERS)?;
     let subject = Subject::parse(&subject)
         .map_err(|e| Problem::bad_request("invalid_subject", e.to_string()))?;
-    let Some(protector) = app.events.protector() else {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "data_protection_off",
-            "Data protection is off",
-        )
-        .detail("nothing is sealed without DATA_MASTER_KEY"));
-    };
+    let protector = app.events.protector().ok_or_else(protection_off)?;
     let key = protector
         .keys()
         .for_reading(&who.tenant_id, &subject, generation)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "a subject key does not read");
-            Problem::unavailable("the keys cannot be read; retry").retry_after(1)
-        })?
+        .map_err(keys_unavailable)?
         .ok_or_else(|| Problem::not_found().detail("no such key, or it was erased"))?;
     tracing::info!(
         tenant_id = %who.tenant_id,
@@ -77,4 +70,57 @@ pub async fn subject_key(
         algorithm: "ChaCha20-Poly1305",
         associated_data: "aggregate_type NUL aggregate_id NUL sequence NUL event_type",
     }))
+}
+
+fn protection_off() -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "data_protection_off",
+        "Data protection is off",
+    )
+    .detail("nothing is sealed without DATA_MASTER_KEY")
+}
+
+fn keys_unavailable(e: impl std::fmt::Display) -> Problem {
+    tracing::error!(error = %e, "the keys do not read");
+    Problem::unavailable("the keys cannot be read; retry").retry_after(1)
+}
+
+/// A pseudonym and the person it names.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PseudonymView {
+    /// `pseudonym:<uuid>`, as a record's `user_id` header or payload names someone.
+    pub pseudonym: String,
+    /// The person's id (their tokens' `sub`), or a service's name.
+    pub actor: String,
+}
+
+/// Who a pseudonym of the caller's tenant names, for a service reading Kafka records.
+#[utoipa::path(get, path = "/v1/pseudonyms/{pseudonym}",
+    params(("pseudonym" = String, Path, description = "pseudonym:<uuid>")),
+    responses((status = 200, body = PseudonymView), (status = 400, description = "Not a pseudonym"), (status = 403), (status = 404, description = "Names nobody: erased"), (status = 409, description = "Data protection is off")),
+    security(("bearer" = [])))]
+pub async fn pseudonym(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(pseudonym): Path<String>,
+) -> Result<Json<PseudonymView>, Problem> {
+    who.require_any(HOLDERS)?;
+    let parsed = Pseudonym::parse(&pseudonym).ok_or_else(|| {
+        Problem::bad_request("invalid_pseudonym", "a pseudonym is pseudonym:<uuid>")
+    })?;
+    let protector = app.events.protector().ok_or_else(protection_off)?;
+    let actor = protector
+        .keys()
+        .actor(&who.tenant_id, parsed)
+        .await
+        .map_err(keys_unavailable)?
+        .ok_or_else(|| Problem::not_found().detail("it names nobody: the person was erased"))?;
+    tracing::info!(
+        tenant_id = %who.tenant_id,
+        pseudonym = %parsed,
+        caller = %who.subject,
+        "pseudonym resolved"
+    );
+    Ok(Json(PseudonymView { pseudonym, actor }))
 }

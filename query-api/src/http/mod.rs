@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/events", get(audit::tenant_events))
         .route("/audit/chain", get(audit::chain))
         .route("/keys/{subject}/{generation}", get(keys::subject_key))
+        .route("/pseudonyms/{pseudonym}", get(keys::pseudonym))
         .route("/subjects/{subject}/export", get(audit::export_subject))
         .route("/audit/verify", get(audit::verify))
         .route(

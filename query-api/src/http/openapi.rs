@@ -32,9 +32,10 @@ use super::{analytics, audit, keys, knowledge, live, notifications, reads, searc
         audit::chain,
         audit::verify,
         keys::subject_key,
+        keys::pseudonym,
         audit::export_subject
     ),
-    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, audit::ChainView, audit::ChainLink, audit::RecordedHead, keys::SubjectKeyView, search::SearchResults, search::SearchHit, search::HitSource, analytics::UsageReport, ::analytics::UsageRow, read_model::queries::ConversationSummary, read_model::queries::WebhookEndpointView, webhooks::EndpointView, webhooks::MessageStatus, webhook_ledger::MessageView, webhook_ledger::AttemptView, ::notifications::queries::InboxItem)),
+    components(schemas(read_model::queries::ConversationView, read_model::queries::MessageView, read_model::queries::DocumentView, read_model::queries::KnowledgeView, read_model::queries::KnowledgeDocumentView, crate::audit::StateView, audit::ChainView, audit::ChainLink, audit::RecordedHead, keys::SubjectKeyView, keys::PseudonymView, search::SearchResults, search::SearchHit, search::HitSource, analytics::UsageReport, ::analytics::UsageRow, read_model::queries::ConversationSummary, read_model::queries::WebhookEndpointView, webhooks::EndpointView, webhooks::MessageStatus, webhook_ledger::MessageView, webhook_ledger::AttemptView, ::notifications::queries::InboxItem)),
     modifiers(&BearerAuth, &ProblemResponses)
 )]
 pub struct ApiDoc;

@@ -288,9 +288,10 @@ impl Batch {
         let Event::MessageSent(m) = &e.event else {
             return;
         };
-        // People, not the assistant, make a tenant active.
+        // People, not the assistant, make a tenant active: counted as stored (with data
+        // protection on, a pseudonym: who they are is not the projection's to keep).
         if m.role == Role::User {
-            if let Some(user) = &e.user_id {
+            if let Some(user) = &e.actor {
                 self.active
                     .insert((e.tenant_id.clone(), hour(m.sent_at), user.clone()));
             }

@@ -514,6 +514,17 @@ async fn erase(
             .execute(&mut *db)
             .await?;
     }
+    // Where a person acted (a webhook endpoint they created), they are no longer named.
+    if let Some(person) = x.person() {
+        sqlx::query(&format!(
+            "UPDATE {s}.webhook_endpoints SET created_by = $3 WHERE tenant_id = $1 AND created_by = $2"
+        ))
+        .bind(tenant)
+        .bind(person)
+        .bind(schemas::personal::ERASED)
+        .execute(&mut *db)
+        .await?;
+    }
     Ok(())
 }
 
