@@ -44,6 +44,14 @@ async fn seed(stack: &Services, n: usize) {
             ));
         }
     }
+    // Who wrote them, as the command service stores it: a pseudonym when sealed.
+    let writer = match reader.protector() {
+        Some(protector) => protector
+            .pseudonym("bench", "writer")
+            .await
+            .expect("a pseudonym"),
+        None => "writer".to_owned(),
+    };
     for chunk in rows.chunks_mut(10_000) {
         let (mut types, mut ids, mut seqs, mut events, mut payloads, mut metas) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
@@ -64,7 +72,7 @@ async fn seed(stack: &Services, n: usize) {
             seqs.push(*sequence);
             events.push(event_type.to_string());
             payloads.push(payload.clone());
-            metas.push(json!({"tenant_id": "bench", "user_id": "writer"}));
+            metas.push(json!({"tenant_id": "bench", "user_id": writer}));
         }
         sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
