@@ -42,7 +42,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-# Packages whose binaries are deployed (the others are development tools: dev-token, the e2e
+# Packages whose binaries are deployed (the others are tools: the threadline command line, the e2e
 # benchmarks).
 DEPLOYED_PACKAGES = ("command-api", "query-api", "projectors")
 SECRET_KEYS_ANNOTATION = "threadline/secret-keys"

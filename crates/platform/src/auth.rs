@@ -80,6 +80,37 @@ impl Principal {
     }
 }
 
+/// An HS256 token for `tenant`/`subject` with `roles`, valid for `ttl_secs` from now
+/// (negative: already expired), signed with `secret`: what a development stack
+/// (`JWT_HS256_SECRET`), the tests and the benchmarks sign with. Production verifies
+/// RS256 tokens of its issuer and signs nothing.
+pub fn sign_hs256(
+    secret: &[u8],
+    tenant: &str,
+    subject: &str,
+    roles: &[Role],
+    ttl_secs: i64,
+) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let claims = serde_json::json!({
+        "sub": subject,
+        "tenant_id": tenant,
+        "roles": roles,
+        "iat": now,
+        "exp": now + ttl_secs,
+    });
+    // Signing a JSON object with an HMAC key cannot fail.
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap_or_default()
+}
+
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,

@@ -18,7 +18,6 @@
 //! * [`files`]: uploadable files built byte by byte (PDFs with and without text, and
 //!   hostile ones).
 //!
-//! `bin/dev-token` prints a development token for `dev/stack run` and benchmarks.
 
 pub mod chat_server;
 pub mod commands;

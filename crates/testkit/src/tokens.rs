@@ -4,39 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::{EncodingKey, Header, encode};
 use platform::auth::{AuthConfig, Authenticator, KeySource, Role};
-use serde_json::json;
 
 /// The HS256 secret test servers accept.
 pub const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 
 /// An HS256 token for `tenant`/`subject` with `roles`, valid for `ttl_secs` (negative: expired).
-pub fn hs256_token(
-    secret: &[u8],
-    tenant: &str,
-    subject: &str,
-    roles: &[Role],
-    ttl_secs: i64,
-) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let claims = json!({
-        "sub": subject,
-        "tenant_id": tenant,
-        "roles": roles,
-        "iat": now,
-        "exp": now + ttl_secs,
-    });
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .unwrap_or_default()
-}
+pub use platform::auth::sign_hs256 as hs256_token;
 
 /// A token signed with [`SECRET`], valid for an hour, subject `user-1`.
 pub fn token(tenant: &str, roles: &[Role]) -> String {

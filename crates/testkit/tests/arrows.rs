@@ -100,7 +100,13 @@ impl Workspace {
     }
 }
 
-const SERVICES: &[&str] = &["command-api", "query-api", "projectors", "extractor"];
+const SERVICES: &[&str] = &[
+    "command-api",
+    "query-api",
+    "projectors",
+    "extractor",
+    "threadline",
+];
 /// Crates that ship nothing: they may link anything.
 const TESTS: &[&str] = &["testkit", "e2e"];
 
@@ -136,6 +142,13 @@ fn the_arrows_point_one_way() {
             "llm",
         ],
         "the query API reads; it neither executes commands nor publishes",
+    );
+    // The operators' command line speaks to the APIs and the projectors' health
+    // addresses, never to the store or the broker.
+    ws.refuse(
+        "threadline",
+        &["event-store", "commands", "projection", "kafka", "rdkafka"],
+        "the command line talks to the APIs",
     );
     // Untrusted files are parsed in the extractor's process alone.
     for name in ws
