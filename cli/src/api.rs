@@ -132,6 +132,34 @@ impl Client {
             .map_err(|e| Failure::Other(format!("{url}: the answer does not parse: {e}")))
     }
 
+    /// `POST path` of `api` with `body` as JSON and the token, its JSON answer (`null`
+    /// for none). A command has an idempotency key: sent again, it is not done twice.
+    pub async fn post_json(
+        &self,
+        api: Api,
+        path: &str,
+        body: &serde_json::Value,
+        idempotency_key: &str,
+    ) -> Result<serde_json::Value, Failure> {
+        let url = self.url(api, path);
+        let mut request = self
+            .http
+            .post(&url)
+            .json(body)
+            .header("idempotency-key", idempotency_key)
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(token) = &self.apis.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| unreachable(&url, e))?;
+        let text = checked(&url, response)
+            .await?
+            .text()
+            .await
+            .map_err(|e| Failure::Unavailable(format!("{url}: the answer was cut: {e}")))?;
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
     /// `GET url` without the token (a projector's health address), its JSON answer.
     pub async fn get_open_json<T: DeserializeOwned>(&self, url: &str) -> Result<T, Failure> {
         let response = self

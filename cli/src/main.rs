@@ -1,15 +1,18 @@
 //! threadline: the operators' command line. It talks to the APIs with a bearer token
 //! (`--token` or `THREADLINE_TOKEN`) and to each projector's health address; nothing
-//! here reads the database. Text for people on stdout, or with `--json` one JSON
+//! here reads the database (`rebuild` and `redrive` run the projector's own binary,
+//! which does). Text for people on stdout, or with `--json` one JSON
 //! document (NDJSON for replays) whose fields only ever grow; progress goes to stderr
 //! and only when stderr is a terminal. Exit codes are in [`EXIT_CODES`].
 
 mod api;
+mod batch;
 mod progress;
 mod replay;
 mod search;
 mod status;
 mod token;
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -20,7 +23,8 @@ use crate::api::{Apis, Failure};
 /// What the exit code says, as `--help` prints it (and the README).
 const EXIT_CODES: &str = "Exit codes:
   0  done
-  1  failed otherwise (a file could not be written, an answer did not parse)
+  1  failed otherwise (a file could not be written, a rebuild or re-drive failed: what
+     the projector said is printed above)
   2  the command line is wrong
   3  the API refused (the token, its roles, a missing aggregate, a bad argument)
   4  unavailable (an API could not be reached or answered 5xx; retry)
@@ -45,6 +49,17 @@ enum Command {
     Status(status::Args),
     /// The tenant's events (or one aggregate's) as NDJSON, resumed until complete.
     Replay(replay::Args),
+    /// Rebuilds a projection: replays the event store into a new generation and switches
+    /// readers to it (runs `<projection>-projector rebuild`, with its database settings).
+    Rebuild(batch::Args),
+    /// Applies a projection's parked events again, each aggregate's in order (runs
+    /// `<projection>-projector redrive`, with its database settings).
+    Redrive(batch::Args),
+    /// Follows the tenant's events as they are committed, as NDJSON, until Ctrl-C.
+    Tail(replay::TailArgs),
+    /// Webhook endpoints, their delivery ledger, and redelivery.
+    #[command(subcommand)]
+    Webhooks(webhooks::Args),
     /// Semantic search over the tenant's conversations, documents and knowledge.
     Search(search::Args),
     /// Prints a development token signed with the stack's HS256 secret.
@@ -85,6 +100,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status(args) => status::run(&cli.apis, args, out).await,
         Command::Replay(args) => replay::run(&cli.apis, args).await,
         Command::Search(args) => search::run(&cli.apis, args, out).await,
+        Command::Tail(args) => replay::tail(&cli.apis, args).await,
+        Command::Webhooks(args) => webhooks::run(&cli.apis, args, out).await,
+        Command::Rebuild(args) => batch::run(batch::Work::Rebuild, args, out).await,
+        Command::Redrive(args) => batch::run(batch::Work::Redrive, args, out).await,
         Command::Token(args) => token::run(args, out),
         Command::Completions { shell } => {
             clap_complete::generate(

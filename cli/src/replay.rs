@@ -121,6 +121,55 @@ fn end_of(end: &Value) -> Value {
     end.get("end").cloned().unwrap_or(Value::Null)
 }
 
+/// What `threadline tail` takes.
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    /// Start after this position (default: events recorded from now on).
+    #[arg(long)]
+    after: Option<String>,
+    /// Only these event types, comma-separated.
+    #[arg(long)]
+    types: Option<String>,
+    /// How often to look for new events, in milliseconds.
+    #[arg(long = "every-ms", default_value_t = 500)]
+    every_ms: u64,
+}
+
+/// Follows the tenant's events as they are committed, as NDJSON on stdout, until stopped
+/// (Ctrl-C). Each look is a replay after the last event seen; before the first, of the
+/// events recorded since it started.
+pub async fn tail(apis: &Apis, args: TailArgs) -> Result<(), Failure> {
+    let client = Client::new(apis)?;
+    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut after = args.after;
+    let mut out = tokio::io::stdout();
+    let bar = indicatif::ProgressBar::hidden();
+    let mut count = 0;
+    let mut failures = 0u32;
+    loop {
+        let mut path = tenant_path(after.as_deref(), args.types.as_deref());
+        if after.is_none() {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            path.push_str(&format!("{sep}from_time={since}"));
+        }
+        let read = stream(&client, &path, &mut out, &bar, &mut count, &mut after).await?;
+        out.flush().await.map_err(Failure::other)?;
+        let pause = match read {
+            Read::End(_) => {
+                failures = 0;
+                args.every_ms
+            }
+            Read::TimeLimit => 0,
+            Read::Cut(why) => {
+                failures += 1;
+                eprintln!("threadline: {why}; looking again");
+                (args.every_ms * u64::from(failures)).min(10_000)
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
 fn tenant_path(after: Option<&str>, types: Option<&str>) -> String {
     let mut query = Vec::new();
     if let Some(after) = after {

@@ -152,7 +152,8 @@ fn text(parts: &[Part]) -> String {
                 s["parked"]
             ),
             Ok(s) => format!(
-                "applied {}  lag {} events ({:.1} s)  in flight {}  waiting {}  parked {}  partitions {}",
+                "generation {}  applied {}  lag {} events ({:.1} s)  in flight {}  waiting {}  parked {}  partitions {}",
+                s["generation"],
                 s["applied"],
                 s["lag_events"],
                 number(s, "lag_seconds"),

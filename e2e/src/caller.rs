@@ -46,6 +46,27 @@ impl Caller {
             .expect("the request is sent")
     }
 
+    /// Starts a conversation titled `title` through command-api at `commands` and asks
+    /// `question` in it (the assistant answers it); the conversation's id.
+    pub async fn start_and_ask(&self, commands: &str, title: &str, question: &str) -> String {
+        let (status, started) = self
+            .post(
+                format!("{commands}/v1/conversations"),
+                serde_json::json!({"title": title}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{started}");
+        let id = started["id"].as_str().expect("an id").to_owned();
+        let (status, sent) = self
+            .post(
+                format!("{commands}/v1/conversations/{id}/messages"),
+                serde_json::json!({"role": "user", "content": question}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{sent}");
+        id
+    }
+
     /// GETs a body that is not one JSON document (NDJSON, say) as text.
     pub async fn get_text(&self, url: String) -> (StatusCode, String) {
         let resp = self.send_get(url).await;

@@ -72,6 +72,23 @@ fn kill(signal: &str, target: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Waits until the projector whose status is at `url` has partitions assigned: it has
+/// filled its projection from the store and consumes.
+async fn wait_consuming(http: &reqwest::Client, url: &str, deadline: Instant) {
+    loop {
+        if let Ok(r) = http.get(url).send().await
+            && let Ok(status) = r.json::<serde_json::Value>().await
+            && status["assigned_partitions"]
+                .as_u64()
+                .is_some_and(|n| n > 0)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} did not start consuming");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn wait_ready(http: &reqwest::Client, url: &str, deadline: Instant) {
     loop {
         if let Ok(r) = http.get(url).send().await
@@ -227,6 +244,12 @@ impl DevStack {
         let deadline = Instant::now() + Duration::from_secs(180);
         for api in [&dev.commands, &dev.queries] {
             wait_ready(&http, &format!("http://{api}/readyz"), deadline).await;
+        }
+        // And every projector consuming: a new projector first fills its projection from
+        // the event store as history (a side-effect projector sends nothing for it), so
+        // a test's first command must come after that, or the assistant never answers it.
+        for (_, addr) in &dev.projectors {
+            wait_consuming(&http, &format!("http://{addr}/status"), deadline).await;
         }
         dev
     }

@@ -9,9 +9,10 @@ use std::process::{Command, Output};
 use e2e::caller::Caller;
 use e2e::dev_stack::{DevStack, SECRET, repo};
 use platform::auth::Role;
-use reqwest::StatusCode;
 use serde_json::{Value, json};
+use testkit::receiver::Receiver;
 use testkit::stack::wait_until;
+use tokio::io::AsyncBufReadExt;
 
 struct Cli {
     env: Vec<(String, String)>,
@@ -25,6 +26,22 @@ impl Cli {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("runs threadline")
+    }
+
+    /// Runs `target/debug/<binary>` with the same environment, to success.
+    fn run_binary(&self, binary: &str, args: &[&str]) -> Output {
+        let out = Command::new(repo().join("target/debug").join(binary))
+            .args(args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
     }
 
     /// Runs to success: its stdout.
@@ -69,6 +86,11 @@ async fn every_subcommand_works_against_a_running_stack() {
             ("THREADLINE_QUERY_API".into(), queries.clone()),
             ("THREADLINE_PROJECTORS".into(), projectors.join(",")),
             ("JWT_HS256_SECRET".into(), SECRET.into()),
+            // What `rebuild` and `redrive` hand the projector's binary.
+            ("DATABASE_URL".into(), stack.stack_env("DATABASE_URL")),
+            ("KAFKA_BROKERS".into(), stack.stack_env("KAFKA_BROKERS")),
+            ("DATA_MASTER_KEY".into(), stack.stack_env("DATA_MASTER_KEY")),
+            ("KAFKA_TOPIC_PREFIX".into(), stack.topic_prefix.clone()),
         ],
     };
     // A token from the command line itself, for an operator of tenant acme.
@@ -86,23 +108,27 @@ async fn every_subcommand_works_against_a_running_stack() {
     let token = token["token"].as_str().expect("a token").to_owned();
     cli.env.push(("THREADLINE_TOKEN".into(), token));
 
+    // A webhook receiver, subscribed before anything happens.
+    let receiver = Receiver::start().await;
+    let admin = Caller::new(SECRET.as_bytes(), "ada", &[Role::Admin]);
+    let (status, created) = admin
+        .post(
+            format!("{commands}/v1/webhooks/endpoints"),
+            json!({"url": receiver.url, "event_types": ["*"]}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+    let endpoint = created["id"].as_str().expect("an id").to_owned();
+
     // Something to replay and find: a conversation the assistant answers.
     let ann = Caller::new(SECRET.as_bytes(), "ann", &[Role::Member]);
-    let (status, started) = ann
-        .post(
-            format!("{commands}/v1/conversations"),
-            json!({"title": "Launch plan"}),
+    let conversation = ann
+        .start_and_ask(
+            &commands,
+            "Launch plan",
+            "What does the launch budget cover?",
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{started}");
-    let conversation = started["id"].as_str().expect("an id").to_owned();
-    let (status, sent) = ann
-        .post(
-            format!("{commands}/v1/conversations/{conversation}/messages"),
-            json!({"role": "user", "content": "What does the launch budget cover?"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{sent}");
     // Answered: nothing more is written for the tenant after this.
     wait_until("the assistant to answer", || async {
         let (_, messages) = ann
@@ -137,6 +163,7 @@ async fn every_subcommand_works_against_a_running_stack() {
     assert_eq!(reported.len(), stack.projectors.len(), "{report}");
     for p in reported {
         assert!(p["status"]["applied"].as_u64().is_some(), "{p}");
+        assert!(p["status"]["generation"].as_i64().is_some(), "{p}");
     }
     let text = cli.ok(&["status"]);
     for (name, _) in &stack.projectors {
@@ -188,6 +215,101 @@ async fn every_subcommand_works_against_a_running_stack() {
     assert_eq!(summary["count"], 1, "only the event cut short: {summary}");
     assert_eq!(std::fs::read_to_string(&file).expect("the file"), whole);
     let _ = std::fs::remove_dir_all(&dir);
+
+    // Rebuild: what it would do, then done through the projector's binary; re-drive.
+    let everything: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("a count");
+    let plan: Value =
+        serde_json::from_str(&cli.ok(&["rebuild", "read-model", "--dry-run", "--json"]))
+            .expect("a plan");
+    assert_eq!(plan["events"], everything, "{plan}");
+    let next = plan["next_generation"].clone();
+    let report: Value =
+        serde_json::from_str(&cli.ok(&["rebuild", "read-model", "--json"])).expect("a report");
+    assert_eq!(report["generation"], next, "{report}");
+    assert_eq!(report["parked"], 0, "{report}");
+    assert!(
+        report["replayed"].as_u64().is_some_and(|n| n > 0),
+        "{report}"
+    );
+    let text = cli.ok(&["redrive", "read-model"]);
+    assert!(text.contains("0 still parked"), "{text}");
+    // The progress the bar is drawn from: the projector's lines, the last one complete.
+    let out = cli.run_binary("read-model-projector", &["rebuild", "--progress"]);
+    let last = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v.get("progress").cloned())
+        .expect("progress lines");
+    assert_eq!(last["done"], last["total"], "{last}");
+    assert!(
+        last["total"].as_i64().is_some_and(|t| t >= everything),
+        "{last}"
+    );
+
+    // Webhooks: the endpoint, its ledger, and a message sent again.
+    wait_until("the endpoint listed", || async {
+        cli.run(&["webhooks", "list"]).status.success()
+            && String::from_utf8_lossy(&cli.run(&["webhooks", "list"]).stdout).contains(&endpoint)
+    })
+    .await;
+    let messages = || {
+        let page: Value =
+            serde_json::from_str(&cli.ok(&["webhooks", "messages", &endpoint, "--json"]))
+                .expect("a page");
+        page["items"].as_array().cloned().unwrap_or_default()
+    };
+    wait_until("delivered messages in the ledger", || async {
+        messages().iter().any(|m| m["status"] == "delivered")
+    })
+    .await;
+    let delivered = messages()
+        .into_iter()
+        .find(|m| m["status"] == "delivered")
+        .expect("a delivered message");
+    let id = delivered["message_id"].as_str().expect("an id").to_owned();
+    let text = cli.ok(&["webhooks", "redeliver", &endpoint, "--message", &id]);
+    assert!(text.contains("redelivery requested"), "{text}");
+    wait_until("the receiver to get it again", || async {
+        receiver.delivered_by("webhook-id").get(&id).copied() >= Some(2)
+    })
+    .await;
+
+    // Tail: events as they are committed, after the last one replayed above (from now on,
+    // its default, would race with the command below).
+    let after = all
+        .last()
+        .and_then(|e| e["position"].as_str())
+        .expect("a position")
+        .to_owned();
+    let mut tail = tokio::process::Command::new(repo().join("target/debug/threadline"))
+        .args(["tail", "--after", &after])
+        .env_clear()
+        .envs(cli.env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("threadline tail");
+    let mut followed = tokio::io::BufReader::new(tail.stdout.take().expect("piped")).lines();
+    let later = ann
+        .start_and_ask(&commands, "Later plan", "And the later budget?")
+        .await;
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Ok(Some(line)) = followed.next_line().await {
+            let event: Value = serde_json::from_str(&line).expect("a JSON line");
+            if event["aggregate_id"] == later.as_str() {
+                return event;
+            }
+        }
+        panic!("tail ended");
+    })
+    .await
+    .expect("the new conversation followed within a minute");
+    assert_eq!(seen["event_type"], "ConversationStarted", "{seen}");
+    let _ = tail.kill().await;
 
     // A token the API refuses: exit 3, and what the API said.
     let out = cli.run(&["--token", "not-a-token", "replay"]);

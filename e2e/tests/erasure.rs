@@ -88,37 +88,20 @@ async fn an_erased_person_is_gone_from_every_store_search_and_log_and_others_sta
 
     // Ann's conversation: a title, a question the assistant answers, a document.
     let (hers, his) = (marker("ann"), marker("bob"));
-    let (status, started) = ann
-        .post(
-            format!("{commands}/v1/conversations"),
-            json!({"title": format!("Travel papers {hers}")}),
+    let conversation = ann
+        .start_and_ask(
+            &commands,
+            &format!("Travel papers {hers}"),
+            &format!("My passport number is {hers}, when does it expire?"),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{started}");
-    let conversation = started["id"].as_str().expect("an id").to_owned();
-    let (status, sent) = ann
-        .post(
-            format!("{commands}/v1/conversations/{conversation}/messages"),
-            json!({"role": "user", "content": format!("My passport number is {hers}, when does it expire?")}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{sent}");
     // Bob's, untouched by her erasure.
-    let (status, bobs) = bob
-        .post(
-            format!("{commands}/v1/conversations"),
-            json!({"title": format!("Pricing {his}")}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{bobs}");
-    let bobs = bobs["id"].as_str().expect("an id").to_owned();
-    let (status, body) = bob
-        .post(
-            format!("{commands}/v1/conversations/{bobs}/messages"),
-            json!({"role": "user", "content": format!("What does the plan {his} cost?")}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    bob.start_and_ask(
+        &commands,
+        &format!("Pricing {his}"),
+        &format!("What does the plan {his} cost?"),
+    )
+    .await;
 
     // Everything has its copy: the assistant's reply, the index, the webhook receiver.
     let messages = format!("{queries}/v1/conversations/{conversation}/messages");

@@ -380,3 +380,11 @@ pub async fn next_tx_id(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
         source: Box::new(e),
     })
 }
+
+/// How many events are stored (all tenants): what a rebuild replays, for its progress.
+pub async fn count(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(db)
+        .await?;
+    Ok(n.max(0) as u64)
+}

@@ -26,8 +26,10 @@ use sqlx::migrate::{MigrateError, Migrator};
 
 pub use apply::{EffectSink, Outcome, Sink, TableSink, Target};
 pub use envelope::{Envelope, EnvelopeError, EventRef};
-pub use rebuild::{RebuildReport, bootstrap, rebuild};
-pub use redrive::{RedriveReport, redrive};
+pub use rebuild::{
+    RebuildPlan, RebuildReport, WorkDone, bootstrap, rebuild, rebuild_plan, rebuild_watched,
+};
+pub use redrive::{RedriveReport, parked_now, redrive, redrive_watched};
 pub use sink::{
     ApplyError, DEFAULT_EFFECT_CONCURRENCY, EffectError, EffectId, EffectProjection, Parallelism,
     Pass, Planned, TableProjection,

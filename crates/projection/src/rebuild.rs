@@ -9,6 +9,7 @@ use std::time::Instant;
 use event_store::{Reader, log};
 use schemas::CommitPosition;
 use sqlx::PgPool;
+use tokio::sync::watch;
 
 use crate::apply::{Outcome, Sink, Target};
 use crate::envelope::{Envelope, EventRef};
@@ -22,6 +23,39 @@ pub struct RebuildReport {
     pub replayed: u64,
     pub parked: u64,
     pub seconds: f64,
+}
+
+/// How far a rebuild or a re-drive has got: `done` of about `total` (a rebuild's total is
+/// the events stored when it started; its catch-up adds what came since; a re-drive's,
+/// the events parked).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WorkDone {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// What a rebuild would do, without doing it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RebuildPlan {
+    pub projection: &'static str,
+    /// The live generation now (`None`: the projection has none yet).
+    pub live_generation: Option<i32>,
+    /// The generation a rebuild would fill.
+    pub next_generation: i32,
+    /// Events it would replay (those stored now).
+    pub events: u64,
+}
+
+/// What [`rebuild`] of `sink` would do now.
+pub async fn rebuild_plan(store: &Reader, sink: &dyn Sink) -> Result<RebuildPlan, ProjectionError> {
+    let mut conn = store.pool().acquire().await?;
+    let live = generation::live_generation(&mut conn, sink.name()).await?;
+    Ok(RebuildPlan {
+        projection: sink.name(),
+        live_generation: live,
+        next_generation: live.unwrap_or(0) + 1,
+        events: log::count(&mut *conn).await?,
+    })
 }
 
 /// Events per read of the store, and per batch handed to the sink.
@@ -133,6 +167,7 @@ async fn replay(
     schema: &str,
     mut from: CommitPosition,
     report: &mut RebuildReport,
+    progress: &watch::Sender<WorkDone>,
 ) -> Result<CommitPosition, ProjectionError> {
     // The next page is read and decoded while the sink writes this one.
     let pool = store.pool();
@@ -141,6 +176,7 @@ async fn replay(
     while let Some(page) = pages.recv().await {
         let page = page?;
         from = page.last;
+        let read = page.events.len() as u64;
         let mut batch = Vec::with_capacity(page.events.len());
         for event in page.events {
             match event {
@@ -160,6 +196,10 @@ async fn replay(
         if !batch.is_empty() {
             apply_or_park(store, sink, schema, &batch, report).await?;
         }
+        progress.send_modify(|p| {
+            p.done += read;
+            p.total = p.total.max(p.done);
+        });
     }
     Ok(from)
 }
@@ -180,7 +220,16 @@ pub async fn bootstrap(
         parked: 0,
         seconds: 0.0,
     };
-    replay(store, sink, schema, CommitPosition::START, &mut report).await?;
+    let unwatched = watch::Sender::new(WorkDone::default());
+    replay(
+        store,
+        sink,
+        schema,
+        CommitPosition::START,
+        &mut report,
+        &unwatched,
+    )
+    .await?;
     Ok(report.replayed)
 }
 
@@ -188,6 +237,15 @@ pub async fn bootstrap(
 pub async fn rebuild(
     store: impl Into<Reader>,
     sink: &dyn Sink,
+) -> Result<RebuildReport, ProjectionError> {
+    rebuild_watched(store, sink, &watch::Sender::new(WorkDone::default())).await
+}
+
+/// [`rebuild`], telling `progress` how far it has got after each page of events.
+pub async fn rebuild_watched(
+    store: impl Into<Reader>,
+    sink: &dyn Sink,
+    progress: &watch::Sender<WorkDone>,
 ) -> Result<RebuildReport, ProjectionError> {
     let store: Reader = store.into();
     let pool = store.pool();
@@ -222,12 +280,23 @@ pub async fn rebuild(
         parked: 0,
         seconds: 0.0,
     };
+    let total = log::count(pool).await?;
+    progress.send_replace(WorkDone { done: 0, total });
     tracing::info!(
         projection = name,
         generation = next,
+        events = total,
         "rebuild: replaying the event store"
     );
-    let reached = replay(&store, sink, &schema, CommitPosition::START, &mut report).await?;
+    let reached = replay(
+        &store,
+        sink,
+        &schema,
+        CommitPosition::START,
+        &mut report,
+        progress,
+    )
+    .await?;
     // The switch waits for the live writers' transactions still on the old generation.
     generation::switch(&mut lock, name, next, &schema).await?;
     tracing::info!(
@@ -235,7 +304,7 @@ pub async fn rebuild(
         generation = next,
         "rebuild: switched; catching up"
     );
-    replay(&store, sink, &schema, reached, &mut report).await?;
+    replay(&store, sink, &schema, reached, &mut report, progress).await?;
     // Keep the previous generation for readers still on it; drop the one before.
     if next > 2 {
         let old = generation::schema_name(name, next - 2);

@@ -5,10 +5,12 @@
 use std::collections::HashSet;
 
 use event_store::{Reader, log};
+use tokio::sync::watch;
 
 use crate::apply::{Sink, Target};
 use crate::bookkeeping::{self, Parked};
 use crate::envelope::{Envelope, EventRef};
+use crate::rebuild::WorkDone;
 use crate::sink::{ApplyError, Pass};
 use crate::{ProjectionError, generation};
 
@@ -44,10 +46,30 @@ pub async fn redrive(
     store: impl Into<Reader>,
     sink: &dyn Sink,
 ) -> Result<RedriveReport, ProjectionError> {
+    redrive_watched(store, sink, &watch::Sender::new(WorkDone::default())).await
+}
+
+/// How many events of `sink`'s live generation are parked now.
+pub async fn parked_now(store: &Reader, sink: &dyn Sink) -> Result<u64, ProjectionError> {
+    let mut conn = store.pool().acquire().await?;
+    let Some(schema) = generation::live_schema(&mut conn, sink.name()).await? else {
+        return Ok(0);
+    };
+    Ok(bookkeeping::parked_count(&mut conn, &schema).await?.max(0) as u64)
+}
+
+/// [`redrive`], telling `progress` how many parked events it has tried of those parked.
+pub async fn redrive_watched(
+    store: impl Into<Reader>,
+    sink: &dyn Sink,
+    progress: &watch::Sender<WorkDone>,
+) -> Result<RedriveReport, ProjectionError> {
     let store: Reader = store.into();
     let pool = store.pool();
     let name = sink.name();
     let mut report = RedriveReport::default();
+    let total = parked_now(&store, sink).await?;
+    progress.send_replace(WorkDone { done: 0, total });
     let mut failed: HashSet<(String, String)> = HashSet::new();
     loop {
         let applied_before = report.applied;
@@ -68,6 +90,10 @@ pub async fn redrive(
             });
             for parked in page {
                 let stream = (parked.aggregate_type.clone(), parked.aggregate_id.clone());
+                progress.send_modify(|p| {
+                    p.done += 1;
+                    p.total = p.total.max(p.done);
+                });
                 if failed.contains(&stream) {
                     continue;
                 }

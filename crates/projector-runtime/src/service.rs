@@ -4,6 +4,10 @@
 //!     <projector>                 consume until SIGTERM/Ctrl-C (`run` also works)
 //!     <projector> redrive         apply parked events in order, print a JSON report, exit
 //!     <projector> rebuild         replay the event store into a new generation, switch, exit
+//!
+//! `redrive` and `rebuild` take `--progress` (a JSON line `{"progress":{"done":…,"total":…}}`
+//! on stderr twice a second, what `threadline` draws its bar from) and `--dry-run` (what
+//! they would do, as JSON, without doing it).
 //!     <projector> check-settings  check the settings without connecting to anything, exit
 //!     <projector> --help          every setting, with its variable, default and meaning
 //!
@@ -64,13 +68,65 @@ pub enum Verb {
     /// Consume until SIGTERM/Ctrl-C (also what no command does).
     Run,
     /// Apply the parked events in order, print a JSON report, exit.
-    Redrive,
+    Redrive(Batch),
     /// Replay the event store into a new generation of the projection, switch readers to
     /// it, print a JSON report, exit.
-    Rebuild,
+    Rebuild(Batch),
     /// Check the settings without connecting to anything; exit 0 when they hold (what
     /// `dev/validate-deploy` asks of each deployment).
     CheckSettings,
+}
+
+/// A projector's `/status`: its runtime's status and its projection's live generation
+/// (`null` when the database cannot be asked).
+#[derive(Debug, serde::Serialize)]
+struct StatusView {
+    #[serde(flatten)]
+    status: crate::ProjectorStatus,
+    generation: Option<i32>,
+}
+
+/// How a one-off `redrive` or `rebuild` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::Args)]
+pub struct Batch {
+    /// Print progress as JSON lines on stderr (`{"progress":{"done":…,"total":…}}`), twice
+    /// a second.
+    #[arg(long)]
+    pub progress: bool,
+    /// Print what would be done, as JSON, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// How often `--progress` prints.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Prints `progress` as JSON lines on stderr every [`PROGRESS_EVERY`] until its sender
+/// is dropped (the work ended), then once more.
+async fn print_progress(progress: watch::Receiver<projection::WorkDone>) {
+    use tokio::io::AsyncWriteExt;
+    let mut stderr = tokio::io::stderr();
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    loop {
+        tick.tick().await;
+        let ended = progress.has_changed().is_err();
+        let line = format!("{}\n", serde_json::json!({"progress": *progress.borrow()}));
+        let _ = stderr.write_all(line.as_bytes()).await;
+        if ended {
+            return;
+        }
+    }
+}
+
+/// Ends the progress of a one-off `tx` reported to: its last line is printed.
+async fn finish(
+    tx: watch::Sender<projection::WorkDone>,
+    printer: Option<tokio::task::JoinHandle<()>>,
+) {
+    drop(tx);
+    if let Some(printer) = printer {
+        let _ = printer.await;
+    }
 }
 
 /// The settings every projector reads.
@@ -196,14 +252,33 @@ async fn run<S: Sink>(
     match command {
         Verb::Run => consume(settings, pool, events, sink, companion).await,
         Verb::CheckSettings => Ok(()),
-        Verb::Redrive => {
-            let report = projection::redrive(events, sink.as_ref()).await?;
-            println!("{}", serde_json::json!(report));
+        Verb::Redrive(batch) if batch.dry_run => {
+            let parked = projection::parked_now(&events, sink.as_ref()).await?;
+            println!(
+                "{}",
+                serde_json::json!({"projection": sink.name(), "parked": parked})
+            );
             Ok(())
         }
-        Verb::Rebuild => {
-            let report = projection::rebuild(events, sink.as_ref()).await?;
-            println!("{}", serde_json::json!(report));
+        Verb::Redrive(batch) => {
+            let (tx, rx) = watch::channel(projection::WorkDone::default());
+            let printer = batch.progress.then(|| tokio::spawn(print_progress(rx)));
+            let report = projection::redrive_watched(events, sink.as_ref(), &tx).await;
+            finish(tx, printer).await;
+            println!("{}", serde_json::json!(report?));
+            Ok(())
+        }
+        Verb::Rebuild(batch) if batch.dry_run => {
+            let plan = projection::rebuild_plan(&events, sink.as_ref()).await?;
+            println!("{}", serde_json::json!(plan));
+            Ok(())
+        }
+        Verb::Rebuild(batch) => {
+            let (tx, rx) = watch::channel(projection::WorkDone::default());
+            let printer = batch.progress.then(|| tokio::spawn(print_progress(rx)));
+            let report = projection::rebuild_watched(events, sink.as_ref(), &tx).await;
+            finish(tx, printer).await;
+            println!("{}", serde_json::json!(report?));
             Ok(())
         }
     }
@@ -225,6 +300,7 @@ async fn consume<S: Sink>(
         .await
         .map_err(|source| ServiceError::Bind { addr, source })?;
 
+    let name = sink.name();
     let (runtime, status) = Runtime::new(events.clone(), sink, kafka, settings);
     let (stop, stopped) = watch::channel(false);
     let mut consumer = tokio::spawn(runtime.run(stopped.clone()));
@@ -241,11 +317,23 @@ async fn consume<S: Sink>(
     };
 
     let liveness = Liveness::default();
+    let status_pool = pool.clone();
     let app = http::health_routes(pool, liveness.clone(), true).route(
         "/status",
         get(move || {
-            let s = status.borrow().clone();
-            async move { axum::Json(s) }
+            let status = status.borrow().clone();
+            let pool = status_pool.clone();
+            async move {
+                // The live generation as the database has it (a rebuild switches it).
+                let generation = match pool.acquire().await {
+                    Ok(mut conn) => projection::generation::live_generation(&mut conn, name)
+                        .await
+                        .ok()
+                        .flatten(),
+                    Err(_) => None,
+                };
+                axum::Json(StatusView { status, generation })
+            }
         }),
     );
     let mut server_stop = stopped;
