@@ -28,7 +28,8 @@ pub fn bar(what: &'static str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(0);
+    // No length until the work says its total.
+    let bar = ProgressBar::no_length();
     let style = ProgressStyle::with_template(&format!(
         "{{bar:30}} {{human_pos}}/{{human_len}} {what} ({{per_sec}}, {{eta}} left) {{msg}}"
     ))

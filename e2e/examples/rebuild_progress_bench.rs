@@ -7,7 +7,8 @@
 //! process by `projection::rebuild`, today's report. Release binaries beside this
 //! example (see docs/benchmarks.md):
 //!
-//!     CARGO_TARGET_DIR=../bench-target cargo build --release -p threadline -p projectors -p e2e --example rebuild_progress_bench
+//!     CARGO_TARGET_DIR=../bench-target cargo build --release -p threadline -p projectors --bins
+//!     CARGO_TARGET_DIR=../bench-target cargo build --release -p e2e --example rebuild_progress_bench
 //!     dev/stack exec -- ../bench-target/release/examples/rebuild_progress_bench
 
 use std::path::PathBuf;
@@ -115,7 +116,11 @@ async fn main() {
     let shown = String::from_utf8_lossy(&screen.stdout);
     assert!(screen.status.success(), "{shown}");
     let redraws = shown.matches('\r').count();
-    let last_line = shown.lines().last().unwrap_or_default().trim().to_owned();
+    // What it printed once the bar was cleared: its report.
+    let last_line = shown
+        .rfind("rebuilt into")
+        .map(|at| shown[at..].trim().to_owned())
+        .unwrap_or_default();
     println!(
         "threadline rebuild on a terminal: {secs:.1} s, {redraws} redraws of its progress ({:.1}/s); it ended with: {last_line}",
         redraws as f64 / secs
