@@ -22,6 +22,9 @@ pub struct Args {
     /// Start after this position (`<tx_id>.<global_position>`, an event's `position`).
     #[arg(long, conflicts_with = "aggregate")]
     after: Option<String>,
+    /// Stop at this position, inclusive: with `--after`, a range.
+    #[arg(long, conflicts_with = "aggregate")]
+    until: Option<String>,
     /// Only these event types, comma-separated (`MessageSent,ConversationStarted`).
     #[arg(long, conflicts_with = "aggregate")]
     types: Option<String>,
@@ -70,7 +73,11 @@ pub async fn run(apis: &Apis, args: Args) -> Result<(), Failure> {
     let ended = loop {
         let path = match &args.aggregate {
             Some((kind, id)) => format!("/v1/audit/{kind}/{id}/events"),
-            None => tenant_path(after.as_deref(), args.types.as_deref()),
+            None => tenant_path(
+                after.as_deref(),
+                args.until.as_deref(),
+                args.types.as_deref(),
+            ),
         };
         let before = count;
         let read = stream(&client, &path, &mut out, &bar, &mut count, &mut after).await?;
@@ -147,7 +154,7 @@ pub async fn tail(apis: &Apis, args: TailArgs) -> Result<(), Failure> {
     let mut count = 0;
     let mut failures = 0u32;
     loop {
-        let mut path = tenant_path(after.as_deref(), args.types.as_deref());
+        let mut path = tenant_path(after.as_deref(), None, args.types.as_deref());
         if after.is_none() {
             let sep = if path.contains('?') { '&' } else { '?' };
             path.push_str(&format!("{sep}from_time={since}"));
@@ -170,10 +177,13 @@ pub async fn tail(apis: &Apis, args: TailArgs) -> Result<(), Failure> {
     }
 }
 
-fn tenant_path(after: Option<&str>, types: Option<&str>) -> String {
+fn tenant_path(after: Option<&str>, until: Option<&str>, types: Option<&str>) -> String {
     let mut query = Vec::new();
     if let Some(after) = after {
         query.push(format!("after={after}"));
+    }
+    if let Some(until) = until {
+        query.push(format!("until={until}"));
     }
     if let Some(types) = types {
         query.push(format!("types={types}"));

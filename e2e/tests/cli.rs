@@ -188,6 +188,16 @@ async fn every_subcommand_works_against_a_running_stack() {
     let all = lines(&cli.ok(&["replay"]));
     assert_eq!(all.len() as i64, stored);
     assert!(all.iter().all(|e| e["event_id"].is_string()));
+    // A range: after the first event, until the third.
+    let position = |e: &Value| e["position"].as_str().expect("a position").to_owned();
+    let range = lines(&cli.ok(&[
+        "replay",
+        "--after",
+        &position(&all[0]),
+        "--until",
+        &position(&all[2]),
+    ]));
+    assert_eq!(range, all[1..=2].to_vec());
     // One aggregate's.
     let one = lines(&cli.ok(&[
         "replay",

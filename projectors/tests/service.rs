@@ -110,6 +110,10 @@ async fn spawn_projector(
 ) -> Projector {
     let addr = free_addr();
     let child = Command::new(bin)
+        // The stack's command service reads without keys: a binary that sealed what it
+        // writes (dev/stack exports a local DATA_MASTER_KEY) would leave events the test's
+        // service cannot load once it has to read them from the store.
+        .env_remove("DATA_MASTER_KEY")
         .env("DATABASE_URL", &stack.db.config.url)
         .env("KAFKA_BROKERS", &stack.kafka.brokers)
         .env("KAFKA_TOPIC_PREFIX", &stack.kafka.topic_prefix)

@@ -118,14 +118,30 @@ async fn print_progress(progress: watch::Receiver<projection::WorkDone>) {
     }
 }
 
-/// Ends the progress of a one-off `tx` reported to: its last line is printed.
-async fn finish(
+/// The progress of one-off work, printed when `--progress` asks, and its report.
+struct Reported {
     tx: watch::Sender<projection::WorkDone>,
     printer: Option<tokio::task::JoinHandle<()>>,
-) {
-    drop(tx);
-    if let Some(printer) = printer {
-        let _ = printer.await;
+}
+
+impl Reported {
+    fn start(batch: Batch) -> Reported {
+        let (tx, rx) = watch::channel(projection::WorkDone::default());
+        let printer = batch.progress.then(|| tokio::spawn(print_progress(rx)));
+        Reported { tx, printer }
+    }
+
+    /// Prints the last progress line, then the work's report (JSON on stdout).
+    async fn end(
+        self,
+        report: Result<impl serde::Serialize, ProjectionError>,
+    ) -> Result<(), ServiceError> {
+        drop(self.tx);
+        if let Some(printer) = self.printer {
+            let _ = printer.await;
+        }
+        println!("{}", serde_json::json!(report?));
+        Ok(())
     }
 }
 
@@ -209,6 +225,29 @@ pub async fn main_with<S: Sink>(
     sink: S,
     companion: Option<Companion>,
 ) -> Result<(), ServiceError> {
+    start(service, command, settings, None, sink, companion).await
+}
+
+/// [`main`] on a store the binary opened already (its sink writes through it too: one
+/// pool, one cache of keys and one erasure listener in the process).
+pub async fn main_on<S: Sink>(
+    service: &'static str,
+    command: Option<Verb>,
+    settings: RuntimeSettings,
+    store: event_store::Reader,
+    sink: S,
+) -> Result<(), ServiceError> {
+    start(service, command, settings, Some(store), sink, None).await
+}
+
+async fn start<S: Sink>(
+    service: &'static str,
+    command: Option<Verb>,
+    settings: RuntimeSettings,
+    store: Option<event_store::Reader>,
+    sink: S,
+    companion: Option<Companion>,
+) -> Result<(), ServiceError> {
     if command == Some(Verb::CheckSettings) {
         settings_ok(service);
         return Ok(());
@@ -217,6 +256,7 @@ pub async fn main_with<S: Sink>(
     let result = run(
         command.unwrap_or(Verb::Run),
         settings,
+        store,
         Arc::new(sink),
         companion,
     )
@@ -231,23 +271,30 @@ pub async fn main_with<S: Sink>(
 async fn run<S: Sink>(
     command: Verb,
     settings: RuntimeSettings,
+    store: Option<event_store::Reader>,
     sink: Arc<S>,
     companion: Option<Companion>,
 ) -> Result<(), ServiceError> {
-    let pool = settings
-        .database
-        .connect()
-        .await
-        .map_err(ServiceError::Connect)?;
+    let events = match store {
+        Some(store) => store,
+        None => {
+            let pool = settings
+                .database
+                .connect()
+                .await
+                .map_err(ServiceError::Connect)?;
+            let master = settings
+                .data
+                .keyring()
+                .map_err(|e| ServiceError::MasterKey(e.to_string()))?;
+            event_store::Reader::new(pool, master)
+        }
+    };
+    let pool = events.pool().clone();
     // Projectors read the event store (gap fills, bootstraps, rebuilds): it must exist
     // even when they start before command-api. Migrations take a lock; running them from
     // every service at once is safe.
     event_store::migrate(&pool).await?;
-    let master = settings
-        .data
-        .keyring()
-        .map_err(|e| ServiceError::MasterKey(e.to_string()))?;
-    let events = event_store::Reader::new(pool.clone(), master);
     projection::migrate(&pool).await?;
     match command {
         Verb::Run => consume(settings, pool, events, sink, companion).await,
@@ -261,12 +308,9 @@ async fn run<S: Sink>(
             Ok(())
         }
         Verb::Redrive(batch) => {
-            let (tx, rx) = watch::channel(projection::WorkDone::default());
-            let printer = batch.progress.then(|| tokio::spawn(print_progress(rx)));
-            let report = projection::redrive_watched(events, sink.as_ref(), &tx).await;
-            finish(tx, printer).await;
-            println!("{}", serde_json::json!(report?));
-            Ok(())
+            let progress = Reported::start(batch);
+            let report = projection::redrive_watched(events, sink.as_ref(), &progress.tx).await;
+            progress.end(report).await
         }
         Verb::Rebuild(batch) if batch.dry_run => {
             let plan = projection::rebuild_plan(&events, sink.as_ref()).await?;
@@ -274,12 +318,9 @@ async fn run<S: Sink>(
             Ok(())
         }
         Verb::Rebuild(batch) => {
-            let (tx, rx) = watch::channel(projection::WorkDone::default());
-            let printer = batch.progress.then(|| tokio::spawn(print_progress(rx)));
-            let report = projection::rebuild_watched(events, sink.as_ref(), &tx).await;
-            finish(tx, printer).await;
-            println!("{}", serde_json::json!(report?));
-            Ok(())
+            let progress = Reported::start(batch);
+            let report = projection::rebuild_watched(events, sink.as_ref(), &progress.tx).await;
+            progress.end(report).await
         }
     }
 }

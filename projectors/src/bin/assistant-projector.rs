@@ -67,11 +67,18 @@ async fn main() -> anyhow::Result<()> {
         .context("configuring the LLM providers")?;
     let (embedder, store) = semantic_index::setup::build(own.search, &pool).await?;
     let search = Search::new(pool.clone(), store, vec![embedder]);
-    let service = CommandService::from_settings(
-        event_store::Reader::new(pool.clone(), master),
-        Arc::new(TemplateGenerator),
-        &own.writer,
+    // One cache of keys and one erasure listener for the consumer and the answers it
+    // writes, each on a pool of its own (as sized by the settings).
+    let store = event_store::Reader::new(pool.clone(), master);
+    let consumer_store = store.on_pool(
+        cli.runtime
+            .database
+            .connect()
+            .await
+            .context("connecting to PostgreSQL")?,
     );
+    let service =
+        CommandService::from_settings(store.clone(), Arc::new(TemplateGenerator), &own.writer);
     let assistant = Assistant::new(
         Arc::new(service),
         Arc::new(search),
@@ -79,7 +86,13 @@ async fn main() -> anyhow::Result<()> {
         own.assistant,
     )
     .with_deltas(projection::deltas::Publisher::start(pool));
-    projector_runtime::service::main(NAME, cli.command, cli.runtime, EffectSink::new(assistant))
-        .await?;
+    projector_runtime::service::main_on(
+        NAME,
+        cli.command,
+        cli.runtime,
+        consumer_store,
+        EffectSink::new(assistant),
+    )
+    .await?;
     Ok(())
 }
