@@ -107,6 +107,8 @@ pub struct DevStack {
     /// `host:port` of each API.
     pub commands: String,
     pub queries: String,
+    /// `host:port` of the console.
+    pub console: String,
     /// `host:port` of each projector's `/healthz`, `/metrics`, `/status`, by binary name.
     pub projectors: Vec<(String, String)>,
     /// `.stack/<name>`: its logs and pid files.
@@ -178,7 +180,7 @@ impl DevStack {
         let name = format!("e2e-{}", uuid_simple());
         // What the script itself says (a service that exited, say), kept beside the state.
         let output = std::env::temp_dir().join(format!("threadline-{name}.out"));
-        let (commands, queries) = (free_addr(), free_addr());
+        let (commands, queries, console) = (free_addr(), free_addr(), free_addr());
         // Every projector binary, each on an address of this test's own, named as
         // dev/stack names it (read-model-projector listens on READ_MODEL_PROJECTOR_ADDR).
         let projectors: Vec<(String, String, String)> = testkit::workspace::projector_binaries()
@@ -210,6 +212,7 @@ impl DevStack {
             .env("JWT_HS256_SECRET", SECRET)
             .env("COMMAND_API_ADDR", &commands)
             .env("QUERY_API_ADDR", &queries)
+            .env("CONSOLE_ADDR", &console)
             .envs(
                 projectors
                     .iter()
@@ -229,6 +232,7 @@ impl DevStack {
             child,
             commands,
             queries,
+            console,
             projectors: projectors
                 .into_iter()
                 .map(|(bin, _, addr)| (bin, addr))

@@ -3,6 +3,7 @@
 //! in `tests/` and the read-side benchmark in `examples/` use them. The only crate that
 //! depends on more than one service; nothing depends on it.
 
+pub mod browser;
 pub mod caller;
 pub mod client;
 pub mod dashboards;

@@ -106,6 +106,7 @@ const SERVICES: &[&str] = &[
     "projectors",
     "extractor",
     "threadline",
+    "console",
 ];
 /// Crates that ship nothing: they may link anything.
 const TESTS: &[&str] = &["testkit", "e2e"];
@@ -149,6 +150,12 @@ fn the_arrows_point_one_way() {
         "threadline",
         &["event-store", "commands", "projection", "kafka", "rdkafka"],
         "the command line talks to the APIs",
+    );
+    // So does the console, for the browser.
+    ws.refuse(
+        "console",
+        &["event-store", "commands", "projection", "kafka", "rdkafka"],
+        "the console talks to the APIs",
     );
     // Untrusted files are parsed in the extractor's process alone.
     for name in ws

@@ -1,0 +1,101 @@
+//! The console binary on its own: its pages with their security headers, and what it
+//! answers when the APIs behind it are down. `e2e/tests/console.rs` drives it in a
+//! browser against a running stack.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Console(Child, String);
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string()
+}
+
+/// The console in front of APIs that nothing serves.
+async fn console() -> Console {
+    let (addr, nowhere) = (free_addr(), format!("http://{}", free_addr()));
+    let child = Command::new(env!("CARGO_BIN_EXE_console"))
+        .env("CONSOLE_ADDR", &addr)
+        .env("CONSOLE_COMMAND_API", &nowhere)
+        .env("CONSOLE_QUERY_API", &nowhere)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the console starts");
+    let base = format!("http://{addr}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{base}/console/")).await.is_err() {
+        assert!(Instant::now() < deadline, "the console did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Console(child, base)
+}
+
+#[tokio::test]
+async fn pages_come_with_a_policy_of_this_origin_only_and_no_caching() {
+    let console = console().await;
+    for (path, kind) in [
+        ("/console/", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/app.css", "text/css"),
+    ] {
+        let answer = reqwest::get(format!("{}{path}", console.1))
+            .await
+            .expect("an answer");
+        assert_eq!(answer.status(), reqwest::StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            answer
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        let policy = header("content-security-policy");
+        assert!(
+            policy.contains("default-src 'self'") && policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        assert_eq!(header("cache-control"), "no-store");
+    }
+    // The page runs no inline script (the policy would block it).
+    let html = reqwest::get(format!("{}/console/", console.1))
+        .await
+        .expect("the page")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !html.contains("<script>") && !html.contains("onclick"),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn apis_that_are_down_are_a_502_problem_not_a_hang() {
+    let console = console().await;
+    for path in [
+        "/api/queries/v1/conversations",
+        "/api/commands/v1/conversations",
+        "/api/status",
+    ] {
+        let answer = reqwest::get(format!("{}{path}", console.1))
+            .await
+            .expect("an answer");
+        assert_eq!(answer.status(), reqwest::StatusCode::BAD_GATEWAY, "{path}");
+        let problem: serde_json::Value = answer.json().await.expect("a problem document");
+        assert_eq!(problem["status"], 502, "{path}");
+    }
+}
