@@ -2,6 +2,7 @@
 //! `chromedriver` over the W3C WebDriver protocol (plain HTTP and JSON). `dev/stack test`
 //! installs both when missing; a test that cannot start them fails.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,7 +25,8 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // chromedriver and the chromium it started share a process group of their own.
+        crate::dev_stack::signal_group(self.driver.id(), "-KILL");
         let _ = self.driver.wait();
     }
 }
@@ -41,6 +43,7 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("chromedriver runs (dev/stack test installs chromium-driver)");
         let base = format!("http://127.0.0.1:{port}");
