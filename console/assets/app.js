@@ -123,19 +123,42 @@ async function loadAggregate(type, id) {
   const text = await (await api("/api/queries/v1/audit/" + type + "/" + id + "/events")).text();
   const events = text.split("\n").filter(Boolean).map((l) => JSON.parse(l)).filter((l) => l.event_id);
   const select = document.getElementById("aggregate-version");
+  const compare = document.getElementById("aggregate-compare");
   select.replaceChildren();
+  compare.replaceChildren();
   for (const e of events) {
     history.appendChild(el("li", e.sequence + ". " + e.event_type + " at " + e.recorded_at));
     select.appendChild(el("option", e.sequence, { value: e.sequence }));
+    compare.appendChild(el("option", e.sequence, { value: e.sequence }));
   }
   select.value = String(events.length);
-  select.onchange = () => loadState(type, id, select.value);
-  await loadState(type, id, events.length);
+  compare.value = String(Math.max(1, events.length - 1));
+  const refresh = () => loadState(type, id, select.value, compare.value);
+  select.onchange = refresh;
+  compare.onchange = refresh;
+  await refresh();
 }
 
-async function loadState(type, id, version) {
-  const view = await (await api("/api/queries/v1/audit/" + type + "/" + id + "/state?version=" + version)).json();
+async function stateAt(type, id, version) {
+  return (await api("/api/queries/v1/audit/" + type + "/" + id + "/state?version=" + version)).json();
+}
+
+// The state at `version`, and what differs from the state at `other`: each field whose
+// value is not the same, as it was then and as it is at `version`.
+async function loadState(type, id, version, other) {
+  const [view, then] = await Promise.all([stateAt(type, id, version), stateAt(type, id, other)]);
   document.getElementById("aggregate-state").textContent = JSON.stringify(view, null, 2);
+  const rows = document.getElementById("aggregate-diff");
+  rows.replaceChildren();
+  const now = view.state || {};
+  const before = then.state || {};
+  const fields = [...new Set([...Object.keys(before), ...Object.keys(now)])].sort();
+  for (const field of fields) {
+    const a = JSON.stringify(before[field]);
+    const b = JSON.stringify(now[field]);
+    if (a !== b) rows.appendChild(row([field, a === undefined ? "(none)" : a, b === undefined ? "(none)" : b]));
+  }
+  if (!rows.children.length) rows.appendChild(row(["(no difference)", "", ""]));
 }
 
 async function search(event) {

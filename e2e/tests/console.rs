@@ -113,6 +113,16 @@ async fn an_operator_signs_in_pages_searches_reads_status_and_redelivers_in_a_br
             "return document.getElementById('aggregate-state').textContent.includes('\"state\"')",
         )
         .await;
+    // Compared with its first version: what changed since, field by field.
+    browser
+        .run("const c = document.getElementById('aggregate-compare'); c.value = '1'; c.dispatchEvent(new Event('change')); return true")
+        .await;
+    browser
+        .wait_for(
+            "the difference with version 1",
+            "return [...document.querySelectorAll('#aggregate-diff tr')].some(tr => tr.textContent.startsWith('version'))",
+        )
+        .await;
     browser.screenshot("4-aggregate").await;
 
     // Search: hits with their scores.
