@@ -73,11 +73,11 @@ pub async fn run(apis: &Apis, args: Args) -> Result<(), Failure> {
     let ended = loop {
         let path = match &args.aggregate {
             Some((kind, id)) => format!("/v1/audit/{kind}/{id}/events"),
-            None => tenant_path(
-                after.as_deref(),
-                args.until.as_deref(),
-                args.types.as_deref(),
-            ),
+            None => tenant_path(&[
+                ("after", after.as_deref()),
+                ("until", args.until.as_deref()),
+                ("types", args.types.as_deref()),
+            ]),
         };
         let before = count;
         let read = stream(&client, &path, &mut out, &bar, &mut count, &mut after).await?;
@@ -154,11 +154,12 @@ pub async fn tail(apis: &Apis, args: TailArgs) -> Result<(), Failure> {
     let mut count = 0;
     let mut failures = 0u32;
     loop {
-        let mut path = tenant_path(after.as_deref(), None, args.types.as_deref());
-        if after.is_none() {
-            let sep = if path.contains('?') { '&' } else { '?' };
-            path.push_str(&format!("{sep}from_time={since}"));
-        }
+        let path = tenant_path(&[
+            ("after", after.as_deref()),
+            ("types", args.types.as_deref()),
+            // Until the first event is seen: those recorded since it started.
+            ("from_time", after.is_none().then_some(since.as_str())),
+        ]);
         let read = stream(&client, &path, &mut out, &bar, &mut count, &mut after).await?;
         out.flush().await.map_err(Failure::other)?;
         let pause = match read {
@@ -177,17 +178,12 @@ pub async fn tail(apis: &Apis, args: TailArgs) -> Result<(), Failure> {
     }
 }
 
-fn tenant_path(after: Option<&str>, until: Option<&str>, types: Option<&str>) -> String {
-    let mut query = Vec::new();
-    if let Some(after) = after {
-        query.push(format!("after={after}"));
-    }
-    if let Some(until) = until {
-        query.push(format!("until={until}"));
-    }
-    if let Some(types) = types {
-        query.push(format!("types={types}"));
-    }
+/// The tenant's replay with those of `params` that are given.
+fn tenant_path(params: &[(&str, Option<&str>)]) -> String {
+    let query: Vec<String> = params
+        .iter()
+        .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))
+        .collect();
     if query.is_empty() {
         "/v1/audit/events".to_owned()
     } else {

@@ -67,6 +67,19 @@ impl Caller {
         id
     }
 
+    /// Subscribes `url` to every event of the tenant through command-api at `commands`
+    /// (the caller an admin); the endpoint's id.
+    pub async fn subscribe(&self, commands: &str, url: &str) -> String {
+        let (status, created) = self
+            .post(
+                format!("{commands}/v1/webhooks/endpoints"),
+                serde_json::json!({"url": url, "event_types": ["*"]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        created["id"].as_str().expect("an id").to_owned()
+    }
+
     /// GETs a body that is not one JSON document (NDJSON, say) as text.
     pub async fn get_text(&self, url: String) -> (StatusCode, String) {
         let resp = self.send_get(url).await;

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use e2e::caller::Caller;
 use e2e::dev_stack::{DevStack, SECRET, repo};
 use platform::auth::Role;
-use serde_json::{Value, json};
+use serde_json::Value;
 use testkit::receiver::Receiver;
 use testkit::stack::wait_until;
 use tokio::io::AsyncBufReadExt;
@@ -19,23 +19,25 @@ struct Cli {
 }
 
 impl Cli {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(repo().join("target/debug/threadline"))
+    /// `target/debug/<binary> <args>` with this environment alone.
+    fn command(&self, binary: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(repo().join("target/debug").join(binary));
+        command
             .args(args)
             .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command("threadline", args)
             .output()
             .expect("runs threadline")
     }
 
     /// Runs `target/debug/<binary>` with the same environment, to success.
     fn run_binary(&self, binary: &str, args: &[&str]) -> Output {
-        let out = Command::new(repo().join("target/debug").join(binary))
-            .args(args)
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .expect("runs");
+        let out = self.command(binary, args).output().expect("runs");
         assert!(
             out.status.success(),
             "{}",
@@ -111,14 +113,7 @@ async fn every_subcommand_works_against_a_running_stack() {
     // A webhook receiver, subscribed before anything happens.
     let receiver = Receiver::start().await;
     let admin = Caller::new(SECRET.as_bytes(), "ada", &[Role::Admin]);
-    let (status, created) = admin
-        .post(
-            format!("{commands}/v1/webhooks/endpoints"),
-            json!({"url": receiver.url, "event_types": ["*"]}),
-        )
-        .await;
-    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
-    let endpoint = created["id"].as_str().expect("an id").to_owned();
+    let endpoint = admin.subscribe(&commands, &receiver.url).await;
 
     // Something to replay and find: a conversation the assistant answers.
     let ann = Caller::new(SECRET.as_bytes(), "ann", &[Role::Member]);
@@ -295,14 +290,12 @@ async fn every_subcommand_works_against_a_running_stack() {
         .and_then(|e| e["position"].as_str())
         .expect("a position")
         .to_owned();
-    let mut tail = tokio::process::Command::new(repo().join("target/debug/threadline"))
-        .args(["tail", "--after", &after])
-        .env_clear()
-        .envs(cli.env.iter().map(|(k, v)| (k, v)))
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("threadline tail");
+    let mut tail =
+        tokio::process::Command::from(cli.command("threadline", &["tail", "--after", &after]))
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("threadline tail");
     let mut followed = tokio::io::BufReader::new(tail.stdout.take().expect("piped")).lines();
     let later = ann
         .start_and_ask(&commands, "Later plan", "And the later budget?")

@@ -8,7 +8,6 @@ use e2e::browser::Browser;
 use e2e::caller::Caller;
 use e2e::dev_stack::{DevStack, SECRET};
 use platform::auth::Role;
-use serde_json::json;
 use testkit::receiver::Receiver;
 use testkit::stack::wait_until;
 
@@ -23,13 +22,7 @@ async fn an_operator_signs_in_pages_searches_reads_status_and_redelivers_in_a_br
     // A receiver subscribed first, then conversations the assistant answers.
     let receiver = Receiver::start().await;
     let admin = Caller::new(SECRET.as_bytes(), "ada", &[Role::Admin]);
-    let (status, created) = admin
-        .post(
-            format!("{commands}/v1/webhooks/endpoints"),
-            json!({"url": receiver.url, "event_types": ["*"]}),
-        )
-        .await;
-    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+    admin.subscribe(&commands, &receiver.url).await;
     let ann = Caller::new(SECRET.as_bytes(), "ann", &[Role::Member]);
     for topic in ["launch budget", "hiring plan", "office move"] {
         let id = ann

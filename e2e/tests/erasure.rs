@@ -78,13 +78,7 @@ async fn an_erased_person_is_gone_from_every_store_search_and_log_and_others_sta
     let ann = Caller::new(SECRET.as_bytes(), "ann", &[Role::Member]);
     let bob = Caller::new(SECRET.as_bytes(), "bob", &[Role::Member]);
     let receiver = Receiver::start().await;
-    let (status, body) = admin
-        .post(
-            format!("{commands}/v1/webhooks/endpoints"),
-            json!({"url": receiver.url, "event_types": ["*"]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    admin.subscribe(&commands, &receiver.url).await;
 
     // Ann's conversation: a title, a question the assistant answers, a document.
     let (hers, his) = (marker("ann"), marker("bob"));

@@ -183,12 +183,19 @@ async fn lines(
         let e = e?;
         // Only a payload that may hold a sealed box or a pseudonym is parsed, and only
         // metadata that names a pseudonym is rewritten; the rest is spliced in as stored.
-        let opened = if e.payload.contains("\"sealed\":") || e.payload.contains(Pseudonym::PREFIX) {
-            opened_text(events, &e).await?
-        } else {
-            None
-        };
-        let named = named_metadata(events, e.metadata).await?;
+        let open_payload =
+            e.payload.contains("\"sealed\":") || e.payload.contains(Pseudonym::PREFIX);
+        let name_caller = e.metadata.contains(Pseudonym::PREFIX);
+        let (mut opened, mut named) = (None, None);
+        if open_payload || name_caller {
+            let tenant = tenant_of(e.metadata);
+            if open_payload {
+                opened = opened_text(events, &e, &tenant).await?;
+            }
+            if name_caller {
+                named = named_metadata(events, &e, &tenant).await?;
+            }
+        }
         push_line(
             &mut chunk,
             &e,
@@ -200,44 +207,68 @@ async fn lines(
     Ok((chunk, last))
 }
 
-/// The payload of `e` with its sealed personal fields opened (or erased), as JSON text;
-/// `None` when nothing was sealed, or it does not open (the line then shows what is
-/// stored, and the failure is logged).
-async fn opened_text(events: &Reader, e: &RawEvent<'_>) -> Result<Option<String>, sqlx::Error> {
-    let Ok(mut payload) = serde_json::from_str::<serde_json::Value>(e.payload) else {
-        return Ok(None);
-    };
-    let tenant = serde_json::from_str::<serde_json::Value>(e.metadata)
-        .ok()
-        .and_then(|m| {
-            m.get("tenant_id")
-                .and_then(|t| t.as_str())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
-    let at = EventAt {
-        tenant: &tenant,
-        aggregate_type: e.aggregate_type,
-        aggregate_id: e.aggregate_id,
-        sequence: e.sequence,
-        event_type: e.event_type,
-    };
-    let opened = events.open(&at, &mut payload).await;
-    match opened {
-        Ok(Opened::Plain) => Ok(None),
-        Ok(_) => Ok(Some(payload.to_string())),
-        Err(ProtectError::Keys(KeyError::Database(e))) => Err(e),
-        Err(other) => {
-            tracing::error!(event_id = %e.event_id, error = %other, "a sealed event does not open");
+/// The tenant an event's stored metadata names (empty when it names none), read without
+/// parsing the rest of it.
+fn tenant_of(metadata: &str) -> std::borrow::Cow<'_, str> {
+    #[derive(serde::Deserialize)]
+    struct Tenant<'a> {
+        #[serde(borrow)]
+        tenant_id: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_str::<Tenant>(metadata)
+        .map(|t| t.tenant_id)
+        .unwrap_or_default()
+}
+
+/// A failure to open or resolve what `e` stores: the database's is the stream's; any
+/// other leaves the line as stored, and is logged.
+fn unopened(e: &RawEvent<'_>, error: ProtectError) -> Result<Option<String>, sqlx::Error> {
+    match error {
+        ProtectError::Keys(KeyError::Database(db)) => Err(db),
+        other => {
+            tracing::error!(event_id = %e.event_id, error = %other, "a stored event does not open");
             Ok(None)
         }
     }
 }
 
-/// The stored `metadata` text with the pseudonym of its `user_id` replaced by who it
+/// The payload of `e` with its sealed personal fields opened (or erased) and the people
+/// it names by pseudonyms resolved, as JSON text; `None` when nothing was stored
+/// otherwise, or it does not open (the line then shows what is stored).
+async fn opened_text(
+    events: &Reader,
+    e: &RawEvent<'_>,
+    tenant: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let Ok(mut payload) = serde_json::from_str::<serde_json::Value>(e.payload) else {
+        return Ok(None);
+    };
+    let at = EventAt {
+        tenant,
+        aggregate_type: e.aggregate_type,
+        aggregate_id: e.aggregate_id,
+        sequence: e.sequence,
+        event_type: e.event_type,
+    };
+    match events.open(&at, &mut payload).await {
+        Ok(Opened::Plain) => Ok(None),
+        Ok(_) => Ok(Some(payload.to_string())),
+        Err(error) => unopened(e, error),
+    }
+}
+
+/// The stored metadata of `e` with the pseudonym of its `user_id` replaced by who it
 /// names (`[erased]` once they are erased); `None` when it names none.
-async fn named_metadata(events: &Reader, metadata: &str) -> Result<Option<String>, sqlx::Error> {
-    let Some(at) = metadata.find(Pseudonym::PREFIX) else {
+async fn named_metadata(
+    events: &Reader,
+    e: &RawEvent<'_>,
+    tenant: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let metadata = e.metadata;
+    let Some(at) = metadata
+        .find(Pseudonym::PREFIX)
+        .filter(|_| !tenant.is_empty())
+    else {
         return Ok(None);
     };
     // A pseudonym's text is its prefix and a hyphenated UUID: nothing to escape.
@@ -248,24 +279,12 @@ async fn named_metadata(events: &Reader, metadata: &str) -> Result<Option<String
     else {
         return Ok(None);
     };
-    #[derive(serde::Deserialize)]
-    struct Tenant<'a> {
-        #[serde(borrow)]
-        tenant_id: std::borrow::Cow<'a, str>,
-    }
-    let Ok(Tenant { tenant_id }) = serde_json::from_str::<Tenant>(metadata) else {
-        return Ok(None);
-    };
-    match events.actor(&tenant_id, pseudonym).await {
+    match events.actor(tenant, pseudonym).await {
         Ok(actor) => {
             let quoted = serde_json::Value::String(actor).to_string();
             Ok(Some(metadata.replace(&format!("\"{pseudonym}\""), &quoted)))
         }
-        Err(ProtectError::Keys(KeyError::Database(e))) => Err(e),
-        Err(other) => {
-            tracing::error!(error = %other, "a pseudonym does not resolve");
-            Ok(None)
-        }
+        Err(error) => unopened(e, error),
     }
 }
 
