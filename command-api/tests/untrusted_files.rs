@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use platform::auth::Role;
 use reqwest::StatusCode;
 use serde_json::Value;
+use testkit::net::free_addr;
 
 /// command-api's peak resident memory over this whole test, uploads of 10 MiB files
 /// included. The files' own copies (body, hash, blob) are a few times 10 MiB; a Flate
@@ -26,11 +27,6 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").to_string()
 }
 
 impl Service {

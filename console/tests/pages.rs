@@ -4,6 +4,7 @@
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::net::free_addr;
 
 struct Console(Child, String);
 
@@ -12,13 +13,6 @@ impl Drop for Console {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .to_string()
 }
 
 /// The console in front of APIs that nothing serves.

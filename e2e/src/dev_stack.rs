@@ -5,14 +5,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::net::{free_addr, free_port};
 
 /// The HS256 secret the stack's services accept.
 pub const SECRET: &str = "e2e-dev-stack-secret-e2e-dev-stack-secret";
-
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").to_string()
-}
 
 /// The repository's root.
 pub fn repo() -> PathBuf {
@@ -206,7 +202,9 @@ impl DevStack {
             .current_dir(&root)
             .env_remove("DATABASE_URL")
             .env_remove("KAFKA_BROKERS")
-            .env_remove("THREADLINE_KAFKA_PORT")
+            // The stack's PostgreSQL and broker too, on ports none of its services has.
+            .env("THREADLINE_PG_PORT", free_port().to_string())
+            .env("THREADLINE_KAFKA_PORT", free_port().to_string())
             .env("THREADLINE_STACK_NAME", &name)
             .env("THREADLINE_NO_BUILD", "1")
             .env("JWT_HS256_SECRET", SECRET)

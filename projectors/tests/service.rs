@@ -5,11 +5,7 @@ use std::time::{Duration, Instant};
 
 use embeddings::chunk::ChunkConfig;
 use testkit::embeddings_server::DIMENSION;
-
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").to_string()
-}
+use testkit::net::free_addr;
 
 #[tokio::test]
 async fn a_projector_whose_consumer_cannot_start_exits_instead_of_staying_healthy() {

@@ -14,6 +14,7 @@
 //! * [`semantic`]: the points the semantic index must hold, counted from the event store.
 //! * [`tokens`]: HS256 tokens and the authenticator test servers use.
 //! * [`fuzz`]: the seeded input generator of the fuzz tests.
+//! * [`net`]: free local addresses, never the same one twice in a test process.
 //! * [`procs`]: what `/proc` says of a process and its children.
 //! * [`files`]: uploadable files built byte by byte (PDFs with and without text, and
 //!   hostile ones).
@@ -26,6 +27,7 @@ pub mod env;
 pub mod files;
 pub mod fuzz;
 pub mod latency;
+pub mod net;
 pub mod procs;
 pub mod projection;
 pub mod receiver;

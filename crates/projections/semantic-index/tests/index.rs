@@ -81,6 +81,25 @@ impl Index {
         (n, ids)
     }
 
+    /// Waits until the live index holds every window of the event store's texts; says
+    /// what it holds, what it should and what `projector` reports if that never happens.
+    async fn indexed(&self, projector: &RunningProjector) -> u64 {
+        let expected = self.expected_points().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let points = self.points().await;
+            if points.0 == expected {
+                return expected;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for every window indexed: {points:?} of {expected}; {:?}",
+                *projector.status.borrow()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The windows every text in the event store makes: the points the index must hold.
     async fn expected_points(&self) -> u64 {
         testkit::semantic::expected_points(&self.stack.db.pool, chunking()).await
@@ -137,13 +156,9 @@ async fn every_window_is_one_point_after_redelivery_a_kill_and_a_rebuild() {
         long_message(9).as_bytes(),
     )
     .await;
-    let expected = index.expected_points().await;
-    assert!(expected > 100, "several windows per long text: {expected}");
     let second = index.projector("bow").await;
-    wait_until("every window indexed", || async {
-        index.points().await.0 == expected
-    })
-    .await;
+    let expected = index.indexed(&second).await;
+    assert!(expected > 100, "several windows per long text: {expected}");
     let (points, ids) = index.points().await;
     assert_eq!(
         (points, ids as u64),
@@ -189,11 +204,7 @@ async fn a_failing_provider_delays_the_index_parks_nothing_and_it_recovers_by_it
             s.outage_retries >= 2 && s.lag_events > 0
         })
         .await;
-    let expected = index.expected_points().await;
-    wait_until("every window indexed", || async {
-        index.points().await.0 == expected
-    })
-    .await;
+    index.indexed(&projector).await;
     assert_eq!(
         index.server.scripted_left(),
         0,
@@ -245,11 +256,7 @@ async fn searches_stay_inside_the_tenant_and_what_the_viewer_sees() {
         )
         .await;
     }
-    let expected = index.expected_points().await;
-    wait_until("every window indexed", || async {
-        index.points().await.0 == expected
-    })
-    .await;
+    index.indexed(&projector).await;
     let search = index.search(&["bow"]);
     let kinds: [&[SourceKind]; 4] = [
         &SourceKind::ALL,
@@ -379,11 +386,7 @@ async fn a_rename_retitles_points_and_a_removed_knowledge_document_leaves_the_in
         b"premium tier includes support",
     )
     .await;
-    let expected = index.expected_points().await;
-    wait_until("every window indexed", || async {
-        index.points().await.0 == expected
-    })
-    .await;
+    index.indexed(&projector).await;
     let search = index.search(&["bow"]);
     let request = SearchRequest {
         scope: Scope::new("acme", "admin", Reach::Tenant),
@@ -434,11 +437,7 @@ async fn a_rebuild_with_another_model_switches_atomically_while_searches_answer(
     let _relay = index.stack.relay();
     let old = index.projector("bow-a").await;
     write_corpus(&index.stack, "acme", 20).await;
-    let expected = index.expected_points().await;
-    wait_until("every window indexed", || async {
-        index.points().await.0 == expected
-    })
-    .await;
+    let expected = index.indexed(&old).await;
 
     // Searches run throughout, embedding with whichever model the live index has.
     let search = Arc::new(index.search(&["bow-a", "bow-b"]));
@@ -564,11 +563,7 @@ async fn a_lost_index_answers_503_and_shows_as_a_wait_never_as_an_empty_index() 
     let _relay = index.stack.relay();
     let first = index.projector("bow").await;
     write_corpus(&index.stack, "acme", 2).await;
-    let expected = index.expected_points().await;
-    wait_until("every window indexed", || async {
-        index.points().await.0 == expected
-    })
-    .await;
+    index.indexed(&first).await;
     first.stop().await;
     // The collection goes (deleted by hand, or the store started on empty storage).
     let (live, _) = index.search(&[]).live_index().await.expect("a live index");
@@ -615,11 +610,7 @@ async fn a_generation_from_before_created_at_is_read_and_gets_it() {
     let _relay = index.stack.relay();
     let first = index.projector("bow").await;
     write_corpus(&index.stack, "acme", 1).await;
-    let expected = index.expected_points().await;
-    wait_until("every window indexed", || async {
-        index.points().await.0 == expected
-    })
-    .await;
+    let expected = index.indexed(&first).await;
     first.stop().await;
     // The generation as an earlier version made it: no `created_at` column.
     let schema = index.stack.live_schema("semantic").await;
