@@ -97,6 +97,33 @@ async fn personal_fields_are_sealed_at_rest_read_in_clear_and_erased_with_their_
         serde_json::from_str(&get(&stack, &format!("/v1/audit/conversation/{ann}/state")).await)
             .expect("a state");
     assert_eq!(state["state"]["title"], "Ann's divorce plan", "{state}");
+    // The live stream too: its events come opened, like every read.
+    let mut stream = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/conversations/{ann}/stream",
+            stack.query_base
+        ))
+        .bearer_auth(stack.commands.token("acme", &[Role::Auditor]))
+        .send()
+        .await
+        .expect("the stream");
+    let mut live = String::new();
+    while !live.contains("event: MessageSent")
+        || !live[live.find("event: MessageSent").unwrap_or(0)..].contains("\n\n")
+    {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), stream.chunk())
+            .await
+            .expect("the stream's next chunk in time")
+            .expect("a chunk")
+            .expect("the stream open");
+        live.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        live.contains("Ann's divorce plan")
+            && live.contains("1 Elm Street")
+            && !live.contains("sealed"),
+        "{live}"
+    );
 
     // A service opens what Kafka carries sealed with the subject key the box names, from
     // the key endpoint, binding the event's identity as the contract documents it.

@@ -26,7 +26,6 @@ use projection::deltas::Delta;
 use schemas::{AggregateKind, Version, VersionToken};
 use serde::Deserialize;
 use serde_json::json;
-use sqlx::PgPool;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -198,7 +197,9 @@ pub async fn conversation_stream(
         .retry_after(5));
     };
     let state = Live {
-        pool: app.reads.pool().clone(),
+        // The store as the reads see it, opened by the one reader (sealed fields in clear,
+        // `[erased]` once erased).
+        events: app.events.on_pool(app.reads.pool().clone()),
         id,
         tenant: who.tenant_id.clone(),
         sent: after,
@@ -218,7 +219,7 @@ pub async fn conversation_stream(
 }
 
 struct Live {
-    pool: PgPool,
+    events: event_store::Reader,
     id: Uuid,
     tenant: String,
     /// The last version read from the store.
@@ -295,10 +296,10 @@ fn events(state: Live) -> impl Stream<Item = Result<Sse, Infallible>> {
                 s.wait().await;
                 continue;
             }
-            match next_batch(&s.pool, s.id, s.sent).await {
+            match next_batch(&s.events, s.id, s.sent).await {
                 Err(e) => {
                     s.done = true;
-                    tracing::warn!(error = %e, conversation = %s.id, "live stream ended by a database error");
+                    tracing::warn!(error = %e, conversation = %s.id, "live stream ended: the store could not be read");
                     let error = Sse::default().event("error").data(
                         json!({"code": "database_unavailable", "last_event_id": s.sent})
                             .to_string(),
@@ -352,11 +353,22 @@ impl Live {
 }
 
 /// Events of the conversation after version `sent` that the read model has applied.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("opening a stored event: {0}")]
+    Open(#[from] event_store::protect::ProtectError),
+}
+
+/// The conversation's next events after version `sent` that the read model has applied,
+/// opened.
 async fn next_batch(
-    pool: &PgPool,
+    events: &event_store::Reader,
     id: Uuid,
     sent: i64,
-) -> Result<Vec<event_store::StoredEvent>, sqlx::Error> {
+) -> Result<Vec<event_store::StoredEvent>, ReadError> {
+    let pool = events.pool();
     let token = VersionToken {
         kind: AggregateKind::Conversation,
         id,
@@ -367,13 +379,17 @@ async fn next_batch(
     if applied <= sent {
         return Ok(Vec::new());
     }
-    event_store::log::aggregate_events(
+    let mut batch = event_store::log::aggregate_events(
         pool,
         AggregateKind::Conversation.as_str(),
         &id.to_string(),
         sent + 1..=applied.min(sent + PAGE),
     )
-    .await
+    .await?;
+    for stored in &mut batch {
+        events.open_stored(stored).await?;
+    }
+    Ok(batch)
 }
 
 #[cfg(test)]
