@@ -436,6 +436,39 @@ async fn roles_limit_what_a_caller_may_do() {
 }
 
 #[tokio::test]
+async fn an_admin_asks_a_projections_projector_to_redrive_and_it_takes_the_request_once() {
+    let app = TestApp::spawn().await;
+    let path = "/v1/admin/projections/read_model/redrive";
+    let (status, body, _) = member(&app).post(path, json!({}), &[]).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let admin = Client::new(&app, "acme", &[Role::Admin]);
+    let (status, body, _) = admin.post(path, json!({}), &[]).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
+    // Once its projector has made the projection, the request is recorded for it.
+    let pool = &app.stack.db.pool;
+    sqlx::query(
+        "INSERT INTO projections (name, generation, schema_name) VALUES ('read_model', 1, 'read_model_g1')",
+    )
+    .execute(pool)
+    .await
+    .expect("a projection");
+    let (status, body, _) = admin.post(path, json!({}), &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["projection"], "read_model");
+    assert!(
+        projection::take_redrive_request(pool, "read_model")
+            .await
+            .expect("take")
+    );
+    assert!(
+        !projection::take_redrive_request(pool, "read_model")
+            .await
+            .expect("take"),
+        "a request is taken once"
+    );
+}
+
+#[tokio::test]
 async fn malformed_requests_answer_4xx_problems_and_append_nothing() {
     let app = TestApp::spawn().await;
     let c = member(&app);

@@ -211,8 +211,10 @@ async fn forward(up: &Upstreams, base: &str, rest: &str, request: Request) -> Re
             headers.insert(name.clone(), value.clone());
         }
     }
-    if let Some(key) = request.headers().get("idempotency-key") {
-        headers.insert("idempotency-key", key.clone());
+    for name in ["idempotency-key", "last-event-id"] {
+        if let Some(value) = request.headers().get(name) {
+            headers.insert(name, value.clone());
+        }
     }
     let body = match axum::body::to_bytes(request.into_body(), BODY_MAX).await {
         Ok(body) => body,

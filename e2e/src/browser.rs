@@ -175,6 +175,17 @@ impl Browser {
         .await;
     }
 
+    /// Chooses the file at `path` in the file input `css`.
+    pub async fn upload(&self, css: &str, path: &std::path::Path) {
+        let id = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({"text": path.to_string_lossy()})),
+        )
+        .await;
+    }
+
     /// The visible text of the element `css`.
     pub async fn text(&self, css: &str) -> String {
         let id = self.find(css).await;
@@ -199,7 +210,12 @@ impl Browser {
     pub async fn wait_for(&self, what: &str, script: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.run(script).await != Value::Bool(true) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            if Instant::now() >= deadline {
+                // What the page showed, to see why.
+                self.screenshot(&format!("timed-out-{}", what.replace(' ', "-")))
+                    .await;
+                panic!("timed out waiting for {what}");
+            }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     }

@@ -518,3 +518,37 @@ pub async fn relay_redrive(
     )
         .into_response())
 }
+
+/// Asks the running projector of a projection (`read_model`, `semantic`, …; its
+/// `/status` names it) to re-drive its parked events, each aggregate's in order, once
+/// their cause is fixed. Accepted here; carried out by the projector within a second or
+/// so (its `/status` shows `parked_now` fall).
+#[utoipa::path(post, path = "/v1/admin/projections/{name}/redrive",
+    params(("name" = String, Path, description = "The projection")),
+    responses((status = 202, description = "Re-drive requested"), (status = 403), (status = 404, description = "No projection of this name has run")),
+    security(("bearer" = [])))]
+pub async fn projection_redrive(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    who.require_any(&[CallerRole::Admin])?;
+    let requested = match projection::request_redrive(app.service.pool(), &name).await {
+        Ok(requested) => requested,
+        Err(e) => {
+            tracing::error!(error = %e, "recording a re-drive request failed");
+            return Err(
+                Problem::unavailable("the database did not take the request; retry").retry_after(1),
+            );
+        }
+    };
+    if !requested {
+        return Err(Problem::not_found().detail("no projection of this name has run"));
+    }
+    tracing::info!(projection = %name, by = %who.subject, "projection re-drive requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({"status": "redrive requested", "projection": name})),
+    )
+        .into_response())
+}

@@ -108,6 +108,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/relay", get(commands::relay_status))
         .route("/admin/relay/redrive", post(commands::relay_redrive))
         .route(
+            "/admin/projections/{name}/redrive",
+            post(commands::projection_redrive),
+        )
+        .route(
             "/admin/subjects/{subject}/erase",
             post(erasure::erase_subject),
         )

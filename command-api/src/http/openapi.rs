@@ -27,6 +27,7 @@ use super::{commands, erasure, inbox, knowledge, webhooks};
         webhooks::redeliver,
         commands::relay_status,
         commands::relay_redrive,
+        commands::projection_redrive,
         erasure::erase_subject,
         erasure::erase_tenant,
         erasure::get_retention,

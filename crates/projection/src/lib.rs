@@ -29,7 +29,10 @@ pub use envelope::{Envelope, EnvelopeError, EventRef};
 pub use rebuild::{
     RebuildPlan, RebuildReport, WorkDone, bootstrap, rebuild, rebuild_plan, rebuild_watched,
 };
-pub use redrive::{RedriveReport, parked_now, redrive, redrive_watched};
+pub use redrive::{
+    RedriveReport, parked_in, parked_now, redrive, redrive_watched, request_redrive,
+    take_redrive_request,
+};
 pub use sink::{
     ApplyError, DEFAULT_EFFECT_CONCURRENCY, EffectError, EffectId, EffectProjection, Parallelism,
     Pass, Planned, TableProjection,

@@ -49,13 +49,55 @@ pub async fn redrive(
     redrive_watched(store, sink, &watch::Sender::new(WorkDone::default())).await
 }
 
+/// Asks the running projector of `projection` to re-drive its parked events (it takes
+/// the request within a second or so). False when no projection of that name exists
+/// (nor any: no projector has migrated this database yet).
+pub async fn request_redrive(
+    db: impl sqlx::PgExecutor<'_>,
+    projection: &str,
+) -> Result<bool, sqlx::Error> {
+    let asked = sqlx::query("UPDATE projections SET redrive_requested_at = now() WHERE name = $1")
+        .bind(projection)
+        .execute(db)
+        .await;
+    match asked {
+        Ok(asked) => Ok(asked.rows_affected() == 1),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes a pending re-drive request of `projection`, if there is one: of the replicas
+/// that ask at once, one gets it.
+pub async fn take_redrive_request(
+    db: impl sqlx::PgExecutor<'_>,
+    projection: &str,
+) -> Result<bool, sqlx::Error> {
+    let taken = sqlx::query(
+        "UPDATE projections SET redrive_requested_at = NULL \
+         WHERE name = $1 AND redrive_requested_at IS NOT NULL",
+    )
+    .bind(projection)
+    .execute(db)
+    .await?;
+    Ok(taken.rows_affected() == 1)
+}
+
 /// How many events of `sink`'s live generation are parked now.
 pub async fn parked_now(store: &Reader, sink: &dyn Sink) -> Result<u64, ProjectionError> {
     let mut conn = store.pool().acquire().await?;
-    let Some(schema) = generation::live_schema(&mut conn, sink.name()).await? else {
+    Ok(parked_in(&mut conn, sink.name()).await?)
+}
+
+/// How many events of `projection`'s live generation are parked now (none without one).
+pub async fn parked_in(
+    conn: &mut sqlx::PgConnection,
+    projection: &str,
+) -> Result<u64, sqlx::Error> {
+    let Some(schema) = generation::live_schema(conn, projection).await? else {
         return Ok(0);
     };
-    Ok(bookkeeping::parked_count(&mut conn, &schema).await?.max(0) as u64)
+    Ok(bookkeeping::parked_count(conn, &schema).await?.max(0) as u64)
 }
 
 /// [`redrive`], telling `progress` how many parked events it has tried of those parked.

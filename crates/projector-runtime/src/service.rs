@@ -81,9 +81,53 @@ pub enum Verb {
 /// (`null` when the database cannot be asked).
 #[derive(Debug, serde::Serialize)]
 struct StatusView {
+    /// The projection's name (what `POST /v1/admin/projections/{name}/redrive` takes).
+    projection: &'static str,
     #[serde(flatten)]
     status: crate::ProjectorStatus,
     generation: Option<i32>,
+    /// Events of the live generation parked now (`parked` counts those this process
+    /// parked since it started).
+    parked_now: Option<u64>,
+}
+
+/// How often a consuming projector looks for a re-drive asked for over the API.
+const REDRIVE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Takes the re-drive requests of `sink`'s projection (command-api's
+/// `POST /v1/admin/projections/{name}/redrive`) and re-drives its parked events, beside
+/// the consumer (a re-drive is safe while it consumes), until `stopped` turns true.
+async fn redrive_on_request<S: Sink>(
+    events: event_store::Reader,
+    sink: Arc<S>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let name = sink.name();
+    let mut tick = tokio::time::interval(REDRIVE_POLL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        match projection::take_redrive_request(events.pool(), name).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for a re-drive request failed");
+                continue;
+            }
+        }
+        tracing::info!(projection = name, "re-driving the parked events, as asked");
+        match projection::redrive(events.clone(), sink.as_ref()).await {
+            Ok(report) => tracing::info!(
+                projection = name,
+                applied = report.applied,
+                still_parked = report.still_parked,
+                "re-drive done"
+            ),
+            Err(e) => tracing::warn!(projection = name, error = %e, "re-drive failed; ask again"),
+        }
+    }
 }
 
 /// How a one-off `redrive` or `rebuild` reports.
@@ -342,8 +386,13 @@ async fn consume<S: Sink>(
         .map_err(|source| ServiceError::Bind { addr, source })?;
 
     let name = sink.name();
-    let (runtime, status) = Runtime::new(events.clone(), sink, kafka, settings);
     let (stop, stopped) = watch::channel(false);
+    let redriver = tokio::spawn(redrive_on_request(
+        events.clone(),
+        sink.clone(),
+        stopped.clone(),
+    ));
+    let (runtime, status) = Runtime::new(events.clone(), sink, kafka, settings);
     let mut consumer = tokio::spawn(runtime.run(stopped.clone()));
     let mut companion = match companion {
         Some(task) => tokio::spawn(task(events, stopped.clone())),
@@ -365,15 +414,23 @@ async fn consume<S: Sink>(
             let status = status.borrow().clone();
             let pool = status_pool.clone();
             async move {
-                // The live generation as the database has it (a rebuild switches it).
-                let generation = match pool.acquire().await {
-                    Ok(mut conn) => projection::generation::live_generation(&mut conn, name)
-                        .await
-                        .ok()
-                        .flatten(),
-                    Err(_) => None,
+                // The live generation and its parked events as the database has them (a
+                // rebuild switches it, a re-drive empties it).
+                let (generation, parked_now) = match pool.acquire().await {
+                    Ok(mut conn) => {
+                        let generation =
+                            projection::generation::live_generation(&mut conn, name).await;
+                        let parked = projection::parked_in(&mut conn, name).await;
+                        (generation.ok().flatten(), parked.ok())
+                    }
+                    Err(_) => (None, None),
                 };
-                axum::Json(StatusView { status, generation })
+                axum::Json(StatusView {
+                    projection: name,
+                    status,
+                    generation,
+                    parked_now,
+                })
             }
         }),
     );
@@ -422,6 +479,7 @@ async fn consume<S: Sink>(
             Err(error)
         }
     };
+    redriver.abort();
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "health server failed"),
