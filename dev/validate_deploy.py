@@ -44,7 +44,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 # Packages whose binaries are deployed (the others are tools: the threadline command line, the e2e
 # benchmarks).
-DEPLOYED_PACKAGES = ("command-api", "query-api", "projectors")
+DEPLOYED_PACKAGES = ("command-api", "query-api", "projectors", "console")
 SECRET_KEYS_ANNOTATION = "threadline/secret-keys"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 

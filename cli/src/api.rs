@@ -46,6 +46,9 @@ pub enum Failure {
     /// `status` found something that needs attention (already printed).
     #[error("something needs attention")]
     Attention,
+    /// `verify` found the audit chain broken (the break already printed).
+    #[error("the audit chain is broken")]
+    Broken,
     #[error("{0}")]
     Other(String),
 }
@@ -57,6 +60,7 @@ impl Failure {
             Failure::Refused(_) => 3,
             Failure::Unavailable(_) => 4,
             Failure::Attention => 5,
+            Failure::Broken => 6,
         }
     }
 
@@ -141,10 +145,23 @@ impl Client {
         body: &serde_json::Value,
         idempotency_key: &str,
     ) -> Result<serde_json::Value, Failure> {
+        self.send_json(reqwest::Method::POST, api, path, body, idempotency_key)
+            .await
+    }
+
+    /// [`Client::post_json`] with another method (`PUT`).
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        api: Api,
+        path: &str,
+        body: &serde_json::Value,
+        idempotency_key: &str,
+    ) -> Result<serde_json::Value, Failure> {
         let url = self.url(api, path);
         let mut request = self
             .http
-            .post(&url)
+            .request(method, &url)
             .json(body)
             .header("idempotency-key", idempotency_key)
             .timeout(REQUEST_TIMEOUT);
@@ -213,4 +230,14 @@ async fn checked(url: &str, response: reqwest::Response) -> Result<reqwest::Resp
     } else {
         Failure::Unavailable(text)
     })
+}
+
+/// An idempotency key for one run of a command: a retry of its request is not done twice,
+/// running the command again does it again.
+pub fn run_key() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("threadline-{}-{nanos}", std::process::id())
 }

@@ -8,6 +8,7 @@
 mod api;
 mod batch;
 mod progress;
+mod protection;
 mod replay;
 mod search;
 mod status;
@@ -28,7 +29,8 @@ const EXIT_CODES: &str = "Exit codes:
   2  the command line is wrong
   3  the API refused (the token, its roles, a missing aggregate, a bad argument)
   4  unavailable (an API could not be reached or answered 5xx; retry)
-  5  status: something needs attention (stuck, parked, waiting on an outage, unreachable)";
+  5  status: something needs attention (stuck, parked, waiting on an outage, unreachable)
+  6  verify: the audit chain is broken (the first break is printed)";
 
 /// The operators' command line of Threadline.
 #[derive(Debug, Parser)]
@@ -62,6 +64,16 @@ enum Command {
     Webhooks(webhooks::Args),
     /// Semantic search over the tenant's conversations, documents and knowledge.
     Search(search::Args),
+    /// Verifies the tenant's tamper-evident audit chain; names the first break (exit 6).
+    Verify(protection::VerifyArgs),
+    /// Erases a person, a conversation's starter's data, or the whole tenant (data
+    /// protection: their keys are destroyed, so their data reads as erased everywhere).
+    #[command(subcommand)]
+    Erase(protection::EraseArgs),
+    /// Everything held about a person (or a conversation) as NDJSON (GDPR Art. 15/20).
+    Export(protection::ExportArgs),
+    /// The tenant's retention policy: shown, or set with `--days` or `--off`.
+    Retention(protection::RetentionArgs),
     /// Prints a development token signed with the stack's HS256 secret.
     Token(token::Args),
     /// Prints the shell completion script for SHELL.
@@ -86,7 +98,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            if !matches!(failure, Failure::Attention) {
+            if !matches!(failure, Failure::Attention | Failure::Broken) {
                 eprintln!("threadline: {failure}");
             }
             ExitCode::from(failure.code())
@@ -105,6 +117,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Rebuild(args) => batch::run(batch::Work::Rebuild, args, out).await,
         Command::Redrive(args) => batch::run(batch::Work::Redrive, args, out).await,
         Command::Token(args) => token::run(args, out),
+        Command::Verify(args) => protection::verify(&cli.apis, args, out).await,
+        Command::Erase(args) => protection::erase(&cli.apis, args, out).await,
+        Command::Export(args) => protection::export(&cli.apis, args).await,
+        Command::Retention(args) => protection::retention(&cli.apis, args, out).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -1,7 +1,8 @@
 //! `threadline status`: the relay (command-api's `/v1/admin/relay`, an admin token) and
 //! each projector (its health address's `/status`, no token), and what needs attention.
 
-use serde_json::{Value, json};
+use ops_report::{Component, Report, named_url};
+use serde_json::Value;
 
 use crate::Output;
 use crate::api::{Api, Apis, Client, Failure};
@@ -19,32 +20,31 @@ pub struct Args {
     projectors: Vec<(String, String)>,
 }
 
-fn named_url(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((name, url)) if !name.trim().is_empty() && !url.trim().is_empty() => {
-            Ok((name.trim().to_owned(), url.trim().to_owned()))
-        }
-        _ => Err(format!("{text:?}: use NAME=URL")),
+pub async fn run(apis: &Apis, args: Args, out: Output) -> Result<(), Failure> {
+    let client = Client::new(apis)?;
+    let relay = match client
+        .get_json::<Value>(Api::Commands, "/v1/admin/relay")
+        .await
+    {
+        Ok(s) => Component::relay(s),
+        // A token the API refuses is the caller's to fix: say so rather than report.
+        Err(Failure::Refused(e)) => return Err(Failure::Refused(e)),
+        Err(e) => Component::unreachable("relay", e.to_string()),
+    };
+    let mut projectors = Vec::new();
+    for (name, url) in args.projectors {
+        let status = format!("{url}/status");
+        projectors.push(match client.get_open_json::<Value>(&status).await {
+            Ok(s) => Component::projector(&name, s),
+            Err(e) => Component::unreachable(&name, e.to_string()),
+        });
     }
-}
-
-/// One component's line of the report.
-struct Part {
-    name: String,
-    /// What it reported, or why it could not be asked.
-    reported: Result<Value, String>,
-    /// Reasons it needs attention.
-    attention: Vec<String>,
-}
-
-impl Part {
-    fn to_json(&self) -> Value {
-        let mut v = json!({"name": self.name, "ok": self.attention.is_empty(), "attention": self.attention});
-        match &self.reported {
-            Ok(status) => v["status"] = status.clone(),
-            Err(error) => v["error"] = json!(error),
-        }
-        v
+    let report = Report { relay, projectors };
+    out.print(&report.to_json(), || text(&report));
+    if report.healthy() {
+        Ok(())
+    } else {
+        Err(Failure::Attention)
     }
 }
 
@@ -52,88 +52,10 @@ fn number(v: &Value, field: &str) -> f64 {
     v[field].as_f64().unwrap_or(0.0)
 }
 
-fn relay_attention(s: &Value) -> Vec<String> {
-    let mut why = Vec::new();
-    if s["stuck"] == true {
-        why.push(format!(
-            "stuck since {}: {}",
-            s["failing_since"].as_str().unwrap_or("?"),
-            s["last_error"].as_str().unwrap_or("?")
-        ));
-    }
-    if number(s, "parked") > 0.0 {
-        why.push(format!("{} events parked", s["parked"]));
-    }
-    if s["active"] != true && s["standby"] != true {
-        why.push("neither publishing nor standing by".to_owned());
-    }
-    why
-}
-
-fn projector_attention(s: &Value) -> Vec<String> {
-    let mut why = Vec::new();
-    if let Some(outage) = s["waiting_on"].as_str() {
-        why.push(format!("waiting on an outage: {outage}"));
-    }
-    if number(s, "parked") > 0.0 {
-        why.push(format!("{} events parked since it started", s["parked"]));
-    }
-    if number(s, "dead_lettered") > 0.0 {
-        why.push(format!("{} events dead-lettered", s["dead_lettered"]));
-    }
-    why
-}
-
-pub async fn run(apis: &Apis, args: Args, out: Output) -> Result<(), Failure> {
-    let client = Client::new(apis)?;
-    let mut parts = Vec::new();
-    let relay = client
-        .get_json::<Value>(Api::Commands, "/v1/admin/relay")
-        .await;
-    parts.push(match relay {
-        Ok(s) => Part {
-            name: "relay".to_owned(),
-            attention: relay_attention(&s),
-            reported: Ok(s),
-        },
-        // A token the API refuses is the caller's to fix: say so rather than report.
-        Err(Failure::Refused(e)) => return Err(Failure::Refused(e)),
-        Err(e) => Part {
-            name: "relay".to_owned(),
-            attention: vec!["unreachable".to_owned()],
-            reported: Err(e.to_string()),
-        },
-    });
-    for (name, url) in args.projectors {
-        let status = format!("{}/status", url.trim_end_matches('/'));
-        parts.push(match client.get_open_json::<Value>(&status).await {
-            Ok(s) => Part {
-                name,
-                attention: projector_attention(&s),
-                reported: Ok(s),
-            },
-            Err(e) => Part {
-                name,
-                attention: vec!["unreachable".to_owned()],
-                reported: Err(e.to_string()),
-            },
-        });
-    }
-    let healthy = parts.iter().all(|p| p.attention.is_empty());
-    let report = json!({
-        "healthy": healthy,
-        "relay": parts[0].to_json(),
-        "projectors": parts[1..].iter().map(Part::to_json).collect::<Vec<_>>(),
-    });
-    out.print(&report, || text(&parts));
-    if healthy {
-        Ok(())
-    } else {
-        Err(Failure::Attention)
-    }
-}
-
-fn text(parts: &[Part]) -> String {
+fn text(report: &Report) -> String {
+    let parts: Vec<&Component> = std::iter::once(&report.relay)
+        .chain(&report.projectors)
+        .collect();
     let width = parts.iter().map(|p| p.name.len()).max().unwrap_or(0);
     let mut lines = String::new();
     for part in parts {
@@ -159,7 +81,11 @@ fn text(parts: &[Part]) -> String {
                 number(s, "lag_seconds"),
                 s["load"]["records_in_flight"],
                 s["load"]["waiting"],
-                s["parked"],
+                if s["parked_now"].is_u64() {
+                    &s["parked_now"]
+                } else {
+                    &s["parked"]
+                },
                 s["assigned_partitions"]
             ),
         };

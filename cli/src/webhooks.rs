@@ -104,13 +104,7 @@ pub async fn run(apis: &Apis, args: Args, out: Output) -> Result<(), Failure> {
             until,
         } => {
             let body = json!({"message_id": message, "since": since, "until": until});
-            // One key per run: a retry of this request is not done twice, running the
-            // command again redelivers again.
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let key = format!("threadline-{}-{nanos}", std::process::id());
+            let key = crate::api::run_key();
             let accepted = client
                 .post_json(
                     Api::Commands,

@@ -63,7 +63,12 @@ fn a_wrong_command_line_exits_2_and_help_lists_the_exit_codes() {
     assert!(text(&wrong.stderr).contains("emperor"));
     let help = threadline(&["--help"], &[]);
     assert!(help.status.success());
-    for line in ["3  the API refused", "4  unavailable", "5  status"] {
+    for line in [
+        "3  the API refused",
+        "4  unavailable",
+        "5  status",
+        "6  verify",
+    ] {
         assert!(text(&help.stdout).contains(line), "{}", text(&help.stdout));
     }
 }
@@ -87,6 +92,19 @@ fn an_api_that_cannot_be_reached_exits_4_and_says_which() {
                 "replay",
                 "--aggregate",
                 "conversation/x",
+            ],
+            4,
+        ),
+        (vec!["--query-api", &api, "export", "ann"], 4),
+        (
+            vec![
+                "--command-api",
+                &api,
+                "erase",
+                "person",
+                "ann",
+                "--reason",
+                "r",
             ],
             4,
         ),

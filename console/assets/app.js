@@ -193,24 +193,34 @@ async function search(event) {
   }
 }
 
+// The relay and every projector, each with what needs attention (the rules
+// `threadline status` applies too: the console's /api/status answers its report).
 async function loadStatus() {
   const rows = document.getElementById("status-rows");
   const note = document.getElementById("status-note");
   try {
     const report = await (await api("/api/status")).json();
     rows.replaceChildren();
-    const r = report.relay;
-    const relayState = r.stuck ? "stuck: " + r.last_error : r.active ? "active" : "standby";
-    rows.appendChild(row(["relay", relayState, r.lag_events + " events", r.parked, "", ""]));
+    const attention = (part) => {
+      const cell = el("span", part.ok ? "ok" : part.attention.join("; "), { class: part.ok ? "ok" : "attention" });
+      return cell;
+    };
+    const r = report.relay.status;
+    if (r) {
+      const relayState = r.stuck ? "stuck" : r.active ? "active" : "standby";
+      rows.appendChild(row(["relay", relayState, r.lag_events + " events", r.parked, "", "", attention(report.relay), ""]));
+    } else {
+      rows.appendChild(row(["relay", "unreachable", "", "", "", "", attention(report.relay), ""]));
+    }
     for (const p of report.projectors) {
       const s = p.status;
-      if (!s) { rows.appendChild(row([p.name, "unreachable", "", "", "", ""])); continue; }
-      const waiting = s.waiting_on ? "waiting on " + s.waiting_on : "consuming";
+      if (!s) { rows.appendChild(row([p.name, "unreachable", "", "", "", "", attention(p), ""])); continue; }
+      const waiting = s.waiting_on ? "waiting" : "consuming";
       const parked = s.parked_now === undefined || s.parked_now === null ? s.parked : s.parked_now;
       const redrive = el("button", "Re-drive parked", { class: "redrive-projection", "data-projection": s.projection });
       redrive.disabled = !parked;
       redrive.addEventListener("click", () => redriveProjection(s.projection));
-      rows.appendChild(row([p.name, waiting, s.lag_events + " events", parked, s.load.records_in_flight, s.generation, redrive]));
+      rows.appendChild(row([p.name, waiting, s.lag_events + " events", parked, s.load.records_in_flight, s.generation, attention(p), redrive]));
     }
   } catch (e) {
     note.textContent = "The status could not be read: " + e.message;

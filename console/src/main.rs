@@ -5,8 +5,9 @@
 //! no session and no secret: the browser holds the user's token (for the tab's life) and
 //! every call carries it to the APIs, which decide what it may do.
 //!
-//!     console            serve until SIGTERM/Ctrl-C
-//!     console --help     every setting
+//!     console                 serve until SIGTERM/Ctrl-C (`run` also works)
+//!     console check-settings  check the settings without connecting to anything, exit
+//!     console --help          every setting
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,6 +25,8 @@ use serde_json::{Value, json};
 /// The console's settings.
 #[derive(Debug, clap::Parser)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Verb>,
     /// Where the console is served.
     #[arg(
         long = "console-addr",
@@ -49,15 +52,24 @@ struct Cli {
     #[arg(
         long = "console-projectors",
         env = "CONSOLE_PROJECTORS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = ops_report::named_url
     )]
-    projectors: Vec<String>,
+    projectors: Vec<(String, String)>,
     #[command(flatten)]
     http: http::HttpTimeouts,
     #[command(flatten)]
     shutdown: Shutdown,
     #[command(flatten)]
     telemetry: telemetry::TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+enum Verb {
+    /// Serve until SIGTERM/Ctrl-C (also what no command does).
+    Run,
+    /// Check the settings without connecting to anything; exit 0 when they hold.
+    CheckSettings,
 }
 
 /// The largest request body passed on (a knowledge upload).
@@ -74,28 +86,33 @@ struct Upstreams {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli: Cli = platform::config::parse("console");
+    for (what, url) in [
+        ("CONSOLE_COMMAND_API", cli.command_api.as_str()),
+        ("CONSOLE_QUERY_API", cli.query_api.as_str()),
+    ]
+    .into_iter()
+    .chain(
+        cli.projectors
+            .iter()
+            .map(|(_, url)| ("CONSOLE_PROJECTORS", url.as_str())),
+    ) {
+        let parsed = reqwest::Url::parse(url).ok();
+        if !parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) {
+            anyhow::bail!("{what}: {url:?} is not an http(s) URL");
+        }
+    }
+    if cli.command == Some(Verb::CheckSettings) {
+        println!("console: settings ok");
+        return Ok(());
+    }
     let telemetry = telemetry::init("console", &cli.telemetry);
-    let projectors = cli
-        .projectors
-        .iter()
-        .map(|p| {
-            p.split_once('=')
-                .map(|(n, u)| {
-                    (
-                        n.trim().to_owned(),
-                        u.trim().trim_end_matches('/').to_owned(),
-                    )
-                })
-                .with_context(|| format!("CONSOLE_PROJECTORS: {p:?} is not NAME=URL"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let upstreams = Upstreams {
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()?,
         command_api: cli.command_api.trim_end_matches('/').to_owned(),
         query_api: cli.query_api.trim_end_matches('/').to_owned(),
-        projectors,
+        projectors: cli.projectors,
     };
     let listener = tokio::net::TcpListener::bind(cli.addr)
         .await
@@ -140,6 +157,9 @@ fn app(upstreams: Upstreams) -> Router {
         .route("/api/commands/{*rest}", any(commands))
         .route("/api/queries/{*rest}", any(queries))
         .route("/api/status", get(status))
+        // It holds no state and needs nothing to serve its pages: alive is ready.
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
         .layer(axum::middleware::map_response(secured))
         .with_state(upstreams)
 }
@@ -282,7 +302,10 @@ async fn status(State(up): State<Upstreams>, headers: HeaderMap) -> Response {
         request = request.header(header::AUTHORIZATION, token.clone());
     }
     let relay = match request.send().await {
-        Ok(r) if r.status().is_success() => r.json::<Value>().await.unwrap_or(Value::Null),
+        Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+            Ok(status) => ops_report::Component::relay(status),
+            Err(e) => ops_report::Component::unreachable("relay", e.to_string()),
+        },
         Ok(r) => {
             let code = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             return problem(
@@ -301,10 +324,13 @@ async fn status(State(up): State<Upstreams>, headers: HeaderMap) -> Response {
             .send()
             .await;
         let status = match answer {
-            Ok(r) => r.json::<Value>().await.ok(),
-            Err(_) => None,
+            Ok(r) => r.json::<Value>().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         };
-        projectors.push(json!({"name": name, "status": status}));
+        projectors.push(match status {
+            Ok(status) => ops_report::Component::projector(name, status),
+            Err(error) => ops_report::Component::unreachable(name, error),
+        });
     }
-    axum::Json(json!({"relay": relay, "projectors": projectors})).into_response()
+    axum::Json(ops_report::Report { relay, projectors }.to_json()).into_response()
 }

@@ -93,3 +93,37 @@ async fn apis_that_are_down_are_a_502_problem_not_a_hang() {
         assert_eq!(problem["status"], 502, "{path}");
     }
 }
+
+#[tokio::test]
+async fn it_checks_its_settings_and_answers_its_probes() {
+    let check = |vars: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_console"))
+            .arg("check-settings")
+            .envs(vars.iter().copied())
+            .output()
+            .expect("check-settings runs")
+    };
+    let ok = check(&[]);
+    assert!(ok.status.success(), "{ok:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        "console: settings ok\n"
+    );
+    for bad in [
+        ("CONSOLE_QUERY_API", "query-api:8081"),
+        ("CONSOLE_PROJECTORS", "read-model-projector"),
+        ("CONSOLE_PROJECTORS", "read-model-projector=not a url"),
+    ] {
+        let refused = check(&[bad]);
+        assert!(!refused.status.success(), "{bad:?} was taken");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(said.contains(bad.0), "{bad:?}: {said}");
+    }
+    let console = console().await;
+    for probe in ["/healthz", "/readyz"] {
+        let answer = reqwest::get(format!("{}{probe}", console.1))
+            .await
+            .expect("an answer");
+        assert_eq!(answer.status(), reqwest::StatusCode::OK, "{probe}");
+    }
+}

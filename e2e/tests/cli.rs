@@ -1,6 +1,7 @@
 //! `threadline`, the operators' command line, against `dev/stack run`: status of the
 //! relay and every projector, replays of a tenant and of an aggregate (a file cut short
-//! resumed), search, and the exit codes of a refused token and of something that needs
+//! resumed), search, webhooks, tail, the audit chain verified, an export, retention and an
+//! erasure, and the exit codes of a refused token and of something that needs
 //! attention. The binary is run as an operator runs it, its output piped (so no
 //! progress is drawn).
 
@@ -313,6 +314,49 @@ async fn every_subcommand_works_against_a_running_stack() {
     .expect("the new conversation followed within a minute");
     assert_eq!(seen["event_type"], "ConversationStarted", "{seen}");
     let _ = tail.kill().await;
+
+    // Data protection: the audit chain verified, a person's archive exported, a
+    // retention policy set and read, the person erased, and the chain still whole.
+    let verified: Value = serde_json::from_str(&cli.ok(&["verify", "--json"])).expect("a report");
+    assert_eq!(verified["verified"], true, "{verified}");
+    assert!(
+        verified["checked"].as_u64().is_some_and(|n| n > 0),
+        "{verified}"
+    );
+    let archive = lines(&cli.ok(&["export", "ann"]));
+    assert!(archive.first().is_some_and(|l| l.get("export").is_some()));
+    assert!(archive.last().is_some_and(|l| l.get("end").is_some()));
+    assert!(
+        archive
+            .iter()
+            .any(|l| l["aggregate_id"] == conversation.as_str()),
+        "her conversation is in her archive"
+    );
+    let policy = cli.ok(&["retention", "--days", "30"]);
+    assert!(policy.contains("more than 30 days"), "{policy}");
+    let policy: Value = serde_json::from_str(&cli.ok(&["retention", "--json"])).expect("JSON");
+    assert_eq!(policy["conversations_ended_days"], 30, "{policy}");
+    let erased: Value = serde_json::from_str(&cli.ok(&[
+        "erase",
+        "person",
+        "ann",
+        "--reason",
+        "her request of today",
+        "--json",
+    ]))
+    .expect("an answer");
+    assert_eq!(erased["subject"], "user:ann", "{erased}");
+    assert!(
+        erased["conversation_ids"]
+            .as_array()
+            .is_some_and(|ids| ids.iter().any(|id| id == conversation.as_str())),
+        "{erased}"
+    );
+    let text = cli.ok(&["verify"]);
+    assert!(text.starts_with("the audit chain holds"), "{text}");
+    // The whole tenant only when the operator says yes.
+    let out = cli.run(&["erase", "tenant", "--reason", "offboarding"]);
+    assert_eq!(out.status.code(), Some(2));
 
     // A token the API refuses: exit 3, and what the API said.
     let out = cli.run(&["--token", "not-a-token", "replay"]);

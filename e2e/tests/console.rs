@@ -234,12 +234,19 @@ async fn an_operator_signs_in_pages_searches_reads_status_and_redelivers_in_a_br
     assert_eq!(status, reqwest::StatusCode::CREATED, "{parked}");
     let parked = parked["id"].as_str().expect("an id").to_owned();
     let redrive = "button.redrive-projection[data-projection=read_model]";
-    browser
-        .wait_for(
-            "the read model's parked event",
-            &format!("const b = document.querySelector('{redrive}'); const parked = b !== null && !b.disabled; if (!parked) loadStatus(); return parked"),
+    // The read model's re-drive button as `enabled` says (it is enabled while events are
+    // parked), the status read again until it is.
+    let button = |enabled: bool| {
+        format!(
+            "const b = document.querySelector('{redrive}'); const seen = b !== null && b.disabled === {}; if (!seen) loadStatus(); return seen",
+            !enabled
         )
+    };
+    browser
+        .wait_for("the read model's parked event", &button(true))
         .await;
+    let status = browser.text("#status-rows").await;
+    assert!(status.contains("1 events parked"), "{status}");
     browser.screenshot("9-parked").await;
     sqlx::query(&format!(
         "ALTER TABLE {schema}.conversations DROP CONSTRAINT refused_in_a_test"
@@ -255,12 +262,7 @@ async fn an_operator_signs_in_pages_searches_reads_status_and_redelivers_in_a_br
             .is_success()
     })
     .await;
-    browser
-        .wait_for(
-            "nothing parked",
-            &format!("const b = document.querySelector('{redrive}'); const none = b !== null && b.disabled; if (!none) loadStatus(); return none"),
-        )
-        .await;
+    browser.wait_for("nothing parked", &button(false)).await;
     let note = browser.text("#status-note").await;
     assert!(note.contains("Re-drive of read_model requested"), "{note}");
     browser.screenshot("10-redriven").await;

@@ -170,7 +170,7 @@ fn the_arrows_point_one_way() {
         );
     }
     // The core crates do no I/O.
-    for core in ["access", "schemas", "domain", "sealing"] {
+    for core in ["access", "schemas", "domain", "sealing", "ops-report"] {
         ws.refuse(
             core,
             &[
