@@ -44,7 +44,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 # Packages whose binaries are deployed (the others are tools: the threadline command line, the e2e
 # benchmarks).
-DEPLOYED_PACKAGES = ("command-api", "query-api", "projectors", "console")
+DEPLOYED_PACKAGES = ("command-api", "query-api", "projectors", "threadline-console")
 SECRET_KEYS_ANNOTATION = "threadline/secret-keys"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 
@@ -85,10 +85,14 @@ def deployed_binaries() -> dict[str, str]:
     out: dict[str, str] = {}
     for member in ws["workspace"]["members"]:
         d = ROOT / member
-        name = tomllib.loads((d / "Cargo.toml").read_text())["package"]["name"]
+        manifest = tomllib.loads((d / "Cargo.toml").read_text())
+        name = manifest["package"]["name"]
         if name not in DEPLOYED_PACKAGES:
             continue
-        if (d / "src/main.rs").exists():
+        # A binary named in the manifest (`[[bin]]`), else the package's own.
+        for b in manifest.get("bin", []):
+            out[b["name"]] = name
+        if (d / "src/main.rs").exists() and not manifest.get("bin"):
             out[name] = name
         for b in sorted((d / "src/bin").glob("*.rs")) if (d / "src/bin").is_dir() else []:
             out[b.stem] = name

@@ -112,8 +112,9 @@ async fn redrive_on_request<S: Sink>(
         match projection::take_redrive_request(events.pool(), name).await {
             Ok(true) => {}
             Ok(false) => continue,
+            // The database is down: the consumer reports that; look again next time.
             Err(e) => {
-                tracing::warn!(error = %e, "looking for a re-drive request failed");
+                tracing::debug!(error = %e, "looking for a re-drive request failed");
                 continue;
             }
         }

@@ -106,7 +106,7 @@ const SERVICES: &[&str] = &[
     "projectors",
     "extractor",
     "threadline",
-    "console",
+    "threadline-console",
 ];
 /// Crates that ship nothing: they may link anything.
 const TESTS: &[&str] = &["testkit", "e2e"];
@@ -153,7 +153,7 @@ fn the_arrows_point_one_way() {
     );
     // So does the console, for the browser.
     ws.refuse(
-        "console",
+        "threadline-console",
         &["event-store", "commands", "projection", "kafka", "rdkafka"],
         "the console talks to the APIs",
     );
