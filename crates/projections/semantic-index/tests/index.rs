@@ -140,12 +140,28 @@ async fn write_corpus(stack: &Stack, tenant: &str, conversations: usize) -> Vec<
 async fn every_window_is_one_point_after_redelivery_a_kill_and_a_rebuild() {
     let index = Index::new().await;
     let _relay = index.stack.relay();
-    let first = index.projector("bow").await;
+    // The first projector on connections of its own, as a process of its own would be:
+    // killing a process closes its connections, and PostgreSQL rolls back what they held.
+    let doomed = index.stack.db.config.connect().await.expect("a pool");
+    let sink = Arc::new(EffectSink::new(SemanticIndex::new(
+        index.server.embedder("bow"),
+        Arc::new(PgStore::new(doomed.clone()).await.expect("vector tables")),
+        chunking(),
+        doomed.clone(),
+    )));
+    let first = index
+        .stack
+        .projector_on(doomed.clone(), sink, "semantic")
+        .await;
     let writer = write_corpus(&index.stack, "acme", 30);
     let kill = async {
         first.wait_for("some points", |s| s.applied >= 20).await;
-        // Killed mid-stream: nothing committed since its last batch is redelivered.
+        // Killed mid-stream: nothing committed since its last batch is redelivered. An
+        // aborted task can leave a transaction open on a pooled connection (its locks
+        // held until the server's idle-in-transaction timeout, a minute): closing the
+        // pool is what the process's death does to them.
         first.kill().await;
+        doomed.close().await;
     };
     tokio::join!(writer, kill);
     add_knowledge(
