@@ -46,9 +46,8 @@ impl Caller {
             .expect("the request is sent")
     }
 
-    /// Starts a conversation titled `title` through command-api at `commands` and asks
-    /// `question` in it (the assistant answers it); the conversation's id.
-    pub async fn start_and_ask(&self, commands: &str, title: &str, question: &str) -> String {
+    /// Starts a conversation titled `title` through command-api at `commands`; its id.
+    pub async fn start(&self, commands: &str, title: &str) -> String {
         let (status, started) = self
             .post(
                 format!("{commands}/v1/conversations"),
@@ -56,7 +55,11 @@ impl Caller {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{started}");
-        let id = started["id"].as_str().expect("an id").to_owned();
+        started["id"].as_str().expect("an id").to_owned()
+    }
+
+    /// Asks `question` in conversation `id` through command-api at `commands`.
+    pub async fn ask(&self, commands: &str, id: &str, question: &str) {
         let (status, sent) = self
             .post(
                 format!("{commands}/v1/conversations/{id}/messages"),
@@ -64,6 +67,13 @@ impl Caller {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{sent}");
+    }
+
+    /// Starts a conversation titled `title` through command-api at `commands` and asks
+    /// `question` in it (the assistant answers it); the conversation's id.
+    pub async fn start_and_ask(&self, commands: &str, title: &str, question: &str) -> String {
+        let id = self.start(commands, title).await;
+        self.ask(commands, &id, question).await;
         id
     }
 

@@ -133,14 +133,7 @@ async fn an_operator_signs_in_pages_searches_reads_status_and_redelivers_in_a_br
 
     // A conversation live: a member asks while the console watches, and the reply
     // arrives piece by piece before it is one message.
-    let (status, started) = ann
-        .post(
-            format!("{commands}/v1/conversations"),
-            serde_json::json!({"title": "Watched live"}),
-        )
-        .await;
-    assert_eq!(status, reqwest::StatusCode::CREATED, "{started}");
-    let live = started["id"].as_str().expect("an id").to_owned();
+    let live = ann.start(&commands, "Watched live").await;
     browser.click("nav button[data-tab=conversations]").await;
     let link = format!(".conversation-link[data-id='{live}']");
     browser
@@ -157,13 +150,7 @@ async fn an_operator_signs_in_pages_searches_reads_status_and_redelivers_in_a_br
         )
         .await;
     let question = "When is the launch of the console planned";
-    let (status, sent) = ann
-        .post(
-            format!("{commands}/v1/conversations/{live}/messages"),
-            serde_json::json!({"role": "user", "content": question}),
-        )
-        .await;
-    assert_eq!(status, reqwest::StatusCode::CREATED, "{sent}");
+    ann.ask(&commands, &live, question).await;
     browser
         .wait_for(
             "the reply arriving",
@@ -225,14 +212,7 @@ async fn an_operator_signs_in_pages_searches_reads_status_and_redelivers_in_a_br
     .execute(&db)
     .await
     .expect("a fault in the read model");
-    let (status, parked) = ann
-        .post(
-            format!("{commands}/v1/conversations"),
-            serde_json::json!({"title": "Parked on purpose"}),
-        )
-        .await;
-    assert_eq!(status, reqwest::StatusCode::CREATED, "{parked}");
-    let parked = parked["id"].as_str().expect("an id").to_owned();
+    let parked = ann.start(&commands, "Parked on purpose").await;
     let redrive = "button.redrive-projection[data-projection=read_model]";
     // The read model's re-drive button as `enabled` says (it is enabled while events are
     // parked), the status read again until it is.

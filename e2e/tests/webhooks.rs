@@ -38,13 +38,7 @@ async fn a_subscribed_receiver_gets_events_and_a_dead_message_reaches_the_owners
             body["secret"].as_str().expect("secret").to_owned(),
         ));
     }
-    let (status, started) = member
-        .post(
-            format!("{commands}/v1/conversations"),
-            json!({"title": "Hello hooks"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let started = member.start(&commands, "Hello hooks").await;
 
     wait_until("the delivery", || async {
         good.delivered_by("webhook-id").len() == 1
@@ -52,7 +46,7 @@ async fn a_subscribed_receiver_gets_events_and_a_dead_message_reaches_the_owners
     .await;
     let delivered = good.received().remove(0);
     assert_eq!(delivered.body["type"], "conversation.started");
-    assert_eq!(delivered.body["data"]["conversation_id"], started["id"]);
+    assert_eq!(delivered.body["data"]["conversation_id"], started.as_str());
 
     // The refusing receiver's message dies after two attempts; its creator is told.
     let inbox = format!("{queries}/v1/notifications?unread=true");
@@ -130,13 +124,7 @@ async fn a_subscribed_receiver_gets_events_and_a_dead_message_reaches_the_owners
     // The ledger reads whole, a page at a time: three more conversations, four messages
     // to the good receiver, one per page.
     for title in ["Two", "Three", "Four"] {
-        let (status, body) = member
-            .post(
-                format!("{commands}/v1/conversations"),
-                json!({"title": title}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        member.start(&commands, title).await;
     }
     let messages = format!(
         "{queries}/v1/webhooks/endpoints/{}/messages",
