@@ -428,7 +428,7 @@ pub async fn end_conversation(
 
 /// The assistant's reply to a user message failed (`reply_status` `failed` in the
 /// query API): try again. 409 `reply_not_failed` while a reply is pending, 409
-/// `already_replied` once it came.
+/// `no_reply_awaited` once it came (or for a message that never awaited one).
 #[utoipa::path(post, path = "/v1/conversations/{id}/messages/{message_id}/reply", request_body = RequestReply,
     params(("id" = Uuid, Path), ("message_id" = Uuid, Path), WriteHeaders),
     responses((status = 202, body = CommandAccepted), (status = 404), (status = 409), (status = 412), (status = 422)),

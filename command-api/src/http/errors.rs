@@ -44,10 +44,13 @@ pub(crate) fn command_failed(e: CommandError) -> Problem {
                     "conversation_empty",
                     "The conversation has no messages to generate from",
                 ),
-                DomainError::AlreadyReplied => Problem::new(
+                DomainError::NoReplyAwaited => Problem::new(
                     S::CONFLICT,
-                    "already_replied",
-                    "The message already has its reply",
+                    "no_reply_awaited",
+                    "The message awaits no reply",
+                )
+                .detail(
+                    "it has its reply, or it is not a user message of this conversation awaiting the assistant",
                 ),
                 DomainError::ReplyNotFailed => Problem::new(
                     S::CONFLICT,

@@ -22,10 +22,13 @@
 //!   applies the events after it; without one (or when it does not deserialize) it
 //!   replays the whole stream.
 //! - A snapshot is written, after the commit, when a command's events cross a multiple of
-//!   the spacing (`snapshot_every`, doubled each time the stream doubles past 32 times
-//!   that: see `spacing`), and when a load had to apply more events than that. It is the state
+//!   `snapshot_every`, and when a load had to apply more events than that. It is the state
 //!   the store holds at its sequence (the same state the memory keeps), so snapshot plus
 //!   the events after it equals a full replay: a test holds every aggregate type to it.
+//! - Architecture invariant: an aggregate's state is bounded whatever its stream's length
+//!   (a conversation keeps only the replies still awaited), so a snapshot costs the same
+//!   at the hundredth event as at the millionth and a load applies at most
+//!   `snapshot_every` events after it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,7 +55,8 @@ pub(crate) trait SnapshotFormat: Aggregate {
 }
 
 impl SnapshotFormat for Conversation {
-    const FORMAT: i32 = 1;
+    // 2: `awaiting` (the replies still awaited) replaced `replies` (every user message's).
+    const FORMAT: i32 = 2;
 }
 impl SnapshotFormat for Document {
     const FORMAT: i32 = 1;
@@ -202,7 +206,7 @@ impl<A: SnapshotFormat> Aggregates<A> {
         };
         let every = self.snapshot_every.load(Ordering::Relaxed);
         if every > 0
-            && applied >= spacing(every, context.current_sequence)
+            && applied >= every
             && let Some(snapshot) = snapshot_of(&context.aggregate, context.current_sequence)
         {
             self.save_snapshot(id, snapshot);
@@ -263,14 +267,13 @@ impl<A: SnapshotFormat> Aggregates<A> {
     }
 
     /// A snapshot of `state` when the events that took it from `before` to `after`
-    /// cross a multiple of the [`spacing`] at `after` (to save once they are committed).
+    /// cross a multiple of `snapshot_every` (to save once they are committed).
     pub(crate) fn due_snapshot(&self, state: &A, before: usize, after: usize) -> Option<Snapshot> {
         let every = self.snapshot_every.load(Ordering::Relaxed);
         if every == 0 {
             return None;
         }
-        let spacing = spacing(every, after);
-        (before / spacing != after / spacing)
+        (before / every != after / every)
             .then(|| snapshot_of(state, after))
             .flatten()
     }
@@ -328,19 +331,6 @@ impl<A: SnapshotFormat> Aggregates<A> {
     }
 }
 
-/// Events between two snapshots of an aggregate at `sequence`: `every` (> 0) while the
-/// stream is short, doubled each time the stream doubles past 32 times that. A long
-/// stream's load then replays at most a sixteenth of it after its snapshot, and a state
-/// that grows with its stream (a conversation's replies) is not written again every
-/// `every` events: the bytes of all its snapshots stay proportional to the stream's.
-fn spacing(every: usize, sequence: usize) -> usize {
-    let mut spacing = every;
-    while spacing.saturating_mul(32) <= sequence {
-        spacing *= 2;
-    }
-    spacing
-}
-
 /// `state` at `sequence` as a snapshot (`None`, with a warning, if it does not serialise).
 fn snapshot_of<A: Aggregate>(state: &A, sequence: usize) -> Option<Snapshot> {
     match serde_json::to_value(state) {
@@ -391,18 +381,6 @@ mod tests {
         assert!(a.recent().order.len() <= 2 * 16 + 1);
     }
 
-    #[test]
-    fn snapshots_of_long_streams_are_spaced_in_proportion_to_their_length() {
-        assert_eq!(spacing(100, 0), 100);
-        assert_eq!(spacing(100, 3_199), 100);
-        assert_eq!(spacing(100, 3_200), 200);
-        assert_eq!(spacing(100, 100_000), 3_200);
-        for sequence in [1, 99, 5_000, 100_000, 10_000_000] {
-            let s = spacing(100, sequence);
-            assert!(s >= 100 && s <= (sequence / 16).max(100), "{sequence}: {s}");
-        }
-    }
-
     /// One hot aggregate taken and put back by every command: what is kept for eviction
     /// stays bounded (it once grew by one id per command, and each put scanned it all).
     #[tokio::test]
@@ -445,12 +423,12 @@ mod tests {
             shape::<Conversation>(),
             pinned(
                 "conversation",
-                1,
+                2,
                 &[
                     "assistant",
+                    "awaiting",
                     "id",
                     "message_count",
-                    "replies",
                     "started_by",
                     "status",
                     "tenant_id",

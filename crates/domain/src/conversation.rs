@@ -88,19 +88,21 @@ pub struct Conversation {
     /// Whether the assistant answers the users' messages.
     #[serde(default)]
     pub assistant: bool,
-    /// Where the assistant's reply to each user message stands.
+    /// The user messages awaiting the assistant's reply (only with the assistant on),
+    /// and whether its last attempt failed. An answered message leaves the map: the
+    /// state holds what decisions need, so it does not grow with the conversation, and
+    /// a second reply is refused because its message no longer awaits one.
     #[serde(default)]
-    pub replies: BTreeMap<Uuid, Reply>,
+    pub awaiting: BTreeMap<Uuid, Reply>,
 }
 
-/// Where the assistant's reply to one user message stands.
+/// Where the assistant's reply to a user message awaiting it stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
     /// Not answered yet (or asked again after a failure).
     Pending,
     Failed,
-    Replied,
 }
 
 decided_aggregate!(
@@ -125,18 +127,22 @@ impl Conversation {
             }
             ConversationEvent::MessageSent(e) => {
                 self.message_count += 1;
-                if e.role == Role::User {
-                    self.replies.insert(e.message_id, Reply::Pending);
+                if e.role == Role::User && self.assistant {
+                    self.awaiting.insert(e.message_id, Reply::Pending);
                 }
                 if let Some(answered) = e.reply_to {
-                    self.replies.insert(answered, Reply::Replied);
+                    self.awaiting.remove(&answered);
                 }
             }
             ConversationEvent::AssistantReplyFailed(e) => {
-                self.replies.insert(e.message_id, Reply::Failed);
+                if let Some(reply) = self.awaiting.get_mut(&e.message_id) {
+                    *reply = Reply::Failed;
+                }
             }
             ConversationEvent::AssistantReplyRequested(e) => {
-                self.replies.insert(e.message_id, Reply::Pending);
+                if let Some(reply) = self.awaiting.get_mut(&e.message_id) {
+                    *reply = Reply::Pending;
+                }
             }
             ConversationEvent::ConversationRenamed(e) => self.title = e.title,
             ConversationEvent::ConversationEnded(_) => self.status = Status::Ended,
@@ -145,17 +151,12 @@ impl Conversation {
 }
 
 impl Conversation {
-    /// Where the reply to `message_id` stands, if it is a user message of this
-    /// conversation without a reply yet.
-    fn unanswered(&self, message_id: Uuid) -> Result<Reply, DomainError> {
-        match self.replies.get(&message_id) {
-            None => Err(DomainError::Invalid {
-                field: "message_id",
-                reason: "is not a user message of this conversation".into(),
-            }),
-            Some(Reply::Replied) => Err(DomainError::AlreadyReplied),
-            Some(state) => Ok(*state),
-        }
+    /// Where the reply to `message_id` stands, if it awaits the assistant's reply.
+    fn awaiting(&self, message_id: Uuid) -> Result<Reply, DomainError> {
+        self.awaiting
+            .get(&message_id)
+            .copied()
+            .ok_or(DomainError::NoReplyAwaited)
     }
 
     /// The event a command produces, or why it is refused. Pure: no I/O.
@@ -232,7 +233,7 @@ impl Conversation {
                         });
                     }
                     Some(id) => {
-                        self.unanswered(id)?;
+                        self.awaiting(id)?;
                         Some(id)
                     }
                     None => None,
@@ -254,7 +255,7 @@ impl Conversation {
                 attempts,
                 asked_by,
             } => {
-                self.unanswered(message_id)?;
+                self.awaiting(message_id)?;
                 ConversationEvent::AssistantReplyFailed(AssistantReplyFailed {
                     sealed: None,
                     conversation_id,
@@ -272,7 +273,7 @@ impl Conversation {
                         reason: "the assistant is off in this conversation".into(),
                     });
                 }
-                if self.unanswered(message_id)? != Reply::Failed {
+                if self.awaiting(message_id)? != Reply::Failed {
                     return Err(DomainError::ReplyNotFailed);
                 }
                 ConversationEvent::AssistantReplyRequested(AssistantReplyRequested {
@@ -407,12 +408,12 @@ mod tests {
     fn a_user_message_gets_one_reply_at_most() {
         let mut c = started();
         let asked = user_message(&mut c);
-        assert_eq!(c.replies[&asked], Reply::Pending);
+        assert_eq!(c.awaiting[&asked], Reply::Pending);
         run(&mut c, reply_to(asked)).expect("the reply");
-        assert_eq!(c.replies[&asked], Reply::Replied);
+        assert!(c.awaiting.is_empty(), "an answered message awaits nothing");
         assert_eq!(
             run(&mut c, reply_to(asked)),
-            Err(DomainError::AlreadyReplied)
+            Err(DomainError::NoReplyAwaited)
         );
         let fail = ConversationCommand::FailReply {
             message_id: asked,
@@ -420,13 +421,13 @@ mod tests {
             attempts: 1,
             asked_by: None,
         };
-        assert_eq!(run(&mut c, fail), Err(DomainError::AlreadyReplied));
+        assert_eq!(run(&mut c, fail), Err(DomainError::NoReplyAwaited));
         assert_eq!(
             run(
                 &mut c,
                 ConversationCommand::RequestReply { message_id: asked }
             ),
-            Err(DomainError::AlreadyReplied)
+            Err(DomainError::NoReplyAwaited)
         );
     }
 
@@ -449,13 +450,13 @@ mod tests {
             asked_by: Some("ann".into()),
         };
         run(&mut c, fail).expect("failed");
-        assert_eq!(c.replies[&asked], Reply::Failed);
+        assert_eq!(c.awaiting[&asked], Reply::Failed);
         run(
             &mut c,
             ConversationCommand::RequestReply { message_id: asked },
         )
         .expect("again");
-        assert_eq!(c.replies[&asked], Reply::Pending);
+        assert_eq!(c.awaiting[&asked], Reply::Pending);
         assert_eq!(
             run(
                 &mut c,
@@ -465,7 +466,7 @@ mod tests {
             "already asked"
         );
         run(&mut c, reply_to(asked)).expect("answered");
-        assert_eq!(c.replies[&asked], Reply::Replied);
+        assert!(!c.awaiting.contains_key(&asked));
     }
 
     #[test]
@@ -473,13 +474,10 @@ mod tests {
         let mut c = started();
         let asked = user_message(&mut c);
         // Not a message of this conversation.
-        assert!(matches!(
+        assert_eq!(
             run(&mut c, reply_to(Uuid::new_v4())),
-            Err(DomainError::Invalid {
-                field: "message_id",
-                ..
-            })
-        ));
+            Err(DomainError::NoReplyAwaited)
+        );
         // Only an assistant message answers.
         let mut by_user = send("me too");
         if let ConversationCommand::SendMessage { reply_to, .. } = &mut by_user {
@@ -507,7 +505,7 @@ mod tests {
     }
 
     #[test]
-    fn with_the_assistant_off_no_reply_is_requested() {
+    fn with_the_assistant_off_no_message_awaits_a_reply() {
         let mut c = Conversation::default();
         let e = c
             .decide(Command {
@@ -523,16 +521,19 @@ mod tests {
         c.apply(e);
         assert!(!c.assistant);
         let asked = user_message(&mut c);
-        run(
-            &mut c,
-            ConversationCommand::FailReply {
-                message_id: asked,
-                reason: "x".into(),
-                attempts: 0,
-                asked_by: None,
-            },
-        )
-        .expect("a failure can still be recorded");
+        assert!(c.awaiting.is_empty());
+        assert_eq!(
+            run(
+                &mut c,
+                ConversationCommand::FailReply {
+                    message_id: asked,
+                    reason: "x".into(),
+                    attempts: 0,
+                    asked_by: None,
+                },
+            ),
+            Err(DomainError::NoReplyAwaited)
+        );
         assert!(matches!(
             run(
                 &mut c,
@@ -543,6 +544,18 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_state_stays_the_same_size_however_many_messages_were_answered() {
+        let mut c = started();
+        for _ in 0..1_000 {
+            let asked = user_message(&mut c);
+            run(&mut c, reply_to(asked)).expect("answered");
+        }
+        let pending = user_message(&mut c);
+        assert_eq!(c.message_count, 2_001);
+        assert_eq!(c.awaiting.keys().collect::<Vec<_>>(), vec![&pending]);
     }
 
     #[test]

@@ -146,9 +146,12 @@ pub enum DomainError {
     ConversationEnded,
     #[error("the conversation has no messages to generate a document from")]
     NothingToGenerateFrom,
-    /// The user message already has its assistant reply (each gets at most one).
-    #[error("the message already has a reply")]
-    AlreadyReplied,
+    /// No reply to the message is awaited: it has its reply (each user message gets at
+    /// most one), or it is not a user message of this conversation awaiting the
+    /// assistant. The state keeps only the messages awaiting a reply, so it cannot tell
+    /// the two apart, and either way nothing is to be answered.
+    #[error("the message awaits no reply")]
+    NoReplyAwaited,
     /// A reply may be requested again only after the last attempt failed.
     #[error("the message's reply has not failed")]
     ReplyNotFailed,

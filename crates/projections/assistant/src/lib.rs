@@ -11,7 +11,8 @@
 //!   already answered (or failed, or of a conversation that ended or has the assistant
 //!   off) is left alone, so a replay never calls a model again;
 //! - the command carries an idempotency key derived from the effect, and the aggregate
-//!   refuses a second reply to the same message (`AlreadyReplied`) whatever the key;
+//!   refuses a second reply to the same message (`NoReplyAwaited`: an answered message
+//!   leaves the messages awaiting a reply) whatever the key;
 //! - a rebuild replays history: nothing is answered.
 //!
 //! The same process manager writes the documents asked of an LLM (`DocumentRequested`):
@@ -224,7 +225,7 @@ impl Assistant {
             // Answered meanwhile (another replica, or an earlier attempt whose key
             // expired), ended, or refused: nothing more to do.
             Err(CommandError::Domain(
-                DomainError::AlreadyReplied | DomainError::DocumentNotPending,
+                DomainError::NoReplyAwaited | DomainError::DocumentNotPending,
             )) => {}
             Err(e) => {
                 tracing::warn!(task = ?planned.effect.task, error = %e, "the answer was refused");
@@ -248,7 +249,7 @@ impl Assistant {
         let pending = state.assistant
             && state.status == Status::Open
             && state.tenant_id == tenant
-            && state.replies.get(&message_id) == Some(&Reply::Pending);
+            && state.awaiting.get(&message_id) == Some(&Reply::Pending);
         if !pending {
             tracing::debug!(%conversation_id, %message_id, "nothing to answer");
             self.decided().remove(&planned.id);
