@@ -310,6 +310,19 @@ async fn main() {
         sealing(&app).await;
         return;
     }
+    // What a profiler runs (valgrind --tool=callgrind: see docs/benchmarks.md): only the
+    // HTTP commands of 32 clients over 50 conversations, BENCH_COMMANDS of them.
+    if testkit::env::var("BENCH_ONLY").as_deref() == Some("commands") {
+        let commands: usize = testkit::env::knob("BENCH_COMMANDS", 3_200);
+        let spread = start(&app, &app.base, 50).await;
+        line(
+            &format!(
+                "spread, HTTP, group commit: 32 clients, {commands} messages over 50 conversations"
+            ),
+            &send_messages(&app, &app.base, &spread, 32, commands / 32).await,
+        );
+        return;
+    }
     sealing(&app).await;
     let (alone_base, _) = api(&app, |s| s.with_group_commit(1)).await;
     let (reloading_base, reloading_service) = api(&app, |s| s.with_cached_aggregates(0)).await;
@@ -333,12 +346,16 @@ async fn main() {
             &stock(&app.db.pool, clients, per_client).await,
         );
         println!(
-            "ratios at {clients} clients: group / alone {:.2}, group / stock {:.2}, group / pgbench one-row INSERTs {}",
+            "ratios at {clients} clients: group / alone {:.2}, group / stock {:.2}, group / pgbench one-row INSERTs {}, group / pgbench realistic event rows {}",
             grouped / alone,
             grouped / stock,
             testkit::latency::ratio(
                 grouped,
                 testkit::latency::pgbench_rows_per_second(1, clients as u32)
+            ),
+            testkit::latency::ratio(
+                grouped,
+                testkit::latency::pgbench_realistic_per_second(clients as u32)
             )
         );
     }

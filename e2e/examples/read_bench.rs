@@ -118,7 +118,9 @@ async fn main() {
     );
     // Freshness under load: commands straight to the service at a steady 1,000/s for
     // 10 s; every tenth is read back through query-api with its position, timed from
-    // its acceptance until the read model shows it.
+    // its acceptance until the read model shows it. An observer consumer of its own
+    // group notes when each record reached Kafka and a consumer, to split the time.
+    let observer = Observer::start(&stack.commands.stack.kafka).await;
     let (rate, seconds) = (1_000u64, 10u64);
     let mut pace = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -144,6 +146,7 @@ async fn main() {
             if n % 10 != 0 {
                 return None;
             }
+            let accepted_at = chrono::Utc::now();
             let t = Instant::now();
             let resp = http
                 .get(format!(
@@ -160,12 +163,22 @@ async fn main() {
                 "{}",
                 resp.text().await.unwrap_or_default()
             );
-            Some(t.elapsed())
+            let visible_at = chrono::Utc::now();
+            Some((
+                t.elapsed(),
+                (id, accepted.version.0 as i64),
+                accepted_at,
+                visible_at,
+            ))
         });
     }
     let mut fresh = Vec::new();
+    let mut sampled = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        fresh.extend(done.expect("task"));
+        if let Some((elapsed, key, accepted_at, visible_at)) = done.expect("task") {
+            fresh.push(elapsed);
+            sampled.push((key, accepted_at, visible_at));
+        }
     }
     let achieved = (rate * seconds) as f64 / started.elapsed().as_secs_f64();
     let reads = fresh.len();
@@ -173,6 +186,110 @@ async fn main() {
     println!(
         "freshness at a steady {rate} commands/s ({achieved:.0}/s achieved, relay, Kafka, projector): accepted to visible p50 {p50:.1} ms, p99 {p99:.1} ms over {reads} reads"
     );
+    observer.split(&sampled).await;
     projector.stop().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// When each event record reached Kafka (the relay's produce time) and a consumer of its
+/// own group (fetched like the projector's, with the same settings), by aggregate and
+/// sequence.
+struct Observer {
+    seen: Arc<std::sync::Mutex<std::collections::HashMap<(uuid::Uuid, i64), Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A timed command: its aggregate and sequence, when it was accepted and when a read
+/// saw it.
+type Sampled = (
+    (uuid::Uuid, i64),
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+);
+
+#[derive(Clone, Copy)]
+struct Seen {
+    recorded_ms: i64,
+    produced_ms: i64,
+    consumed: chrono::DateTime<chrono::Utc>,
+}
+
+impl Observer {
+    async fn start(kafka: &kafka::KafkaConfig) -> Observer {
+        use rdkafka::Message;
+        use rdkafka::consumer::Consumer;
+        let consumer = kafka
+            .consumer("freshness-observer", &testkit::env::group("observer"))
+            .expect("observer");
+        let topics = kafka.event_topics();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).expect("subscribe");
+        let seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let into = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok(msg) = consumer.recv().await else {
+                    continue;
+                };
+                let consumed = chrono::Utc::now();
+                let (Ok(headers), Some(key), Some(produced_ms)) = (
+                    kafka::headers::read(&msg),
+                    msg.key().and_then(|k| std::str::from_utf8(k).ok()),
+                    msg.timestamp().to_millis(),
+                ) else {
+                    continue;
+                };
+                let Ok(id) = key.parse() else { continue };
+                let mut seen = into.lock().unwrap_or_else(|p| p.into_inner());
+                seen.insert(
+                    (id, headers.sequence),
+                    Seen {
+                        recorded_ms: headers.recorded_at.timestamp_millis(),
+                        produced_ms,
+                        consumed,
+                    },
+                );
+            }
+        });
+        // The group's first assignment, before anything is timed.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Observer { seen, task }
+    }
+
+    /// Prints where the sampled commands' time went: p50 and p99 of each step, in ms.
+    async fn split(self, sampled: &[Sampled]) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.task.abort();
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut steps: [Vec<f64>; 4] = Default::default();
+        for (key, accepted, visible) in sampled {
+            let Some(s) = seen.get(key) else { continue };
+            let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros() as f64 / 1_000.0;
+            steps[0].push(ms(*accepted) - s.recorded_ms as f64);
+            steps[1].push(s.produced_ms as f64 - ms(*accepted));
+            steps[2].push(ms(s.consumed) - s.produced_ms as f64);
+            steps[3].push(ms(*visible) - ms(s.consumed));
+        }
+        let names = [
+            "appended (recorded_at) to accepted (commit)",
+            "accepted to produced (relay)",
+            "produced to consumed (Kafka fetch)",
+            "consumed to visible (projector commit, query-api wait and read)",
+        ];
+        for (name, mut values) in names.into_iter().zip(steps) {
+            values.sort_by(f64::total_cmp);
+            let at = |q: f64| {
+                values
+                    .get(((values.len() as f64 * q) as usize).min(values.len().saturating_sub(1)))
+                    .copied()
+                    .unwrap_or(f64::NAN)
+            };
+            println!(
+                "freshness, where the time goes: {name}: p50 {:.1} ms, p99 {:.1} ms over {} (timestamps in ms)",
+                at(0.5),
+                at(0.99),
+                values.len()
+            );
+        }
+    }
 }

@@ -40,11 +40,15 @@ const POLL_ANNOUNCED: Duration = Duration::from_millis(250);
 /// How often a waiter without announcements looks.
 const POLL: Duration = Duration::from_millis(15);
 
+/// How soon after its last look a waiter woken by an announcement looks again: a
+/// projection committing faster does not make each waiter query faster than this.
+const LOOK_AGAIN_AFTER: Duration = Duration::from_millis(4);
+
 /// Waits until `projection` has applied the token's version, for at most `max`.
 /// `Err(applied)` when it gives up. With `wake` (the projection's
 /// [`Announcements::of`]) it looks again at the projection's next commit (at most every
-/// 15 ms: a projection committing faster does not make its waiters query faster than
-/// polling would), and every [`POLL_ANNOUNCED`] besides; without, it polls every 15 ms.
+/// [`LOOK_AGAIN_AFTER`]: a projection committing faster does not make its waiters query
+/// faster), and every [`POLL_ANNOUNCED`] besides; without, it polls every [`POLL`].
 pub async fn wait_for(
     pool: &PgPool,
     projection: &str,
@@ -72,7 +76,9 @@ pub async fn wait_for(
             Some(w) => {
                 let until = deadline.min(now + POLL_ANNOUNCED);
                 match tokio::time::timeout_at(until, w.changed()).await {
-                    Ok(Ok(())) => tokio::time::sleep_until(deadline.min(looked + POLL)).await,
+                    Ok(Ok(())) => {
+                        tokio::time::sleep_until(deadline.min(looked + LOOK_AGAIN_AFTER)).await
+                    }
                     // The listener is gone: poll from now on.
                     Ok(Err(_)) => wake = None,
                     Err(_) => {}

@@ -29,6 +29,16 @@ pub fn pgbench_rows_per_second(rows: u32, clients: u32) -> Option<f64> {
         .ok()
 }
 
+/// The realistic baseline of `dev/bench/beside-pgbench.sh`: transactions per second from
+/// `clients` clients each inserting one event row of the events table's shape and size
+/// (`PGBENCH_REALISTIC_<clients>C`).
+pub fn pgbench_realistic_per_second(clients: u32) -> Option<f64> {
+    std::env::var(format!("PGBENCH_REALISTIC_{clients}C"))
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// `ours / baseline` as a ratio line's text, or what is missing.
 pub fn ratio(ours: f64, baseline: Option<f64>) -> String {
     match baseline {

@@ -44,6 +44,9 @@ struct Inner {
     redirect_to: Option<String>,
     /// How long each answer takes (a slow endpoint).
     delay: Option<std::time::Duration>,
+    /// Requests being answered now, and the most there ever were at once.
+    open: usize,
+    most_open: usize,
 }
 
 /// The server; stops when dropped.
@@ -65,7 +68,12 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let delay = inner.lock().unwrap_or_else(|p| p.into_inner()).delay;
+    let delay = {
+        let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.open += 1;
+        inner.most_open = inner.most_open.max(inner.open);
+        inner.delay
+    };
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
@@ -73,6 +81,7 @@ async fn receive(
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let text = body.to_string();
     let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+    inner.open -= 1;
     let status = inner.down.unwrap_or_else(|| {
         inner
             .failing
@@ -174,6 +183,11 @@ impl Receiver {
                 .or_insert(0) += 1;
         }
         out
+    }
+
+    /// The most requests it was answering at once so far.
+    pub fn most_at_once(&self) -> usize {
+        self.inner().most_open
     }
 
     /// Every request so far.

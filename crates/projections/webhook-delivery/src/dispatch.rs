@@ -4,9 +4,9 @@
 //! schedule runs out is dead: its endpoint's owner is told through an event. An endpoint
 //! that has failed without a success for `disable_after` is disabled.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use commands::{CommandError, CommandService, Idempotency, Reach, RequestMeta};
@@ -59,32 +59,37 @@ impl Dispatcher {
     /// cut short is tried again after its lease.
     ///
     /// Attempt tasks send and hand their outcome back; the loop records every outcome
-    /// that is ready in one transaction (one commit for many deliveries), then claims
-    /// more.
+    /// that is ready in one transaction (one commit for many deliveries) in a task of its
+    /// own, one recording at a time, while it claims more and sends: sending does not
+    /// wait for the commit of what was sent before (a recorded message stays leased until
+    /// its recording commits, so nobody claims it meanwhile).
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), String> {
         let this = Arc::new(self);
         let s = &this.settings;
-        let mut in_flight: HashMap<Uuid, usize> = HashMap::new();
+        let mut held = Held::default();
         let mut tasks: JoinSet<(Uuid, Option<Done>)> = JoinSet::new();
         let mut finished: Vec<Done> = Vec::new();
+        let mut recording: Option<tokio::task::JoinHandle<()>> = None;
+        // Whether a claim may find something: after the poll interval, after a claim that
+        // filled its room, and when an endpoint that had messages waits for more. Not
+        // after every attempt: a claim is a statement, and most would find nothing.
+        let mut claimable = true;
         let mut failures =
             common::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         while !*stop.borrow() {
-            if !finished.is_empty() {
-                this.record(std::mem::take(&mut finished)).await;
+            if !finished.is_empty() && recording.as_ref().is_none_or(|r| r.is_finished()) {
+                let (this, finished) = (this.clone(), std::mem::take(&mut finished));
+                recording = Some(tokio::spawn(async move { this.record(finished).await }));
             }
-            let room = s.concurrency.saturating_sub(tasks.len());
+            held.start(&this, &mut tasks);
+            let room = (s.concurrency * AHEAD).saturating_sub(tasks.len() + held.queued);
             let mut full = room == 0;
-            if room > 0 {
-                let busy: Vec<Uuid> = in_flight
-                    .iter()
-                    .filter(|(_, n)| **n >= s.per_endpoint)
-                    .map(|(id, _)| *id)
-                    .collect();
+            if room > 0 && (claimable || held.low(s.per_endpoint)) {
+                let busy = held.busy(s.per_endpoint);
                 let claimed = ledger::claim(
                     &this.pool,
                     &busy,
-                    s.per_endpoint as i64,
+                    (s.per_endpoint * AHEAD) as i64,
                     room as i64,
                     s.lease,
                 )
@@ -93,7 +98,10 @@ impl Dispatcher {
                     Ok(claimed) => {
                         failures.reset();
                         full = claimed.len() == room;
-                        Self::start_attempts(&this, claimed, &mut tasks, &mut in_flight).await;
+                        claimable = full;
+                        held.claimed_for(&claimed, s.per_endpoint * AHEAD, &busy);
+                        held.queue(&this, claimed).await;
+                        held.start(&this, &mut tasks);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "claiming due webhook messages");
@@ -108,18 +116,29 @@ impl Dispatcher {
             let poll = tokio::time::sleep(s.poll);
             tokio::select! {
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    collect(&mut in_flight, &mut finished, done);
+                    held.collect(&mut finished, done);
                 }
-                () = poll, if !full => {}
+                () = poll, if !full => claimable = true,
+                // Outcomes wait for the recording before them: start theirs when it ends.
+                Some(_) = async {
+                    match recording.as_mut() {
+                        Some(r) => Some(r.await),
+                        None => None,
+                    }
+                }, if recording.is_some() && !finished.is_empty() =>
+                {
+                    recording = None;
+                }
                 _ = stop.changed() => {}
             }
             while let Some(done) = tasks.try_join_next() {
-                collect(&mut in_flight, &mut finished, done);
+                held.collect(&mut finished, done);
             }
         }
+        // Claimed and not started: their lease brings them back.
         let drain = async {
             while let Some(done) = tasks.join_next().await {
-                collect(&mut in_flight, &mut finished, done);
+                held.collect(&mut finished, done);
             }
         };
         if tokio::time::timeout(Duration::from_secs(5), drain)
@@ -130,40 +149,13 @@ impl Dispatcher {
                 "webhook attempts still in flight at shutdown are retried after their lease"
             );
         }
+        if let Some(recording) = recording
+            && let Err(e) = recording.await
+        {
+            tracing::warn!(error = %e, "recording webhook attempts stopped; their lease brings them back");
+        }
         this.record(finished).await;
         Ok(())
-    }
-
-    /// Starts one attempt task per claimed message, reading each endpoint once for the
-    /// batch. A message whose endpoint cannot be read now is left to its lease.
-    async fn start_attempts(
-        this: &Arc<Self>,
-        claimed: Vec<Claimed>,
-        tasks: &mut JoinSet<(Uuid, Option<Done>)>,
-        in_flight: &mut HashMap<Uuid, usize>,
-    ) {
-        let mut states: HashMap<Uuid, Option<Arc<WebhookEndpoint>>> = HashMap::new();
-        for c in claimed {
-            let endpoint = match states.get(&c.endpoint_id) {
-                Some(state) => state.clone(),
-                None => {
-                    let state = endpoints::current(this.commands.reader(), c.endpoint_id)
-                        .await
-                        .map(Arc::new)
-                        .inspect_err(|e| tracing::warn!(error = %e, "reading a webhook endpoint"))
-                        .ok();
-                    states.insert(c.endpoint_id, state.clone());
-                    state
-                }
-            };
-            let Some(endpoint) = endpoint else { continue };
-            *in_flight.entry(c.endpoint_id).or_default() += 1;
-            let this = this.clone();
-            tasks.spawn(async move {
-                let id = c.endpoint_id;
-                (id, this.attempt(c, endpoint).await)
-            });
-        }
     }
 
     /// Records outcomes in one transaction, then disables the endpoints that have failed
@@ -330,20 +322,142 @@ impl Dispatcher {
     }
 }
 
-fn collect(
-    in_flight: &mut HashMap<Uuid, usize>,
-    finished: &mut Vec<Done>,
-    joined: Result<(Uuid, Option<Done>), tokio::task::JoinError>,
-) {
-    let Ok((id, done)) = joined else {
-        tracing::error!("a webhook attempt panicked; its lease brings it back");
-        return;
-    };
-    if let Some(n) = in_flight.get_mut(&id) {
-        *n -= 1;
-        if *n == 0 {
-            in_flight.remove(&id);
+/// Claims taken per endpoint in one claim, in rounds of `per_endpoint` attempts: the
+/// claim (a statement) is paid once per this many rounds of sends, and the next round
+/// starts from memory as soon as a slot is free.
+const AHEAD: usize = 4;
+
+/// What the dispatcher holds: attempts in flight per endpoint, and messages claimed but
+/// not started yet (at most `per_endpoint` of an endpoint run at once).
+#[derive(Default)]
+struct Held {
+    in_flight: HashMap<Uuid, usize>,
+    waiting: HashMap<Uuid, VecDeque<Waiting>>,
+    /// Messages in `waiting`.
+    queued: usize,
+    /// Endpoints whose last claim took as many as it could (they may have more due).
+    supplied: std::collections::HashSet<Uuid>,
+}
+
+struct Waiting {
+    claimed: Claimed,
+    endpoint: Arc<WebhookEndpoint>,
+    at: Instant,
+}
+
+impl Held {
+    /// How many messages of `endpoint` are in flight or waiting.
+    fn holding(&self, endpoint: &Uuid) -> usize {
+        self.in_flight.get(endpoint).copied().unwrap_or(0)
+            + self.waiting.get(endpoint).map_or(0, VecDeque::len)
+    }
+
+    /// Endpoints holding two rounds or more: not claimed for now.
+    fn busy(&self, per_endpoint: usize) -> Vec<Uuid> {
+        let mut held: Vec<Uuid> = self.in_flight.keys().copied().collect();
+        held.extend(
+            self.waiting
+                .keys()
+                .filter(|id| !self.in_flight.contains_key(id)),
+        );
+        held.retain(|id| self.holding(id) >= 2 * per_endpoint);
+        held
+    }
+
+    /// Whether an endpoint that may have more due messages holds less than two rounds.
+    fn low(&self, per_endpoint: usize) -> bool {
+        self.supplied
+            .iter()
+            .any(|id| self.holding(id) < 2 * per_endpoint)
+    }
+
+    /// Notes which endpoints may have more due after a claim that passed over `busy`:
+    /// those it took `limit` of, and those it passed over that may have had more. Any
+    /// other had no more due when claimed (the poll finds what comes due later).
+    fn claimed_for(&mut self, claimed: &[Claimed], limit: usize, busy: &[Uuid]) {
+        let mut taken: HashMap<Uuid, usize> = HashMap::new();
+        for c in claimed {
+            *taken.entry(c.endpoint_id).or_default() += 1;
+        }
+        self.supplied.retain(|id| busy.contains(id));
+        self.supplied.extend(
+            taken
+                .into_iter()
+                .filter(|(_, n)| *n >= limit)
+                .map(|(id, _)| id),
+        );
+    }
+
+    /// Keeps `claimed` to start, reading each endpoint once for the batch. A message
+    /// whose endpoint cannot be read now is left to its lease.
+    async fn queue(&mut self, dispatcher: &Dispatcher, claimed: Vec<Claimed>) {
+        let mut states: HashMap<Uuid, Option<Arc<WebhookEndpoint>>> = HashMap::new();
+        let at = Instant::now();
+        for c in claimed {
+            let endpoint = match states.get(&c.endpoint_id) {
+                Some(state) => state.clone(),
+                None => {
+                    let state = endpoints::current(dispatcher.commands.reader(), c.endpoint_id)
+                        .await
+                        .map(Arc::new)
+                        .inspect_err(|e| tracing::warn!(error = %e, "reading a webhook endpoint"))
+                        .ok();
+                    states.insert(c.endpoint_id, state.clone());
+                    state
+                }
+            };
+            let Some(endpoint) = endpoint else { continue };
+            self.waiting
+                .entry(c.endpoint_id)
+                .or_default()
+                .push_back(Waiting {
+                    claimed: c,
+                    endpoint,
+                    at,
+                });
+            self.queued += 1;
         }
     }
-    finished.extend(done);
+
+    /// Starts waiting messages while their endpoint and the dispatcher have room. One
+    /// that waited half its lease is let go unsent: its lease brings it back, so this
+    /// process never sends it while another may have claimed it again.
+    fn start(&mut self, this: &Arc<Dispatcher>, tasks: &mut JoinSet<(Uuid, Option<Done>)>) {
+        let s = &this.settings;
+        let stale = s.lease / 2;
+        for (id, waiting) in self.waiting.iter_mut() {
+            let running = self.in_flight.entry(*id).or_default();
+            while *running < s.per_endpoint && tasks.len() < s.concurrency {
+                let Some(w) = waiting.pop_front() else { break };
+                self.queued -= 1;
+                if w.at.elapsed() > stale {
+                    continue;
+                }
+                *running += 1;
+                let (this, id) = (this.clone(), *id);
+                tasks.spawn(async move { (id, this.attempt(w.claimed, w.endpoint).await) });
+            }
+        }
+        self.waiting.retain(|_, waiting| !waiting.is_empty());
+        self.in_flight.retain(|_, n| *n > 0);
+    }
+
+    /// An attempt's end: its endpoint's slot is free, its outcome to be recorded.
+    fn collect(
+        &mut self,
+        finished: &mut Vec<Done>,
+        joined: Result<(Uuid, Option<Done>), tokio::task::JoinError>,
+    ) {
+        let Ok((id, done)) = joined else {
+            tracing::error!("a webhook attempt panicked; its lease brings it back");
+            return;
+        };
+        if let Some(n) = self.in_flight.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&id);
+            }
+        }
+        finished.extend(done);
+    }
 }

@@ -268,6 +268,55 @@ async fn a_receiver_that_fails_for_a_while_gets_every_subscribed_event_once_acro
     kit.stop().await;
 }
 
+/// Claims run ahead of the sends (several rounds of an endpoint at once), yet no
+/// endpoint ever has more than `per_endpoint` attempts in flight, and a slow endpoint's
+/// backlog does not hold up a fast one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_endpoint_gets_its_share_at_once_and_a_fast_one_is_not_held_up() {
+    let kit = world().await;
+    let (slow, fast) = (Receiver::start().await, Receiver::start().await);
+    slow.set_delay(Some(Duration::from_millis(300)));
+    endpoint(&kit, &slow.url, &["conversation.started"]).await;
+    endpoint(&kit, &fast.url, &["conversation.started"]).await;
+    for n in 0..40 {
+        kit.start_conversation("acme", &format!("Busy {n}")).await;
+    }
+    wait_until("every message fanned out", || async {
+        scalar(&kit, "SELECT count(*) FROM webhook_messages").await == 80
+    })
+    .await;
+    let d = dispatcher(&kit, settings("0s"));
+    wait_until("the fast endpoint's 40 delivered", || async {
+        fast.delivered_by("webhook-id").len() == 40
+    })
+    .await;
+    assert!(
+        slow.received().len() < 40,
+        "the slow endpoint's (4 at a time, 300 ms each) were not all done first"
+    );
+    wait_until("the slow endpoint's 40 delivered", || async {
+        slow.delivered_by("webhook-id").len() == 40
+    })
+    .await;
+    let per_endpoint = settings("0s").per_endpoint;
+    assert_eq!(
+        slow.most_at_once(),
+        per_endpoint,
+        "the slow endpoint's share"
+    );
+    assert!(fast.most_at_once() <= per_endpoint);
+    let (slow, fast) = (
+        slow.delivered_by("webhook-id"),
+        fast.delivered_by("webhook-id"),
+    );
+    assert!(
+        slow.values().chain(fast.values()).all(|n| *n == 1),
+        "each once"
+    );
+    d.stop().await;
+    kit.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restart_in_the_middle_of_the_schedule_resumes_it_at_the_right_step() {
     let kit = world().await;

@@ -181,6 +181,12 @@ pub struct Claimed {
 /// `busy` endpoints, `limit` in all. A claim moves the message's due time `lease` ahead,
 /// so if this process dies mid-attempt the message is tried again after the lease,
 /// by any replica; two replicas never claim the same message at once.
+///
+/// The claim's commit does not wait for its WAL flush (`synchronous_commit = off`): a
+/// lease is not worth a disk flush per round. A crash of the database may forget the
+/// last claims, and then a message already being sent may be claimed and sent again:
+/// receivers de-duplicate by `webhook-id`, as after any expired lease. Outcomes are
+/// recorded durably ([`settle`]).
 pub async fn claim(
     db: &PgPool,
     busy: &[Uuid],
@@ -188,16 +194,31 @@ pub async fn claim(
     limit: i64,
     lease: std::time::Duration,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH candidates AS (
-             SELECT message_id FROM (
-                 SELECT message_id,
-                        row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS n
-                 FROM webhook_messages
-                 WHERE status = 'pending' AND next_attempt_at <= now()
-                   AND NOT (endpoint_id = ANY($1))
-             ) ranked
-             WHERE n <= $2 LIMIT $3)
+    let mut tx = db.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    let claimed = sqlx::query_as(
+        // The endpoints with pending messages, one index probe each (a loose scan of
+        // webhook_messages_pending_per_endpoint), then each one's due messages, oldest
+        // first, from the same index: a claim reads what it takes, not every due row.
+        "WITH RECURSIVE endpoints AS (
+             (SELECT endpoint_id FROM webhook_messages WHERE status = 'pending'
+              ORDER BY endpoint_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT m.endpoint_id FROM webhook_messages m
+                     WHERE m.status = 'pending' AND m.endpoint_id > e.endpoint_id
+                     ORDER BY m.endpoint_id LIMIT 1)
+             FROM endpoints e WHERE e.endpoint_id IS NOT NULL
+         ), candidates AS (
+             SELECT due.message_id FROM endpoints e
+             CROSS JOIN LATERAL (
+                 SELECT m.message_id, m.next_attempt_at FROM webhook_messages m
+                 WHERE m.endpoint_id = e.endpoint_id AND m.status = 'pending'
+                   AND m.next_attempt_at <= now()
+                 ORDER BY m.next_attempt_at LIMIT $2) due
+             WHERE e.endpoint_id IS NOT NULL AND NOT (e.endpoint_id = ANY($1))
+             ORDER BY due.next_attempt_at LIMIT $3)
          UPDATE webhook_messages m SET next_attempt_at = now() + make_interval(secs => $4)
          WHERE m.message_id IN (SELECT message_id FROM candidates)
            AND m.status = 'pending' AND m.next_attempt_at <= now()
@@ -208,8 +229,10 @@ pub async fn claim(
     .bind(per_endpoint)
     .bind(limit)
     .bind(lease.as_secs_f64())
-    .fetch_all(db)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(claimed)
 }
 
 /// What one attempt got.
