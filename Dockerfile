@@ -26,5 +26,9 @@ COPY --from=build /extractor /usr/local/bin/extractor
 # Read by embeddings-projector and query-api with EMBEDDING_PROVIDER=local (the default).
 COPY --from=model /model /opt/threadline/models/all-MiniLM-L6-v2
 ENV EMBEDDING_MODEL_DIR=/opt/threadline/models/all-MiniLM-L6-v2
+# The services allocate through mimalloc (crates/platform). Committing its arenas eagerly
+# on a host with transparent huge pages costs about 10 MiB of idle memory per process
+# and bought no measured speed (docs/benchmarks.md): read by mimalloc itself at start.
+ENV MIMALLOC_ARENA_EAGER_COMMIT=0
 USER 65534
 ENTRYPOINT ["/usr/local/bin/app"]

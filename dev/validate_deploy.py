@@ -191,7 +191,7 @@ def check_env(w: Workload, prog: Program, known: set[str], reads_llm: bool, rep:
         if port.isdigit() and w.probe_ports and int(port) not in w.probe_ports:
             rep.error(w.where, f"{w.binary} listens on port {port} ({origin}) but its {'probes use' if w.is_k8s else 'healthcheck uses'} {', '.join(map(str, sorted(set(w.probe_ports))))}")
     for var in sorted(w.own):
-        if var not in known and not (reads_llm and var.startswith("LLM_")):
+        if var not in known and not (reads_llm and var.startswith("LLM_")) and not read_by_allocator(var):
             rep.error(w.where, f"{var} is set but no deployed binary reads it (a typo, or a removed setting?)")
 
 
@@ -376,6 +376,12 @@ def k8s_workloads(docs: list[tuple[Path, dict]], bins: set[str], rep: Report) ->
 
 # --- the whole check ------------------------------------------------------------------------
 
+def read_by_allocator(var: str) -> bool:
+    """mimalloc, the allocator every service links (crates/platform), reads its options
+    from MIMALLOC_* variables at start: the binaries do not list them."""
+    return var.startswith("MIMALLOC_")
+
+
 @dataclass
 class Analysis:
     programs: dict  # binary -> Program
@@ -390,7 +396,7 @@ def analyse(bin_dir: Path) -> Analysis:
     known = set().union(*(p.names() for p in programs.values()))
     reads_llm = any(p.reads_llm() for p in programs.values())
     for k in dockerfile_env():
-        if k not in known:
+        if k not in known and not read_by_allocator(k):
             rep.error("Dockerfile", f"ENV {k}: no deployed binary reads it")
     return Analysis(programs, known, reads_llm, rep.errors)
 

@@ -57,25 +57,78 @@ async fn api_on(
     (base, service)
 }
 
-/// A conversation of tenant `bench` with `messages` messages, written straight to the
-/// service by 32 concurrent writers (one aggregate's commands are decided one after
-/// another and committed in groups, so a long stream seeds in seconds).
-async fn seeded(service: &Arc<CommandService>, messages: usize) -> Uuid {
+/// A conversation of tenant `bench` as the assistant leaves it: `events` messages, every
+/// user message answered by an assistant message that names it (`reply_to`), written by
+/// 32 concurrent writers.
+async fn seeded_answered(service: &Arc<CommandService>, events: usize) -> Uuid {
     let meta = testkit::commands::meta("bench");
     let id = service
         .start_conversation("long".into(), Default::default(), &meta)
         .await
         .expect("start")
         .aggregate_id;
-    testkit::commands::send_messages(
-        service.clone(),
-        "bench",
-        Arc::new(vec![id]),
-        0..messages,
-        32,
-    )
-    .await;
+    let writers: Vec<_> = (0..32)
+        .map(|w| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let meta = testkit::commands::meta("bench");
+                for n in (0..events / 2).skip(w).step_by(32) {
+                    let asked = service
+                        .send_message(
+                            id,
+                            testkit::commands::user_message(&format!("q{n}")),
+                            None,
+                            &meta,
+                        )
+                        .await
+                        .expect("question");
+                    let Some(schemas::Event::MessageSent(question)) = asked.events.first() else {
+                        panic!("a question is a MessageSent");
+                    };
+                    let reply = commands::NewMessage {
+                        reply_to: Some(question.message_id),
+                        ..commands::NewMessage::new(schemas::Role::Assistant, format!("a{n}"))
+                    };
+                    service
+                        .send_message(id, reply, None, &meta)
+                        .await
+                        .expect("answer");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
     id
+}
+
+/// A command's cost on a conversation of 100 and of [`LONG`] events, every question
+/// answered, kept in memory and not.
+async fn long_stream(app: &TestApp, reloading_service: &Arc<CommandService>) {
+    let short = seeded_answered(&app.stack.service, 100).await;
+    let long = seeded_answered(&app.stack.service, LONG).await;
+    // Snapshots are written in the background: let the last ones land.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (sequence, bytes): (i64, i32) = sqlx::query_as(
+        "SELECT sequence, pg_column_size(state) FROM aggregate_snapshots WHERE aggregate_id = $1",
+    )
+    .bind(long.to_string())
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("the long stream's snapshot");
+    println!("long stream: its snapshot is at sequence {sequence}, {bytes} bytes stored");
+    for (label, service) in [
+        ("kept in memory", app.stack.service.clone()),
+        ("reloaded", reloading_service.clone()),
+    ] {
+        let s = sequential(&service, short, 100).await;
+        let l = sequential(&service, long, 100).await;
+        println!(
+            "long stream, aggregates {label}: 100 sequential commands, p50 {s:.2} ms on 100 events, {l:.2} ms on {LONG} events ({:.2}x)",
+            l / s
+        );
+    }
 }
 
 /// Events of the long stream (the 100,000).
@@ -323,9 +376,13 @@ async fn main() {
         );
         return;
     }
-    sealing(&app).await;
     let (alone_base, _) = api(&app, |s| s.with_group_commit(1)).await;
     let (reloading_base, reloading_service) = api(&app, |s| s.with_cached_aggregates(0)).await;
+    if testkit::env::var("BENCH_ONLY").as_deref() == Some("long") {
+        long_stream(&app, &reloading_service).await;
+        return;
+    }
+    sealing(&app).await;
 
     // About 4,800 commands per run, over 50 new conversations.
     for clients in [1, 32, 64] {
@@ -371,19 +428,7 @@ async fn main() {
             &send_messages(&app, base, &hot, 32, 20).await,
         );
     }
-    let short = seeded(&app.stack.service, 100).await;
-    let long = seeded(&app.stack.service, LONG).await;
-    for (label, service) in [
-        ("kept in memory", app.stack.service.clone()),
-        ("reloaded", reloading_service),
-    ] {
-        let s = sequential(&service, short, 100).await;
-        let l = sequential(&service, long, 100).await;
-        println!(
-            "long stream, aggregates {label}: 100 sequential commands, p50 {s:.2} ms on 100 events, {l:.2} ms on {LONG} events ({:.2}x)",
-            l / s
-        );
-    }
+    long_stream(&app, &reloading_service).await;
 
     let backlog = app.event_count().await as u64;
     let started = Instant::now();
