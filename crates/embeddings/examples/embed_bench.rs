@@ -17,6 +17,9 @@
 //! [[...], ...]}`), for `dev/bench/embed-baseline.sh` to run a baseline on the same
 //! texts and check it computes the same vectors.
 
+// The allocator the services embed with (crates/platform sets it for every process that
+// links it): measure the model as query-api and the projectors run it.
+use platform as _;
 use std::time::Instant;
 
 use embeddings::Embedder;
