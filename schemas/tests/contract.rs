@@ -351,6 +351,45 @@ fn every_event_round_trips_through_the_wire_format() {
     );
 }
 
+/// The command side skips encoding an event whose size bound is within the limit: the
+/// bound must hold for every event type, and for the shapes where Avro comes closest to
+/// JSON (many floats with short strings, integers at their extremes, empty fields).
+#[test]
+fn every_event_encodes_within_its_size_bound() {
+    let conversation_id = Uuid::new_v4();
+    let floats: Event = MessageSent {
+        sealed: None,
+        conversation_id,
+        message_id: Uuid::new_v4(),
+        role: Role::Assistant,
+        content: "x".into(),
+        model: Some(String::new()),
+        prompt_tokens: Some(i32::MIN),
+        completion_tokens: Some(i32::MAX),
+        sent_at: Utc.timestamp_millis_opt(0).single().expect("a time"),
+        reply_to: Some(Uuid::new_v4()),
+        latency_ms: Some(i64::MAX),
+        sources: (0..20)
+            .map(|n| MessageSource {
+                kind: String::new(),
+                id: Uuid::new_v4(),
+                title: String::new(),
+                score: if n % 2 == 0 { 0.0 } else { f32::MIN_POSITIVE },
+            })
+            .collect(),
+    }
+    .into();
+    for event in samples().into_iter().chain([floats]) {
+        let encoded = event.encode().expect("encode").len();
+        let bound = event.encoded_len_bound();
+        assert!(
+            encoded <= bound,
+            "{}: {encoded} bytes encoded, bound {bound}",
+            event.event_type()
+        );
+    }
+}
+
 #[test]
 fn the_event_store_json_payload_round_trips() {
     for event in samples() {
