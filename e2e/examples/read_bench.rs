@@ -276,19 +276,11 @@ impl Observer {
             "produced to consumed (Kafka fetch)",
             "consumed to visible (projector commit, query-api wait and read)",
         ];
-        for (name, mut values) in names.into_iter().zip(steps) {
-            values.sort_by(f64::total_cmp);
-            let at = |q: f64| {
-                values
-                    .get(((values.len() as f64 * q) as usize).min(values.len().saturating_sub(1)))
-                    .copied()
-                    .unwrap_or(f64::NAN)
-            };
+        for (name, values) in names.into_iter().zip(steps) {
+            let count = values.len();
+            let (p50, p99) = testkit::latency::p50_p99_ms(values);
             println!(
-                "freshness, where the time goes: {name}: p50 {:.1} ms, p99 {:.1} ms over {} (timestamps in ms)",
-                at(0.5),
-                at(0.99),
-                values.len()
+                "freshness, where the time goes: {name}: p50 {p50:.1} ms, p99 {p99:.1} ms over {count} (timestamps in ms)"
             );
         }
     }

@@ -3,10 +3,27 @@
 
 use std::time::Duration;
 
+/// The index of the `p` percentile (0..=1) of `len` sorted values, by the nearest rank.
+fn rank(len: usize, p: f64) -> usize {
+    ((len - 1) as f64 * p).round() as usize
+}
+
 /// The `p` percentile (0..=1) of `sorted` latencies in milliseconds, by the nearest rank.
 pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
+    sorted[rank(sorted.len(), p)].as_secs_f64() * 1000.0
+}
+
+/// p50 and p99 of values already in milliseconds (differences of timestamps, which may
+/// be slightly negative across clocks of millisecond resolution); NaN when there are none.
+pub fn p50_p99_ms(mut values: Vec<f64>) -> (f64, f64) {
+    if values.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    values.sort_by(f64::total_cmp);
+    (
+        values[rank(values.len(), 0.5)],
+        values[rank(values.len(), 0.99)],
+    )
 }
 
 /// p50 and p99 of `latencies`, in milliseconds.

@@ -82,7 +82,7 @@ impl Dispatcher {
                 recording = Some(tokio::spawn(async move { this.record(finished).await }));
             }
             held.start(&this, &mut tasks);
-            let room = (s.concurrency * AHEAD).saturating_sub(tasks.len() + held.queued);
+            let room = (s.concurrency * AHEAD).saturating_sub(tasks.len() + held.queued());
             let mut full = room == 0;
             if room > 0 && (claimable || held.low(s.per_endpoint)) {
                 let busy = held.busy(s.per_endpoint);
@@ -333,8 +333,6 @@ const AHEAD: usize = 4;
 struct Held {
     in_flight: HashMap<Uuid, usize>,
     waiting: HashMap<Uuid, VecDeque<Waiting>>,
-    /// Messages in `waiting`.
-    queued: usize,
     /// Endpoints whose last claim took as many as it could (they may have more due).
     supplied: std::collections::HashSet<Uuid>,
 }
@@ -346,6 +344,11 @@ struct Waiting {
 }
 
 impl Held {
+    /// Messages claimed and not started, of every endpoint.
+    fn queued(&self) -> usize {
+        self.waiting.values().map(VecDeque::len).sum()
+    }
+
     /// How many messages of `endpoint` are in flight or waiting.
     fn holding(&self, endpoint: &Uuid) -> usize {
         self.in_flight.get(endpoint).copied().unwrap_or(0)
@@ -415,7 +418,6 @@ impl Held {
                     endpoint,
                     at,
                 });
-            self.queued += 1;
         }
     }
 
@@ -429,7 +431,6 @@ impl Held {
             let running = self.in_flight.entry(*id).or_default();
             while *running < s.per_endpoint && tasks.len() < s.concurrency {
                 let Some(w) = waiting.pop_front() else { break };
-                self.queued -= 1;
                 if w.at.elapsed() > stale {
                     continue;
                 }
